@@ -1,0 +1,133 @@
+"""pluggable-messaging: a pluggable multi-channel messaging framework.
+
+This module is the public API; everything not re-exported here is private.
+"""
+
+from __future__ import annotations
+
+from messaging_core.config import ConnectorSpec, MessagingConfig, WebhookSettings, load_config
+from messaging_core.connector import BatchProgress, ChannelConnector, ConnectorState
+from messaging_core.emulation import EmulatorRegistration, RunningEmulator
+from messaging_core.errors import (
+    AuthenticationError,
+    CapabilityNotSupportedError,
+    ConfigurationError,
+    ConnectorOperationError,
+    ConnectorStateError,
+    MessagingError,
+    PluginError,
+    ProviderError,
+    RateLimitedError,
+    SchemaError,
+    ValidationFailedError,
+)
+from messaging_core.hookspecs import hookimpl, hookspec
+from messaging_core.message import (
+    BinaryContent,
+    Content,
+    ContentType,
+    Endpoint,
+    EndpointType,
+    HtmlContent,
+    JsonContent,
+    MediaContent,
+    Message,
+    MessageBatch,
+    MessageBuilder,
+    MessageSource,
+    MultipartContent,
+    TemplateContent,
+    TextContent,
+    new_message_id,
+)
+from messaging_core.plugins import PluginHost, PluginLoadError
+from messaging_core.registry import ChannelInfo, ChannelRegistry
+from messaging_core.results import (
+    BatchSendResult,
+    ConnectorError,
+    ConnectorErrorCodes,
+    ConnectorHealth,
+    ConnectorResult,
+    MessageStatus,
+    ReceiveResult,
+    SendResult,
+    StatusUpdate,
+    StatusUpdatesResult,
+)
+from messaging_core.schema import (
+    Capability,
+    ChannelSchema,
+    DataType,
+    EndpointSpec,
+    ParameterSpec,
+    PropertySpec,
+)
+from messaging_core.settings import ConnectionSettings
+from messaging_core.validation import IssueCodes, ValidationIssue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "BatchProgress",
+    "BatchSendResult",
+    "BinaryContent",
+    "Capability",
+    "CapabilityNotSupportedError",
+    "ChannelConnector",
+    "ChannelInfo",
+    "ChannelRegistry",
+    "ChannelSchema",
+    "ConfigurationError",
+    "ConnectionSettings",
+    "ConnectorError",
+    "ConnectorErrorCodes",
+    "ConnectorHealth",
+    "ConnectorOperationError",
+    "ConnectorResult",
+    "ConnectorSpec",
+    "ConnectorState",
+    "ConnectorStateError",
+    "Content",
+    "ContentType",
+    "DataType",
+    "EmulatorRegistration",
+    "Endpoint",
+    "EndpointSpec",
+    "EndpointType",
+    "HtmlContent",
+    "IssueCodes",
+    "JsonContent",
+    "MediaContent",
+    "Message",
+    "MessageBatch",
+    "MessageBuilder",
+    "MessageSource",
+    "MessageStatus",
+    "MessagingConfig",
+    "MessagingError",
+    "MultipartContent",
+    "ParameterSpec",
+    "PluginError",
+    "PluginHost",
+    "PluginLoadError",
+    "PropertySpec",
+    "ProviderError",
+    "RateLimitedError",
+    "ReceiveResult",
+    "RunningEmulator",
+    "SchemaError",
+    "SendResult",
+    "StatusUpdate",
+    "StatusUpdatesResult",
+    "TemplateContent",
+    "TextContent",
+    "ValidationFailedError",
+    "ValidationIssue",
+    "WebhookSettings",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+    "new_message_id",
+]

@@ -1,0 +1,632 @@
+"""The connector lifecycle: a state machine with async methods, and the provider seam.
+
+::
+
+    UNINITIALIZED ──initialize()──▶ INITIALIZING ──ok──▶ READY ──shutdown()──▶ SHUTTING_DOWN ──▶ SHUTDOWN
+                                         │                                              ▲
+                                         └──failed──▶ ERROR ──initialize() (retry)──────┤
+                                                        └──────────shutdown()───────────┘
+
+Only READY is operational; ``get_health()`` is always allowed. A shut-down connector cannot be
+initialized again (create a new one). Every public operation checks, in this order: capability
+(``CapabilityNotSupportedError``), state (``ConnectorStateError``), input validation against the
+schema (a failed result with ``MESSAGE_VALIDATION_FAILED`` listing every issue) — all before any I/O.
+
+Providers subclass ``ChannelConnector`` and implement the small protected methods
+(``_initialize``, ``_send_message``, ``_get_message_status``, ``_receive_messages``,
+``_receive_message_status``, ``_test_connection``, ``_check_health``, ``_shutdown``).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, TypeVar
+
+from messaging_core import converters
+from messaging_core.errors import CapabilityNotSupportedError, ConfigurationError, ConnectorStateError
+from messaging_core.message import Message, MessageBatch, MessageSource, MessageStream, new_message_id
+from messaging_core.plugins import PluginHost
+from messaging_core.results import (
+    BatchSendResult,
+    ConnectorErrorCodes,
+    ConnectorHealth,
+    ConnectorResult,
+    ReceiveResult,
+    SendResult,
+    StatusUpdate,
+    StatusUpdatesResult,
+    utc_now,
+)
+from messaging_core.schema import Capability, ChannelSchema
+from messaging_core.settings import ConnectionSettings
+from messaging_core.validation import ValidationIssue, validator_for
+
+__all__ = ["BatchProgress", "ChannelConnector", "ConnectorState"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ConnectorState(enum.Enum):
+    """Where a connector is in its life."""
+
+    UNINITIALIZED = "uninitialized"
+    """Created; settings not checked yet, no resources held."""
+    INITIALIZING = "initializing"
+    """``initialize()`` is running."""
+    READY = "ready"
+    """Operational: the only state in which messages move."""
+    ERROR = "error"
+    """Initialization failed; ``initialize()`` may be retried."""
+    SHUTTING_DOWN = "shutting_down"
+    """``shutdown()`` is releasing resources."""
+    SHUTDOWN = "shutdown"
+    """Resources released; final."""
+
+
+_TRANSITIONS: dict[ConnectorState, frozenset[ConnectorState]] = {
+    ConnectorState.UNINITIALIZED: frozenset({ConnectorState.INITIALIZING, ConnectorState.SHUTTING_DOWN}),
+    ConnectorState.INITIALIZING: frozenset({ConnectorState.READY, ConnectorState.ERROR}),
+    ConnectorState.READY: frozenset({ConnectorState.SHUTTING_DOWN}),
+    ConnectorState.ERROR: frozenset({ConnectorState.INITIALIZING, ConnectorState.SHUTTING_DOWN}),
+    ConnectorState.SHUTTING_DOWN: frozenset({ConnectorState.SHUTDOWN}),
+    ConnectorState.SHUTDOWN: frozenset(),
+}
+
+
+class BatchProgress:
+    """Counters of a running batch, passed to ``on_progress`` after every message."""
+
+    __slots__ = ("done", "failed", "succeeded", "total")
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.done = 0
+        self.succeeded = 0
+        self.failed = 0
+
+    def __repr__(self) -> str:
+        return f"BatchProgress(done={self.done}, total={self.total}, succeeded={self.succeeded}, failed={self.failed})"
+
+
+ProgressCallback = Callable[[BatchProgress], Any]
+
+
+class _Pacer:
+    """Spaces sends to at most ``rate`` per second (shared by the batch's workers)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class ChannelConnector(abc.ABC):
+    """Base class of every connector: lifecycle, guards, validation, hooks, batch sending.
+
+    Subclasses declare ``channel_name``, ``master_schema`` and ``schema_variants`` and implement
+    the protected provider methods. Use a connector as an async context manager::
+
+        async with registry.create_connector(spec) as connector:
+            result = await connector.send_message(message)
+    """
+
+    channel_name: ClassVar[str]
+    """The channel's registry name (``twilio_sms``)."""
+    master_schema: ClassVar[ChannelSchema]
+    """The full schema; every variant is a restriction of it."""
+    schema_variants: ClassVar[Mapping[str, ChannelSchema]] = {}
+    """Named variants (``{"SimpleSms": ...}``); the master schema is also listed under its own name."""
+    default_batch_concurrency: ClassVar[int] = 16
+
+    def __init__(
+        self,
+        schema: ChannelSchema,
+        settings: ConnectionSettings | Mapping[str, Any] | None = None,
+        *,
+        plugins: PluginHost | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(schema, ChannelSchema):
+            raise TypeError(f"schema must be a ChannelSchema, not {type(schema).__name__}")
+        self.schema = schema
+        self.settings = (
+            settings
+            if isinstance(settings, ConnectionSettings)
+            else ConnectionSettings(settings, sensitive=schema.sensitive_parameters)
+        )
+        self.name = name or getattr(self, "channel_name", type(self).__name__)
+        self.plugins = plugins if plugins is not None else PluginHost()
+        self.parameters: dict[str, Any] = {}
+        """Resolved, validated parameter values (set by ``initialize``)."""
+        self._state = ConnectorState.UNINITIALIZED
+        self._started_at: float | None = None
+        self._state_lock = asyncio.Lock()
+        # Compiled once: validation runs per message on the hot path.
+        self._message_validator = validator_for(schema.message_json_schema())
+        self._has_policy_hooks = bool(self.plugins.pm.hook.validate_message.get_hookimpls())
+        self._has_sent_observers = self.plugins.has_observers("message_sent")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.schema.display_name!r} {self._state.value}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectorState:
+        return self._state
+
+    @property
+    def is_ready(self) -> bool:
+        return self._state is ConnectorState.READY
+
+    async def _transition(self, new: ConnectorState) -> None:
+        previous = self._state
+        if new not in _TRANSITIONS[previous]:
+            raise ConnectorStateError(f"{self.name}: cannot go from {previous.value} to {new.value}")
+        self._state = new
+        log.debug("connector %s: %s -> %s", self.name, previous.value, new.value)
+        await self.plugins.connector_state_changed(self, previous, new)
+
+    async def initialize(self) -> ConnectorResult[bool]:
+        """Check the settings and acquire resources; no message moves before this succeeds.
+
+        Returns a failed result (``MISSING_CREDENTIALS``, ``INVALID_CONNECTION_SETTINGS``,
+        ``INITIALIZATION_ERROR``) rather than raising; raises ``ConnectorStateError`` when the
+        connector was shut down.
+        """
+        async with self._state_lock:
+            if self._state is ConnectorState.READY:
+                return ConnectorResult.failure(
+                    ConnectorErrorCodes.ALREADY_INITIALIZED, f"{self.name} is already initialized"
+                )
+            if self._state in (ConnectorState.SHUTTING_DOWN, ConnectorState.SHUTDOWN):
+                raise ConnectorStateError(f"{self.name} was shut down; create a new connector")
+            await self._transition(ConnectorState.INITIALIZING)
+            result = self._resolve_settings()
+            if result.is_success:
+                try:
+                    result = await self._initialize()
+                except asyncio.CancelledError:
+                    await self._transition(ConnectorState.ERROR)
+                    raise
+                except Exception as err:
+                    log.exception("connector %s: initialization failed", self.name)
+                    result = ConnectorResult.failure(
+                        ConnectorErrorCodes.INITIALIZATION_ERROR,
+                        f"initialization failed: {type(err).__name__}: {err}",
+                    )
+            if result.is_success:
+                self._started_at = time.monotonic()
+                await self._transition(ConnectorState.READY)
+            else:
+                await self._transition(ConnectorState.ERROR)
+            return result
+
+    def _resolve_settings(self) -> ConnectorResult[bool]:
+        try:
+            resolved = self.settings.resolved(self.schema, self.plugins.resolve_parameter)
+        except ConfigurationError as err:
+            return ConnectorResult.failure(ConnectorErrorCodes.INVALID_CONNECTION_SETTINGS, str(err))
+        issues = ConnectionSettings(resolved).issues(self.schema)
+        if issues:
+            missing = [i for i in issues if i.code == "REQUIRED" and self._is_credential(i.path)]
+            code = (
+                ConnectorErrorCodes.MISSING_CREDENTIALS if missing else ConnectorErrorCodes.INVALID_CONNECTION_SETTINGS
+            )
+            what = "missing credentials" if missing else "invalid connection settings"
+            return ConnectorResult.failure(code, f"{self.name}: {what}: " + "; ".join(map(str, issues)), issues=issues)
+        self.parameters = resolved
+        return ConnectorResult.success(True)
+
+    def _is_credential(self, path: str) -> bool:
+        name = path.rsplit(".", 1)[-1]
+        spec = self.schema.parameter_spec(name)
+        return spec is not None and (spec.sensitive or name in self.credential_parameters)
+
+    credential_parameters: ClassVar[frozenset[str]] = frozenset()
+    """Parameter names whose absence is reported as ``MISSING_CREDENTIALS``."""
+
+    async def shutdown(self) -> None:
+        """Release resources. Idempotent; the connector cannot be used afterwards."""
+        async with self._state_lock:
+            if self._state in (ConnectorState.SHUTDOWN, ConnectorState.SHUTTING_DOWN):
+                return
+            await self._transition(ConnectorState.SHUTTING_DOWN)
+            try:
+                await self._shutdown()
+            except Exception:
+                log.exception("connector %s: error during shutdown (ignored)", self.name)
+            finally:
+                await self._transition(ConnectorState.SHUTDOWN)
+
+    async def __aenter__(self) -> ChannelConnector:
+        result = await self.initialize()
+        if not result.is_success:
+            await self.shutdown()
+            result.unwrap()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _require(self, capability: Capability) -> None:
+        if capability not in self.schema.capabilities:
+            raise CapabilityNotSupportedError(
+                f"{self.name} ({self.schema.display_name}) does not support {capability.name}"
+            )
+        if self._state is not ConnectorState.READY:
+            raise ConnectorStateError(f"{self.name} is {self._state.value}, not ready (call initialize())")
+
+    # -- validation --------------------------------------------------------------------------------
+
+    def validate_message(self, message: Message) -> list[ValidationIssue]:
+        """Every problem of ``message`` for this schema, plus the plugins' policy issues."""
+        if not isinstance(message, Message):
+            raise TypeError(f"expected a Message, not {type(message).__name__}")
+        instance = converters.unstructure(message)
+        issues = [] if self._message_validator.is_valid(instance) else self._message_validator.issues(instance)
+        if not issues and self._has_policy_hooks:
+            issues = self.plugins.validate_message(self, message)
+        return issues
+
+    def _validation_failure(self, issues: list[ValidationIssue]) -> ConnectorResult[Any]:
+        # When every issue is about one endpoint, say so with the specific code (same issues listed).
+        code = ConnectorErrorCodes.MESSAGE_VALIDATION_FAILED
+        if all(i.path.startswith("$.receiver") for i in issues):
+            code = ConnectorErrorCodes.INVALID_RECIPIENT
+        elif all(i.path.startswith("$.sender") for i in issues):
+            code = ConnectorErrorCodes.INVALID_SENDER
+        summary = "; ".join(str(i) for i in issues[:5]) + (f"; and {len(issues) - 5} more" if len(issues) > 5 else "")
+        return ConnectorResult.failure(code, f"message is invalid: {summary}", issues=issues)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        """Validate and send one message; the outcome is a result, never an exception."""
+        self._require(Capability.SEND_MESSAGES)
+        result = await self._validated_send(message)
+        if self._has_sent_observers:
+            await self.plugins.message_sent(self, message, result)
+        return result
+
+    async def _validated_send(self, message: Message) -> ConnectorResult[SendResult]:
+        issues = self.validate_message(message)
+        if issues:
+            return self._validation_failure(issues)
+        try:
+            return await self._send_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("connector %s: unexpected error while sending %s", self.name, message.id)
+            return ConnectorResult.failure(
+                ConnectorErrorCodes.SEND_MESSAGE_ERROR,
+                f"unexpected {type(err).__name__} while sending; the message may or may not have been sent",
+            )
+
+    async def send_batch(
+        self,
+        batch: MessageStream,
+        *,
+        concurrency: int | None = None,
+        messages_per_second: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> BatchSendResult:
+        """Send many messages with bounded concurrency; one result per message, in input order.
+
+        A message that fails (invalid, refused by the provider) never aborts the others. Setting
+        ``cancel`` stops new sends: messages in flight finish and keep their true outcome, the
+        rest get ``NOT_ATTEMPTED`` (safe to send again). Accepts a ``MessageBatch`` or any
+        (async) iterable of messages; use ``send_stream`` to consume results as they come
+        without keeping them all in memory.
+        """
+        self._require(Capability.BULK_MESSAGING)
+        batch_id = batch.id if isinstance(batch, MessageBatch) else new_message_id()
+        if isinstance(batch, MessageBatch):
+            ids = [m.id for m in batch.messages]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"batch {batch_id}: message ids must be unique within a batch")
+        indexed: list[tuple[int, str, ConnectorResult[SendResult]]] = []
+
+        def collect(index: int, message: Message, result: ConnectorResult[SendResult]) -> None:
+            indexed.append((index, message.id, result))
+
+        await self._run_batch(batch, collect, concurrency, messages_per_second, on_progress, cancel)
+        indexed.sort(key=lambda item: item[0])
+        results: dict[str, ConnectorResult[SendResult]] = {}
+        for _, message_id, result in indexed:
+            if message_id in results:
+                log.warning("batch %s: duplicate message id %s in stream; kept the first result", batch_id, message_id)
+                continue
+            results[message_id] = result
+        return BatchSendResult(batch_id, results)
+
+    async def send_stream(
+        self,
+        messages: MessageStream,
+        *,
+        concurrency: int | None = None,
+        messages_per_second: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> AsyncIterator[tuple[Message, ConnectorResult[SendResult]]]:
+        """Like ``send_batch`` but yields ``(message, result)`` as each completes; memory stays flat."""
+        self._require(Capability.BULK_MESSAGING)
+        width = concurrency or self.batch_concurrency()
+        out: asyncio.Queue[tuple[Message, ConnectorResult[SendResult]] | None] = asyncio.Queue(maxsize=width * 2)
+
+        async def sink(index: int, message: Message, result: ConnectorResult[SendResult]) -> None:
+            await out.put((message, result))
+
+        async def run() -> None:
+            try:
+                await self._run_batch(messages, sink, concurrency, messages_per_second, on_progress, cancel)
+            finally:
+                await out.put(None)
+
+        runner = asyncio.create_task(run())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+            await runner
+        finally:
+            if not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+
+    def batch_concurrency(self) -> int:
+        """How many sends a batch keeps in flight by default (providers may read a setting)."""
+        return self.default_batch_concurrency
+
+    def batch_rate(self) -> float | None:
+        """Default messages-per-second limit of a batch (None: unlimited)."""
+        return None
+
+    async def _run_batch(
+        self,
+        messages: MessageStream,
+        sink: Callable[[int, Message, ConnectorResult[SendResult]], Awaitable[None] | None],
+        concurrency: int | None,
+        messages_per_second: float | None,
+        on_progress: ProgressCallback | None,
+        cancel: asyncio.Event | None,
+    ) -> None:
+        """The batch pipeline: pace → send (validated) → observe → record, with N workers."""
+        width = max(1, concurrency or self.batch_concurrency())
+        rate = messages_per_second if messages_per_second is not None else self.batch_rate()
+        pacer = _Pacer(rate) if rate else None
+        total = len(messages) if isinstance(messages, MessageBatch | list | tuple) else None
+        progress = BatchProgress(total)
+        source = _MessageSource(messages, width)
+        observers = self._has_sent_observers
+
+        async def record(index: int, message: Message, result: ConnectorResult[SendResult]) -> None:
+            pending = sink(index, message, result)
+            if pending is not None:
+                await pending
+            progress.done += 1
+            if result.error is None:
+                progress.succeeded += 1
+            else:
+                progress.failed += 1
+            if on_progress is not None:
+                on_progress(progress)
+
+        async def worker() -> None:
+            while True:
+                item = await source.next()
+                if item is None:
+                    return
+                index, message = item
+                if cancel is not None and cancel.is_set():
+                    await record(index, message, _not_attempted())
+                    continue
+                if pacer is not None:
+                    await pacer.wait()
+                    if cancel is not None and cancel.is_set():
+                        await record(index, message, _not_attempted())
+                        continue
+                if not isinstance(message, Message):
+                    raise TypeError(f"batch item {index} is a {type(message).__name__}, not a Message")
+                result = await self._validated_send(message)
+                if observers:
+                    await self.plugins.message_sent(self, message, result)
+                await record(index, message, result)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(width, total) if total else width):
+                    group.create_task(worker())
+        except BaseExceptionGroup as group_error:
+            # Surface the first real error (a TypeError for a non-Message item, a cancellation).
+            raise group_error.exceptions[0] from None
+        finally:
+            await source.aclose()
+
+    # -- status and inbound --------------------------------------------------------------------------
+
+    async def get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
+        """The provider's current status of a message (by our id or the provider's id)."""
+        self._require(Capability.MESSAGE_STATUS_QUERY)
+        if not isinstance(message_id, str) or not message_id:
+            raise TypeError("message_id must be a non-empty string")
+        return await self._guarded(
+            self._get_message_status(message_id), ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query"
+        )
+
+    async def receive_messages(self, source: MessageSource, *, notify: bool = True) -> ConnectorResult[ReceiveResult]:
+        """Parse (and authenticate) an inbound-message webhook; fires ``message_received`` per message.
+
+        ``notify=False`` parses only (the webhook host deduplicates, then calls ``notify_received``).
+        """
+        self._require(Capability.RECEIVE_MESSAGES)
+        if not isinstance(source, MessageSource):
+            raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
+        result = await self._guarded(self._receive_messages(source), ConnectorErrorCodes.RECEIVE_ERROR, "receive")
+        if notify and result.value is not None:
+            for message in result.value.messages:
+                await self.plugins.message_received(self, message)
+        return result
+
+    async def receive_message_status(
+        self, source: MessageSource, *, notify: bool = True
+    ) -> ConnectorResult[StatusUpdate]:
+        """Parse (and authenticate) a status callback; fires ``message_status_changed``."""
+        self._require(Capability.HANDLE_MESSAGE_STATE)
+        if not isinstance(source, MessageSource):
+            raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
+        result = await self._guarded(
+            self._receive_message_status(source), ConnectorErrorCodes.RECEIVE_ERROR, "status callback"
+        )
+        if notify and result.value is not None:
+            await self.plugins.message_status_changed(self, result.value)
+        return result
+
+    async def notify_received(self, message: Message) -> None:
+        """Fire ``message_received``; an observer's exception propagates (webhook host: 500, provider retries)."""
+        await self.plugins.notify_strict("message_received", {"connector": self, "message": message})
+
+    async def notify_status_changed(self, update: StatusUpdate) -> None:
+        """Fire ``message_status_changed``; an observer's exception propagates."""
+        await self.plugins.notify_strict("message_status_changed", {"connector": self, "update": update})
+
+    def webhook_idempotency_key(self, source: MessageSource) -> str | None:
+        """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""
+        return None
+
+    async def test_connection(self) -> ConnectorResult[bool]:
+        """Check that the provider answers with these credentials."""
+        if self._state is not ConnectorState.READY:
+            raise ConnectorStateError(f"{self.name} is {self._state.value}, not ready (call initialize())")
+        return await self._guarded(
+            self._test_connection(), ConnectorErrorCodes.CONNECTION_TEST_FAILED, "connection test"
+        )
+
+    async def get_health(self) -> ConnectorHealth:
+        """State, uptime and (when supported and ready) the provider's own health check. Always allowed."""
+        uptime = (
+            timedelta(seconds=time.monotonic() - self._started_at)
+            if self._started_at and self.is_ready
+            else timedelta(0)
+        )
+        issues: list[str] = []
+        metrics: dict[str, Any] = {}
+        if not self.is_ready:
+            issues.append(f"connector is {self._state.value}")
+        elif Capability.HEALTH_CHECK in self.schema.capabilities:
+            try:
+                found_issues, found_metrics = await self._check_health()
+                issues.extend(found_issues)
+                metrics.update(found_metrics)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                issues.append(f"health check failed: {type(err).__name__}")
+        return ConnectorHealth(
+            state=self._state.value,
+            is_healthy=self.is_ready and not issues,
+            last_check=utc_now(),
+            uptime=uptime,
+            issues=tuple(issues),
+            metrics=metrics,
+        )
+
+    async def _guarded(self, operation: Awaitable[ConnectorResult[T]], code: str, what: str) -> ConnectorResult[T]:
+        try:
+            return await operation
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("connector %s: unexpected error in %s", self.name, what)
+            return ConnectorResult.failure(code, f"unexpected {type(err).__name__} in {what}")
+
+    # -- provider seam -------------------------------------------------------------------------------
+
+    async def _initialize(self) -> ConnectorResult[bool]:
+        """Acquire resources (sessions, pools). ``self.parameters`` holds the validated settings."""
+        return ConnectorResult.success(True)
+
+    @abc.abstractmethod
+    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        """Send one validated message."""
+
+    async def _get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
+        raise NotImplementedError
+
+    async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
+        raise NotImplementedError
+
+    async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
+        raise NotImplementedError
+
+    async def _test_connection(self) -> ConnectorResult[bool]:
+        return ConnectorResult.success(True)
+
+    async def _check_health(self) -> tuple[list[str], dict[str, Any]]:
+        """Provider health: (issues, metrics)."""
+        return [], {}
+
+    async def _shutdown(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release what ``_initialize`` acquired."""
+
+
+def _not_attempted() -> ConnectorResult[SendResult]:
+    return ConnectorResult.failure(
+        ConnectorErrorCodes.NOT_ATTEMPTED, "batch cancelled before this message was sent", retryable=True
+    )
+
+
+class _MessageSource:
+    """Hands out ``(index, message)`` to concurrent workers from a sync or async iterable."""
+
+    def __init__(self, messages: MessageStream, width: int) -> None:
+        self._index = 0
+        self._sync: Iterator[Message] | None = None
+        self._async: AsyncIterator[Message] | None = None
+        self._lock = asyncio.Lock()
+        if isinstance(messages, MessageBatch):
+            self._sync = iter(messages.messages)
+        elif isinstance(messages, AsyncIterable):
+            self._async = aiter(messages)
+        elif isinstance(messages, Iterable):
+            self._sync = iter(messages)
+        else:
+            raise TypeError(
+                f"send_batch takes a MessageBatch or an iterable of messages, not {type(messages).__name__}"
+            )
+
+    async def next(self) -> tuple[int, Message] | None:
+        if self._sync is not None:
+            message = next(self._sync, None)  # atomic under asyncio: no lock needed
+        else:
+            assert self._async is not None
+            async with self._lock:  # an async generator cannot be advanced by two tasks at once
+                try:
+                    message = await anext(self._async)
+                except StopAsyncIteration:
+                    message = None
+        if message is None:
+            return None
+        index = self._index
+        self._index += 1
+        return index, message
+
+    async def aclose(self) -> None:
+        close = getattr(self._async, "aclose", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,197 @@
+"""The channel registry: discovers plugins, lists channels, creates connectors from specs.
+
+``ChannelRegistry.discover()`` loads every plugin of the ``messaging_core`` entry-point group (a
+plugin that fails to import is reported by name in ``load_errors`` and the others still load);
+``ChannelRegistry(plugins=[...])`` registers plugin objects directly (tests, embedding).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import field, frozen
+
+from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, load_config
+from messaging_core.connector import ChannelConnector
+from messaging_core.emulation import EmulatorRegistration
+from messaging_core.errors import ConfigurationError, PluginError
+from messaging_core.plugins import PluginHost, PluginLoadError
+from messaging_core.schema import Capability, ChannelSchema
+from messaging_core.settings import ConnectionSettings
+from messaging_core.validation import IssueCodes, ValidationIssue
+
+__all__ = ["ChannelInfo", "ChannelRegistry"]
+
+
+@frozen
+class ChannelInfo:
+    """A registered channel."""
+
+    name: str
+    plugin: str
+    connector_class: type[ChannelConnector] = field(repr=False)
+    master_schema: ChannelSchema = field(repr=False)
+    variants: Mapping[str, ChannelSchema] = field(repr=False)
+    """Every schema by name, the master schema included."""
+
+    @property
+    def capabilities(self) -> Capability:
+        return self.master_schema.capabilities
+
+    @property
+    def master_variant(self) -> str:
+        return next(name for name, schema in self.variants.items() if schema == self.master_schema)
+
+
+class ChannelRegistry:
+    """Channels contributed by plugins, and the factory of their connectors."""
+
+    def __init__(
+        self, plugins: Iterable[object] = (), *, host: PluginHost | None = None, builtins: bool = True
+    ) -> None:
+        self.host = host if host is not None else PluginHost(plugins, builtins=builtins)
+        if host is not None:
+            for plugin in plugins:
+                self.host.register(plugin)
+        self._channels: dict[str, ChannelInfo] | None = None
+
+    @classmethod
+    def discover(
+        cls, *, blocked: Iterable[str] | None = None, plugins: Iterable[object] = (), builtins: bool = True
+    ) -> ChannelRegistry:
+        """A registry with every installed plugin (entry points of group ``messaging_core``).
+
+        ``blocked`` names entry points to skip (default: ``$MESSAGING_BLOCK_PLUGINS``, comma-separated).
+        """
+        host = PluginHost(plugins, builtins=builtins)
+        host.load_entrypoints(blocked=blocked)
+        return cls(host=host)
+
+    @property
+    def load_errors(self) -> list[PluginLoadError]:
+        """Plugins that failed to load, by name, with the error."""
+        return list(self.host.load_errors)
+
+    # -- channels ----------------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, ChannelInfo]:
+        if self._channels is None:
+            channels: dict[str, ChannelInfo] = {}
+            for plugin, cls in self.host.register_connectors():
+                info = _check_registration(plugin, cls)
+                if info.name in channels:
+                    first = channels[info.name].plugin
+                    raise PluginError(f"channel {info.name!r} registered twice: by plugin {first!r} and {plugin!r}")
+                channels[info.name] = info
+            self._channels = channels
+        return self._channels
+
+    def channels(self) -> list[ChannelInfo]:
+        """Every registered channel, sorted by name."""
+        return sorted(self._load().values(), key=lambda info: info.name)
+
+    def channel(self, name: str) -> ChannelInfo:
+        """A channel by name; ``ConfigurationError`` naming the known ones when unknown."""
+        channels = self._load()
+        if name not in channels:
+            known = ", ".join(sorted(channels)) or "none"
+            raise ConfigurationError(f"unknown channel {name!r} (installed: {known})")
+        return channels[name]
+
+    def schema(self, channel: str, variant: str | None = None) -> ChannelSchema:
+        """The schema of ``channel`` named ``variant`` (default: the master schema)."""
+        info = self.channel(channel)
+        if variant is None:
+            return info.master_schema
+        if variant not in info.variants:
+            raise ConfigurationError(
+                f"channel {channel!r} has no schema variant {variant!r} (variants: {', '.join(info.variants)})"
+            )
+        return info.variants[variant]
+
+    def emulators(self) -> dict[str, EmulatorRegistration]:
+        """Emulators contributed by plugins, by channel."""
+        return {registration.channel: registration for registration in self.host.register_emulators()}
+
+    # -- connectors --------------------------------------------------------------------------------
+
+    def spec_issues(self, spec: ConnectorSpec, *, root: str = "$") -> list[ValidationIssue]:
+        """Every problem of a connector spec: unknown channel or variant, parameter issues."""
+        try:
+            info = self.channel(spec.channel)
+        except ConfigurationError as err:
+            return [ValidationIssue(f"{root}.channel", str(err), IssueCodes.NOT_ALLOWED)]
+        try:
+            schema = self.schema(spec.channel, spec.schema)
+        except ConfigurationError as err:
+            return [ValidationIssue(f"{root}.schema", str(err), IssueCodes.NOT_ALLOWED)]
+        del info
+        settings = ConnectionSettings(spec.parameters, sensitive=schema.sensitive_parameters)
+        try:
+            resolved = settings.resolved(schema, self.host.resolve_parameter)
+        except ConfigurationError as err:
+            return [ValidationIssue(f"{root}.parameters", str(err), "MISSING_ENV")]
+        return ConnectionSettings(resolved).issues(schema, root=f"{root}.parameters")
+
+    def create_connector(self, spec: ConnectorSpec | Mapping[str, Any], *, name: str | None = None) -> ChannelConnector:
+        """Build a connector from ``{"channel": ..., "schema": ..., "parameters": {...}}``.
+
+        Raises ``ConfigurationError`` listing every problem (nothing is connected yet: call
+        ``initialize()`` or use ``async with``).
+        """
+        if not isinstance(spec, ConnectorSpec):
+            unknown = set(spec) - {"channel", "schema", "parameters", "name", "enabled"}
+            if unknown or "channel" not in spec:
+                problem = f"unknown keys {sorted(unknown)}" if unknown else "'channel' is required"
+                raise ConfigurationError(f"connector spec: {problem}")
+            spec = ConnectorSpec.from_mapping(name or str(spec.get("name") or spec["channel"]), spec)
+        issues = self.spec_issues(spec)
+        if issues:
+            lines = "\n".join(f"  - {i}" for i in issues)
+            raise ConfigurationError(f"connector {spec.name!r}: {len(issues)} problem(s)\n{lines}", issues=issues)
+        info = self.channel(spec.channel)
+        schema = self.schema(spec.channel, spec.schema)
+        settings = ConnectionSettings(spec.parameters, sensitive=schema.sensitive_parameters)
+        return info.connector_class(schema, settings, plugins=self.host, name=spec.name)
+
+    def check_config(self, config: MessagingConfig) -> list[ValidationIssue]:
+        """Every channel-level problem of a loaded configuration (paths into the file)."""
+        issues: list[ValidationIssue] = []
+        for name, spec in config.connectors.items():
+            issues.extend(self.spec_issues(spec, root=f"$.connectors.{name}"))
+        return issues
+
+    def create_connectors(self, config: MessagingConfig | str | os.PathLike[str]) -> dict[str, ChannelConnector]:
+        """Connectors of every enabled connector of a configuration (a loaded one or a path)."""
+        if isinstance(config, str | os.PathLike | Path):
+            config = load_config(config)
+        issues = self.check_config(config)
+        if issues:
+            raise config_error(config, issues)
+        return {name: self.create_connector(spec) for name, spec in config.connectors.items() if spec.enabled}
+
+
+def _check_registration(plugin: str, cls: Any) -> ChannelInfo:
+    if not (isinstance(cls, type) and issubclass(cls, ChannelConnector)):
+        raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not a ChannelConnector subclass")
+    name = getattr(cls, "channel_name", None)
+    master = getattr(cls, "master_schema", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"plugin {plugin!r}: {cls.__name__}.channel_name must be a non-empty string")
+    if not isinstance(master, ChannelSchema):  # plugins are untyped input: check anyway
+        raise PluginError(f"plugin {plugin!r}: {cls.__name__}.master_schema must be a ChannelSchema")
+    variants: dict[str, Any] = dict(getattr(cls, "schema_variants", {}) or {})
+    problems = []
+    for variant, schema in variants.items():
+        if not isinstance(schema, ChannelSchema):
+            problems.append(f"variant {variant!r} is not a ChannelSchema")
+            continue
+        problems.extend(f"variant {variant!r}: {p}" for p in schema.validate_as_restriction_of(master))
+    if problems:
+        raise PluginError(f"plugin {plugin!r}, channel {name!r}: " + "; ".join(problems))
+    if master not in variants.values():
+        variants = {"default": master, **variants}
+    return ChannelInfo(name, plugin, cls, master, variants)

@@ -1,0 +1,135 @@
+"""Connection settings: the parameter values a connector is created with."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from messaging_core.errors import ConfigurationError
+from messaging_core.schema import ChannelSchema
+from messaging_core.validation import IssueCodes, ValidationIssue, validator_for
+
+__all__ = ["REDACTED", "ConnectionSettings", "interpolate_env"]
+
+REDACTED = "***"
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(value: str, environ: Mapping[str, str] | None = None, *, where: str = "value") -> str:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) references with environment values.
+
+    Raises ``ConfigurationError`` naming the variable and ``where`` when one is not set.
+    """
+    env = os.environ if environ is None else environ
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigurationError(f"{where}: environment variable {name} is not set")
+
+    return _ENV_REFERENCE.sub(replace, value) if "${" in value else value
+
+
+class ConnectionSettings(Mapping[str, Any]):
+    """Parameter values for a connector; sensitive values never show in ``repr`` or ``str``.
+
+    ``ConnectionSettings({"AccountSid": ...}).add_parameter("AuthToken", token)`` — a fluent builder
+    that returns the same object. Validate against a schema with ``validate(schema)``; get the
+    values with the schema's defaults applied with ``resolved(schema)``.
+    """
+
+    __slots__ = ("_sensitive", "_values")
+
+    def __init__(self, values: Mapping[str, Any] | None = None, *, sensitive: frozenset[str] = frozenset()) -> None:
+        self._values: dict[str, Any] = dict(values or {})
+        self._sensitive = set(sensitive)
+
+    def add_parameter(self, name: str, value: Any, *, sensitive: bool = False) -> ConnectionSettings:
+        self._values[name] = value
+        if sensitive:
+            self._sensitive.add(name)
+        return self
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ConnectionSettings):
+            return self._values == other._values
+        if isinstance(other, Mapping):
+            return self._values == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def redacted(self, schema: ChannelSchema | None = None) -> dict[str, Any]:
+        """The values with every sensitive one replaced by ``***``."""
+        hidden = self._sensitive | (schema.sensitive_parameters if schema else set())
+        return {k: (REDACTED if k in hidden or _looks_secret(k) else v) for k, v in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f"ConnectionSettings({self.redacted()!r})"
+
+    __str__ = __repr__
+
+    def resolved(
+        self,
+        schema: ChannelSchema,
+        resolve: Callable[[ChannelSchema, str, Any], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Values with references resolved and the schema's defaults applied.
+
+        ``resolve(schema, name, value)`` (the ``resolve_parameter`` hook) gets every parameter of
+        the schema, with the value given or None, and returns the value to use (None: keep).
+        """
+        values = dict(self._values)
+        for spec in schema.parameters:
+            current = values.get(spec.name)
+            if resolve is not None:
+                found = resolve(schema, spec.name, current)
+                if found is not None:
+                    current = found
+            if current is None and spec.default is not None:
+                current = spec.default
+            if current is not None:
+                values[spec.name] = current
+        return values
+
+    def issues(self, schema: ChannelSchema, *, root: str = "$") -> list[ValidationIssue]:
+        """Every problem of these (already resolved) values against ``schema``."""
+        validator = validator_for(schema.settings_json_schema())
+        # JSON Schema knows arrays, not tuples: present sequences as lists.
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items() if v is not None}
+        issues = validator.issues(values, root)
+        return [_without_value(i) for i in issues]
+
+    def validate(self, schema: ChannelSchema, *, where: str = "connection settings") -> None:
+        """Raise ``ConfigurationError`` listing every issue."""
+        issues = self.issues(schema)
+        if issues:
+            lines = "\n".join(f"  - {i}" for i in issues)
+            raise ConfigurationError(f"{where}: {len(issues)} problem(s)\n{lines}", issues=issues)
+
+
+def _looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in ("token", "secret", "password", "apikey", "api_key"))
+
+
+def _without_value(issue: ValidationIssue) -> ValidationIssue:
+    # Our issue messages never echo values; this is where that promise is kept for settings.
+    if issue.code == IssueCodes.UNKNOWN_FIELD:
+        return ValidationIssue(issue.path, "is not a parameter of this schema", issue.code)
+    return issue
