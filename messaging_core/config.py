@@ -143,14 +143,15 @@ def _connector_of(path: str) -> str:
 
 def parse_config(data: Any, *, where: str = "<config>", environ: Mapping[str, str] | None = None) -> MessagingConfig:
     """Validate and interpolate configuration data already read from a file."""
-    issues = validator_for(config_json_schema()).issues(data)
-    if issues:
-        raise _error(where, issues)
+    # Interpolate first (a "${PUBLIC_URL}" must be checked as the URL it becomes), then validate;
+    # report the missing variables and the structural problems together.
     problems: list[str] = []
     data = _interpolate(data, "$", os.environ if environ is None else environ, problems)
-    if problems:
-        issues = [ValidationIssue(p.split(":", 1)[0], p.split(":", 1)[1].strip(), "MISSING_ENV") for p in problems]
-        raise _error(where, issues)
+    issues = [ValidationIssue(p.split(":", 1)[0], p.split(":", 1)[1].strip(), "MISSING_ENV") for p in problems]
+    missing = {i.path for i in issues}
+    issues += [i for i in validator_for(config_json_schema()).issues(data) if i.path not in missing]
+    if issues:
+        raise _error(where, sorted(issues, key=lambda i: i.path))
     connectors = {name: ConnectorSpec.from_mapping(name, spec) for name, spec in data["connectors"].items()}
     webhooks = WebhookSettings(**data.get("webhooks", {}))
     return MessagingConfig(connectors, webhooks, None, data.get("dispatcher"))

@@ -143,11 +143,13 @@ class ChannelConnector(abc.ABC):
         if not isinstance(schema, ChannelSchema):
             raise TypeError(f"schema must be a ChannelSchema, not {type(schema).__name__}")
         self.schema = schema
-        self.settings = (
-            settings
-            if isinstance(settings, ConnectionSettings)
-            else ConnectionSettings(settings, sensitive=schema.sensitive_parameters)
-        )
+        if isinstance(settings, ConnectionSettings):
+            # The schema knows which parameters are secrets even when the caller's settings do not.
+            for secret in schema.sensitive_parameters & set(settings):
+                settings.add_parameter(secret, settings[secret], sensitive=True)
+            self.settings = settings
+        else:
+            self.settings = ConnectionSettings(settings, sensitive=schema.sensitive_parameters)
         self.name = name or getattr(self, "channel_name", type(self).__name__)
         self.plugins = plugins if plugins is not None else PluginHost()
         self.parameters: dict[str, Any] = {}
@@ -504,6 +506,21 @@ class ChannelConnector(abc.ABC):
     async def notify_status_changed(self, update: StatusUpdate) -> None:
         """Fire ``message_status_changed``; an observer's exception propagates."""
         await self.plugins.notify_strict("message_status_changed", {"connector": self, "update": update})
+
+    def preview_message(self, message: Message) -> dict[str, Any]:
+        """What sending ``message`` would do, without doing it (``messaging send --dry-run``).
+
+        Providers override it to show the request they would make (secrets left out).
+        """
+        return {"message": converters.unstructure(message)}
+
+    def webhook_response(self, kind: str) -> tuple[int, str | None, bytes]:
+        """What the webhook host answers after handling a webhook: ``(status, content type, body)``.
+
+        ``kind`` is ``"messages"`` or ``"status"``. Providers override it when they expect a
+        particular answer (Twilio: an empty TwiML document for inbound messages).
+        """
+        return (200, None, b"") if kind == "messages" else (204, None, b"")
 
     def webhook_idempotency_key(self, source: MessageSource) -> str | None:
         """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""

@@ -28,6 +28,12 @@ class RunningEmulator(Protocol):
     def describe(self) -> dict[str, str]:
         """Human-readable facts to print (base URL, credentials); no real secrets involved."""
 
+    def environment(self) -> dict[str, str]:
+        """Environment variables a configuration file may reference to reach the emulator."""
+
+    def demo_endpoints(self) -> dict[str, str]:
+        """Addresses for the demo: ``sender``, ``receiver``, ``receiver_prefix``, ``media_url``."""
+
     def set_webhook_urls(self, *, messages_url: str | None, status_url: str | None) -> None:
         """Where the emulator sends inbound messages and status callbacks."""
 
@@ -44,5 +50,3 @@ class EmulatorRegistration:
     start: Callable[..., AbstractAsyncContextManager[RunningEmulator]]
     """``async with start(host=..., port=..., **options) as emulator:``."""
     description: str = ""
-    demo: Callable[..., Any] | None = None
-    """Optional steps the channel adds to ``messaging demo``."""

@@ -489,9 +489,26 @@ def _content_branch(kind: ContentType, schema: ChannelSchema) -> dict[str, Any]:
     return base
 
 
+# Content kinds that also need a capability: a variant that removed the capability but kept the
+# content type (``derive(remove_capabilities=MEDIA_ATTACHMENTS)``) must still refuse that content.
+_CONTENT_CAPABILITIES = {
+    ContentType.MEDIA: Capability.MEDIA_ATTACHMENTS,
+    ContentType.TEMPLATE: Capability.TEMPLATES,
+}
+
+
+def _accepted_content_types(schema: ChannelSchema) -> set[ContentType]:
+    return {
+        c
+        for c in schema.content_types
+        if c not in _CONTENT_CAPABILITIES or _CONTENT_CAPABILITIES[c] in schema.capabilities
+    }
+
+
 @_cached
 def _message_document(schema: ChannelSchema) -> dict[str, Any]:
-    simple = sorted((c for c in schema.content_types if c is not ContentType.MULTIPART), key=lambda c: c.value)
+    accepted = _accepted_content_types(schema)
+    simple = sorted((c for c in accepted if c is not ContentType.MULTIPART), key=lambda c: c.value)
     single_branches = [_content_branch(c, schema) for c in simple]
     single: dict[str, Any] = (
         single_branches[0]
@@ -501,7 +518,7 @@ def _message_document(schema: ChannelSchema) -> dict[str, Any]:
         else {"not": {}}
     )
     content_branches = [single] if single_branches else []
-    if ContentType.MULTIPART in schema.content_types:
+    if ContentType.MULTIPART in accepted:
         parts: dict[str, Any] = {"type": "array", "minItems": 1, "items": single}
         if schema.max_media is not None:
             parts["contains"] = {

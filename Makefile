@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Each installs what it needs into .venv on first use (and again when a pyproject or the
+# constraints change); both are idempotent.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit schemas bench clean
+
+$(STAMP): pyproject.toml plugins/twilio_sms/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]" -e "plugins/twilio_sms[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/messaging demo
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+schemas: $(STAMP)
+	$(BIN)/messaging schema export schemas
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV)

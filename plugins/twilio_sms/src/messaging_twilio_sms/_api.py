@@ -1,0 +1,244 @@
+"""Sans-I/O Twilio Messages API: build requests, parse resources, map statuses and errors.
+
+Nothing here touches the network; the connector moves the bytes. Tables map Twilio's vocabulary
+to the core's, with a comment per quirk (facts: ``shared/docs/twilio-api-facts.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from messaging_core import ConnectorError, ConnectorErrorCodes, Message, MessageStatus
+
+__all__ = [
+    "STATUS_TABLE",
+    "TwilioErrorCodes",
+    "account_path",
+    "build_message_form",
+    "error_from_response",
+    "is_message_sid",
+    "map_status",
+    "mask_phone",
+    "message_path",
+    "messages_path",
+    "parse_json_object",
+    "parse_twilio_date",
+    "retry_after_seconds",
+    "with_message_id",
+]
+
+
+class TwilioErrorCodes(ConnectorErrorCodes):
+    """Stable codes of the Twilio connector (the generic ones are inherited)."""
+
+    RECIPIENT_UNSUBSCRIBED = "RECIPIENT_UNSUBSCRIBED"
+    """21610: the recipient replied STOP; suppress until they send START."""
+    SEND_MESSAGE_FAILED = "SEND_MESSAGE_FAILED"
+    INVALID_PROVIDER_RESPONSE = "INVALID_PROVIDER_RESPONSE"
+    """A 2xx answer we cannot read (truncated JSON, no sid): the message was probably created."""
+    STATUS_QUERY_FAILED = "STATUS_QUERY_FAILED"
+    RECEIVE_MESSAGE_FAILED = "RECEIVE_MESSAGE_FAILED"
+    RECEIVE_STATUS_FAILED = "RECEIVE_STATUS_FAILED"
+    INVALID_WEBHOOK_DATA = "INVALID_WEBHOOK_DATA"
+    INVALID_SIGNATURE = "INVALID_SIGNATURE"
+    UNSUPPORTED_CONTENT_TYPE = "UNSUPPORTED_CONTENT_TYPE"
+
+
+API_VERSION = "2010-04-01"
+MESSAGE_ID_PARAM = "MessageId"
+"""Query parameter carrying our message id in the StatusCallback URL (correlates callbacks without a lookup)."""
+
+_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+
+
+def is_message_sid(value: str) -> bool:
+    """Whether ``value`` looks like a Twilio Message SID."""
+    return _SID.match(value) is not None
+
+
+def account_path(account_sid: str) -> str:
+    return f"/{API_VERSION}/Accounts/{account_sid}.json"
+
+
+def messages_path(account_sid: str) -> str:
+    return f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+
+
+def message_path(account_sid: str, sid: str) -> str:
+    return f"/{API_VERSION}/Accounts/{account_sid}/Messages/{quote(sid, safe='')}.json"
+
+
+# -- statuses ---------------------------------------------------------------------------------------
+
+STATUS_TABLE: dict[str, MessageStatus] = {
+    "accepted": MessageStatus.QUEUED,  # Messaging Service picked it up, sender not chosen yet
+    "scheduled": MessageStatus.SCHEDULED,  # Messaging Service scheduled send (SendAt)
+    "queued": MessageStatus.QUEUED,
+    "sending": MessageStatus.ROUTED,  # being handed to the nearest carrier
+    "sent": MessageStatus.SENT,  # carrier accepted; not final (a DLR may never come)
+    "delivered": MessageStatus.DELIVERED,
+    "undelivered": MessageStatus.DELIVERY_FAILED,  # a delivery receipt said no
+    "failed": MessageStatus.ROUTE_FAILED,  # never left Twilio (queue overflow, suspended account...)
+    "receiving": MessageStatus.QUEUED,  # inbound, still being assembled
+    "received": MessageStatus.RECEIVED,
+    "read": MessageStatus.READ,  # RCS / WhatsApp only
+    "canceled": MessageStatus.CANCELED,  # a scheduled message was canceled
+    "partially_delivered": MessageStatus.SENT,  # deprecated by Twilio; some parts arrived, not final
+}
+"""Every Twilio message status (OAI ``message_enum_status``) and the core status it means."""
+
+
+def map_status(raw: str | None) -> MessageStatus:
+    """The core status for a Twilio status word (``UNKNOWN`` for a word Twilio adds later)."""
+    return STATUS_TABLE.get(raw or "", MessageStatus.UNKNOWN)
+
+
+def parse_twilio_date(value: str | None) -> Any:
+    """An RFC 2822 date of the 2010 API (``Thu, 24 Aug 2023 05:01:45 +0000``), or None."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def with_message_id(url: str, message_id: str) -> str:
+    """``url`` with our message id added to its query, so the callback names the message."""
+    parts = urlsplit(url)
+    extra = urlencode({MESSAGE_ID_PARAM: message_id})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _bool(value: Any) -> str:
+    # Twilio's SDK serialises booleans as lowercase words.
+    return "true" if value else "false"
+
+
+def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The form fields of ``CreateMessage`` for a validated message, in a stable order.
+
+    List parameters (``MediaUrl``, ``PersistentAction``) become repeated keys. Every message
+    property is mapped: ``AttemptLimits`` → ``Attempt``; ``ProvideCallback`` true →
+    ``StatusCallback`` from the settings (with our message id in its query), false → none.
+    """
+    props = message.properties
+    form: list[tuple[str, str]] = []
+    assert message.receiver is not None  # guaranteed by schema validation
+    form.append(("To", message.receiver.address))
+    service = settings.get("MessagingServiceSid")
+    if service:
+        form.append(("MessagingServiceSid", service))  # wins over From: Twilio picks from the pool
+    elif message.sender is not None:
+        form.append(("From", message.sender.address))
+    texts = message.texts()
+    if texts:
+        form.append(("Body", "\n".join(texts)))
+    for media in message.media():
+        form.append(("MediaUrl", media.url))
+    callback = settings.get("StatusCallback")
+    wants_callback = props.get("ProvideCallback", True)
+    if callback and wants_callback:
+        form.append(("StatusCallback", with_message_id(callback, message.id)))
+    validity = props.get("ValidityPeriod", settings.get("ValidityPeriod"))
+    if validity is not None:
+        form.append(("ValidityPeriod", str(int(validity))))
+    max_price = props.get("MaxPrice", settings.get("MaxPrice"))
+    if max_price is not None:
+        form.append(("MaxPrice", _number(max_price)))
+    if "AttemptLimits" in props:
+        form.append(("Attempt", str(int(props["AttemptLimits"]))))
+    if "SmartEncoded" in props:
+        form.append(("SmartEncoded", _bool(props["SmartEncoded"])))
+    for action in props.get("PersistentAction", ()):
+        form.append(("PersistentAction", str(action)))
+    return form
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, int) or float(value).is_integer() else repr(float(value))
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+def parse_json_object(body: bytes) -> dict[str, Any] | None:
+    """The JSON object in ``body``, or None when it is not one (HTML page, truncated JSON)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_RECIPIENT_CODES = frozenset({21211, 21408, 21608, 21612, 21614})
+_SENDER_CODES = frozenset({21212, 21606})
+_RATE_CODES = frozenset({20429, 21611})  # 20429: concurrency, never processed; 21611: From's queue is full
+
+
+def error_from_response(http_status: int, body: bytes, *, operation: str = "send") -> ConnectorError:
+    """A ``ConnectorError`` for a non-success API answer (Twilio error JSON, or whatever came back)."""
+    data = parse_json_object(body) or {}
+    raw_code = data.get("code")
+    twilio_code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+    message = data.get("message") if isinstance(data.get("message"), str) else None
+    details: dict[str, Any] = {"http_status": http_status}
+    if twilio_code is not None:
+        details["twilio_code"] = twilio_code
+    if isinstance(data.get("more_info"), str):
+        details["more_info"] = data["more_info"]
+    text = message or f"HTTP {http_status} from Twilio"
+    retryable = False
+    if twilio_code == 20003 or http_status == 401:
+        code = TwilioErrorCodes.AUTHENTICATION_FAILED
+    elif twilio_code in _RECIPIENT_CODES:
+        code = TwilioErrorCodes.INVALID_RECIPIENT
+    elif twilio_code == 21610:
+        code = TwilioErrorCodes.RECIPIENT_UNSUBSCRIBED
+    elif twilio_code in _SENDER_CODES:
+        code = TwilioErrorCodes.INVALID_SENDER
+    elif http_status == 429 or twilio_code in _RATE_CODES:
+        code, retryable = TwilioErrorCodes.RATE_LIMITED, True
+    elif http_status >= 500:
+        # The request reached Twilio (or a proxy in front of it): it may have been processed.
+        # Not retried automatically; the caller (or the scale-out ledger) settles it.
+        code = TwilioErrorCodes.TEMPORARY_FAILURE
+        details["outcome_unknown"] = operation == "send"
+    elif operation == "status":
+        code = TwilioErrorCodes.STATUS_QUERY_FAILED
+    else:
+        code = TwilioErrorCodes.SEND_MESSAGE_FAILED
+    return ConnectorError(code, text, (), retryable, details)
+
+
+def retry_after_seconds(value: str | None, *, cap: float = 60.0) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    when = parse_twilio_date(value)
+    if when is None:
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), cap))
+
+
+def mask_phone(number: str | None) -> str:
+    """``+14155550100`` → ``+1415****00``: enough to tell numbers apart in logs, not to dial them."""
+    if not number:
+        return "-"
+    if len(number) <= 6:
+        return "*" * len(number)
+    return number[:5] + "*" * (len(number) - 7) + number[-2:]

@@ -1,0 +1,403 @@
+"""``TwilioSmsConnector``: moves bytes between the core and Twilio's Messages API.
+
+Request building, response parsing, status and error mapping live in ``_api`` and webhook
+signatures and parsing in ``webhooks`` (pure functions); this module does the I/O: one
+``aiohttp.ClientSession`` per connector, precomputed headers, explicit timeouts, and retries only
+where a retry cannot create a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import aiohttp
+
+from messaging_core import (
+    ChannelConnector,
+    ChannelSchema,
+    ConnectionSettings,
+    ConnectorError,
+    ConnectorResult,
+    Message,
+    MessageSource,
+    PluginHost,
+    ReceiveResult,
+    SendResult,
+    StatusUpdate,
+    StatusUpdatesResult,
+)
+from messaging_twilio_sms import _api, webhooks
+from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
+from messaging_twilio_sms.schemas import TwilioChannelSchemas
+from messaging_twilio_sms.segments import count_segments
+
+__all__ = ["TwilioSmsConnector"]
+
+log = logging.getLogger(__name__)
+
+_USER_AGENT = "pluggable-messaging-twilio-sms/0.1"
+_EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_RECENT_IDS = 10_000
+"""How many (our id → SID) pairs the connector remembers for status queries by our id."""
+
+
+class _Answer:
+    """What came back from one API request: status, headers that matter, raw body."""
+
+    __slots__ = ("body", "retry_after", "status")
+
+    def __init__(self, status: int, body: bytes, retry_after: str | None) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+class TwilioSmsConnector(ChannelConnector):
+    """Twilio Programmable Messaging: SMS and MMS out, webhooks in.
+
+    ``TwilioSmsConnector(schema, settings, *, session=None)``: pass an ``aiohttp.ClientSession``
+    to share one (the caller then closes it); otherwise the connector opens its own in
+    ``initialize()`` and closes it in ``shutdown()``.
+    """
+
+    channel_name: ClassVar[str] = "twilio_sms"
+    master_schema: ClassVar[ChannelSchema] = TwilioChannelSchemas.TWILIO_SMS
+    schema_variants: ClassVar[Mapping[str, ChannelSchema]] = TwilioChannelSchemas.VARIANTS
+    credential_parameters: ClassVar[frozenset[str]] = frozenset({"AccountSid", "AuthToken"})
+
+    def __init__(
+        self,
+        schema: ChannelSchema,
+        settings: ConnectionSettings | Mapping[str, Any] | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        plugins: PluginHost | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(schema, settings, plugins=plugins, name=name)
+        self._external_session = session
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, str] = {}
+        self._messages_url = ""
+        self._base_url = ""
+        self._signatures: webhooks.SignatureValidator | None = None
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._max_retries = 0
+        self._show_numbers = False
+        self._counters = {"sent": 0, "failed": 0, "retries": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def _initialize(self) -> ConnectorResult[bool]:
+        p = self.parameters
+        account_sid: str = p["AccountSid"]
+        # Built once: every request reuses the same header dict (no per-request auth building).
+        user, secret = (p["ApiKeySid"], p.get("ApiKeySecret")) if p.get("ApiKeySid") else (account_sid, p["AuthToken"])
+        if secret is None:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.MISSING_CREDENTIALS, "ApiKeySid is set but ApiKeySecret is missing"
+            )
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        self._base_url = str(p["ApiBaseUrl"]).rstrip("/")
+        self._messages_url = self._base_url + _api.messages_path(account_sid)
+        self._signatures = webhooks.SignatureValidator(p["AuthToken"])
+        self._max_retries = int(p["MaxRetries"])
+        self._show_numbers = bool(p["LogPhoneNumbers"])
+        concurrency = int(p["MaxConcurrency"])
+        self._semaphore = asyncio.Semaphore(concurrency)
+        if self._external_session is not None:
+            self._session = self._external_session
+        else:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=float(p["RequestTimeout"])),
+                connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+                raise_for_status=False,
+            )
+        return ConnectorResult.success(True)
+
+    async def _shutdown(self) -> None:
+        if self._session is not None and self._session is not self._external_session:
+            await self._session.close()
+        self._session = None
+
+    def batch_concurrency(self) -> int:
+        return int(self.parameters.get("MaxConcurrency", self.default_batch_concurrency))
+
+    def batch_rate(self) -> float | None:
+        rate = self.parameters.get("MessagesPerSecond")
+        return float(rate) if rate else None
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    async def _request(self, method: str, url: str, body: bytes | None = None) -> _Answer:
+        """One API request; raises aiohttp errors (the callers classify them)."""
+        assert self._session is not None
+        assert self._semaphore is not None
+        headers = self._headers
+        if body is not None:
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        async with (
+            self._semaphore,
+            self._session.request(method, url, data=body, headers=headers, allow_redirects=False) as response,
+        ):
+            payload = await response.read()
+            return _Answer(response.status, payload, response.headers.get("Retry-After"))
+
+    async def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        delay = _api.retry_after_seconds(retry_after)
+        if delay is None:
+            # Full jitter, as twilio-node does: random(0, min(3 s, 0.1 s * 2^attempt)).
+            delay = random.uniform(0, min(3.0, 0.1 * (2**attempt)))
+        self._counters["retries"] += 1
+        await asyncio.sleep(delay)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        p = self.parameters
+        if not p.get("MessagingServiceSid") and message.sender is None:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.INVALID_SENDER, "a sender phone number is required (or set MessagingServiceSid)"
+            )
+        form = _api.build_message_form(message, p)
+        body = urlencode(form).encode()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "POST %s to=%s fields=%s",
+                _api.messages_path("AC…"),
+                self._phone(message.receiver.address if message.receiver else None),
+                sorted({k for k, _ in form}),
+            )
+        attempt = 0
+        while True:
+            try:
+                answer = await self._request("POST", self._messages_url, body)
+            except aiohttp.ClientConnectorError as err:
+                # The connection was never made: nothing reached Twilio, retrying cannot duplicate.
+                if attempt < self._max_retries:
+                    attempt += 1
+                    await self._backoff(attempt, None)
+                    continue
+                return self._failed(
+                    ConnectorError(
+                        TwilioErrorCodes.NETWORK_ERROR,
+                        f"cannot connect to the Twilio API: {type(err).__name__}",
+                        retryable=True,
+                        details={"outcome_unknown": False, "attempts": attempt + 1},
+                    )
+                )
+            except (TimeoutError, aiohttp.ClientError) as err:
+                # The request may have been written and processed: never resend blindly.
+                return self._failed(
+                    ConnectorError(
+                        TwilioErrorCodes.NETWORK_ERROR,
+                        f"no answer from the Twilio API ({type(err).__name__}); the message may have been sent",
+                        retryable=False,
+                        details={"outcome_unknown": True, "attempts": attempt + 1},
+                    )
+                )
+            if answer.status in (200, 201):
+                return self._accepted(message, answer)
+            error = _api.error_from_response(answer.status, answer.body)
+            if error.retryable and attempt < self._max_retries:
+                attempt += 1
+                await self._backoff(attempt, answer.retry_after)
+                continue
+            return self._failed(error)
+
+    def preview_message(self, message: Message) -> dict[str, Any]:
+        """The ``CreateMessage`` request this message becomes, with its encoding and segment count."""
+        form = _api.build_message_form(message, self.parameters)
+        preview: dict[str, Any] = {
+            "method": "POST",
+            "url": self._messages_url,
+            "form": [[key, value] for key, value in form],
+        }
+        texts = message.texts()
+        if texts:
+            info = count_segments("\n".join(texts), bool(message.properties.get("SmartEncoded", False)))
+            preview.update(encoding=info.encoding, segments=info.segments, characters=info.characters)
+        return preview
+
+    def _accepted(self, message: Message, answer: _Answer) -> ConnectorResult[SendResult]:
+        data = _api.parse_json_object(answer.body)
+        sid = data.get("sid") if data else None
+        if not isinstance(sid, str) or not sid:
+            # Twilio said yes, but we cannot tell which message it created: report, don't resend.
+            return self._failed(
+                ConnectorError(
+                    TwilioErrorCodes.INVALID_PROVIDER_RESPONSE,
+                    f"HTTP {answer.status} without a readable message resource; the message was probably created",
+                    details={"http_status": answer.status, "outcome_unknown": True},
+                )
+            )
+        assert data is not None
+        self._remember(message.id, sid)
+        self._counters["sent"] += 1
+        raw_status = data.get("status")
+        extra: dict[str, Any] = {
+            "raw_status": raw_status,
+            "num_segments": _int_or_none(data.get("num_segments")),
+            "num_media": _int_or_none(data.get("num_media")),
+            "price": data.get("price"),
+            "price_unit": data.get("price_unit"),
+            "messaging_service_sid": data.get("messaging_service_sid"),
+        }
+        texts = message.texts()
+        if texts:
+            segments = count_segments("\n".join(texts), bool(message.properties.get("SmartEncoded", False)))
+            extra["encoding"] = segments.encoding
+            extra["segments"] = segments.segments
+        return ConnectorResult.success(SendResult(message.id, sid, _api.map_status(raw_status), additional_data=extra))
+
+    def _failed(self, error: ConnectorError) -> ConnectorResult[SendResult]:
+        self._counters["failed"] += 1
+        log.debug("send failed: %s %s", error.code, error.details.get("twilio_code", ""))
+        return ConnectorResult.from_error(error)
+
+    def _remember(self, message_id: str, sid: str) -> None:
+        self._recent[message_id] = sid
+        if len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+
+    def _phone(self, number: str | None) -> str:
+        return (number or "-") if self._show_numbers else mask_phone(number)
+
+    # -- status query ------------------------------------------------------------------------------
+
+    async def _get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
+        sid = message_id if _api.is_message_sid(message_id) else self._recent.get(message_id)
+        if sid is None:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.STATUS_QUERY_FAILED,
+                "unknown message id: pass a Twilio SID, or the id of a message this connector sent recently",
+            )
+        url = self._base_url + _api.message_path(self.parameters["AccountSid"], sid)
+        try:
+            answer = await self._request("GET", url)
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.STATUS_QUERY_FAILED, f"no answer from the Twilio API ({type(err).__name__})"
+            )
+        data = _api.parse_json_object(answer.body) if answer.status == 200 else None
+        if data is None:
+            error = _api.error_from_response(answer.status, answer.body, operation="status")
+            return ConnectorResult.from_error(
+                ConnectorError(
+                    TwilioErrorCodes.STATUS_QUERY_FAILED
+                    if error.code not in (TwilioErrorCodes.AUTHENTICATION_FAILED, TwilioErrorCodes.RATE_LIMITED)
+                    else error.code,
+                    error.message,
+                    retryable=error.retryable,
+                    details=error.details,
+                )
+            )
+        update = webhooks.status_update_from_resource(message_id, data)
+        return ConnectorResult.success(StatusUpdatesResult(message_id, (update,)))
+
+    # -- webhooks ----------------------------------------------------------------------------------
+
+    def _authentic(self, source: MessageSource, configured_url: str | None) -> bool:
+        """Whether the webhook carries a valid signature (or validation is off / impossible)."""
+        if not self.parameters["ValidateSignatures"] or source.url is None:
+            return True
+        assert self._signatures is not None
+        url = webhooks.signed_url(source.url, configured_url)
+        params = source.form if source.form is not None else None
+        body = None if source.form is not None else source.body
+        return self._signatures.validate(url, params, source.header(webhooks.SIGNATURE_HEADER), body=body)
+
+    async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
+        if not self._authentic(source, self.parameters.get("WebhookUrl")):
+            return ConnectorResult.failure(TwilioErrorCodes.INVALID_SIGNATURE, "webhook signature is missing or wrong")
+        fields = webhooks.fields_of(source)
+        if isinstance(fields, ConnectorError):
+            return ConnectorResult.from_error(fields)
+        parsed = webhooks.parse_inbound(fields)
+        if isinstance(parsed, ConnectorError):
+            return ConnectorResult.from_error(parsed)
+        return ConnectorResult.success(ReceiveResult(parsed.id, (parsed,)))
+
+    async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
+        if not self._authentic(source, self.parameters.get("StatusCallback")):
+            return ConnectorResult.failure(TwilioErrorCodes.INVALID_SIGNATURE, "webhook signature is missing or wrong")
+        fields = webhooks.fields_of(source)
+        if isinstance(fields, ConnectorError):
+            return ConnectorResult.from_error(fields)
+        update = webhooks.parse_status_callback(fields, source.url)
+        if isinstance(update, ConnectorError):
+            return ConnectorResult.from_error(update)
+        return ConnectorResult.success(update)
+
+    def webhook_idempotency_key(self, source: MessageSource) -> str | None:
+        # Twilio sends the same token again when it retries a webhook delivery.
+        return source.header("I-Twilio-Idempotency-Token")
+
+    def webhook_response(self, kind: str) -> tuple[int, str | None, bytes]:
+        if kind == "messages":
+            # Twilio expects TwiML; an empty <Response/> means "no automatic reply".
+            return 200, "text/xml", _EMPTY_TWIML
+        return 204, None, b""
+
+    # -- health ------------------------------------------------------------------------------------
+
+    async def _fetch_account(self) -> tuple[_Answer, float]:
+        url = self._base_url + _api.account_path(self.parameters["AccountSid"])
+        started = time.perf_counter()
+        answer = await self._request("GET", url)
+        return answer, time.perf_counter() - started
+
+    async def _test_connection(self) -> ConnectorResult[bool]:
+        try:
+            answer, _ = await self._fetch_account()
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.NETWORK_ERROR, f"cannot reach the Twilio API ({type(err).__name__})"
+            )
+        if answer.status != 200:
+            error = _api.error_from_response(answer.status, answer.body, operation="test")
+            code = (
+                error.code
+                if error.code in (TwilioErrorCodes.AUTHENTICATION_FAILED, TwilioErrorCodes.RATE_LIMITED)
+                else TwilioErrorCodes.CONNECTION_TEST_FAILED
+            )
+            return ConnectorResult.failure(code, error.message, details=error.details)
+        return ConnectorResult.success(True)
+
+    async def _check_health(self) -> tuple[list[str], dict[str, Any]]:
+        issues: list[str] = []
+        metrics: dict[str, Any] = dict(self._counters)
+        try:
+            answer, latency = await self._fetch_account()
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return [f"Twilio API unreachable ({type(err).__name__})"], metrics
+        metrics["latency_ms"] = round(latency * 1000, 1)
+        data = _api.parse_json_object(answer.body)
+        if answer.status != 200 or data is None:
+            issues.append(f"account fetch answered HTTP {answer.status}")
+        else:
+            metrics["account_status"] = data.get("status")
+            if data.get("status") not in (None, "active"):
+                issues.append(f"account is {data.get('status')}")
+        return issues, metrics
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,34 @@
+"""A local Twilio emulator: the parts of the 2010-04-01 Messages API an SMS connector uses.
+
+Runs offline on loopback so the connector, the examples and the tests have a real HTTP counterpart::
+
+    async with TwilioEmulator(status_interval=0.01) as emu:
+        ...  # point a Twilio client at emu.base_url with emu.account_sid / emu.auth_token
+
+Standalone: ``python -m messaging_twilio_sms.emulator --port 8099`` (see :func:`main`).
+
+Modules: ``_server`` (the aiohttp application and :class:`TwilioEmulator`), ``_rules`` (validation,
+test numbers, lifecycle and webhook fields), ``_resources`` (records and JSON shapes), ``_faults``
+(fault injection), ``_cli`` (command line).
+"""
+
+from __future__ import annotations
+
+from ._cli import main
+from ._faults import FAULTS, POST_CREATE_FAULTS, PRE_CREATE_FAULTS
+from ._resources import CallbackRecord, EmulatedMedia, EmulatedMessage
+from ._rules import DEFAULT_FAILED_NUMBERS, DEFAULT_UNDELIVERED_NUMBERS
+from ._server import TwilioEmulator
+
+__all__ = [
+    "DEFAULT_FAILED_NUMBERS",
+    "DEFAULT_UNDELIVERED_NUMBERS",
+    "FAULTS",
+    "POST_CREATE_FAULTS",
+    "PRE_CREATE_FAULTS",
+    "CallbackRecord",
+    "EmulatedMedia",
+    "EmulatedMessage",
+    "TwilioEmulator",
+    "main",
+]

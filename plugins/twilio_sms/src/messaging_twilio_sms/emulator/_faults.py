@@ -1,0 +1,94 @@
+"""Injectable faults: the failure shapes a Twilio client meets in production, on demand.
+
+A fault is queued with :meth:`TwilioEmulator.inject` and answers the next create request(s) it matches.
+"""
+
+from __future__ import annotations
+
+from attrs import define
+
+from ._resources import error_payload
+
+PRE_CREATE_FAULTS = frozenset({"429", "429_retry_after", "500", "502", "503", "html_error", "reset_before"})
+"""Faults answered before the request is processed: the message is NOT created."""
+
+POST_CREATE_FAULTS = frozenset({"malformed_json", "truncated_json", "no_sid", "reset_after_create", "timeout"})
+"""Faults that spoil the answer of a create that succeeded: the message IS created, as at Twilio when the
+response is lost or mangled on the way back."""
+
+FAULTS = PRE_CREATE_FAULTS | POST_CREATE_FAULTS
+"""Every fault name :meth:`TwilioEmulator.inject` accepts."""
+
+# status, Twilio code, message. 20429 means the request was never processed (facts §4 "429 / Retry-After").
+# Twilio documents no code of its own for a 502; the generic internal-error code keeps the shape uniform.
+FAULT_ERRORS: dict[str, tuple[int, int, str]] = {
+    "429": (429, 20429, "Too Many Requests"),
+    "429_retry_after": (429, 20429, "Too Many Requests"),
+    "500": (500, 20500, "Internal Server Error"),
+    "502": (502, 20500, "Bad Gateway"),
+    "503": (503, 20503, "Service Unavailable"),
+}
+FAULT_PAYLOADS: dict[str, bytes] = {
+    name: error_payload(status, code, message) for name, (status, code, message) in FAULT_ERRORS.items()
+}
+
+# What a load balancer in front of an API answers when the upstream is gone: HTML, not JSON.
+HTML_ERROR_PAGE = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@define
+class _QueuedFault:
+    name: str
+    remaining: int
+    match_to: str | None
+
+
+class FaultQueue:
+    """Faults waiting for create requests, applied first-in first-out."""
+
+    def __init__(self) -> None:
+        self._queue: list[_QueuedFault] = []
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, name: str, count: int, match_to: str | None) -> None:
+        """Queue `name` for the next `count` create requests (to `match_to` only, when given)."""
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; expected one of {sorted(FAULTS)}")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self._queue.append(_QueuedFault(name, count, match_to))
+
+    def take_reset_before(self) -> bool:
+        """Consume an unconditional `reset_before` at the head of the queue.
+
+        Checked before the request body is read, so it can only apply when it needs no `To` to match
+        and no earlier fault might claim the request.
+        """
+        if self._queue:
+            head = self._queue[0]
+            if head.name == "reset_before" and head.match_to is None:
+                self._consume(head)
+                return True
+        return False
+
+    def take(self, to: str | None) -> str | None:
+        """Consume and return the first queued fault matching a request to `to`, if any."""
+        for entry in self._queue:
+            if entry.match_to is None or entry.match_to == to:
+                self._consume(entry)
+                return entry.name
+        return None
+
+    def clear(self) -> None:
+        """Drop every queued fault."""
+        self._queue.clear()
+
+    def _consume(self, entry: _QueuedFault) -> None:
+        entry.remaining -= 1
+        if entry.remaining == 0:
+            self._queue.remove(entry)

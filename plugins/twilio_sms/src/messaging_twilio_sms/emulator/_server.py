@@ -1,0 +1,831 @@
+"""The emulator itself: an aiohttp application answering Twilio's 2010-04-01 Messages API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import MultiDictProxy
+from yarl import URL
+
+from ..segments import count_segments
+from ..webhooks import SIGNATURE_HEADER, compute_signature
+from ._faults import FAULT_ERRORS, FAULT_PAYLOADS, HTML_ERROR_PAGE, PRE_CREATE_FAULTS, FaultQueue
+from ._resources import (
+    ACCOUNTS_ROOT,
+    PRICE_PER_SEGMENT,
+    CallbackRecord,
+    EmulatedMedia,
+    EmulatedMessage,
+    Params,
+    account_resource,
+    error_payload,
+    guess_content_type,
+    media_resource,
+    message_resource,
+    new_sid,
+    page_payload,
+    paginate,
+)
+from ._rules import (
+    DEFAULT_FAILED_NUMBERS,
+    DEFAULT_UNDELIVERED_NUMBERS,
+    INVALID_PARAMETER,
+    STATUSES,
+    ApiError,
+    CreateRequest,
+    apply_status,
+    first,
+    inbound_params,
+    next_transition,
+    parse_create,
+    parse_date_filter,
+    parse_page,
+    parse_page_size,
+    status_callback_params,
+)
+
+__all__ = ["TwilioEmulator"]
+
+logger = logging.getLogger("messaging_twilio_sms.emulator")
+
+_ACCOUNT_SID_PATTERN = re.compile(r"^AC[0-9a-fA-F]{32}$")
+_API_KEY_SID_PATTERN = re.compile(r"^SK[0-9a-fA-F]{32}$")
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+_SHUTDOWN_TIMEOUT = 2.0
+"""Seconds `stop()` waits for in-flight requests; the `timeout` fault is woken up well before that."""
+
+_MESSAGE_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+"""List filters in the order Twilio writes them into page URIs (OAI ListMessage examples)."""
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _basic_auth(username: str, password: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+
+
+def _json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(payload).encode(), status=status, content_type=_JSON)
+
+
+def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=error_payload(error.status, error.code, error.message),
+        status=error.status,
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def _not_found(path: str) -> web.Response:
+    # Observed text for 20404 (facts §4 code table).
+    return _error_response(ApiError(404, 20404, f"The requested resource {path} was not found"))
+
+
+def _abort(request: web.Request) -> web.StreamResponse:
+    """Drop the connection without an answer (a TCP reset as the client sees it)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    request.protocol.force_close()
+    # aiohttp still wants a response object; writing it fails quietly on the dead transport.
+    return web.Response(status=204)
+
+
+def _form_params(form: MultiDictProxy[Any]) -> Params:
+    """Collect form fields keeping repeated keys (`MediaUrl`, `PersistentAction`) as lists."""
+    params: Params = {}
+    for key, value in form.items():
+        if not isinstance(value, str):
+            continue  # file parts are not part of this API
+        previous = params.get(key)
+        if previous is None:
+            params[key] = [value] if key in ("MediaUrl", "PersistentAction") else value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            params[key] = [previous, value]
+    return params
+
+
+class TwilioEmulator:
+    """A local stand-in for Twilio's Programmable Messaging REST API (2010-04-01 Messages).
+
+    Usage::
+
+        async with TwilioEmulator(status_interval=0.01) as emu:
+            client = Client(emu.account_sid, emu.auth_token)  # any Twilio client
+            client.api.base_url = emu.base_url
+
+    It authenticates like Twilio (HTTP Basic with the account SID and auth token, or an API key pair),
+    validates creates with Twilio's error codes and test-credential magic numbers, advances each message
+    through its status lifecycle while posting signed status callbacks, simulates inbound messages, and
+    can inject faults (see :data:`FAULTS`). Everything it created is kept in :attr:`messages`, every
+    webhook it sent in :attr:`callback_log`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        api_key_sid: str | None = None,
+        api_key_secret: str | None = None,
+        status_interval: float = 0.05,
+        auto_advance: bool = True,
+        sms_url: str | None = None,
+        messaging_service_sid: str | None = None,
+        service_sender: str = "+15005550006",
+        undelivered_numbers: Iterable[str] = DEFAULT_UNDELIVERED_NUMBERS,
+        failed_numbers: Iterable[str] = DEFAULT_FAILED_NUMBERS,
+        latency: float = 0.0,
+        rate_limit_every: int | None = None,
+        fault_delay: float = 30.0,
+        callback_timeout: float = 5.0,
+        fast: bool = False,
+    ) -> None:
+        """Configure the emulator; nothing listens until :meth:`start` (or ``async with``).
+
+        :param host: interface to listen on (loopback by default).
+        :param port: TCP port; 0 picks a free one, see :attr:`port` / :attr:`base_url` once started.
+        :param account_sid: `AC` + 32 hex; random when None.
+        :param auth_token: 32 hex; random when None. Also the key of every webhook signature.
+        :param api_key_sid: optionally accept HTTP Basic `api_key_sid:api_key_secret` too (`SK` + 32 hex).
+        :param api_key_secret: the API key's secret.
+        :param status_interval: seconds between two lifecycle steps (0: as fast as the loop runs).
+        :param auto_advance: False freezes messages in their initial status; move them with
+            :meth:`advance` or :meth:`set_status`.
+        :param sms_url: where :meth:`simulate_inbound` posts by default (the number's SMS webhook).
+        :param messaging_service_sid: Messaging Service SID reported on inbound messages.
+        :param service_sender: the number a Messaging Service "picks" for sends without `From`.
+        :param undelivered_numbers: recipients whose messages end `undelivered` (30003).
+        :param failed_numbers: recipients whose messages end `failed` (30008).
+        :param latency: seconds added before every API answer.
+        :param rate_limit_every: answer every Nth create request with 429/20429 (None: never).
+        :param fault_delay: how long the `timeout` fault holds its answer.
+        :param callback_timeout: total timeout of each webhook request the emulator makes.
+        :param fast: benchmark mode: no lifecycle tasks, no callbacks, messages keep their first status.
+        """
+        self._account_sid = account_sid or new_sid("AC")
+        self._auth_token = auth_token or uuid.uuid4().hex
+        if _ACCOUNT_SID_PATTERN.match(self._account_sid) is None:
+            raise ValueError("account_sid must be 'AC' followed by 32 hex digits")
+        credentials = [_basic_auth(self._account_sid, self._auth_token)]
+        if api_key_sid is not None:
+            if _API_KEY_SID_PATTERN.match(api_key_sid) is None or not api_key_secret:
+                raise ValueError("api_key_sid must be 'SK' followed by 32 hex digits, with a secret")
+            credentials.append(_basic_auth(api_key_sid, api_key_secret))
+        self._credentials = tuple(credentials)
+
+        self.host = host
+        self.status_interval = status_interval
+        self.auto_advance = auto_advance
+        self.sms_url = sms_url
+        self.messaging_service_sid = messaging_service_sid
+        self.service_sender = service_sender
+        self.undelivered_numbers = frozenset(undelivered_numbers)
+        self.failed_numbers = frozenset(failed_numbers)
+        self.latency = latency
+        self.rate_limit_every = rate_limit_every
+        self.fault_delay = fault_delay
+        self.callback_timeout = callback_timeout
+        self.fast = fast
+
+        self.messages: dict[str, EmulatedMessage] = {}
+        """Every message created or simulated, by SID, in creation order (deleted ones included)."""
+        self.callback_log: list[CallbackRecord] = []
+        """Every webhook request made (status callbacks and inbound messages), in order."""
+
+        self._requested_port = port
+        self._created = time.time()
+        self._create_requests = 0
+        self._faults = FaultQueue()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self._port: int | None = None
+        self.app: web.Application = self._build_app()
+        """The aiohttp application; serve it with :meth:`start` or any external runner."""
+
+    # ------------------------------------------------------------------------------------------------------
+    # Identity and lifecycle
+    # ------------------------------------------------------------------------------------------------------
+
+    @property
+    def account_sid(self) -> str:
+        """The emulated account's SID."""
+        return self._account_sid
+
+    @property
+    def auth_token(self) -> str:
+        """The account's auth token (HTTP Basic password and webhook signing key)."""
+        return self._auth_token
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the API, e.g. ``http://127.0.0.1:54321``; set it when serving :attr:`app` yourself."""
+        if self._base_url is None:
+            raise RuntimeError("the emulator is not started; call start() or set base_url")
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self._base_url = value.rstrip("/")
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with ``port=0``)."""
+        if self._port is None:
+            raise RuntimeError("the emulator is not started")
+        return self._port
+
+    @property
+    def create_requests(self) -> int:
+        """How many create requests arrived, including refused and faulted ones (retries show up here)."""
+        return self._create_requests
+
+    def __repr__(self) -> str:
+        # The auth token stays out (STYLE habit 13).
+        where = self._base_url or "not started"
+        return f"<TwilioEmulator {self._account_sid} at {where}, {len(self.messages)} messages>"
+
+    async def start(self) -> None:
+        """Start listening on :attr:`host`:`port`."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already started")
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self._requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._port = port
+        self._base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        logger.info("Twilio emulator for %s listening on %s", self._account_sid, self._base_url)
+
+    async def stop(self) -> None:
+        """Stop listening, cancel every lifecycle task and close the webhook client session."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> TwilioEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def reset(self) -> None:
+        """Forget all messages, callbacks, queued faults and counters; cancel running lifecycles."""
+        for task in self._tasks.values():
+            task.cancel()
+        self.messages.clear()
+        self.callback_log.clear()
+        self._faults.clear()
+        self._create_requests = 0
+
+    def inject(self, fault: str, *, count: int = 1, match_to: str | None = None) -> None:
+        """Make the next `count` create requests (to `match_to` only, if given) fail with `fault`.
+
+        Faults in :data:`PRE_CREATE_FAULTS` answer without creating the message; the others create it
+        and then spoil the answer. Queued faults apply first-in first-out. A `reset_before` can only cut
+        the connection before the body is read when it is first in the queue and has no `match_to`;
+        otherwise it cuts it right after reading the body (still creating nothing). A request that fails
+        validation gets its validation error and still uses up the fault it matched.
+
+        :raises ValueError: for an unknown fault name (see :data:`FAULTS`) or a count below 1.
+        """
+        self._faults.add(fault, count, match_to)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Driving messages from tests
+    # ------------------------------------------------------------------------------------------------------
+
+    async def advance(self, sid: str) -> str | None:
+        """Move a message one lifecycle step (posting its status callback); return the new status.
+
+        Returns None when the message is already final. Meant for ``auto_advance=False``.
+        """
+        message = self.messages[sid]
+        transition = next_transition(message, undelivered=self.undelivered_numbers, failed=self.failed_numbers)
+        if transition is None:
+            return None
+        await self._change_status(message, *transition)
+        return message.status
+
+    async def set_status(self, sid: str, status: str, error_code: int | None = None) -> EmulatedMessage:
+        """Put a message in any status (posting its status callback) and return it.
+
+        `failed` and `undelivered` get error 30008 / 30003 unless `error_code` says otherwise.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown message status {status!r}")
+        message = self.messages[sid]
+        await self._change_status(message, status, error_code)
+        return message
+
+    async def wait_for_status(
+        self,
+        sid: str,
+        status: str,
+        timeout: float = 5.0,  # noqa: ASYNC109  (a deadline argument reads best in tests)
+    ) -> EmulatedMessage:
+        """Wait until a message has reached `status` (now or earlier) and return it.
+
+        :raises TimeoutError: when it does not get there within `timeout` seconds.
+        """
+        message = self.messages[sid]
+        if status in message.history:
+            return message
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (status, future)
+        waiters = self._waiters.setdefault(sid, [])
+        waiters.append(entry)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"message {sid} did not reach {status!r} within {timeout} s (it is {message.status!r})"
+            ) from None
+        finally:
+            if entry in waiters:
+                waiters.remove(entry)
+            if not waiters:
+                self._waiters.pop(sid, None)
+        return message
+
+    async def simulate_inbound(
+        self,
+        from_: str,
+        to: str,
+        body: str,
+        media_urls: Sequence[str] = (),
+        *,
+        url: str | None = None,
+    ) -> tuple[int, str]:
+        """Deliver an incoming message to the SMS webhook, signed as Twilio signs it; return its answer.
+
+        The message is also stored (direction `inbound`, status `received`) so the API lists it.
+
+        :param url: webhook URL; defaults to :attr:`sms_url`.
+        :returns: the webhook's HTTP status and response text (TwiML, usually).
+        :raises ConnectionError: when the webhook gave no HTTP answer.
+        """
+        target = url or self.sms_url
+        if target is None:
+            raise ValueError("no webhook URL: pass url= or configure sms_url")
+        now = time.time()
+        info = count_segments(body)
+        segments = max(info.segments, 1)
+        message = EmulatedMessage(
+            sid=new_sid("MM" if media_urls else "SM"),
+            account_sid=self._account_sid,
+            direction="inbound",
+            to=to,
+            from_=from_,
+            body=body,
+            status="received",
+            params={},
+            segments=segments,
+            num_segments=segments,
+            date_created=now,
+            date_updated=now,
+            messaging_service_sid=self.messaging_service_sid,
+            media=[EmulatedMedia(new_sid("ME"), u, guess_content_type(u), now) for u in media_urls],
+            date_sent=now,
+            price=f"{-PRICE_PER_SEGMENT * segments:.5f}",
+            history=["received"],
+        )
+        self.messages[message.sid] = message
+        geo = {
+            "FromCountry": "US" if from_.startswith("+1") else "",
+            "ToCountry": "US" if to.startswith("+1") else "",
+        }
+        params = inbound_params(message, geo=geo, media=[(media.url, media.content_type) for media in message.media])
+        record = await self._post_webhook("inbound", target, params, message.sid)
+        if record.status is None:
+            raise ConnectionError(f"inbound webhook {target} gave no answer: {record.error}")
+        return record.status, record.response_text
+
+    # ------------------------------------------------------------------------------------------------------
+    # Application
+    # ------------------------------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        @web.middleware
+        async def twilio_front(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            return await self._front(request, handler)
+
+        app = web.Application(middlewares=[twilio_front])
+        account = ACCOUNTS_ROOT + "/{AccountSid}"
+        app.router.add_get(account + ".json", self._fetch_account)
+        app.router.add_post(account + "/Messages.json", self._create_message)
+        app.router.add_get(account + "/Messages.json", self._list_messages)
+        app.router.add_get(account + "/Messages/{Sid}.json", self._fetch_message)
+        app.router.add_post(account + "/Messages/{Sid}.json", self._update_message)
+        app.router.add_delete(account + "/Messages/{Sid}.json", self._delete_message)
+        app.router.add_get(account + "/Messages/{MessageSid}/Media.json", self._list_media)
+        app.router.add_get(account + "/Messages/{MessageSid}/Media/{Sid}.json", self._fetch_media)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._stopping = asyncio.Event()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # releases requests held by the `timeout` fault
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _front(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Latency, authentication and Twilio-shaped routing errors for every request."""
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if not self._authenticated(request.headers.get(hdrs.AUTHORIZATION)):
+            # Observed 401 body (facts §4, 20003).
+            return _error_response(
+                ApiError(401, 20003, "Authenticate"), headers={"WWW-Authenticate": 'Basic realm="Twilio API"'}
+            )
+        account_sid = request.match_info.get("AccountSid")
+        if account_sid is not None and account_sid != self._account_sid:
+            # Valid credentials for another account's path: Twilio shows no such resource.
+            return _not_found(request.path)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return _not_found(request.path)
+        except web.HTTPMethodNotAllowed:
+            return _error_response(ApiError(405, 20004, "Method not allowed"))
+
+    def _authenticated(self, header: str | None) -> bool:
+        if header is None:
+            return False
+        try:
+            presented = header.encode("ascii")
+        except UnicodeEncodeError:
+            return False
+        # Compare with every accepted pair, in constant time (STYLE habit 13).
+        matched = False
+        for expected in self._credentials:
+            matched |= hmac.compare_digest(presented, expected)
+        return matched
+
+    # ------------------------------------------------------------------------------------------------------
+    # Messages API
+    # ------------------------------------------------------------------------------------------------------
+
+    async def _create_message(self, request: web.Request) -> web.StreamResponse:
+        self._create_requests += 1
+        if self._faults and self._faults.take_reset_before():
+            return _abort(request)
+        params = _form_params(await request.post())
+        fault = self._faults.take(first(params, "To")) if self._faults else None
+        if fault is None and self.rate_limit_every and self._create_requests % self.rate_limit_every == 0:
+            fault = "429"
+        if fault is not None and fault in PRE_CREATE_FAULTS:
+            return self._refuse(request, fault)
+
+        now = time.time()
+        parsed = parse_create(params, now=now)
+        if isinstance(parsed, ApiError):
+            return _error_response(parsed)
+        message = self._store_outbound(parsed, params, now)
+        payload = json.dumps(message_resource(message)).encode()
+        if fault is None:
+            return web.Response(body=payload, status=201, content_type=_JSON)
+        return await self._spoil(request, fault, message, payload)
+
+    def _refuse(self, request: web.Request, fault: str) -> web.StreamResponse:
+        """Answer a fault that prevents the create (the message is not stored)."""
+        if fault == "reset_before":
+            return _abort(request)
+        if fault == "html_error":
+            return web.Response(body=HTML_ERROR_PAGE, status=502, content_type="text/html")
+        status = FAULT_ERRORS[fault][0]
+        headers = {"Retry-After": "1"} if fault == "429_retry_after" else None
+        return web.Response(body=FAULT_PAYLOADS[fault], status=status, content_type=_JSON, headers=headers)
+
+    async def _spoil(
+        self, request: web.Request, fault: str, message: EmulatedMessage, payload: bytes
+    ) -> web.StreamResponse:
+        """Answer a fault that hits after the message was created."""
+        if fault == "reset_after_create":
+            return _abort(request)
+        if fault == "timeout":
+            stopping = self._stopping
+            if stopping is not None:
+                try:
+                    await asyncio.wait_for(stopping.wait(), self.fault_delay)
+                except TimeoutError:
+                    pass
+                else:
+                    return _abort(request)  # shutting down: do not hold the server
+            return web.Response(body=payload, status=201, content_type=_JSON)
+        if fault == "truncated_json":
+            body = payload[: len(payload) // 2]
+        elif fault == "no_sid":
+            resource = message_resource(message)
+            del resource["sid"]
+            body = json.dumps(resource).encode()
+        else:  # malformed_json: Python-repr-like quoting, which no JSON parser accepts
+            body = payload.replace(b'"', b"'")
+        return web.Response(body=body, status=201, content_type=_JSON)
+
+    def _store_outbound(self, parsed: CreateRequest, params: Params, now: float) -> EmulatedMessage:
+        info = count_segments(parsed.body, smart_encoded=parsed.smart_encoded)
+        # A media-only message is still one (MMS) segment.
+        segments = max(info.segments, 1)
+        service_sid = parsed.messaging_service_sid
+        # Initial status (facts §3): `scheduled` for a scheduled send, `accepted` with a Messaging Service,
+        # else `queued`.
+        if parsed.send_at is not None:
+            status = "scheduled"
+        elif service_sid is not None:
+            status = "accepted"
+        else:
+            status = "queued"
+        message = EmulatedMessage(
+            sid=new_sid("MM" if parsed.media_urls else "SM"),
+            account_sid=self._account_sid,
+            direction="outbound-api",
+            to=parsed.to,
+            from_=parsed.from_,
+            # Smart Encoding replaces look-alike characters before sending (facts §7).
+            body=info.text if parsed.smart_encoded else parsed.body,
+            status=status,
+            params=params,
+            segments=segments,
+            # Messaging Service sends report 0 segments until a sender is picked (facts §2).
+            num_segments=0 if service_sid is not None else segments,
+            date_created=now,
+            date_updated=now,
+            messaging_service_sid=service_sid,
+            status_callback=parsed.status_callback,
+            media=[EmulatedMedia(new_sid("ME"), url, guess_content_type(url), now) for url in parsed.media_urls],
+            send_at=parsed.send_at,
+            history=[status],
+        )
+        self.messages[message.sid] = message
+        if self.auto_advance and not self.fast:
+            self._start_lifecycle(message)
+        return message
+
+    async def _list_messages(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        page_size = parse_page_size(query.get("PageSize"))
+        page = parse_page(query.get("Page"))
+        if page_size is None or page is None:
+            return _error_response(
+                ApiError(400, INVALID_PARAMETER, "PageSize must be 1-1000 and Page a non-negative integer.")
+            )
+        filters = [(key, query[key]) for key in _MESSAGE_FILTERS if key in query]
+        to, from_ = query.get("To"), query.get("From")
+        lower = upper = None
+        for key in ("DateSent", "DateSent<", "DateSent>"):
+            raw = query.get(key)
+            if raw is None:
+                continue
+            bounds = parse_date_filter(raw)
+            if bounds is None:
+                return _error_response(ApiError(400, INVALID_PARAMETER, f"Invalid {key} value {raw}"))
+            # `DateSent<` reads "on or before" that date and `DateSent>` "on or after" it: the URL form is
+            # `DateSent<=YYYY-MM-DD`, whose key is `DateSent<` (facts §2 List).
+            if key != "DateSent>":
+                upper = bounds[1] if upper is None else min(upper, bounds[1])
+            if key != "DateSent<":
+                lower = bounds[0] if lower is None else max(lower, bounds[0])
+
+        # Twilio lists newest first.
+        selected = [
+            message
+            for message in reversed(self.messages.values())
+            if not message.deleted
+            and (to is None or message.to == to)
+            and (from_ is None or message.from_ == from_)
+            and _sent_between(message, lower, upper)
+        ]
+        sids = [message.sid for message in selected]
+        begin, end = paginate(sids, page=page, page_size=page_size, page_token=query.get("PageToken"))
+        payload = page_payload(
+            key="messages",
+            records=[message_resource(message) for message in selected[begin:end]],
+            path=request.path,
+            filters=filters,
+            page=page,
+            page_size=page_size,
+            next_token="PA" + sids[end - 1] if begin < end < len(sids) else None,
+            previous_token="PB" + sids[begin] if 0 < begin < len(sids) else None,
+        )
+        return _json_response(payload)
+
+    def _find(self, sid: str) -> EmulatedMessage | None:
+        message = self.messages.get(sid)
+        return None if message is None or message.deleted else message
+
+    async def _fetch_message(self, request: web.Request) -> web.StreamResponse:
+        message = self._find(request.match_info["Sid"])
+        if message is None:
+            return _not_found(request.path)
+        return _json_response(message_resource(message))
+
+    async def _update_message(self, request: web.Request) -> web.StreamResponse:
+        message = self._find(request.match_info["Sid"])
+        if message is None:
+            return _not_found(request.path)
+        params = _form_params(await request.post())
+        body, status = first(params, "Body"), first(params, "Status")
+        if body is not None and body != "":
+            # Only redaction is allowed: "To redact the text content of a Message, ... empty string" (OAI).
+            return _error_response(ApiError(400, INVALID_PARAMETER, "Body can only be set to ''"))
+        if status is not None:
+            if status != "canceled":
+                return _error_response(ApiError(400, INVALID_PARAMETER, f"Invalid Status {status}"))
+            if message.status != "scheduled":
+                return _error_response(ApiError(400, 30409, "This message cannot be canceled"))
+            self._stop_lifecycle(message.sid)
+            await self._change_status(message, "canceled", None)
+        if body is not None:
+            message.body = ""
+            message.date_updated = time.time()
+        return _json_response(message_resource(message))
+
+    async def _delete_message(self, request: web.Request) -> web.StreamResponse:
+        message = self._find(request.match_info["Sid"])
+        if message is None:
+            return _not_found(request.path)
+        message.deleted = True
+        self._stop_lifecycle(message.sid)
+        return web.Response(status=204)
+
+    async def _list_media(self, request: web.Request) -> web.StreamResponse:
+        message = self._find(request.match_info["MessageSid"])
+        if message is None:
+            return _not_found(request.path)
+        page_size = parse_page_size(request.query.get("PageSize"))
+        page = parse_page(request.query.get("Page"))
+        if page_size is None or page is None:
+            return _error_response(
+                ApiError(400, INVALID_PARAMETER, "PageSize must be 1-1000 and Page a non-negative integer.")
+            )
+        sids = [media.sid for media in message.media]
+        begin, end = paginate(sids, page=page, page_size=page_size, page_token=request.query.get("PageToken"))
+        payload = page_payload(
+            key="media_list",
+            records=[media_resource(message, media) for media in message.media[begin:end]],
+            path=request.path,
+            filters=[],
+            page=page,
+            page_size=page_size,
+            next_token="PA" + sids[end - 1] if begin < end < len(sids) else None,
+            previous_token="PB" + sids[begin] if 0 < begin < len(sids) else None,
+        )
+        return _json_response(payload)
+
+    async def _fetch_media(self, request: web.Request) -> web.StreamResponse:
+        message = self._find(request.match_info["MessageSid"])
+        sid = request.match_info["Sid"]
+        media = None if message is None else next((m for m in message.media if m.sid == sid), None)
+        if message is None or media is None:
+            return _not_found(request.path)
+        return _json_response(media_resource(message, media))
+
+    async def _fetch_account(self, request: web.Request) -> web.StreamResponse:
+        return _json_response(account_resource(self._account_sid, self._auth_token, self._created))
+
+    # ------------------------------------------------------------------------------------------------------
+    # Lifecycle and webhooks
+    # ------------------------------------------------------------------------------------------------------
+
+    def _start_lifecycle(self, message: EmulatedMessage) -> None:
+        sid = message.sid
+        task = asyncio.create_task(self._run_lifecycle(message), name=f"twilio-emulator-{sid}")
+        self._tasks[sid] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(sid) is done:
+                del self._tasks[sid]
+
+        task.add_done_callback(forget)
+
+    def _stop_lifecycle(self, sid: str) -> None:
+        task = self._tasks.get(sid)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _run_lifecycle(self, message: EmulatedMessage) -> None:
+        try:
+            if message.send_at is not None:
+                await asyncio.sleep(max(0.0, message.send_at - time.time()))
+            while not message.deleted:
+                await asyncio.sleep(self.status_interval)
+                transition = next_transition(message, undelivered=self.undelivered_numbers, failed=self.failed_numbers)
+                if transition is None:
+                    return
+                await self._change_status(message, *transition)
+        except Exception:
+            # A bug here must not take the emulator down; the message simply stops advancing.
+            logger.exception("lifecycle of %s failed", message.sid)
+
+    async def _change_status(self, message: EmulatedMessage, status: str, error_code: int | None) -> None:
+        now = time.time()
+        apply_status(message, status, error_code, now=now, service_sender=self.service_sender)
+        for wanted, future in self._waiters.get(message.sid, ()):
+            if wanted == status and not future.done():
+                future.set_result(None)
+        # No callback for the initial status, one for every later change (facts §3).
+        if message.status_callback is not None and not self.fast:
+            params = status_callback_params(message, now=now)
+            await self._post_webhook("status", message.status_callback, params, message.sid)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _post_webhook(self, kind: str, url: str, params: dict[str, str], sid: str) -> CallbackRecord:
+        """POST a signed form to a webhook the way Twilio does and log the outcome (never raises)."""
+        signature = compute_signature(self._auth_token, url, params)
+        token = str(uuid.uuid4())
+        headers = {
+            SIGNATURE_HEADER: signature,
+            "I-Twilio-Idempotency-Token": token,
+            "User-Agent": "TwilioProxy/1.1",
+            "Content-Type": _FORM,
+        }
+        status: int | None = None
+        error: str | None = None
+        text = ""
+        try:
+            # encoded=True: request the URL byte for byte as signed, without re-quoting it.
+            async with self._client().post(
+                URL(url, encoded=True),
+                data=urlencode(params).encode(),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
+            ) as response:
+                status = response.status
+                text = await response.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            error = f"{type(err).__name__}: {err}"
+            logger.warning("%s webhook for %s to %s failed: %s", kind, sid, url, error)
+        record = CallbackRecord(
+            kind=kind,
+            url=url,
+            params=params,
+            message_sid=sid,
+            signature=signature,
+            idempotency_token=token,
+            status=status,
+            error=error,
+            response_text=text,
+        )
+        self.callback_log.append(record)
+        return record
+
+
+def _sent_between(message: EmulatedMessage, lower: float | None, upper: float | None) -> bool:
+    if lower is None and upper is None:
+        return True
+    sent = message.date_sent
+    if sent is None:
+        return False
+    return (lower is None or sent >= lower) and (upper is None or sent < upper)
