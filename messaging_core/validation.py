@@ -19,6 +19,8 @@ import jsonschema
 from attrs import frozen
 from jsonschema.exceptions import ValidationError as _JsonSchemaError
 
+from messaging_core._fastcheck import compile_predicate
+
 __all__ = ["IssueCodes", "JsonValidator", "ValidationIssue", "format_issues"]
 
 
@@ -94,29 +96,56 @@ def _describe(error: _JsonSchemaError, root: str) -> list[ValidationIssue]:
 def _describe_branches(error: _JsonSchemaError, root: str, path: str) -> list[ValidationIssue]:
     """Explain an anyOf/oneOf failure by the branch the value meant to match.
 
-    Branches are told apart by a ``const`` discriminator (``"type": "text"``): a branch whose
-    discriminator does not match is not the one meant. When exactly one branch is left, its
-    issues are the answer; when none is, the discriminator itself is wrong.
+    Branches are told apart by a ``const`` discriminator (``"type": "text"``) or by being the
+    ``null`` alternative: a branch that fails on that is not the one meant (a nested anyOf about
+    the same value counts when all its branches are not meant). When exactly one branch is left,
+    its issues are the answer; when none is, the discriminator itself is wrong.
     """
     if error.instance is None:
         return [ValidationIssue(path, "is required", IssueCodes.REQUIRED)]
-    branches: dict[Any, list[_JsonSchemaError]] = {}
-    for sub in error.context or ():
-        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
-    meant = {k: errs for k, errs in branches.items() if not any(e.validator == "const" for e in errs)}
+    branches = _branches(error)
+    depth = len(error.absolute_path)
+    meant = {k: errs for k, errs in branches.items() if not _mismatched(errs, depth)}
     if len(meant) == 1:
         (errors,) = meant.values()
         return [issue for sub in errors for issue in _describe(sub, root)]
-    allowed = sorted({e.validator_value for errs in branches.values() for e in errs if e.validator == "const"}, key=str)
-    if allowed and not meant:
-        key = next(e for errs in branches.values() for e in errs if e.validator == "const")
-        return [ValidationIssue(_path_of(key, root), f"must be one of {_short(allowed)}", IssueCodes.NOT_ALLOWED)]
-    if any(e.validator == "type" and e.validator_value == "null" for errs in branches.values() for e in errs):
-        # "null or an object": report the object's problems.
-        rest = [errs for errs in branches.values() if not any(e.validator_value == "null" for e in errs)]
-        if len(rest) == 1:
-            return [issue for sub in rest[0] for issue in _describe(sub, root)]
+    keys = [e for errs in branches.values() for e in _discriminators(errs, depth)]
+    if keys and not meant:
+        allowed = sorted({e.validator_value for e in keys}, key=str)
+        return [ValidationIssue(_path_of(keys[0], root), f"must be one of {_short(allowed)}", IssueCodes.NOT_ALLOWED)]
     return [ValidationIssue(path, "matches none of the allowed forms", IssueCodes.INVALID_VALUE)]
+
+
+def _branches(error: _JsonSchemaError) -> dict[Any, list[_JsonSchemaError]]:
+    """The errors of an anyOf/oneOf, grouped by branch."""
+    branches: dict[Any, list[_JsonSchemaError]] = {}
+    for sub in error.context or ():
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    return branches
+
+
+def _mismatched(errors: list[_JsonSchemaError], depth: int) -> bool:
+    """Whether a branch failed on what tells the branches of the value at ``depth`` apart."""
+    for e in errors:
+        if e.validator == "type" and e.validator_value == "null" and len(e.absolute_path) == depth:
+            return True
+        if e.validator == "const" and len(e.absolute_path) == depth + 1:
+            return True
+        if e.validator in ("anyOf", "oneOf") and len(e.absolute_path) == depth and e.context:
+            if all(_mismatched(errs, depth) for errs in _branches(e).values()):
+                return True
+    return False
+
+
+def _discriminators(errors: list[_JsonSchemaError], depth: int) -> list[_JsonSchemaError]:
+    """The failed ``const`` discriminators of the value at ``depth``, nested anyOf included."""
+    found = []
+    for e in errors:
+        if e.validator == "const" and len(e.absolute_path) == depth + 1:
+            found.append(e)
+        elif e.validator in ("anyOf", "oneOf") and len(e.absolute_path) == depth:
+            found.extend(d for errs in _branches(e).values() for d in _discriminators(errs, depth))
+    return found
 
 
 def _simple_message(keyword: str, expected: Any, instance: Any) -> tuple[str, str] | None:
@@ -183,16 +212,21 @@ class JsonValidator:
     ``$.connectors.sms.parameters`` when the instance sits inside a larger document).
     """
 
-    __slots__ = ("_validator", "document")
+    __slots__ = ("_fast", "_validator", "document")
 
     def __init__(self, document: Mapping[str, Any]) -> None:
         self.document = document
         cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft202012Validator)
         cls.check_schema(dict(document))
         self._validator = cls(document, format_checker=cls.FORMAT_CHECKER)
+        # A compiled predicate for the subset of keywords our documents use (None otherwise):
+        # jsonschema's general machinery is too slow per message; it still reports the issues.
+        self._fast = compile_predicate(document)
 
     def is_valid(self, instance: Any) -> bool:
         """Fast yes/no answer, used before collecting issues."""
+        if self._fast is not None:
+            return self._fast(instance)
         return bool(self._validator.is_valid(instance))
 
     def issues(self, instance: Any, root: str = "$") -> list[ValidationIssue]:

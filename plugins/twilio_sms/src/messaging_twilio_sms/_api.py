@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from messaging_core import ConnectorError, ConnectorErrorCodes, Message, MessageStatus
 
@@ -20,15 +20,18 @@ __all__ = [
     "TwilioErrorCodes",
     "account_path",
     "build_message_form",
+    "encode_form",
     "error_from_response",
     "is_message_sid",
     "map_status",
     "mask_phone",
+    "message_body",
     "message_path",
     "messages_path",
     "parse_json_object",
     "parse_twilio_date",
     "retry_after_seconds",
+    "utf16_length",
     "with_message_id",
 ]
 
@@ -119,6 +122,17 @@ def with_message_id(url: str, message_id: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+def message_body(message: Message) -> str | None:
+    """The ``Body`` a message is sent with: its text parts joined by newlines, or None without text."""
+    texts = message.texts()
+    return "\n".join(texts) if texts else None
+
+
+def utf16_length(text: str) -> int:
+    """Length in UTF-16 code units, as Twilio counts its 1,600 limit (an emoji counts twice)."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
 def _bool(value: Any) -> str:
     # Twilio's SDK serialises booleans as lowercase words.
     return "true" if value else "false"
@@ -140,9 +154,9 @@ def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tu
         form.append(("MessagingServiceSid", service))  # wins over From: Twilio picks from the pool
     elif message.sender is not None:
         form.append(("From", message.sender.address))
-    texts = message.texts()
-    if texts:
-        form.append(("Body", "\n".join(texts)))
+    body = message_body(message)
+    if body is not None:
+        form.append(("Body", body))
     for media in message.media():
         form.append(("MediaUrl", media.url))
     callback = settings.get("StatusCallback")
@@ -164,6 +178,15 @@ def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tu
     return form
 
 
+def encode_form(form: list[tuple[str, str]]) -> bytes:
+    """``application/x-www-form-urlencoded`` bytes of ``build_message_form`` output.
+
+    The keys are Twilio's parameter names (ASCII letters only), so only the values are quoted:
+    half the work of ``urllib.parse.urlencode`` on the hot path.
+    """
+    return "&".join([f"{key}={quote_plus(value)}" for key, value in form]).encode()
+
+
 def _number(value: Any) -> str:
     return str(int(value)) if isinstance(value, int) or float(value).is_integer() else repr(float(value))
 
@@ -183,6 +206,9 @@ def parse_json_object(body: bytes) -> dict[str, Any] | None:
 _RECIPIENT_CODES = frozenset({21211, 21408, 21608, 21612, 21614})
 _SENDER_CODES = frozenset({21212, 21606})
 _RATE_CODES = frozenset({20429, 21611})  # 20429: concurrency, never processed; 21611: From's queue is full
+# Twilio refused the content itself: no body or media (21602, 21619), body over 1,600 (21617),
+# bad or too many media URLs (21620, 21623). Sending the same message again cannot succeed.
+_CONTENT_CODES = frozenset({21602, 21617, 21619, 21620, 21623})
 
 
 def error_from_response(http_status: int, body: bytes, *, operation: str = "send") -> ConnectorError:
@@ -196,6 +222,8 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
         details["twilio_code"] = twilio_code
     if isinstance(data.get("more_info"), str):
         details["more_info"] = data["more_info"]
+    if isinstance(data.get("details"), dict):
+        details["twilio_details"] = data["details"]  # newer error bodies explain the code here: keep it raw
     text = message or f"HTTP {http_status} from Twilio"
     retryable = False
     if twilio_code == 20003 or http_status == 401:
@@ -206,6 +234,8 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
         code = TwilioErrorCodes.RECIPIENT_UNSUBSCRIBED
     elif twilio_code in _SENDER_CODES:
         code = TwilioErrorCodes.INVALID_SENDER
+    elif twilio_code in _CONTENT_CODES:
+        code = TwilioErrorCodes.MESSAGE_VALIDATION_FAILED
     elif http_status == 429 or twilio_code in _RATE_CODES:
         code, retryable = TwilioErrorCodes.RATE_LIMITED, True
     elif http_status >= 500:

@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 import aiohttp
 
@@ -26,6 +25,7 @@ from messaging_core import (
     ConnectionSettings,
     ConnectorError,
     ConnectorResult,
+    IssueCodes,
     Message,
     MessageSource,
     PluginHost,
@@ -33,6 +33,7 @@ from messaging_core import (
     SendResult,
     StatusUpdate,
     StatusUpdatesResult,
+    ValidationIssue,
 )
 from messaging_twilio_sms import _api, webhooks
 from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
@@ -91,6 +92,7 @@ class TwilioSmsConnector(ChannelConnector):
         self._signatures: webhooks.SignatureValidator | None = None
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._semaphore: asyncio.Semaphore | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
         self._max_retries = 0
         self._show_numbers = False
         self._counters = {"sent": 0, "failed": 0, "retries": 0}
@@ -119,11 +121,13 @@ class TwilioSmsConnector(ChannelConnector):
         self._show_numbers = bool(p["LogPhoneNumbers"])
         concurrency = int(p["MaxConcurrency"])
         self._semaphore = asyncio.Semaphore(concurrency)
+        # Per request, not only per session: a shared session keeps its own default timeout.
+        self._timeout = aiohttp.ClientTimeout(total=float(p["RequestTimeout"]))
         if self._external_session is not None:
             self._session = self._external_session
         else:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=float(p["RequestTimeout"])),
+                timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
                 raise_for_status=False,
             )
@@ -152,7 +156,9 @@ class TwilioSmsConnector(ChannelConnector):
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         async with (
             self._semaphore,
-            self._session.request(method, url, data=body, headers=headers, allow_redirects=False) as response,
+            self._session.request(
+                method, url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout
+            ) as response,
         ):
             payload = await response.read()
             return _Answer(response.status, payload, response.headers.get("Retry-After"))
@@ -173,8 +179,21 @@ class TwilioSmsConnector(ChannelConnector):
             return ConnectorResult.failure(
                 TwilioErrorCodes.INVALID_SENDER, "a sender phone number is required (or set MessagingServiceSid)"
             )
+        limit = self.schema.max_text_length
+        text = _api.message_body(message)
+        if limit is not None and text is not None and _api.utf16_length(text) > limit:
+            # The schema checks each text part; Twilio limits the joined body, counted in UTF-16
+            # code units (an emoji counts twice): refuse here rather than after a round trip (21617).
+            issue = ValidationIssue(
+                "$.content",
+                f"the message body is longer than {limit} characters (UTF-16 code units, parts joined)",
+                IssueCodes.TOO_LONG,
+            )
+            return ConnectorResult.failure(
+                TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, f"message is invalid: {issue}", issues=[issue]
+            )
         form = _api.build_message_form(message, p)
-        body = urlencode(form).encode()
+        body = _api.encode_form(form)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "POST %s to=%s fields=%s",
@@ -210,7 +229,8 @@ class TwilioSmsConnector(ChannelConnector):
                         details={"outcome_unknown": True, "attempts": attempt + 1},
                     )
                 )
-            if answer.status in (200, 201):
+            if 200 <= answer.status < 300:
+                # Any 2xx means Twilio (or whatever answered for it) took the request.
                 return self._accepted(message, answer)
             error = _api.error_from_response(answer.status, answer.body)
             if error.retryable and attempt < self._max_retries:
@@ -227,9 +247,9 @@ class TwilioSmsConnector(ChannelConnector):
             "url": self._messages_url,
             "form": [[key, value] for key, value in form],
         }
-        texts = message.texts()
-        if texts:
-            info = count_segments("\n".join(texts), bool(message.properties.get("SmartEncoded", False)))
+        text = _api.message_body(message)
+        if text is not None:
+            info = count_segments(text, bool(message.properties.get("SmartEncoded", False)))
             preview.update(encoding=info.encoding, segments=info.segments, characters=info.characters)
         return preview
 
@@ -257,9 +277,9 @@ class TwilioSmsConnector(ChannelConnector):
             "price_unit": data.get("price_unit"),
             "messaging_service_sid": data.get("messaging_service_sid"),
         }
-        texts = message.texts()
-        if texts:
-            segments = count_segments("\n".join(texts), bool(message.properties.get("SmartEncoded", False)))
+        text = _api.message_body(message)
+        if text is not None:
+            segments = count_segments(text, bool(message.properties.get("SmartEncoded", False)))
             extra["encoding"] = segments.encoding
             extra["segments"] = segments.segments
         return ConnectorResult.success(SendResult(message.id, sid, _api.map_status(raw_status), additional_data=extra))
