@@ -45,7 +45,9 @@ _TEMPLATE = json.dumps(
         "tags": None,
     }
 ).replace("SID_PLACEHOLDER", "%s")
-_HEAD = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n"
+_HEAD = (
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n"
+)
 
 
 class _Protocol(asyncio.Protocol):

@@ -150,7 +150,7 @@ class ChannelConnector(abc.ABC):
             self.settings = settings
         else:
             self.settings = ConnectionSettings(settings, sensitive=schema.sensitive_parameters)
-        self.name = name or getattr(self, "channel_name", type(self).__name__)
+        self.name: str = name or str(getattr(self, "channel_name", type(self).__name__))
         self.plugins = plugins if plugins is not None else PluginHost()
         self.parameters: dict[str, Any] = {}
         """Resolved, validated parameter values (set by ``initialize``)."""
@@ -198,7 +198,12 @@ class ChannelConnector(abc.ABC):
             if self._state in (ConnectorState.SHUTTING_DOWN, ConnectorState.SHUTDOWN):
                 raise ConnectorStateError(f"{self.name} was shut down; create a new connector")
             await self._transition(ConnectorState.INITIALIZING)
-            result = self._resolve_settings()
+            try:
+                result = self._resolve_settings()
+            except BaseException:
+                # A plugin error (an async resolve_parameter) raises, but never leaves INITIALIZING behind.
+                await self._transition(ConnectorState.ERROR)
+                raise
             if result.is_success:
                 try:
                     result = await self._initialize()
@@ -467,9 +472,10 @@ class ChannelConnector(abc.ABC):
         self._require(Capability.MESSAGE_STATUS_QUERY)
         if not isinstance(message_id, str) or not message_id:
             raise TypeError("message_id must be a non-empty string")
-        return await self._guarded(
-            self._get_message_status(message_id), ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query"
-        )
+        try:
+            return await self._get_message_status(message_id)
+        except Exception as err:
+            return self._unexpected(err, ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query")
 
     async def receive_messages(self, source: MessageSource, *, notify: bool = True) -> ConnectorResult[ReceiveResult]:
         """Parse (and authenticate) an inbound-message webhook; fires ``message_received`` per message.
@@ -479,7 +485,10 @@ class ChannelConnector(abc.ABC):
         self._require(Capability.RECEIVE_MESSAGES)
         if not isinstance(source, MessageSource):
             raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
-        result = await self._guarded(self._receive_messages(source), ConnectorErrorCodes.RECEIVE_ERROR, "receive")
+        try:
+            result = await self._receive_messages(source)
+        except Exception as err:  # CancelledError is a BaseException: it propagates
+            result = self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "receive")
         if notify and result.value is not None:
             for message in result.value.messages:
                 await self.plugins.message_received(self, message)
@@ -492,9 +501,10 @@ class ChannelConnector(abc.ABC):
         self._require(Capability.HANDLE_MESSAGE_STATE)
         if not isinstance(source, MessageSource):
             raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
-        result = await self._guarded(
-            self._receive_message_status(source), ConnectorErrorCodes.RECEIVE_ERROR, "status callback"
-        )
+        try:
+            result = await self._receive_message_status(source)
+        except Exception as err:
+            result = self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "status callback")
         if notify and result.value is not None:
             await self.plugins.message_status_changed(self, result.value)
         return result
@@ -530,9 +540,10 @@ class ChannelConnector(abc.ABC):
         """Check that the provider answers with these credentials."""
         if self._state is not ConnectorState.READY:
             raise ConnectorStateError(f"{self.name} is {self._state.value}, not ready (call initialize())")
-        return await self._guarded(
-            self._test_connection(), ConnectorErrorCodes.CONNECTION_TEST_FAILED, "connection test"
-        )
+        try:
+            return await self._test_connection()
+        except Exception as err:
+            return self._unexpected(err, ConnectorErrorCodes.CONNECTION_TEST_FAILED, "connection test")
 
     async def get_health(self) -> ConnectorHealth:
         """State, uptime and (when supported and ready) the provider's own health check. Always allowed."""
@@ -563,14 +574,10 @@ class ChannelConnector(abc.ABC):
             metrics=metrics,
         )
 
-    async def _guarded(self, operation: Awaitable[ConnectorResult[T]], code: str, what: str) -> ConnectorResult[T]:
-        try:
-            return await operation
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            log.exception("connector %s: unexpected error in %s", self.name, what)
-            return ConnectorResult.failure(code, f"unexpected {type(err).__name__} in {what}")
+    def _unexpected(self, err: Exception, code: str, what: str) -> ConnectorResult[Any]:
+        """A provider method raised (a bug, not an outcome): log it, answer with a failed result."""
+        log.error("connector %s: unexpected error in %s", self.name, what, exc_info=err)
+        return ConnectorResult.failure(code, f"unexpected {type(err).__name__} in {what}")
 
     # -- provider seam -------------------------------------------------------------------------------
 

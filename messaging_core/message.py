@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Union
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from attrs import field, frozen
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -62,7 +62,7 @@ class EndpointType(enum.StrEnum):
 
 
 def _endpoint_type(value: EndpointType | str) -> EndpointType:
-    return EndpointType(value)
+    return value if type(value) is EndpointType else EndpointType(value)
 
 
 @frozen
@@ -358,6 +358,25 @@ def _headers(value: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> CIM
     return CIMultiDictProxy(CIMultiDict(items))
 
 
+def _parse_form(text: str) -> tuple[tuple[str, str], ...]:
+    """Decode a form body like ``parse_qsl(keep_blank_values=True)``, faster on plain fields.
+
+    Webhooks arrive by the thousand: most fields need no unquoting, so only those with ``%`` or
+    ``+`` go through ``unquote_plus``.
+    """
+    pairs = []
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
 
@@ -388,7 +407,7 @@ class MessageSource:
     ) -> MessageSource:
         """An ``application/x-www-form-urlencoded`` body (``+`` decodes to a space)."""
         raw = body.encode() if isinstance(body, str) else bytes(body)
-        pairs = tuple(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
+        pairs = _parse_form(raw.decode("utf-8", errors="replace"))
         return cls(FORM_CONTENT_TYPE, raw, url, _headers(headers), pairs)
 
     @classmethod

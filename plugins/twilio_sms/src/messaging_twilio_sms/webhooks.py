@@ -7,6 +7,7 @@ not depend on the core; the parsing part turns webhooks into core models.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from binascii import b2a_base64
@@ -18,6 +19,7 @@ from messaging_core import (
     ConnectorError,
     Content,
     Endpoint,
+    EndpointType,
     MediaContent,
     Message,
     MessageSource,
@@ -168,6 +170,10 @@ def _signed_params(params: Params | None) -> str:
                 texts = cast("dict[str, str]", fields)
                 return "".join([key + texts[key] for key in sorted(texts)])
             pairs = params.items()
+        elif isinstance(params, list | tuple):
+            # Pairs (MessageSource.form): sorting the distinct (key, value) pairs is exactly
+            # "distinct keys sorted, then each key's distinct values sorted".
+            return "".join([key + value for key, value in sorted(set(params))])
         else:
             pairs = params
         grouped: dict[str, set[str]] = {}
@@ -215,8 +221,10 @@ def _port_variant(url: str) -> str | None:
 
 _REQUIRED_INBOUND: Final = ("MessageSid", "From", "To")
 _INBOUND_CORE_FIELDS: Final = frozenset({"MessageSid", "From", "To", "Body"})
+_MAX_INBOUND_MEDIA: Final = 10
 
 
+@functools.lru_cache(maxsize=1024)
 def signed_url(request_url: str, configured_url: str | None) -> str:
     """The URL Twilio signed.
 
@@ -267,22 +275,24 @@ def parse_inbound(fields: Mapping[str, str]) -> Message | ConnectorError:
     if body:
         parts.append(TextContent(body))
     try:
-        num_media = int(fields.get("NumMedia") or 0)
+        int(fields.get("NumMedia") or 0)
     except ValueError:
         return ConnectorError("INVALID_WEBHOOK_DATA", "NumMedia is not a number")
-    # MediaUrl{N} is zero-based; trust the keys present rather than NumMedia alone.
-    for index in range(max(num_media, 0) if num_media <= 10 else 10):
-        url = fields.get(f"MediaUrl{index}")
-        if url:
-            parts.append(MediaContent(url, fields.get(f"MediaContentType{index}") or None))
+    # MediaUrl{N} is zero-based; trust the keys present rather than NumMedia alone (a JSON
+    # webhook or a relay may leave NumMedia out). Twilio carries at most ten.
+    if "MediaUrl0" in fields or fields.get("NumMedia", "0") not in ("0", ""):  # most messages: text only
+        for index in range(_MAX_INBOUND_MEDIA):
+            url = fields.get(f"MediaUrl{index}")
+            if url:
+                parts.append(MediaContent(url, fields.get(f"MediaContentType{index}") or None))
     if not parts:
         parts.append(TextContent(""))
     content: Content = parts[0] if len(parts) == 1 else MultipartContent(tuple(parts))
     properties = {k: v for k, v in fields.items() if k not in _INBOUND_CORE_FIELDS}
     return Message(
         id=fields["MessageSid"],
-        sender=Endpoint.phone(fields["From"]),
-        receiver=Endpoint.phone(fields["To"]),
+        sender=Endpoint(EndpointType.PHONE, fields["From"]),
+        receiver=Endpoint(EndpointType.PHONE, fields["To"]),
         content=content,
         properties=properties,
     )
