@@ -175,7 +175,8 @@ def main() -> None:
     lines.append("|---|---|---|---|---|")
     share = bulk["throughput"] / bulk["ideal"]
     lines.append(
-        f"| {bulk['sent']:.0f} | {bulk['seconds']:.2f} | {bulk['throughput']:,.0f} | {bulk['ideal']:,.0f} | {share * 100:.1f} % |"
+        f"| {bulk['sent']:.0f} | {bulk['seconds']:.2f} | {bulk['throughput']:,.0f} | {bulk['ideal']:,.0f} "
+        f"| {share * 100:.1f} % |"
     )
     checks.append(("latency-bound bulk ≥ 90 % of ideal", f"{share * 100:.1f} %", share >= 0.90))
 
@@ -207,9 +208,8 @@ def main() -> None:
         f"| dispatched (distinct messages / most dispatches of one) | {load['dispatched_distinct']:,} / "
         f"{load['max_dispatch_per_message']} |"
     )
-    lines.append(
-        f"| webhook host RSS before → after | {load['rss_before_kib'] / 1024:.1f} → {load['rss_after_kib'] / 1024:.1f} MiB |"
-    )
+    before_mib, after_mib = load["rss_before_kib"] / 1024, load["rss_after_kib"] / 1024
+    lines.append(f"| webhook host RSS before → after | {before_mib:.1f} → {after_mib:.1f} MiB |")
     checks.append(
         (
             "receive_messages ≤ 15 µs per webhook",

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from messaging_core import Message, MessageBuilder
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector

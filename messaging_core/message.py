@@ -365,10 +365,10 @@ def _parse_form(text: str) -> tuple[tuple[str, str], ...]:
     ``+`` go through ``unquote_plus``.
     """
     pairs = []
-    for field in text.split("&"):
-        if not field:
+    for item in text.split("&"):
+        if not item:
             continue
-        name, _, value = field.partition("=")
+        name, _, value = item.partition("=")
         if "%" in name or "+" in name:
             name = unquote_plus(name)
         if "%" in value or "+" in value:
