@@ -167,8 +167,8 @@ async def run_demo(
         await web.SockSite(runner, sock).start()
         for connector in connectors.values():
             stack.push_async_callback(connector.shutdown)
-            result = await connector.initialize()
-            if not steps.check(f"initialize {connector.name}", result.is_success, result.error_message or ""):
+            started = await connector.initialize()
+            if not steps.check(f"initialize {connector.name}", started.is_success, started.error_message or ""):
                 return False
 
         sms_name, sms = _pick(connectors, Capability.SEND_MESSAGES, "sms")
@@ -222,8 +222,8 @@ async def run_demo(
                 for index in range(bulk)
             ]
         )
-        batch_result = await send_with_progress(bulk_connector, batch)
-        print_batch_summary(batch, batch_result)
+        batch_result = await send_with_progress(bulk_connector, batch, output=console)
+        print_batch_summary(batch, batch_result, console)
         steps.check(
             f"bulk batch of {bulk} via {bulk_name}",
             len(batch_result.succeeded) == bulk,

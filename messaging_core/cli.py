@@ -8,32 +8,40 @@ clear line and exits non-zero; ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import re
+import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from messaging_core import converters
-from messaging_core.config import load_config
+from messaging_core.config import MessagingConfig, config_error, load_config
 from messaging_core.connector import BatchProgress, ChannelConnector
-from messaging_core.errors import MessagingError
+from messaging_core.errors import ConfigurationError, MessagingError
 from messaging_core.message import Endpoint, MessageBatch, MessageBuilder
 from messaging_core.registry import ChannelRegistry
 from messaging_core.results import ConnectorResult
+from messaging_core.schema import Capability
+from messaging_core.validation import ValidationIssue
 
 __all__ = ["cli", "main"]
 
 T = TypeVar("T")
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors and warnings are lines meant for people and for grep: never wrapped at the terminal width.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class _State:
@@ -46,13 +54,20 @@ class _State:
         if self._registry is None:
             self._registry = ChannelRegistry.discover()
             for failure in self._registry.load_errors:
-                err_console.print(f"[yellow]warning:[/] plugin {failure.name} failed to load: {failure.error}")
+                err_console.print(
+                    f"[yellow]warning:[/] plugin {escape(failure.name)} failed to load: {escape(failure.error)}"
+                )
         return self._registry
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    # Messages carry user input (addresses, file names, provider texts): never read them as markup.
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
+
+
+def _print_issue(text: str) -> None:
+    err_console.print(escape(text), highlight=False)
 
 
 def _run(ctx: click.Context, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -66,16 +81,22 @@ def _run(ctx: click.Context, coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 class _Group(click.Group):
-    """Turns MessagingErrors raised while parsing/validating into one clear line."""
+    """Turns errors escaping a command into one clear line (a traceback with ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except MessagingError as err:
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click prints these itself (usage errors, --help, Ctrl-C)
+        except Exception as err:
             state = ctx.find_object(_State)
             if state is not None and state.debug:
                 raise
-            _fail(str(err), 2)
+            if isinstance(err, MessagingError):
+                _fail(str(err), 2)
+            if isinstance(err, OSError):  # a file, a port, a host: the user's environment
+                _fail(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""), 2)
+            _fail(f"unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", 3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,19 +145,26 @@ def channels(ctx: click.Context) -> None:
     for info in registry.channels():
         for index, (variant, schema) in enumerate(info.variants.items()):
             table.add_row(
-                info.name if index == 0 else "",
-                info.plugin if index == 0 else "",
-                variant,
+                escape(info.name) if index == 0 else "",
+                escape(info.plugin) if index == 0 else "",
+                escape(variant),
                 ", ".join(c.lower() for c in schema.capabilities.names()),
             )
     console.print(table)
     for failure in registry.load_errors:
-        console.print(f"[red]failed plugin[/] {failure.name}: {failure.error}")
+        console.print(f"[red]failed plugin[/] {escape(failure.name)}: {escape(failure.error)}", soft_wrap=True)
 
 
 @cli.group()
 def schema() -> None:
-    """Show or export channel schemas."""
+    """Show or export channel schemas.
+
+    \b
+    Examples:
+      messaging schema show twilio_sms SimpleSms
+      messaging schema show twilio_sms --json
+      messaging schema export schemas/
+    """
 
 
 @schema.command("show")
@@ -162,7 +190,7 @@ def schema_show(ctx: click.Context, channel: str, variant: str | None, as_json: 
         }
         click.echo(json.dumps(documents, indent=2, sort_keys=True))
         return
-    console.print(f"[bold]{found.display_name}[/] ({found.logical_identity})")
+    console.print(f"[bold]{escape(found.display_name)}[/] ({escape(found.logical_identity)})")
     console.print("capabilities: " + ", ".join(found.capabilities.names()))
     console.print("content types: " + ", ".join(sorted(c.value for c in found.content_types)))
     for title, specs in (("Parameters", found.parameters), ("Message properties", found.properties)):
@@ -183,12 +211,12 @@ def schema_show(ctx: click.Context, channel: str, variant: str | None, as_json: 
             sensitive = " (secret)" if getattr(spec, "sensitive", False) else ""
             kind = spec.data_type.value + ("[]" if spec.repeated else "")
             table.add_row(
-                spec.name + sensitive,
+                escape(spec.name + sensitive),
                 kind,
                 "yes" if spec.required else "",
-                "" if spec.default is None else str(spec.default),
-                constraints,
-                spec.description,
+                "" if spec.default is None else escape(str(spec.default)),
+                escape(constraints),
+                escape(spec.description),
             )
         console.print(table)
 
@@ -233,7 +261,7 @@ def schema_export(ctx: click.Context, directory: Path) -> None:
       messaging schema export schemas/
     """
     written = export_schemas(_registry(ctx), directory)
-    console.print(f"wrote {len(written)} files to {directory}")
+    console.print(f"wrote {len(written)} files to {escape(str(directory))}", soft_wrap=True)
 
 
 # -- config --------------------------------------------------------------------------------------------
@@ -241,7 +269,12 @@ def schema_export(ctx: click.Context, directory: Path) -> None:
 
 @cli.group()
 def config() -> None:
-    """Work with configuration files."""
+    """Work with configuration files.
+
+    \b
+    Example:
+      messaging config validate examples/messaging.toml
+    """
 
 
 @config.command("validate")
@@ -254,26 +287,86 @@ def config_validate(ctx: click.Context, file: Path) -> None:
     Example:
       messaging config validate examples/messaging.toml
     """
-    loaded = load_config(file)
-    issues = _registry(ctx).check_config(loaded)
+    loaded, issues = _config_problems(_registry(ctx), file)
     if issues:
         for issue in issues:
             parts = issue.path.split(".")
             who = f"connector {parts[2]!r}, " if len(parts) > 2 and parts[1] == "connectors" else ""
-            err_console.print(f"{file}: {who}{issue.path}: {issue.message}", highlight=False)
+            _print_issue(f"{file}: {who}{issue.path}: {issue.message}")
         _fail(f"{len(issues)} problem(s) in {file}")
-    console.print(f"{file}: OK ({len(loaded.connectors)} connector(s))")
+    assert loaded is not None
+    console.print(f"{escape(str(file))}: OK ({len(loaded.connectors)} connector(s))", soft_wrap=True)
+
+
+_MISSING_VARIABLE = re.compile(r"environment variable ([A-Za-z_][A-Za-z0-9_]*) is not set")
+
+
+class _StandIns(Mapping[str, str]):
+    """The environment, plus a stand-in value for each of ``missing`` (variables that are not set)."""
+
+    def __init__(self, missing: set[str]) -> None:
+        self._missing = missing
+
+    def __getitem__(self, name: str) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if name in self._missing:
+            return "unset"
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({*os.environ, *self._missing})
+
+    def __len__(self) -> int:
+        return len({*os.environ, *self._missing})
+
+
+def _config_problems(registry: ChannelRegistry, file: Path) -> tuple[MessagingConfig | None, list[ValidationIssue]]:
+    """Every problem of a configuration file: structure, unset variables and channel-level checks.
+
+    Loading stops at unset variables; to report the channel-level problems of the rest of the file
+    too, it is loaded again with stand-ins for them (and problems of those values are left out).
+    """
+    try:
+        loaded = load_config(file)
+    except ConfigurationError as err:
+        if not err.issues:
+            raise  # unreadable, not TOML/YAML/JSON...: one line
+        issues = list(err.issues)
+    else:
+        return loaded, registry.check_config(loaded)
+    unset = {issue.path for issue in issues if issue.code == "MISSING_ENV"}
+    names = {m.group(1) for issue in issues if (m := _MISSING_VARIABLE.search(issue.message))}
+    if len(unset) != len(issues) or not names:
+        return None, issues  # structural problems: the channel checks need a well-formed file
+    try:
+        loaded = load_config(file, environ=_StandIns(names))
+    except ConfigurationError:
+        return None, issues
+
+    def affected(path: str) -> bool:
+        return any(path == p or path.startswith((p + ".", p + "[")) for p in unset)
+
+    issues += [issue for issue in registry.check_config(loaded) if not affected(issue.path)]
+    return None, sorted(issues, key=lambda issue: issue.path)
 
 
 # -- sending -------------------------------------------------------------------------------------------
 
 
 def _connector(ctx: click.Context, config_file: Path, name: str) -> ChannelConnector:
+    """The one connector ``name`` of a configuration file (the others need not be usable)."""
     loaded = load_config(config_file)
-    if name not in loaded.connectors:
+    spec = loaded.connectors.get(name)
+    if spec is None:
         _fail(f"{config_file}: no connector {name!r} (connectors: {', '.join(loaded.connectors)})")
-    connectors = _registry(ctx).create_connectors(loaded)
-    return connectors[name]
+    if not spec.enabled:
+        _fail(f"{config_file}: connector {name!r} is disabled (enabled = false)")
+    registry = _registry(ctx)
+    issues = registry.spec_issues(spec, root=f"$.connectors.{name}")
+    if issues:
+        raise config_error(loaded, issues)
+    return registry.create_connector(spec)
 
 
 def _properties(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -305,7 +398,7 @@ async def _open(connector: ChannelConnector) -> None:
 def _report_failure(result: ConnectorResult[Any]) -> NoReturn:
     assert result.error is not None
     for issue in result.error.issues:
-        err_console.print(f"  {issue.path}: {issue.message}", highlight=False)
+        _print_issue(f"  {issue.path}: {issue.message}")
     _fail(f"{result.error.code}: {result.error.message}", 1)
 
 
@@ -366,7 +459,7 @@ def send(
                 issues = connector.validate_message(message)
                 if issues:
                     for issue in issues:
-                        err_console.print(f"  {issue.path}: {issue.message}", highlight=False)
+                        _print_issue(f"  {issue.path}: {issue.message}")
                     _fail(f"MESSAGE_VALIDATION_FAILED: {len(issues)} problem(s); nothing sent", 1)
                 click.echo(json.dumps(connector.preview_message(message), indent=2, default=str))
                 console.print("[green]valid[/] (dry run: nothing sent)")
@@ -376,8 +469,9 @@ def send(
                 _report_failure(result)
             assert result.value is not None
             console.print(
-                f"[green]sent[/] {result.value.remote_message_id} status={result.value.status.value} "
-                f"id={result.value.message_id}"
+                f"[green]sent[/] {escape(str(result.value.remote_message_id))} status={result.value.status.value} "
+                f"id={escape(result.value.message_id)}",
+                soft_wrap=True,
             )
         finally:
             await connector.shutdown()
@@ -414,6 +508,8 @@ def send_batch(
     if not numbers:
         _fail("--to-file has no receivers")
     connector = _connector(ctx, config_file, connector_name)
+    if Capability.BULK_MESSAGING not in connector.schema.capabilities:
+        _fail(f"connector {connector_name!r} ({connector.schema.display_name}) does not support bulk messaging")
     messages = []
     for number in numbers:
         builder = MessageBuilder().with_phone_receiver(number).with_text_content(text)
@@ -436,7 +532,12 @@ def send_batch(
 
 
 async def send_with_progress(
-    connector: ChannelConnector, batch: MessageBatch, *, concurrency: int | None = None, rate: float | None = None
+    connector: ChannelConnector,
+    batch: MessageBatch,
+    *,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    output: Console | None = None,
 ) -> Any:
     """``send_batch`` with a rich progress bar."""
     with Progress(
@@ -445,7 +546,7 @@ async def send_with_progress(
         MofNCompleteColumn(),
         TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=output or console,
         transient=False,
     ) as progress:
         task = progress.add_task("send", total=len(batch), ok=0, failed=0)
@@ -458,19 +559,24 @@ async def send_with_progress(
         )
 
 
-def print_batch_summary(batch: MessageBatch, result: Any) -> None:
+def print_batch_summary(batch: MessageBatch, result: Any, output: Console | None = None) -> None:
+    out = output or console
     table = Table(title="Batch summary")
     table.add_column("outcome")
     table.add_column("messages", justify="right")
     for outcome, count in sorted(result.counts().items()):
         table.add_row(outcome, str(count))
-    console.print(table)
+    out.print(table)
     receivers = {m.id: m.receiver.address if m.receiver else "-" for m in batch.messages}
     failures = [(mid, r) for mid, r in result.results.items() if not r.is_success]
     for message_id, failure in failures[:20]:
-        console.print(f"[red]failed[/] {receivers.get(message_id)}: {failure.error_code}: {failure.error_message}")
+        out.print(
+            f"[red]failed[/] {escape(str(receivers.get(message_id)))}: "
+            f"{escape(str(failure.error_code))}: {escape(str(failure.error_message))}",
+            soft_wrap=True,
+        )
     if len(failures) > 20:
-        console.print(f"... and {len(failures) - 20} more failures")
+        out.print(f"... and {len(failures) - 20} more failures")
 
 
 @cli.command()
@@ -498,11 +604,12 @@ def status(ctx: click.Context, config_file: Path, connector_name: str, message_i
         assert result.value is not None
         for update in result.value.status_updates:
             console.print(
-                f"{update.remote_message_id or update.message_id}: [bold]{update.status.value}[/] "
-                f"(raw {update.raw_status}) at {update.timestamp.isoformat()}"
+                f"{escape(update.remote_message_id or update.message_id)}: [bold]{update.status.value}[/] "
+                f"(raw {escape(str(update.raw_status))}) at {update.timestamp.isoformat()}",
+                soft_wrap=True,
             )
             for key, value in sorted(update.additional_data.items()):
-                console.print(f"  {key}: {value}")
+                console.print(f"  {escape(key)}: {escape(str(value))}", soft_wrap=True)
 
     _run(ctx, run())
 
@@ -516,11 +623,12 @@ def status(ctx: click.Context, config_file: Path, connector_name: str, message_i
 @click.option("--port", type=int, help="Port (default: the config's webhooks.port, else 8080).")
 @click.pass_context
 def serve(ctx: click.Context, config_file: Path, host: str | None, port: int | None) -> None:
-    """Run the webhook host for every connector of a configuration file.
+    """Run the webhook host for every connector of a configuration file (until Ctrl-C or SIGTERM).
 
     \b
-    Example:
+    Examples:
       messaging serve --config messaging.toml --port 8080
+      messaging serve --config messaging.toml --host 0.0.0.0 --port 0   # 0: any free port
     """
     from aiohttp import web
 
@@ -528,13 +636,47 @@ def serve(ctx: click.Context, config_file: Path, host: str | None, port: int | N
 
     loaded = load_config(config_file)
     connectors = _registry(ctx).create_connectors(loaded)
-    app = create_webhook_app(connectors, settings=loaded.webhooks, manage_lifecycle=True)
+    app = create_webhook_app(connectors, settings=loaded.webhooks)
     bind_host = host or loaded.webhooks.host
     bind_port = loaded.webhooks.port if port is None else port
-    for name in connectors:
-        console.print(f"connector {name}: POST http://{bind_host}:{bind_port}/webhooks/{name}/{{messages,status}}")
-    console.print(f"health: GET http://{bind_host}:{bind_port}/healthz")
-    web.run_app(app, host=bind_host, port=bind_port, print=None)
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for connector in connectors.values():
+                stack.push_async_callback(connector.shutdown)
+                result = await connector.initialize()
+                if result.error is not None:
+                    _fail(f"connector {connector.name!r}: {result.error.code}: {result.error.message}", 2)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            try:
+                await web.TCPSite(runner, bind_host, bind_port).start()
+            except OSError as err:  # port in use, unknown host...
+                _fail(f"cannot listen on {bind_host}:{bind_port}: {err.strerror or err}", 2)
+            # The address actually bound (with --port 0, the port the system picked).
+            address_host, address_port = runner.addresses[0][:2]
+            base = (
+                f"http://[{address_host}]:{address_port}"
+                if ":" in address_host
+                else f"http://{address_host}:{address_port}"
+            )
+            console.print(f"webhook host listening on {base}", soft_wrap=True)
+            for name in connectors:
+                console.print(
+                    f"connector {escape(name)}: POST {base}/webhooks/{escape(name)}/{{messages,status}}", soft_wrap=True
+                )
+            console.print(f"health: GET {base}/healthz", soft_wrap=True)
+            stopped = asyncio.Event()
+            with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+            await stopped.wait()
+        console.print("stopped")
+
+    try:
+        _run(ctx, run())
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 @cli.command()
@@ -555,10 +697,12 @@ def emulator(ctx: click.Context, channel: str, host: str, port: int) -> None:
 
     async def run() -> None:
         async with registrations[channel].start(host=host, port=port) as running:
-            console.print(f"[bold]{channel}[/] emulator running")
+            # One line each (never wrapped): scripts read the base URL and credentials from here.
+            console.print(f"[bold]{escape(channel)}[/] emulator running", soft_wrap=True)
             for key, value in running.describe().items():
-                console.print(f"  {key}: {value}")
-            console.print("connector parameters: " + json.dumps(running.connector_parameters()))
+                console.print(f"  {escape(key)}: {escape(str(value))}", soft_wrap=True)
+            parameters = json.dumps(running.connector_parameters())
+            console.print("connector parameters: " + escape(parameters), soft_wrap=True, highlight=False)
             console.print("Ctrl-C to stop")
             await asyncio.Event().wait()
 
@@ -596,7 +740,7 @@ def _load_plugin_commands() -> None:
         registry = ChannelRegistry.discover()
         registry.host.register_commands(cli)
     except MessagingError as err:  # a broken plugin must not break the CLI
-        err_console.print(f"[yellow]warning:[/] plugin commands not loaded: {err}")
+        err_console.print(f"[yellow]warning:[/] plugin commands not loaded: {escape(str(err))}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -157,6 +157,9 @@ class ChannelConnector(abc.ABC):
         self._state = ConnectorState.UNINITIALIZED
         self._started_at: float | None = None
         self._state_lock = asyncio.Lock()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Compiled once: validation runs per message on the hot path.
         self._message_validator = validator_for(schema.message_json_schema())
         self._has_policy_hooks = bool(self.plugins.pm.hook.validate_message.get_hookimpls())
@@ -244,6 +247,8 @@ class ChannelConnector(abc.ABC):
         spec = self.schema.parameter_spec(name)
         return spec is not None and (spec.sensitive or name in self.credential_parameters)
 
+    shutdown_grace: ClassVar[float] = 30.0
+    """Seconds ``shutdown()`` waits for sends in flight before releasing resources anyway."""
     credential_parameters: ClassVar[frozenset[str]] = frozenset()
     """Parameter names whose absence is reported as ``MISSING_CREDENTIALS``."""
 
@@ -254,6 +259,18 @@ class ChannelConnector(abc.ABC):
                 return
             await self._transition(ConnectorState.SHUTTING_DOWN)
             try:
+                # New sends are refused from here on; let those in flight finish with their true
+                # outcome before the resources they use go away.
+                if self._in_flight:
+                    try:
+                        await asyncio.wait_for(self._idle.wait(), self.shutdown_grace)
+                    except TimeoutError:
+                        log.warning(
+                            "connector %s: %d send(s) still in flight after %.1f s; closing anyway",
+                            self.name,
+                            self._in_flight,
+                            self.shutdown_grace,
+                        )
                 await self._shutdown()
             except Exception:
                 log.exception("connector %s: error during shutdown (ignored)", self.name)
@@ -314,16 +331,23 @@ class ChannelConnector(abc.ABC):
         issues = self.validate_message(message)
         if issues:
             return self._validation_failure(issues)
+        if self._state is not ConnectorState.READY:
+            # A batch still running when shutdown() began: the message was not sent, and may be.
+            return _not_attempted(f"connector is {self._state.value}")
+        self._in_flight += 1
+        self._idle.clear()
         try:
             return await self._send_message(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
+        except Exception as err:  # CancelledError is a BaseException: it propagates
             log.exception("connector %s: unexpected error while sending %s", self.name, message.id)
             return ConnectorResult.failure(
                 ConnectorErrorCodes.SEND_MESSAGE_ERROR,
                 f"unexpected {type(err).__name__} while sending; the message may or may not have been sent",
             )
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def send_batch(
         self,
@@ -609,9 +633,9 @@ class ChannelConnector(abc.ABC):
         """Release what ``_initialize`` acquired."""
 
 
-def _not_attempted() -> ConnectorResult[SendResult]:
+def _not_attempted(reason: str = "batch cancelled") -> ConnectorResult[SendResult]:
     return ConnectorResult.failure(
-        ConnectorErrorCodes.NOT_ATTEMPTED, "batch cancelled before this message was sent", retryable=True
+        ConnectorErrorCodes.NOT_ATTEMPTED, f"{reason} before this message was sent", retryable=True
     )
 
 
