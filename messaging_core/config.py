@@ -103,6 +103,8 @@ def _read(path: Path) -> Any:
         text = path.read_text("utf-8")
     except OSError as err:
         raise ConfigurationError(f"{path}: cannot read the file ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigurationError(f"{path}: cannot read the file (not UTF-8 text at byte {err.start})") from err
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

@@ -162,8 +162,6 @@ class ChannelConnector(abc.ABC):
         self._idle.set()
         # Compiled once: validation runs per message on the hot path.
         self._message_validator = validator_for(schema.message_json_schema())
-        self._has_policy_hooks = bool(self.plugins.pm.hook.validate_message.get_hookimpls())
-        self._has_sent_observers = self.plugins.has_observers("message_sent")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.schema.display_name!r} {self._state.value}>"
@@ -303,7 +301,7 @@ class ChannelConnector(abc.ABC):
             raise TypeError(f"expected a Message, not {type(message).__name__}")
         instance = converters.unstructure(message)
         issues = [] if self._message_validator.is_valid(instance) else self._message_validator.issues(instance)
-        if not issues and self._has_policy_hooks:
+        if not issues and self.plugins.has_observers("validate_message"):
             issues = self.plugins.validate_message(self, message)
         return issues
 
@@ -323,7 +321,7 @@ class ChannelConnector(abc.ABC):
         """Validate and send one message; the outcome is a result, never an exception."""
         self._require(Capability.SEND_MESSAGES)
         result = await self._validated_send(message)
-        if self._has_sent_observers:
+        if self.plugins.has_observers("message_sent"):
             await self.plugins.message_sent(self, message, result)
         return result
 
@@ -444,7 +442,6 @@ class ChannelConnector(abc.ABC):
         total = len(messages) if isinstance(messages, MessageBatch | list | tuple) else None
         progress = BatchProgress(total)
         source = _MessageSource(messages, width)
-        observers = self._has_sent_observers
 
         async def record(index: int, message: Message, result: ConnectorResult[SendResult]) -> None:
             pending = sink(index, message, result)
@@ -475,7 +472,7 @@ class ChannelConnector(abc.ABC):
                 if not isinstance(message, Message):
                     raise TypeError(f"batch item {index} is a {type(message).__name__}, not a Message")
                 result = await self._validated_send(message)
-                if observers:
+                if self.plugins.has_observers("message_sent"):
                     await self.plugins.message_sent(self, message, result)
                 await record(index, message, result)
 

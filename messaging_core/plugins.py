@@ -58,6 +58,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: list[PluginLoadError] = []
+        self._implemented: dict[str, bool] = {}
         if builtins:
             for name, plugin in _builtin_plugins():
                 self.register(plugin, name=name)
@@ -65,11 +66,18 @@ class PluginHost:
             self.register(plugin)
 
     def register(self, plugin: object, *, name: str | None = None) -> None:
-        """Register a plugin object (a module or an instance with hookimpls)."""
+        """Register a plugin object (a module or an instance with hookimpls); takes effect at once."""
         try:
             self.pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as err:
             raise PluginError(f"plugin {name or plugin!r} is invalid: {err}") from err
+        finally:
+            self._implemented.clear()
+
+    def unregister(self, plugin: object) -> None:
+        """Remove a registered plugin object."""
+        self.pm.unregister(plugin)
+        self._implemented.clear()
 
     def load_entrypoints(self, *, blocked: Iterable[str] | None = None) -> None:
         """Load every plugin of the ``messaging_core`` entry-point group.
@@ -89,7 +97,7 @@ class PluginHost:
                 continue
             try:
                 plugin = entry_point.load()
-                self.pm.register(plugin, name=entry_point.name)
+                self.register(plugin, name=entry_point.name)
             except Exception as err:  # a broken plugin must not take the others down
                 dist = entry_point.dist.name if entry_point.dist else "?"
                 message = f"{type(err).__name__}: {err}"
@@ -150,8 +158,14 @@ class PluginHost:
     # -- observer hooks ----------------------------------------------------------------------------
 
     def has_observers(self, hook_name: str) -> bool:
-        """Whether any plugin implements an observer hook (lets the hot path skip building calls)."""
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        """Whether any plugin implements a hook (lets the hot path skip building calls).
+
+        Cached per hook; registering or unregistering through this host clears the cache.
+        """
+        found = self._implemented.get(hook_name)
+        if found is None:
+            found = self._implemented[hook_name] = bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        return found
 
     async def connector_state_changed(
         self, connector: ChannelConnector, previous: ConnectorState, current: ConnectorState

@@ -131,9 +131,9 @@ def _mismatched(errors: list[_JsonSchemaError], depth: int) -> bool:
             return True
         if e.validator == "const" and len(e.absolute_path) == depth + 1:
             return True
-        if e.validator in ("anyOf", "oneOf") and len(e.absolute_path) == depth and e.context:
-            if all(_mismatched(errs, depth) for errs in _branches(e).values()):
-                return True
+        nested = e.validator in ("anyOf", "oneOf") and len(e.absolute_path) == depth and e.context
+        if nested and all(_mismatched(errs, depth) for errs in _branches(e).values()):
+            return True
     return False
 
 

@@ -1,0 +1,62 @@
+"""Testing tools for plugin authors and host applications.
+
+- ``ConnectorConformance``: the conformance suite a connector's tests inherit (lifecycle,
+  capability gating, validation before I/O, batch accounting, secrets redaction).
+- ``HookRecorder``: a plugin recording every observer hook call.
+- ``find_secrets``: where sensitive values show in rendered texts (without echoing them).
+- The pytest plugin ``messaging_core.testing.pytest_plugin`` (loaded automatically through the
+  ``pytest11`` entry point) provides the fixtures ``messaging_registry``, ``messaging_hooks`` and
+  ``memory_connector``.
+
+Names are imported on first use: the pytest plugin lives in this package and is loaded in every
+pytest run, so importing the package must not import the suite (nor pytest-asyncio).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from messaging_core.testing._conformance import (
+        VALIDATION_ERROR_CODES,
+        ConnectorConformance,
+        ConnectorFactory,
+    )
+    from messaging_core.testing._recorder import HookCall, HookRecorder, find_secrets
+
+# The suite's assertions get pytest's detailed failure messages.
+pytest.register_assert_rewrite("messaging_core.testing._conformance")
+
+__all__ = [
+    "VALIDATION_ERROR_CODES",
+    "ConnectorConformance",
+    "ConnectorFactory",
+    "HookCall",
+    "HookRecorder",
+    "find_secrets",
+]
+
+_MODULES = {
+    "VALIDATION_ERROR_CODES": "_conformance",
+    "ConnectorConformance": "_conformance",
+    "ConnectorFactory": "_conformance",
+    "HookCall": "_recorder",
+    "HookRecorder": "_recorder",
+    "find_secrets": "_recorder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
