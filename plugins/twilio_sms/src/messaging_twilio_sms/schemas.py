@@ -62,7 +62,8 @@ _TWILIO_SMS = ChannelSchema(
         ),
         ParameterSpec(
             "StatusCallback",
-            pattern=r"^https?://[^\s_]+$",
+            # Twilio refuses underscores in the host name only; paths and queries may have them.
+            pattern=r"^https?://[^\s/?#_]+([/?#][^\s]*)?$",
             description="URL Twilio posts delivery statuses to (no underscores in the host, per Twilio).",
         ),
         ParameterSpec(

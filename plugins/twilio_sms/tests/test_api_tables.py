@@ -1,0 +1,459 @@
+"""Pure tests of the Twilio tables and builders: schemas, statuses, errors, request building (no network)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import pytest
+
+from messaging_core import (
+    Capability,
+    ChannelRegistry,
+    ConnectionSettings,
+    Message,
+    MessageStatus,
+    MultipartContent,
+    ParameterSpec,
+    TextContent,
+)
+from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, _api, map_status
+
+SID = "SM" + "a" * 32
+ACCOUNT = "AC" + "b" * 32
+SERVICE = "MG" + "c" * 32
+
+# -- schemas -----------------------------------------------------------------------------------------
+
+MASTER = TwilioChannelSchemas.TWILIO_SMS
+VARIANT_NAMES = ("TwilioSms", "SimpleSms", "NotificationSms", "BulkSms")
+
+
+def _parameter(schema: Any, name: str) -> ParameterSpec:
+    spec = schema.parameter_spec(name)
+    assert spec is not None, f"{name} missing"
+    return spec
+
+
+def test_master_schema_identity_and_capabilities() -> None:
+    assert (MASTER.provider, MASTER.channel_type, MASTER.version) == ("twilio", "sms", "1.0.0")
+    assert MASTER.display_name == "Twilio SMS Connector"
+    assert MASTER.capabilities == (
+        Capability.SEND_MESSAGES
+        | Capability.RECEIVE_MESSAGES
+        | Capability.MESSAGE_STATUS_QUERY
+        | Capability.HANDLE_MESSAGE_STATE
+        | Capability.BULK_MESSAGING
+        | Capability.HEALTH_CHECK
+        | Capability.MEDIA_ATTACHMENTS
+    )
+    assert Capability.TEMPLATES not in MASTER.capabilities
+    assert (MASTER.max_text_length, MASTER.max_media) == (1600, 10)
+
+
+def test_master_schema_parameters() -> None:
+    account = _parameter(MASTER, "AccountSid")
+    assert account.required
+    assert account.pattern == r"^AC[0-9a-fA-F]{32}$"
+    assert not account.sensitive
+    token = _parameter(MASTER, "AuthToken")
+    assert token.required
+    assert token.sensitive
+    validity = _parameter(MASTER, "ValidityPeriod")
+    assert (validity.data_type, validity.default, validity.minimum, validity.maximum) == ("integer", 14400, 1, 36000)
+    assert _parameter(MASTER, "MaxPrice").data_type == "number"
+    assert _parameter(MASTER, "MessagingServiceSid").pattern == r"^MG[0-9a-fA-F]{32}$"
+    assert _parameter(MASTER, "ApiBaseUrl").default == "https://api.twilio.com"
+    assert _parameter(MASTER, "ApiKeySecret").sensitive
+    assert MASTER.sensitive_parameters == {"AuthToken", "ApiKeySecret"}
+
+
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [
+        ("https://hooks.example.com/twilio/status", True),
+        ("https://hooks.example.com/twilio_status?tenant_id=7", True),  # underscores after the host are fine
+        ("http://127.0.0.1:8080", True),
+        ("https://my_hooks.example.com/status", False),  # Twilio refuses underscores in the host name
+        ("https://hooks example.com/status", False),
+        ("ftp://hooks.example.com/status", False),
+    ],
+)
+def test_status_callback_url_pattern(url: str, valid: bool) -> None:
+    settings = ConnectionSettings({"AccountSid": ACCOUNT, "AuthToken": "token", "StatusCallback": url})
+    assert [issue.path for issue in settings.issues(MASTER)] == ([] if valid else ["$.StatusCallback"])
+
+
+def test_master_schema_message_properties() -> None:
+    kinds = {spec.name: (spec.data_type.value, spec.repeated) for spec in MASTER.properties}
+    assert kinds == {
+        "ValidityPeriod": ("integer", False),
+        "MaxPrice": ("number", False),
+        "ProvideCallback": ("boolean", False),
+        "AttemptLimits": ("integer", False),
+        "SmartEncoded": ("boolean", False),
+        "PersistentAction": ("string", True),
+    }
+
+
+@pytest.fixture(scope="module")
+def registry() -> ChannelRegistry:
+    return ChannelRegistry.discover(blocked=[])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("TwilioSms", TwilioChannelSchemas.TWILIO_SMS),
+        ("SimpleSms", TwilioChannelSchemas.SIMPLE_SMS),
+        ("NotificationSms", TwilioChannelSchemas.NOTIFICATION_SMS),
+        ("BulkSms", TwilioChannelSchemas.BULK_SMS),
+    ],
+)
+def test_variants_by_name_are_restrictions_of_the_master(registry: ChannelRegistry, name: str, expected: Any) -> None:
+    schema = registry.schema("twilio_sms", name)
+    assert schema == expected
+    assert schema.validate_as_restriction_of(TwilioChannelSchemas.TWILIO_SMS) == []
+    assert schema.logical_identity == "twilio/sms/1.0.0"
+
+
+def test_simple_sms_drops_receive_state_bulk_and_media() -> None:
+    simple = TwilioChannelSchemas.SIMPLE_SMS
+    for dropped in (
+        Capability.RECEIVE_MESSAGES,
+        Capability.HANDLE_MESSAGE_STATE,
+        Capability.BULK_MESSAGING,
+        Capability.MEDIA_ATTACHMENTS,
+    ):
+        assert dropped not in simple.capabilities
+    assert Capability.SEND_MESSAGES | Capability.MESSAGE_STATUS_QUERY in simple.capabilities
+    names = {p.name for p in simple.parameters}
+    assert not names & {"WebhookUrl", "StatusCallback", "MessagingServiceSid"}
+    assert {"AccountSid", "AuthToken", "ValidityPeriod"} <= names
+    phone = simple.endpoint_spec("phone")
+    assert phone is not None
+    assert phone.required
+
+
+def test_notification_sms_keeps_status_query_and_callback() -> None:
+    notification = TwilioChannelSchemas.NOTIFICATION_SMS
+    assert Capability.RECEIVE_MESSAGES not in notification.capabilities
+    assert Capability.HANDLE_MESSAGE_STATE not in notification.capabilities
+    assert Capability.MESSAGE_STATUS_QUERY in notification.capabilities
+    assert notification.parameter_spec("StatusCallback") is not None
+    assert notification.parameter_spec("WebhookUrl") is None
+
+
+def test_bulk_sms_requires_a_messaging_service_not_a_sender() -> None:
+    bulk = TwilioChannelSchemas.BULK_SMS
+    assert _parameter(bulk, "MessagingServiceSid").required
+    assert not _parameter(MASTER, "MessagingServiceSid").required
+    phone = bulk.endpoint_spec("phone")
+    assert phone is not None
+    assert not phone.required
+    assert Capability.BULK_MESSAGING in bulk.capabilities
+    assert Capability.RECEIVE_MESSAGES not in bulk.capabilities
+
+
+def test_variants_table_lists_every_schema_once() -> None:
+    assert tuple(TwilioChannelSchemas.VARIANTS) == VARIANT_NAMES
+    assert len({s.display_name for s in TwilioChannelSchemas.VARIANTS.values()}) == 4
+
+
+# -- statuses ----------------------------------------------------------------------------------------
+
+
+def test_status_table_covers_the_oai_status_enum(oai: dict[str, Any]) -> None:
+    enum = oai["components"]["schemas"]["message_enum_status"]["enum"]
+    assert set(enum) == set(STATUS_TABLE)
+    assert all(isinstance(STATUS_TABLE[word], MessageStatus) for word in enum)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("accepted", MessageStatus.QUEUED),
+        ("scheduled", MessageStatus.SCHEDULED),
+        ("queued", MessageStatus.QUEUED),
+        ("sending", MessageStatus.ROUTED),
+        ("sent", MessageStatus.SENT),
+        ("delivered", MessageStatus.DELIVERED),
+        ("undelivered", MessageStatus.DELIVERY_FAILED),
+        ("failed", MessageStatus.ROUTE_FAILED),
+        ("receiving", MessageStatus.QUEUED),
+        ("received", MessageStatus.RECEIVED),
+        ("read", MessageStatus.READ),
+        ("canceled", MessageStatus.CANCELED),
+        ("partially_delivered", MessageStatus.SENT),
+    ],
+)
+def test_map_status(raw: str, expected: MessageStatus) -> None:
+    assert map_status(raw) is expected
+
+
+@pytest.mark.parametrize("raw", [None, "", "teleported", "DELIVERED"])
+def test_unknown_statuses_map_to_unknown(raw: str | None) -> None:
+    assert map_status(raw) is MessageStatus.UNKNOWN
+
+
+def test_final_twilio_statuses_are_final_core_statuses() -> None:
+    for raw in ("delivered", "undelivered", "failed", "canceled", "read", "received"):
+        assert map_status(raw).is_final, raw
+    for raw in ("accepted", "scheduled", "queued", "sending", "sent", "receiving", "partially_delivered"):
+        assert not map_status(raw).is_final, raw
+    assert {raw for raw, status in STATUS_TABLE.items() if status.is_failure} == {"undelivered", "failed", "canceled"}
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def _twilio_error(status: int, code: int | None, message: str = "boom", **extra: Any) -> bytes:
+    payload: dict[str, Any] = {"message": message, "status": status, **extra}
+    if code is not None:
+        payload["code"] = code
+        payload["more_info"] = f"https://www.twilio.com/docs/errors/{code}"
+    return json.dumps(payload).encode()
+
+
+ERROR_CASES = [
+    # http, body, operation, code, retryable
+    (400, _twilio_error(400, 21211), "send", TwilioErrorCodes.INVALID_RECIPIENT, False),
+    (400, _twilio_error(400, 21408), "send", TwilioErrorCodes.INVALID_RECIPIENT, False),
+    (400, _twilio_error(400, 21608), "send", TwilioErrorCodes.INVALID_RECIPIENT, False),
+    (400, _twilio_error(400, 21612), "send", TwilioErrorCodes.INVALID_RECIPIENT, False),
+    (400, _twilio_error(400, 21614), "send", TwilioErrorCodes.INVALID_RECIPIENT, False),
+    (400, _twilio_error(400, 21610), "send", TwilioErrorCodes.RECIPIENT_UNSUBSCRIBED, False),
+    (400, _twilio_error(400, 21212), "send", TwilioErrorCodes.INVALID_SENDER, False),
+    (400, _twilio_error(400, 21606), "send", TwilioErrorCodes.INVALID_SENDER, False),
+    (429, _twilio_error(429, 21611), "send", TwilioErrorCodes.RATE_LIMITED, True),
+    (429, _twilio_error(429, 20429), "send", TwilioErrorCodes.RATE_LIMITED, True),
+    (429, b"", "send", TwilioErrorCodes.RATE_LIMITED, True),
+    (401, _twilio_error(401, 20003, "Authenticate"), "send", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
+    (401, b"", "send", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
+    (400, _twilio_error(400, 21617), "send", TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, False),
+    (400, _twilio_error(400, 21623), "send", TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, False),
+    (500, _twilio_error(500, 20500), "send", TwilioErrorCodes.TEMPORARY_FAILURE, False),
+    (503, b"<html><body>503 Service Unavailable</body></html>", "send", TwilioErrorCodes.TEMPORARY_FAILURE, False),
+    (502, b"", "send", TwilioErrorCodes.TEMPORARY_FAILURE, False),
+    (400, _twilio_error(400, None, "Something odd"), "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
+    (404, _twilio_error(404, 20404), "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
+    (404, _twilio_error(404, 20404), "status", TwilioErrorCodes.STATUS_QUERY_FAILED, False),
+    (400, b"[1, 2, 3]", "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
+    (400, b"\xff\xfe not utf-8", "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
+]
+
+
+@pytest.mark.parametrize(("http_status", "body", "operation", "code", "retryable"), ERROR_CASES)
+def test_error_from_response(http_status: int, body: bytes, operation: str, code: str, retryable: bool) -> None:
+    error = _api.error_from_response(http_status, body, operation=operation)
+    assert error.code == code
+    assert error.retryable is retryable
+    assert error.details["http_status"] == http_status
+    data = _api.parse_json_object(body)
+    if data is not None and isinstance(data.get("code"), int):
+        assert error.details["twilio_code"] == data["code"]
+        assert error.details["more_info"] == data["more_info"]
+        assert error.message == data["message"]
+    else:
+        assert "twilio_code" not in error.details
+
+
+def test_error_text_falls_back_to_the_http_status() -> None:
+    error = _api.error_from_response(502, b"<html>Bad Gateway</html>")
+    assert error.message == "HTTP 502 from Twilio"
+    assert error.details["outcome_unknown"] is True  # a 5xx to a create may have been processed
+
+
+def test_server_errors_of_status_queries_are_not_outcome_unknown() -> None:
+    assert _api.error_from_response(500, b"", operation="status").details["outcome_unknown"] is False
+
+
+def test_error_code_must_be_an_integer() -> None:
+    for raw in ('"21211"', "true", "21211.5", "null"):
+        error = _api.error_from_response(400, f'{{"code": {raw}, "message": "x"}}'.encode())
+        assert error.code == TwilioErrorCodes.SEND_MESSAGE_FAILED, raw
+        assert "twilio_code" not in error.details
+
+
+def test_error_details_object_is_kept_raw() -> None:
+    body = _twilio_error(400, 21211, "Invalid 'To'", details={"field": "To", "reason": "not E.164"})
+    error = _api.error_from_response(400, body)
+    assert error.code == TwilioErrorCodes.INVALID_RECIPIENT
+    assert error.details["twilio_details"] == {"field": "To", "reason": "not E.164"}
+
+
+def test_retryable_errors_are_only_the_never_processed_ones() -> None:
+    retryable = {
+        http
+        for http in range(400, 600)
+        if _api.error_from_response(http, _twilio_error(http, None)).retryable
+        or _api.error_from_response(http, b"").retryable
+    }
+    assert retryable == {429}
+
+
+# -- Retry-After ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, None), ("", None), ("3", 3.0), ("0", 0.0), (" 7 ", 7.0), ("3600", 60.0), ("soon", None), ("-5", None)],
+)
+def test_retry_after_seconds(header: str | None, expected: float | None) -> None:
+    assert _api.retry_after_seconds(header) == expected
+
+
+def test_retry_after_http_dates() -> None:
+    future = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    seconds = _api.retry_after_seconds(future)
+    assert seconds is not None
+    assert 25 <= seconds <= 30
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    assert _api.retry_after_seconds(past) == 0.0
+    assert _api.retry_after_seconds(future, cap=10) == 10
+
+
+# -- small helpers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [("+14155550100", "+1415*****00"), (None, "-"), ("", "-"), ("+1234", "*****"), ("+447700900123", "+4477******23")],
+)
+def test_mask_phone(number: str | None, masked: str) -> None:
+    assert _api.mask_phone(number) == masked
+    if number and len(number) > 6:
+        assert number not in masked
+        assert len(masked) == len(number)
+
+
+def test_is_message_sid() -> None:
+    assert _api.is_message_sid(SID)
+    assert _api.is_message_sid("MM" + "0123456789ABCDEF" * 2)
+    for other in ("SM123", "XX" + "a" * 32, "SM" + "g" * 32, "a" * 32, SID + "0"):
+        assert not _api.is_message_sid(other), other
+
+
+def test_paths() -> None:
+    assert _api.account_path(ACCOUNT) == f"/2010-04-01/Accounts/{ACCOUNT}.json"
+    assert _api.messages_path(ACCOUNT) == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+    assert _api.message_path(ACCOUNT, SID) == f"/2010-04-01/Accounts/{ACCOUNT}/Messages/{SID}.json"
+    assert _api.message_path(ACCOUNT, "../x y").endswith("/Messages/..%2Fx%20y.json")  # never leaves the path
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/status", "https://hooks.example.com/status?tenant=a%20b&x=1", "http://h/p?"]
+)
+def test_with_message_id_appends_to_the_query(url: str) -> None:
+    result = _api.with_message_id(url, "our id&1")
+    parts, original = urlsplit(result), urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == (original.scheme, original.netloc, original.path)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    assert pairs[-1] == ("MessageId", "our id&1")
+    assert pairs[:-1] == parse_qsl(original.query, keep_blank_values=True)
+
+
+def test_parse_twilio_date() -> None:
+    parsed = _api.parse_twilio_date("Thu, 24 Aug 2023 05:01:45 +0000")
+    assert parsed == datetime(2023, 8, 24, 5, 1, 45, tzinfo=UTC)
+    assert _api.parse_twilio_date(None) is None
+    assert _api.parse_twilio_date("yesterday") is None
+
+
+def test_utf16_length_counts_emoji_twice() -> None:
+    assert _api.utf16_length("abc") == 3
+    assert _api.utf16_length("é") == 1
+    assert _api.utf16_length("\U0001f600") == 2
+
+
+# -- request building ----------------------------------------------------------------------------------
+
+SETTINGS: dict[str, Any] = {"AccountSid": ACCOUNT, "ValidityPeriod": 14400}
+
+
+def test_form_of_a_plain_sms(sms: Callable[..., Message]) -> None:
+    message = sms("+15551230001", "Hi")
+    assert _api.build_message_form(message, SETTINGS) == [
+        ("To", "+15551230001"),
+        ("From", "+15005550006"),
+        ("Body", "Hi"),
+        ("ValidityPeriod", "14400"),
+    ]
+
+
+def test_form_of_an_mms_repeats_media_url(sms: Callable[..., Message]) -> None:
+    message = sms(text="look", media=["https://a.example/1.png", "https://a.example/2.jpg"])
+    form = _api.build_message_form(message, SETTINGS)
+    assert [value for key, value in form if key == "MediaUrl"] == ["https://a.example/1.png", "https://a.example/2.jpg"]
+    assert ("Body", "look") in form
+
+
+def test_media_only_message_has_no_body(sms: Callable[..., Message]) -> None:
+    form = _api.build_message_form(sms(text=None, media=["https://a.example/1.png"]), SETTINGS)
+    assert "Body" not in dict(form)
+
+
+def test_messaging_service_wins_over_the_sender(sms: Callable[..., Message]) -> None:
+    form = dict(_api.build_message_form(sms(), {**SETTINGS, "MessagingServiceSid": SERVICE}))
+    assert form["MessagingServiceSid"] == SERVICE
+    assert "From" not in form
+
+
+def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
+    settings = {**SETTINGS, "StatusCallback": "https://hooks.example.com/status?a=1"}
+    message = sms(
+        ValidityPeriod=60,
+        MaxPrice=0.25,
+        ProvideCallback=True,
+        AttemptLimits=3,
+        SmartEncoded=True,
+        PersistentAction=["geo:37.78,-122.39", "mailto:a@example.com"],
+    )
+    form = _api.build_message_form(message, settings)
+    single = dict(form)
+    assert single["ValidityPeriod"] == "60"  # the property overrides the setting
+    assert single["MaxPrice"] == "0.25"
+    assert single["Attempt"] == "3"
+    assert "AttemptLimits" not in single
+    assert single["SmartEncoded"] == "true"
+    assert [v for k, v in form if k == "PersistentAction"] == ["geo:37.78,-122.39", "mailto:a@example.com"]
+    assert single["StatusCallback"] == f"https://hooks.example.com/status?a=1&MessageId={message.id}"
+    assert "ProvideCallback" not in single
+    # Every schema property left a trace in the form.
+    mapped = {"ValidityPeriod", "MaxPrice", "StatusCallback", "Attempt", "SmartEncoded", "PersistentAction"}
+    assert {spec.name for spec in MASTER.properties} == {
+        "ValidityPeriod",
+        "MaxPrice",
+        "ProvideCallback",
+        "AttemptLimits",
+        "SmartEncoded",
+        "PersistentAction",
+    }
+    assert mapped <= set(single)
+
+
+def test_provide_callback_false_sends_no_status_callback(sms: Callable[..., Message]) -> None:
+    settings = {**SETTINGS, "StatusCallback": "https://hooks.example.com/status"}
+    assert "StatusCallback" not in dict(_api.build_message_form(sms(ProvideCallback=False), settings))
+    assert "StatusCallback" in dict(_api.build_message_form(sms(ProvideCallback=True), settings))
+    # Without a StatusCallback setting there is nothing to ask for.
+    assert "StatusCallback" not in dict(_api.build_message_form(sms(ProvideCallback=True), SETTINGS))
+
+
+def test_smart_encoded_false_and_whole_number_prices(sms: Callable[..., Message]) -> None:
+    form = dict(_api.build_message_form(sms(SmartEncoded=False, MaxPrice=2.0), {**SETTINGS, "MaxPrice": 0.5}))
+    assert form["SmartEncoded"] == "false"
+    assert form["MaxPrice"] == "2"
+    assert dict(_api.build_message_form(sms(), {**SETTINGS, "MaxPrice": 0.5}))["MaxPrice"] == "0.5"
+
+
+def test_multipart_texts_are_joined_with_newlines(sms: Callable[..., Message]) -> None:
+    message = sms(text="first")
+    two = attrs.evolve(message, content=MultipartContent((TextContent("one"), TextContent("two"))))
+    assert dict(_api.build_message_form(two, SETTINGS))["Body"] == "one\ntwo"
+    assert _api.message_body(message) == "first"

@@ -1,0 +1,199 @@
+"""``get_message_status()``: by Twilio SID or by our id, every Twilio status, and the failures."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from messaging_core import Message, MessageStatus, StatusUpdate
+from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
+from messaging_twilio_sms.emulator import TwilioEmulator
+
+Maker = Callable[..., Awaitable[TwilioSmsConnector]]
+Sms = Callable[..., Message]
+
+
+async def _sent_sid(connector: TwilioSmsConnector, message: Message) -> str:
+    result = await connector.send_message(message)
+    assert result.value is not None, result.error
+    assert result.value.remote_message_id is not None
+    return result.value.remote_message_id
+
+
+async def _latest(connector: TwilioSmsConnector, message_id: str) -> StatusUpdate:
+    result = await connector.get_message_status(message_id)
+    assert result.value is not None, result.error
+    assert result.value.message_id == message_id
+    latest = result.value.latest
+    assert latest is not None
+    return latest
+
+
+async def test_status_by_sid_and_by_our_id(emulator: TwilioEmulator, make_connector: Maker, sms: Sms) -> None:
+    connector = await make_connector()
+    message = sms()
+    sid = await _sent_sid(connector, message)
+    stored = await emulator.wait_for_status(sid, "delivered")
+
+    by_sid = await _latest(connector, sid)
+    by_ours = await _latest(connector, message.id)
+    for update in (by_sid, by_ours):
+        assert update.status is MessageStatus.DELIVERED
+        assert update.raw_status == "delivered"
+        assert update.remote_message_id == sid
+        assert update.additional_data["price_unit"] == "USD"
+        assert update.additional_data["price"] == stored.price
+        assert update.additional_data["num_segments"] == "1"
+    assert by_ours.message_id == message.id
+    assert by_sid.message_id == sid
+
+
+@pytest.mark.parametrize("raw", sorted(STATUS_TABLE))
+async def test_every_twilio_status_is_mapped_and_kept(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, raw: str
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector()
+    message = sms()
+    sid = await _sent_sid(connector, message)
+    stored = await emulator.set_status(sid, raw)
+    update = await _latest(connector, message.id)
+    assert update.raw_status == raw
+    assert update.status is STATUS_TABLE[raw]
+    assert update.status is not MessageStatus.UNKNOWN
+    # The timestamp is Twilio's date_updated (RFC 2822, to the second).
+    assert abs(update.timestamp.timestamp() - stored.date_updated) < 1
+
+
+@pytest.mark.parametrize(("raw", "error_code"), [("undelivered", 30003), ("failed", 30008), ("failed", 30007)])
+async def test_failures_carry_the_error_code(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, raw: str, error_code: int
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector()
+    sid = await _sent_sid(connector, sms())
+    await emulator.set_status(sid, raw, error_code)
+    update = await _latest(connector, sid)
+    assert update.status.is_failure
+    assert update.additional_data["error_code"] == error_code
+    assert update.additional_data["error_message"]
+
+
+async def test_lifecycle_reaches_delivered_through_intermediate_statuses(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector()
+    message = sms()
+    sid = await _sent_sid(connector, message)
+    seen = [(await _latest(connector, message.id)).status]
+    while await emulator.advance(sid) is not None:
+        seen.append((await _latest(connector, message.id)).status)
+    assert seen == [MessageStatus.QUEUED, MessageStatus.ROUTED, MessageStatus.SENT, MessageStatus.DELIVERED]
+    update = await _latest(connector, sid)
+    assert update.additional_data["date_sent"] is not None
+    assert update.additional_data["direction"] == "outbound-api"
+
+
+async def test_media_message_sid_is_recognised(emulator: TwilioEmulator, make_connector: Maker, sms: Sms) -> None:
+    connector = await make_connector()
+    sid = await _sent_sid(connector, sms(media=["https://cdn.example.com/a.png"]))
+    assert sid.startswith("MM")
+    assert (await _latest(connector, sid)).remote_message_id == sid
+
+
+async def test_unknown_local_id_fails_without_a_request(mock_http: aioresponses) -> None:
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS,
+        {"ApiBaseUrl": "https://api.twilio.example", "AccountSid": "AC" + "0" * 32, "AuthToken": "token-token"},
+    )
+    async with connector:
+        result = await connector.get_message_status("not-a-message-we-sent")
+    assert result.error_code == TwilioErrorCodes.STATUS_QUERY_FAILED
+    assert mock_http.requests == {}
+
+
+async def test_unknown_sid_is_a_404(emulator: TwilioEmulator, make_connector: Maker) -> None:
+    connector = await make_connector()
+    result = await connector.get_message_status("SM" + "0" * 32)
+    assert result.error is not None
+    assert result.error.code == TwilioErrorCodes.STATUS_QUERY_FAILED
+    assert (result.error.details["http_status"], result.error.details["twilio_code"]) == (404, 20404)
+
+
+async def test_status_query_with_a_wrong_token(emulator: TwilioEmulator, make_connector: Maker, sms: Sms) -> None:
+    sender = await make_connector()
+    sid = await _sent_sid(sender, sms())
+    connector = await make_connector(AuthToken="f" * 32)
+    result = await connector.get_message_status(sid)
+    assert result.error_code == TwilioErrorCodes.AUTHENTICATION_FAILED
+
+
+async def test_our_ids_are_per_connector(emulator: TwilioEmulator, make_connector: Maker, sms: Sms) -> None:
+    first, second = await make_connector(), await make_connector()
+    message = sms()
+    await _sent_sid(first, message)
+    result = await second.get_message_status(message.id)
+    assert result.error_code == TwilioErrorCodes.STATUS_QUERY_FAILED
+
+
+async def test_status_query_needs_the_capability(make_connector: Maker) -> None:
+    from messaging_core import Capability, CapabilityNotSupportedError
+
+    schema = TwilioChannelSchemas.TWILIO_SMS.derive("no status", remove_capabilities=Capability.MESSAGE_STATUS_QUERY)
+    connector = await make_connector(schema)
+    with pytest.raises(CapabilityNotSupportedError):
+        await connector.get_message_status("SM" + "0" * 32)
+
+
+# -- answer shapes (aioresponses) -------------------------------------------------------------------------
+
+API = "https://api.twilio.example"
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+SID = "SM" + "a" * 32
+FETCH_URL = f"{API}/2010-04-01/Accounts/{ACCOUNT}/Messages/{SID}.json"
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"status": 500, "body": b""}, TwilioErrorCodes.STATUS_QUERY_FAILED),
+        ({"status": 503, "body": "<html>down</html>"}, TwilioErrorCodes.STATUS_QUERY_FAILED),
+        ({"status": 200, "body": "<html>not json</html>"}, TwilioErrorCodes.STATUS_QUERY_FAILED),
+        ({"status": 429, "payload": {"code": 20429, "message": "Too Many Requests"}}, TwilioErrorCodes.RATE_LIMITED),
+        (
+            {"status": 401, "payload": {"code": 20003, "message": "Authenticate"}},
+            TwilioErrorCodes.AUTHENTICATION_FAILED,
+        ),
+        ({"exception": aiohttp.ServerDisconnectedError()}, TwilioErrorCodes.STATUS_QUERY_FAILED),
+        ({"exception": TimeoutError()}, TwilioErrorCodes.STATUS_QUERY_FAILED),
+    ],
+)
+async def test_status_answer_shapes(mock_http: aioresponses, answer: dict[str, Any], code: str) -> None:
+    mock_http.get(FETCH_URL, **answer)
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"ApiBaseUrl": API, "AccountSid": ACCOUNT, "AuthToken": "token-token"}
+    )
+    async with connector:
+        result = await connector.get_message_status(SID)
+    assert result.error_code == code
+
+
+async def test_status_of_a_resource_with_a_new_status_word(mock_http: aioresponses) -> None:
+    resource = {"sid": SID, "status": "teleported", "date_updated": "Thu, 24 Aug 2023 05:01:45 +0000"}
+    mock_http.get(FETCH_URL, status=200, payload=resource)
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"ApiBaseUrl": API, "AccountSid": ACCOUNT, "AuthToken": "token-token"}
+    )
+    async with connector:
+        result = await connector.get_message_status(SID)
+    assert result.value is not None
+    update = result.value.latest
+    assert update is not None
+    assert (update.status, update.raw_status) == (MessageStatus.UNKNOWN, "teleported")
+    assert update.timestamp == parsedate_to_datetime(resource["date_updated"])
