@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict plugins/twilio_sms/src/messaging_twilio_sms
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -47,6 +47,6 @@ class EmulatorRegistration:
 
     channel: str
     """The channel it emulates (``twilio_sms``)."""
-    start: Callable[..., AbstractAsyncContextManager[RunningEmulator]]
-    """``async with start(host=..., port=..., **options) as emulator:``."""
+    start: Callable[..., AbstractAsyncContextManager[Any]]
+    """``async with start(host=..., port=..., **options) as emulator:`` yields a ``RunningEmulator``."""
     description: str = ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
@@ -101,9 +102,9 @@ def map_status(raw: str | None) -> MessageStatus:
     return STATUS_TABLE.get(raw or "", MessageStatus.UNKNOWN)
 
 
-def parse_twilio_date(value: str | None) -> Any:
+def parse_twilio_date(value: object) -> datetime | None:
     """An RFC 2822 date of the 2010 API (``Thu, 24 Aug 2023 05:01:45 +0000``), or None."""
-    if not value:
+    if not isinstance(value, str) or not value:
         return None
     try:
         return parsedate_to_datetime(value)
@@ -260,8 +261,6 @@ def retry_after_seconds(value: str | None, *, cap: float = 60.0) -> float | None
     when = parse_twilio_date(value)
     if when is None:
         return None
-    from datetime import UTC, datetime
-
     return max(0.0, min((when - datetime.now(UTC)).total_seconds(), cap))
 
 

@@ -328,7 +328,7 @@ def status_update_from_resource(message_id: str, data: Mapping[str, object]) -> 
     """A fetched Message resource → a ``StatusUpdate`` (error code, price and dates kept)."""
     raw = data.get("status")
     raw_status = raw if isinstance(raw, str) else None
-    updated = parse_twilio_date(data.get("date_updated") if isinstance(data.get("date_updated"), str) else None)
+    updated = parse_twilio_date(data.get("date_updated"))
     extra = {
         k: data.get(k)
         for k in ("error_code", "error_message", "num_segments", "price", "price_unit", "date_sent", "direction")
