@@ -130,6 +130,8 @@ async def run_demo(
     webhook_base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     steps = _Steps(console)
     async with contextlib.AsyncExitStack() as stack:
+        # Closed here when a step fails before the webhook host takes it over (closing twice is harmless).
+        stack.callback(sock.close)
         # 1. Emulators for the configured channels, and the configuration pointed at them.
         raw = load_config(path, environ=_AnyEnvironment(MESSAGING_PUBLIC_URL=webhook_base))
         running: dict[str, RunningEmulator] = {}

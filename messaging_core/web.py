@@ -133,14 +133,15 @@ class _Handlers:
         # Striped locks: one dispatch at a time per message, with bounded memory.
         self.locks = [asyncio.Lock() for _ in range(256)]
 
-    def _connector(self, request: web.Request, capability: Capability) -> ChannelConnector:
+    def _connector(self, request: web.Request, capability: Capability) -> tuple[str, ChannelConnector]:
+        """The route's connector name (the key it was configured under) and the connector."""
         name = request.match_info["connector"]
         connector = self.connectors.get(name)
         if connector is None or capability not in connector.schema.capabilities:
             raise web.HTTPNotFound(text=f"no webhook {request.path}\n")
         if not connector.is_ready:
             raise web.HTTPServiceUnavailable(text=f"connector {name} is {connector.state.value}\n")
-        return connector
+        return name, connector
 
     async def _source(self, request: web.Request) -> MessageSource:
         return await MessageSource.from_aiohttp_request(request, url=public_url_of(request, self.settings))
@@ -154,14 +155,15 @@ class _Handlers:
         return web.Response(status=400, text=f"{result.error.code}: {result.error.message}\n"[:300])
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        connector = self._connector(request, Capability.RECEIVE_MESSAGES)
+        name, connector = self._connector(request, Capability.RECEIVE_MESSAGES)
         self.stats.received += 1
         async with asyncio.timeout(self.settings.request_timeout):
             source = await self._source(request)
             result = await connector.receive_messages(source, notify=False)
             if result.value is None:
                 return self._refuse(result)
-            seen = self.seen[connector.name]
+            # Keyed by route name: the mapping's key, which need not be the connector's own name.
+            seen = self.seen[name]
             token = connector.webhook_idempotency_key(source)
             keys = [f"token:{token}"] if token else []
             keys += [f"message:{m.id}" for m in result.value.messages]
@@ -173,9 +175,13 @@ class _Handlers:
             try:
                 for message in result.value.messages:
                     await connector.notify_received(message)
-            except Exception:
-                for key in keys:  # not handled: let the provider's retry dispatch it again
+            except BaseException as err:
+                # Not handled (an observer raised, or the request timed out inside one): forget
+                # the keys so that the provider's retry dispatches it again.
+                for key in keys:
                     seen.discard(key)
+                if not isinstance(err, Exception):
+                    raise
                 self.stats.errors += 1
                 log.exception("webhook %s: a message_received observer failed", request.path)
                 return web.Response(status=500, text="observer failed\n")
@@ -183,7 +189,7 @@ class _Handlers:
             return _ack(connector, "messages")
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        connector = self._connector(request, Capability.HANDLE_MESSAGE_STATE)
+        name, connector = self._connector(request, Capability.HANDLE_MESSAGE_STATE)
         self.stats.received += 1
         async with asyncio.timeout(self.settings.request_timeout):
             source = await self._source(request)
@@ -191,9 +197,9 @@ class _Handlers:
             if result.value is None:
                 return self._refuse(result)
             update = result.value
-            seen = self.seen[connector.name]
+            seen = self.seen[name]
             token = connector.webhook_idempotency_key(source)
-            subject = f"{connector.name}:{update.remote_message_id or update.message_id}"
+            subject = f"{name}:{update.remote_message_id or update.message_id}"
             keys = ([f"token:{token}"] if token else []) + [f"status:{subject}:{update.raw_status or update.status}"]
             if any(k in seen for k in keys):
                 self.stats.duplicates += 1
@@ -211,10 +217,14 @@ class _Handlers:
                     seen.add(key)
                 try:
                     await connector.notify_status_changed(update)
-                except Exception:
+                except BaseException as err:
+                    # Not handled (an observer raised, or the request timed out inside one):
+                    # undo, so that the provider's retry dispatches it again.
                     for key in keys:
                         seen.discard(key)
                     self.statuses.restore(subject, previous)
+                    if not isinstance(err, Exception):
+                        raise
                     self.stats.errors += 1
                     log.exception("webhook %s: a message_status_changed observer failed", request.path)
                     return web.Response(status=500, text="observer failed\n")
@@ -222,19 +232,30 @@ class _Handlers:
             return _ack(connector, "status")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        report: dict[str, Any] = {}
-        healthy = True
-        for name, connector in self.connectors.items():
-            health = await connector.get_health()
-            healthy = healthy and health.is_healthy
-            report[name] = {
-                "state": health.state,
-                "healthy": health.is_healthy,
-                "issues": list(health.issues),
-                "uptime_s": round(health.uptime.total_seconds(), 1),
-            }
+        # Concurrently, each within the request timeout: one slow provider must not hold the probe.
+        checks = await asyncio.gather(*(self._health(connector) for connector in self.connectors.values()))
+        report = dict(zip(self.connectors, checks, strict=True))
+        healthy = all(check["healthy"] for check in checks)
         body = {"healthy": healthy, "connectors": report, "webhooks": self.stats.as_dict()}
         return web.json_response(body, status=200 if healthy else 503, dumps=json.dumps)
+
+    async def _health(self, connector: ChannelConnector) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                health = await connector.get_health()
+        except TimeoutError:
+            return {
+                "state": connector.state.value,
+                "healthy": False,
+                "issues": [f"health check took longer than {self.settings.request_timeout:g} s"],
+                "uptime_s": None,
+            }
+        return {
+            "state": health.state,
+            "healthy": health.is_healthy,
+            "issues": list(health.issues),
+            "uptime_s": round(health.uptime.total_seconds(), 1),
+        }
 
 
 def _ack(connector: ChannelConnector, kind: str) -> web.Response:

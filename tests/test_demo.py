@@ -1,0 +1,75 @@
+"""``run_demo`` in-process: the whole system end to end, offline."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from messaging_core import ChannelRegistry, ConfigurationError
+from messaging_core._demo import run_demo
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = (
+    "initialize sms",
+    "initialize bulk",
+    "send text via sms",
+    "send MMS via sms",
+    "bulk batch of 20 via bulk",
+    "status callbacks received and verified",
+    "inbound SMS accepted by the webhook host",
+    "auto-reply sent",
+    "status query",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("TWILIO_", "MESSAGING_")):
+            monkeypatch.delenv(name)
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200), out
+
+
+async def test_demo_passes_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the default configuration is examples/messaging.toml
+    console, out = _console()
+    ok = await run_demo(ChannelRegistry.discover(), None, console=console, bulk=20, wait_seconds=10)
+    text = out.getvalue()
+    assert ok is True, text
+    for step in STEPS:
+        assert f"✔ {step}" in text
+    assert "✘" not in text
+    assert "22/22 delivered" in text
+    assert "demo passed" in text
+
+
+async def test_demo_with_an_explicit_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing relative to the working directory is needed
+    console, out = _console()
+    ok = await run_demo(
+        ChannelRegistry.discover(), REPO / "examples" / "messaging.toml", console=console, bulk=5, wait_seconds=10
+    )
+    assert ok is True, out.getvalue()
+    assert "bulk batch of 5 via bulk — 5 sent, 0 failed" in out.getvalue()
+
+
+async def test_demo_without_its_configuration_says_where_to_run_it(tmp_path: Path) -> None:
+    console, _ = _console()
+    with pytest.raises(ConfigurationError, match="not found"):
+        await run_demo(ChannelRegistry.discover(), tmp_path / "nope.toml", console=console, bulk=1)
+
+
+async def test_demo_refuses_a_channel_without_an_emulator(tmp_path: Path) -> None:
+    path = tmp_path / "memory.toml"
+    path.write_text('[connectors.mem]\nchannel = "memory"\n', encoding="utf-8")
+    console, _ = _console()
+    with pytest.raises(ConfigurationError, match="no emulator for channel 'memory'"):
+        await run_demo(ChannelRegistry.discover(), path, console=console, bulk=1)
