@@ -124,12 +124,13 @@ async def run_demo(
     if not path.exists():
         raise ConfigurationError(f"{path}: not found (run from the repository root, or pass --config)")
     observer = _DemoObserver()
-    registry.host.register(observer, name="demo-observer")
+    registry.host.register(observer)
     emulators = registry.emulators()
     sock = _free_socket()
     webhook_base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     steps = _Steps(console)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(registry.host.unregister, observer)  # the registry may run the demo again
         # Closed here when a step fails before the webhook host takes it over (closing twice is harmless).
         stack.callback(sock.close)
         # 1. Emulators for the configured channels, and the configuration pointed at them.

@@ -356,7 +356,7 @@ def _config_problems(registry: ChannelRegistry, file: Path) -> tuple[MessagingCo
 
 def _connector(ctx: click.Context, config_file: Path, name: str) -> ChannelConnector:
     """The one connector ``name`` of a configuration file (the others need not be usable)."""
-    loaded = load_config(config_file)
+    loaded = load_config(config_file, only=[name])
     spec = loaded.connectors.get(name)
     if spec is None:
         _fail(f"{config_file}: no connector {name!r} (connectors: {', '.join(loaded.connectors)})")

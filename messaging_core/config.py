@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -143,8 +143,21 @@ def _connector_of(path: str) -> str:
     return f"connector {parts[2]!r}, " if len(parts) > 2 and parts[1] == "connectors" else ""
 
 
-def parse_config(data: Any, *, where: str = "<config>", environ: Mapping[str, str] | None = None) -> MessagingConfig:
-    """Validate and interpolate configuration data already read from a file."""
+def parse_config(
+    data: Any,
+    *,
+    where: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    only: Iterable[str] | None = None,
+) -> MessagingConfig:
+    """Validate and interpolate configuration data already read from a file.
+
+    ``only`` keeps just the named connectors (the others' variables need not be set).
+    """
+    if only is not None and isinstance(data, dict) and isinstance(data.get("connectors"), dict):
+        wanted = set(only)
+        kept = {name: spec for name, spec in data["connectors"].items() if name in wanted}
+        data = {**data, "connectors": kept or data["connectors"]}
     # Interpolate first (a "${PUBLIC_URL}" must be checked as the URL it becomes), then validate;
     # report the missing variables and the structural problems together.
     problems: list[str] = []
@@ -164,10 +177,19 @@ def _error(where: str, issues: list[ValidationIssue]) -> ConfigurationError:
     return ConfigurationError(f"{where}: {len(issues)} problem(s) in the configuration\n{lines}", issues=issues)
 
 
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> MessagingConfig:
-    """Read, validate and interpolate a configuration file; raises ``ConfigurationError``."""
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    only: Iterable[str] | None = None,
+) -> MessagingConfig:
+    """Read, validate and interpolate a configuration file; raises ``ConfigurationError``.
+
+    ``only`` names the connectors to load: a command that uses one connector does not require the
+    environment variables of the others.
+    """
     file = Path(path)
-    config = parse_config(_read(file), where=str(file), environ=environ)
+    config = parse_config(_read(file), where=str(file), environ=environ, only=only)
     return MessagingConfig(config.connectors, config.webhooks, file, config.dispatcher)
 
 

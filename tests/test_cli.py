@@ -623,3 +623,28 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
     assert "Example" in result.stdout
     assert "messaging " + " ".join(path) in result.stdout
+
+
+def test_a_command_on_one_connector_does_not_need_the_others_variables(tmp_path: Path) -> None:
+    config = tmp_path / "two.toml"
+    config.write_text(
+        """
+[connectors.mem]
+channel = "memory"
+
+[connectors.other]
+channel = "memory"
+[connectors.other.parameters]
+Mailbox = "${SURELY_UNSET_VARIABLE_123}"
+""",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["send", "--config", str(config), "--connector", "mem", "--to", "+15551230001", "--text", "hi"]
+    )
+    assert result.exit_code == 0, result.output
+    failing = CliRunner().invoke(
+        cli, ["send", "--config", str(config), "--connector", "other", "--to", "+15551230001", "--text", "hi"]
+    )
+    assert failing.exit_code != 0
+    assert "SURELY_UNSET_VARIABLE_123" in failing.output

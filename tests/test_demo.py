@@ -73,3 +73,11 @@ async def test_demo_refuses_a_channel_without_an_emulator(tmp_path: Path) -> Non
     console, _ = _console()
     with pytest.raises(ConfigurationError, match="no emulator for channel 'memory'"):
         await run_demo(ChannelRegistry.discover(), path, console=console, bulk=1)
+
+
+async def test_the_demo_can_run_twice_on_one_registry() -> None:
+    registry = ChannelRegistry.discover()
+    for _ in range(2):
+        output = io.StringIO()
+        config = REPO / "examples" / "messaging.toml"
+        assert await run_demo(registry, config, console=Console(file=output, width=200), bulk=5), output.getvalue()

@@ -173,25 +173,32 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- sending -----------------------------------------------------------------------------------
 
-    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
-        p = self.parameters
-        if not p.get("MessagingServiceSid") and message.sender is None:
-            return ConnectorResult.failure(
-                TwilioErrorCodes.INVALID_SENDER, "a sender phone number is required (or set MessagingServiceSid)"
+    def validate_message(self, message: Message) -> list[ValidationIssue]:
+        """The schema's checks, plus Twilio's rules that depend on the settings or span parts."""
+        issues = super().validate_message(message)
+        if issues:
+            return issues
+        settings = self.parameters or self.settings  # validation is allowed before initialize()
+        if message.sender is None and not settings.get("MessagingServiceSid"):
+            issues.append(
+                ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED)
             )
         limit = self.schema.max_text_length
         text = _api.message_body(message)
         if limit is not None and text is not None and _api.utf16_length(text) > limit:
             # The schema checks each text part; Twilio limits the joined body, counted in UTF-16
             # code units (an emoji counts twice): refuse here rather than after a round trip (21617).
-            issue = ValidationIssue(
-                "$.content",
-                f"the message body is longer than {limit} characters (UTF-16 code units, parts joined)",
-                IssueCodes.TOO_LONG,
+            issues.append(
+                ValidationIssue(
+                    "$.content",
+                    f"the message body is longer than {limit} characters (UTF-16 code units, parts joined)",
+                    IssueCodes.TOO_LONG,
+                )
             )
-            return ConnectorResult.failure(
-                TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, f"message is invalid: {issue}", issues=[issue]
-            )
+        return issues
+
+    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        p = self.parameters
         form = _api.build_message_form(message, p)
         body = _api.encode_form(form)
         if log.isEnabledFor(logging.DEBUG):
