@@ -180,9 +180,7 @@ class TwilioSmsConnector(ChannelConnector):
             return issues
         settings = self.parameters or self.settings  # validation is allowed before initialize()
         if message.sender is None and not settings.get("MessagingServiceSid"):
-            issues.append(
-                ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED)
-            )
+            issues.append(ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED))
         limit = self.schema.max_text_length
         text = _api.message_body(message)
         if limit is not None and text is not None and _api.utf16_length(text) > limit:
