@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit schemas bench clean
 
-$(STAMP): pyproject.toml plugins/twilio_sms/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml plugins/twilio_sms/pyproject.toml plugins/scale/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]" -e "plugins/twilio_sms[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]" -e "plugins/twilio_sms[test]" -e "plugins/scale"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,6 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict plugins/twilio_sms/src/messaging_twilio_sms
+	$(BIN)/mypy --strict plugins/scale/src/messaging_scale
 
 unit: $(STAMP)
 	$(BIN)/pytest

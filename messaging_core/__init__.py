@@ -7,6 +7,13 @@ from __future__ import annotations
 
 from messaging_core.config import ConnectorSpec, MessagingConfig, WebhookSettings, load_config
 from messaging_core.connector import BatchProgress, ChannelConnector, ConnectorState
+from messaging_core.dispatcher import (
+    DispatcherRegistration,
+    DispatcherSettings,
+    InProcessCampaign,
+    InProcessDispatcher,
+    StoreRegistration,
+)
 from messaging_core.emulation import EmulatorRegistration, RunningEmulator
 from messaging_core.errors import (
     AuthenticationError,
@@ -40,6 +47,19 @@ from messaging_core.message import (
     TextContent,
     new_message_id,
 )
+from messaging_core.pipeline import (
+    CampaignHandle,
+    CampaignProgress,
+    Claim,
+    Dispatcher,
+    InDoubtPolicy,
+    LedgerEntry,
+    RateLimiter,
+    SendLedger,
+    SendOutcome,
+    SendState,
+    StatusStore,
+)
 from messaging_core.plugins import PluginHost, PluginLoadError
 from messaging_core.registry import ChannelInfo, ChannelRegistry
 from messaging_core.results import (
@@ -62,7 +82,9 @@ from messaging_core.schema import (
     ParameterSpec,
     PropertySpec,
 )
+from messaging_core.sending import SendAttempt, SendPipeline
 from messaging_core.settings import ConnectionSettings
+from messaging_core.stores import MemoryLedger, MemoryRateLimiter, MemoryStatusStore
 from messaging_core.validation import IssueCodes, ValidationIssue
 
 __version__ = "0.1.0"
@@ -72,12 +94,15 @@ __all__ = [
     "BatchProgress",
     "BatchSendResult",
     "BinaryContent",
+    "CampaignHandle",
+    "CampaignProgress",
     "Capability",
     "CapabilityNotSupportedError",
     "ChannelConnector",
     "ChannelInfo",
     "ChannelRegistry",
     "ChannelSchema",
+    "Claim",
     "ConfigurationError",
     "ConnectionSettings",
     "ConnectorError",
@@ -91,14 +116,24 @@ __all__ = [
     "Content",
     "ContentType",
     "DataType",
+    "Dispatcher",
+    "DispatcherRegistration",
+    "DispatcherSettings",
     "EmulatorRegistration",
     "Endpoint",
     "EndpointSpec",
     "EndpointType",
     "HtmlContent",
+    "InDoubtPolicy",
+    "InProcessCampaign",
+    "InProcessDispatcher",
     "IssueCodes",
     "JsonContent",
+    "LedgerEntry",
     "MediaContent",
+    "MemoryLedger",
+    "MemoryRateLimiter",
+    "MemoryStatusStore",
     "Message",
     "MessageBatch",
     "MessageBuilder",
@@ -114,12 +149,20 @@ __all__ = [
     "PropertySpec",
     "ProviderError",
     "RateLimitedError",
+    "RateLimiter",
     "ReceiveResult",
     "RunningEmulator",
     "SchemaError",
+    "SendAttempt",
+    "SendLedger",
+    "SendOutcome",
+    "SendPipeline",
     "SendResult",
+    "SendState",
+    "StatusStore",
     "StatusUpdate",
     "StatusUpdatesResult",
+    "StoreRegistration",
     "TemplateContent",
     "TextContent",
     "ValidationFailedError",

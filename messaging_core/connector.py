@@ -14,7 +14,12 @@ schema (a failed result with ``MESSAGE_VALIDATION_FAILED`` listing every issue) 
 
 Providers subclass ``ChannelConnector`` and implement the small protected methods
 (``_initialize``, ``_send_message``, ``_get_message_status``, ``_receive_messages``,
-``_receive_message_status``, ``_test_connection``, ``_check_health``, ``_shutdown``).
+``_receive_message_status``, ``_test_connection``, ``_check_health``, ``_shutdown``), and may
+refine what the send pipeline asks of them (``rate_limit_key``, ``send_cost``, ``send_timeout``,
+``find_sent``).
+
+``send_batch`` and ``send_stream`` run every message through ``SendPipeline`` (without a ledger:
+nothing is recorded), the same code ``InProcessDispatcher`` runs campaigns with.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 from messaging_core import converters
@@ -44,7 +49,9 @@ from messaging_core.results import (
     utc_now,
 )
 from messaging_core.schema import Capability, ChannelSchema
+from messaging_core.sending import SendPipeline, drive, not_attempted
 from messaging_core.settings import ConnectionSettings
+from messaging_core.stores import MemoryRateLimiter
 from messaging_core.validation import ValidationIssue, validator_for
 
 __all__ = ["BatchProgress", "ChannelConnector", "ConnectorState"]
@@ -99,19 +106,8 @@ class BatchProgress:
 ProgressCallback = Callable[[BatchProgress], Any]
 
 
-class _Pacer:
-    """Spaces sends to at most ``rate`` per second (shared by the batch's workers)."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate
-        self._next = time.monotonic()
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(self._next, now)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+_BATCH_PACE_KEY = "batch"
+"""The rate-limit key of a batch's own limiter: ``messages_per_second`` paces the whole batch."""
 
 
 class ChannelConnector(abc.ABC):
@@ -320,6 +316,10 @@ class ChannelConnector(abc.ABC):
     async def send_message(self, message: Message) -> ConnectorResult[SendResult]:
         """Validate and send one message; the outcome is a result, never an exception."""
         self._require(Capability.SEND_MESSAGES)
+        return await self._send_observed(message)
+
+    async def _send_observed(self, message: Message) -> ConnectorResult[SendResult]:
+        """Validate, send, fire ``message_sent``: the send step of ``SendPipeline`` (no capability check)."""
         result = await self._validated_send(message)
         if self.plugins.has_observers("message_sent"):
             await self.plugins.message_sent(self, message, result)
@@ -331,7 +331,7 @@ class ChannelConnector(abc.ABC):
             return self._validation_failure(issues)
         if self._state is not ConnectorState.READY:
             # A batch still running when shutdown() began: the message was not sent, and may be.
-            return _not_attempted(f"connector is {self._state.value}")
+            return not_attempted(f"connector is {self._state.value}")
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -435,15 +435,25 @@ class ChannelConnector(abc.ABC):
         on_progress: ProgressCallback | None,
         cancel: asyncio.Event | None,
     ) -> None:
-        """The batch pipeline: pace → send (validated) → observe → record, with N workers."""
+        """The batch: ``SendPipeline`` without a ledger (pace → send → report) on N workers."""
         width = max(1, concurrency or self.batch_concurrency())
         rate = messages_per_second if messages_per_second is not None else self.batch_rate()
-        pacer = _Pacer(rate) if rate else None
+        pipeline = SendPipeline(
+            self,
+            limiter=MemoryRateLimiter(rate) if rate else None,
+            limiter_key=_BATCH_PACE_KEY,
+            cancel_reason="batch cancelled",
+        )
         total = len(messages) if isinstance(messages, MessageBatch | list | tuple) else None
         progress = BatchProgress(total)
-        source = _MessageSource(messages, width)
 
-        async def record(index: int, message: Message, result: ConnectorResult[SendResult]) -> None:
+        async def one(index: int, message: Message) -> None:
+            if cancel is not None and cancel.is_set():
+                result = not_attempted("batch cancelled")
+            elif not isinstance(message, Message):
+                raise TypeError(f"batch item {index} is a {type(message).__name__}, not a Message")
+            else:
+                result = await pipeline.send(message, cancel=cancel)
             pending = sink(index, message, result)
             if pending is not None:
                 await pending
@@ -455,36 +465,34 @@ class ChannelConnector(abc.ABC):
             if on_progress is not None:
                 on_progress(progress)
 
-        async def worker() -> None:
-            while True:
-                item = await source.next()
-                if item is None:
-                    return
-                index, message = item
-                if cancel is not None and cancel.is_set():
-                    await record(index, message, _not_attempted())
-                    continue
-                if pacer is not None:
-                    await pacer.wait()
-                    if cancel is not None and cancel.is_set():
-                        await record(index, message, _not_attempted())
-                        continue
-                if not isinstance(message, Message):
-                    raise TypeError(f"batch item {index} is a {type(message).__name__}, not a Message")
-                result = await self._validated_send(message)
-                if self.plugins.has_observers("message_sent"):
-                    await self.plugins.message_sent(self, message, result)
-                await record(index, message, result)
+        await drive(messages, one, width)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(width, total) if total else width):
-                    group.create_task(worker())
-        except BaseExceptionGroup as group_error:
-            # Surface the first real error (a TypeError for a non-Message item, a cancellation).
-            raise group_error.exceptions[0] from None
-        finally:
-            await source.aclose()
+    # -- what the send pipeline asks of a provider -------------------------------------------------
+
+    def rate_limit_key(self, message: Message) -> str:
+        """The key a shared rate limiter paces ``message`` under: its sender (default: the address).
+
+        Providers refine it (a Messaging Service instead of the From number).
+        """
+        sender = message.sender
+        return sender.address if sender is not None else self.name
+
+    def send_cost(self, message: Message) -> int:
+        """How many units of the provider's rate limit ``message`` uses (SMS: segments); default 1."""
+        return 1
+
+    def send_timeout(self) -> float | None:
+        """The longest a provider call may take (the send pipeline's lease must exceed it); None: unknown."""
+        return None
+
+    async def find_sent(self, message: Message, since: datetime) -> list[str] | None:
+        """Provider ids of messages created since ``since`` that could be ``message`` (reconciliation probe).
+
+        Used for messages in doubt (``in_doubt = "probe_then_resend"``): one candidate proves
+        the message was created; none (twice) allows a resend. Return None when the provider
+        cannot tell (no list API, body not retained): the message is then held.
+        """
+        return None
 
     # -- status and inbound --------------------------------------------------------------------------
 
@@ -628,50 +636,3 @@ class ChannelConnector(abc.ABC):
 
     async def _shutdown(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what ``_initialize`` acquired."""
-
-
-def _not_attempted(reason: str = "batch cancelled") -> ConnectorResult[SendResult]:
-    return ConnectorResult.failure(
-        ConnectorErrorCodes.NOT_ATTEMPTED, f"{reason} before this message was sent", retryable=True
-    )
-
-
-class _MessageSource:
-    """Hands out ``(index, message)`` to concurrent workers from a sync or async iterable."""
-
-    def __init__(self, messages: MessageStream, width: int) -> None:
-        self._index = 0
-        self._sync: Iterator[Message] | None = None
-        self._async: AsyncIterator[Message] | None = None
-        self._lock = asyncio.Lock()
-        if isinstance(messages, MessageBatch):
-            self._sync = iter(messages.messages)
-        elif isinstance(messages, AsyncIterable):
-            self._async = aiter(messages)
-        elif isinstance(messages, Iterable):
-            self._sync = iter(messages)
-        else:
-            raise TypeError(
-                f"send_batch takes a MessageBatch or an iterable of messages, not {type(messages).__name__}"
-            )
-
-    async def next(self) -> tuple[int, Message] | None:
-        if self._sync is not None:
-            message = next(self._sync, None)  # atomic under asyncio: no lock needed
-        else:
-            assert self._async is not None
-            async with self._lock:  # an async generator cannot be advanced by two tasks at once
-                try:
-                    message = await anext(self._async)
-                except StopAsyncIteration:
-                    message = None
-        if message is None:
-            return None
-        index = self._index
-        self._index += 1
-        return index, message
-
-    async def aclose(self) -> None:
-        close = getattr(self._async, "aclose", None)
-        if close is not None:
-            await close()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import click
 
     from messaging_core.connector import ChannelConnector, ConnectorState
+    from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
     from messaging_core.emulation import EmulatorRegistration
     from messaging_core.message import Message
     from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
@@ -123,4 +124,17 @@ def register_emulators(register: Callable[[EmulatorRegistration], None]) -> None
     """Register a local emulator of a channel's provider (for the demo, tests, offline work).
 
     :param register: call it with an ``EmulatorRegistration`` per emulated channel.
+    """
+
+
+@hookspec
+def register_dispatchers(register: Callable[[DispatcherRegistration | StoreRegistration], None]) -> None:
+    """Register dispatcher kinds, and stores reachable by URL, for ``[dispatcher]`` configurations.
+
+    A ``DispatcherRegistration`` names a kind (``[dispatcher] kind = "taskiq"``) and builds a
+    dispatcher for a connector from the table; a ``StoreRegistration`` names a URL scheme
+    (``postgresql``) and builds ledgers, rate limiters or status stores from its URLs. The
+    built-in ``dispatchers`` plugin registers the ``inprocess`` kind and the ``memory`` stores.
+
+    :param register: call it once per registration.
     """

@@ -11,7 +11,9 @@ most one provider call per message id, always; exactly one for every message who
 established. A message whose outcome is unknown (the request may have reached the provider) is
 never resent blindly: it is reconciled.
 
-This module holds the protocols and the value types they exchange; implementations live beside it.
+This module holds the protocols and the value types they exchange; implementations live beside it
+(``messaging_core.stores``, ``messaging_core.sending``, ``messaging_core.dispatcher``). The
+conformance suites in ``messaging_core.testing`` pin the semantics every implementation shares.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
 from messaging_core.message import Message, MessageStream
-from messaging_core.results import ConnectorResult, MessageStatus, SendResult, StatusUpdate
+from messaging_core.results import ConnectorErrorCodes, ConnectorResult, MessageStatus, SendResult, StatusUpdate
 
 __all__ = [
     "CampaignHandle",
     "CampaignProgress",
     "Claim",
     "Dispatcher",
+    "InDoubtPolicy",
     "LedgerEntry",
     "RateLimiter",
     "SendLedger",
@@ -58,7 +61,13 @@ class SendState(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """Nothing more will be sent for this message."""
         return self in (SendState.ACCEPTED, SendState.FAILED, SendState.CANCELLED)
+
+
+InDoubtPolicy = Literal["probe_then_resend", "hold"]
+"""What the pipeline does with an UNKNOWN message: ask the provider (``ChannelConnector.find_sent``)
+and resend only when the message is proven absent, or hold it for a status callback or an operator."""
 
 
 @frozen
@@ -79,10 +88,42 @@ class LedgerEntry:
     error_code: str | None = None
     reconciled: bool = False
     status: MessageStatus | None = None
-    """Latest delivery status (monotonic), kept apart from the sending state."""
+    """Latest delivery status (monotonic), kept apart from the sending state.
+
+    Filled by ledgers that keep the status in the same row (PostgreSQL); ``MemoryLedger`` leaves
+    it None (its ``StatusStore`` has it)."""
     claimed_at: datetime | None = None
     lease_until: datetime | None = None
     retry_at: datetime | None = None
+
+    def to_result(self) -> ConnectorResult[SendResult] | None:
+        """The entry as a send result, or None while the message is PENDING (not sent yet).
+
+        ACCEPTED is a success (the provider's id, status ``queued``); CANCELLED is
+        ``NOT_ATTEMPTED``; UNKNOWN and SUBMITTING are ``OUTCOME_UNKNOWN`` (``outcome_unknown``
+        in the details: never resend blindly); FAILED carries the recorded error code.
+        """
+        state = self.state
+        if state is SendState.ACCEPTED:
+            status = self.status or MessageStatus.QUEUED
+            return ConnectorResult.success(SendResult(self.message_id, self.provider_id, status))
+        if state is SendState.FAILED:
+            code = self.error_code or ConnectorErrorCodes.SEND_MESSAGE_ERROR
+            return ConnectorResult.failure(code, f"the message failed ({code})")
+        if state is SendState.CANCELLED:
+            return ConnectorResult.failure(
+                ConnectorErrorCodes.NOT_ATTEMPTED,
+                "the campaign was cancelled before this message was sent",
+                retryable=True,
+            )
+        if state is SendState.PENDING:
+            return None
+        what = "is being sent by another worker" if state is SendState.SUBMITTING else "may have been sent"
+        return ConnectorResult.failure(
+            ConnectorErrorCodes.OUTCOME_UNKNOWN,
+            f"the message {what}; it is reconciled, never resent blindly",
+            details={"outcome_unknown": True, "ledger_state": state.value},
+        )
 
 
 @frozen
@@ -110,16 +151,26 @@ class SendOutcome:
 
     @classmethod
     def from_result(cls, result: ConnectorResult[SendResult]) -> SendOutcome:
-        """Classify a connector result (see the table in ``docs/scale-out.md``)."""
+        """Classify a connector result (see the table in ``docs/scale-out.md``).
+
+        A success is ACCEPTED. A failure whose details say ``outcome_unknown`` (a timeout or a
+        reset after the request left, a 5xx, an unreadable 201), or an unexpected error inside
+        the connector (``SEND_MESSAGE_ERROR``), is UNKNOWN. Other retryable failures (429,
+        connection refused, ``NOT_ATTEMPTED``) are PENDING; the rest FAILED.
+        """
         if result.value is not None:
             return cls(SendState.ACCEPTED, provider_id=result.value.remote_message_id)
         error = result.error
         assert error is not None
-        if error.details.get("outcome_unknown"):
+        if error.details.get("outcome_unknown") or error.code == ConnectorErrorCodes.SEND_MESSAGE_ERROR:
             return cls(SendState.UNKNOWN, error_code=error.code)
         if error.retryable:
             return cls(SendState.PENDING, error_code=error.code, retry_after=1.0)
         return cls(SendState.FAILED, error_code=error.code)
+
+
+def _counts(value: Mapping[str, int]) -> dict[str, int]:
+    return dict(value)
 
 
 @frozen
@@ -127,7 +178,8 @@ class CampaignProgress:
     """Counts of a campaign's messages by sending state."""
 
     campaign_id: str
-    counts: Mapping[str, int] = field(factory=dict, converter=dict)
+    counts: Mapping[str, int] = field(factory=dict, converter=_counts)
+    """Messages per ``SendState`` value; states with no message may be absent."""
 
     @property
     def total(self) -> int:
@@ -141,10 +193,26 @@ class CampaignProgress:
     def is_complete(self) -> bool:
         return self.done == self.total
 
+    def count(self, state: SendState | str) -> int:
+        """How many messages are in ``state`` (0 when none)."""
+        return self.counts.get(str(state), 0)
+
 
 @runtime_checkable
 class SendLedger(Protocol):
-    """Durable record of every message of every campaign; the source of the no-double-send guarantee."""
+    """Durable record of every message of every campaign; the source of the no-double-send guarantee.
+
+    Transitions (anything else is refused: the method returns False, or the current entry)::
+
+        add ─▶ PENDING ──claim──▶ SUBMITTING ──record──▶ ACCEPTED | FAILED | PENDING (retry_at) | UNKNOWN
+               PENDING ──cancel──▶ CANCELLED
+               SUBMITTING (lease expired) ──mark_unknown──▶ UNKNOWN
+               SUBMITTING | UNKNOWN ──resolve(provider_id)──▶ ACCEPTED;  PENDING ──resolve(provider_id)──▶ ACCEPTED
+               SUBMITTING (lease expired) | UNKNOWN ──resolve(None)──▶ PENDING
+
+    Every claim and every resolve increments ``fence``; ``record`` and ``mark_unknown`` only
+    act on the fence they name. Message ids are unique across campaigns.
+    """
 
     async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
         """Insert ``(message, sender_key, segments)`` rows as PENDING; existing ids are left alone.
@@ -156,23 +224,39 @@ class SendLedger(Protocol):
         """The message as it was added (workers receive ids, not messages)."""
 
     async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
-        """Claim a PENDING (and due) message for one provider call.
+        """Claim a PENDING (and due) message for one provider call, atomically.
+
+        The claim moves the entry to SUBMITTING, increments ``attempts`` and ``fence``, and
+        holds a lease of ``lease`` seconds. ``Claim.deadline`` is ``time.monotonic()`` (taken
+        before the claim) + ``lease`` − ``request_timeout``. An expired SUBMITTING entry or an
+        UNKNOWN one is never claimed: it needs ``mark_unknown``/``resolve`` first.
 
         :returns: a ``Claim``, or the current entry when the message cannot be claimed (already
-            final, claimed by a live lease, in doubt, or not due yet).
+            final, claimed by a live or expired lease, in doubt, or not due yet).
+        :raises KeyError: the message id is not in the ledger.
         """
 
     async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
-        """Write the outcome if ``claim.fence`` is still current; False when the fence was lost."""
+        """Write the outcome if the entry is SUBMITTING with ``claim.fence``; False when the fence was lost.
+
+        PENDING sets ``retry_at`` to now + ``outcome.retry_after`` (now when None).
+
+        :raises ValueError: ``outcome.state`` is SUBMITTING or CANCELLED.
+        """
 
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
-        """Move a SUBMITTING entry whose lease expired to UNKNOWN (fenced)."""
+        """Move a SUBMITTING entry with this ``fence`` whose lease expired to UNKNOWN."""
 
     async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
-        """Settle an UNKNOWN/SUBMITTING entry: ACCEPTED with ``provider_id``, or PENDING (resend allowed) when None."""
+        """Settle a message in doubt; increments the fence, so a late ``record`` of the old claim is refused.
+
+        With a ``provider_id`` (a status callback or a probe found it): PENDING, SUBMITTING or
+        UNKNOWN become ACCEPTED. With None (a probe proved it absent): UNKNOWN or an expired
+        SUBMITTING become PENDING, resend allowed. Final entries are never changed.
+        """
 
     async def cancel(self, campaign_id: str) -> int:
-        """Move the campaign's PENDING entries to CANCELLED; returns how many."""
+        """Move the campaign's PENDING entries to CANCELLED (in-flight ones keep their outcome); returns how many."""
 
     async def get(self, message_id: str) -> LedgerEntry | None:
         """One entry."""
@@ -181,7 +265,7 @@ class SendLedger(Protocol):
         """Ids that need work: PENDING and due, SUBMITTING with an expired lease, UNKNOWN."""
 
     async def progress(self, campaign_id: str) -> CampaignProgress:
-        """Counts by state."""
+        """Counts by state (states with no message may be absent); an unknown campaign counts nothing."""
 
     def results(self, campaign_id: str) -> AsyncIterator[LedgerEntry]:
         """Every entry of a campaign, in insertion order (keyset-paginated by implementations)."""
@@ -192,7 +276,10 @@ class RateLimiter(Protocol):
     """Shared pace per sender key (GCRA "reserve a slot")."""
 
     async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
-        """Reserve ``cost`` units for ``key``.
+        """Reserve ``cost`` units for ``key``: the slot starts after the wait, the next one ``cost`` intervals later.
+
+        GCRA: with ``interval = 1 / rate`` and ``burst`` units allowed back to back,
+        ``wait = max(0, tat − now − (burst − 1) · interval)``, then ``tat = max(tat, now) + cost · interval``.
 
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
             would exceed ``max_wait`` (nothing is reserved then).
@@ -204,7 +291,11 @@ class StatusStore(Protocol):
     """Delivery statuses by message id; monotonic (a status never moves backwards)."""
 
     async def apply(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
-        """Record ``update`` if it moves the message forward and the key was not seen; whether it did."""
+        """Record ``update`` if it moves the message forward and the key was not seen; whether it did.
+
+        "Forward" is ``MessageStatus.can_become``; a key is remembered even when its update did
+        not move the status.
+        """
 
     async def get(self, message_id: str) -> MessageStatus | None:
         """The reconciled status, or None when unknown."""
@@ -216,17 +307,30 @@ class CampaignHandle(Protocol):
 
     campaign_id: str
 
-    async def progress(self) -> CampaignProgress: ...
-
-    def results(self) -> AsyncIterator[tuple[str, ConnectorResult[SendResult]]]: ...
-
-    async def wait(self) -> CampaignProgress:
-        """Until every message is final (wrap in ``asyncio.timeout`` to bound it)."""
+    async def progress(self) -> CampaignProgress:
+        """Counts of the campaign's messages by ledger state."""
         ...
 
-    async def cancel(self) -> None: ...
+    def results(self) -> AsyncIterator[tuple[str, ConnectorResult[SendResult]]]:
+        """``(message_id, result)`` per message, in input order, each once it is settled.
 
-    async def pause(self) -> None: ...
+        Settled: final, or in doubt with nothing left to try (held for reconciliation, reported
+        as ``OUTCOME_UNKNOWN``). Results are rebuilt from the ledger (``LedgerEntry.to_result``),
+        so iterating again later shows reconciled outcomes.
+        """
+        ...
+
+    async def wait(self) -> CampaignProgress:
+        """Until no message is left to work on: each is final or held in doubt (bound it with ``asyncio.timeout``)."""
+        ...
+
+    async def cancel(self) -> None:
+        """Stop sending: PENDING messages become CANCELLED; sends in flight keep their true outcome."""
+        ...
+
+    async def pause(self) -> None:
+        """Start no new provider call until ``resume()`` (calls in flight finish)."""
+        ...
 
     async def resume(self) -> None: ...
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import click
 
     from messaging_core.connector import ChannelConnector, ConnectorState
+    from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
     from messaging_core.emulation import EmulatorRegistration
     from messaging_core.message import Message
     from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
@@ -46,9 +47,9 @@ class PluginLoadError:
 
 
 def _builtin_plugins() -> list[tuple[str, object]]:
-    from messaging_core.default_plugins import environment, memory
+    from messaging_core.default_plugins import dispatchers, environment, memory
 
-    return [("environment", environment), ("memory", memory)]
+    return [("environment", environment), ("memory", memory), ("dispatchers", dispatchers)]
 
 
 class PluginHost:
@@ -128,6 +129,23 @@ class PluginHost:
                 raise
             except Exception as err:
                 raise PluginError(f"plugin {name!r} failed in register_connectors: {err}") from err
+        return found
+
+    def register_dispatchers(self) -> list[tuple[str, DispatcherRegistration | StoreRegistration]]:
+        """Every dispatcher kind and store scheme registered, with the name of the plugin that registered it."""
+        found: list[tuple[str, DispatcherRegistration | StoreRegistration]] = []
+        for impl in reversed(self.pm.hook.register_dispatchers.get_hookimpls()):
+            name = impl.plugin_name
+
+            def register(registration: DispatcherRegistration | StoreRegistration, _plugin: str = name) -> None:
+                found.append((_plugin, registration))
+
+            try:
+                self._call_sync(impl, {"register": register})
+            except PluginError:
+                raise
+            except Exception as err:
+                raise PluginError(f"plugin {name!r} failed in register_dispatchers: {err}") from err
         return found
 
     def register_commands(self, cli: click.Group) -> None:

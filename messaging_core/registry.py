@@ -16,8 +16,10 @@ from attrs import field, frozen
 
 from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, load_config
 from messaging_core.connector import ChannelConnector
+from messaging_core.dispatcher import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.emulation import EmulatorRegistration
 from messaging_core.errors import ConfigurationError, PluginError
+from messaging_core.pipeline import Dispatcher
 from messaging_core.plugins import PluginHost, PluginLoadError
 from messaging_core.schema import Capability, ChannelSchema
 from messaging_core.settings import ConnectionSettings
@@ -57,6 +59,7 @@ class ChannelRegistry:
             for plugin in plugins:
                 self.host.register(plugin)
         self._channels: dict[str, ChannelInfo] | None = None
+        self._dispatchers: tuple[dict[str, DispatcherRegistration], dict[str, StoreRegistration]] | None = None
 
     @classmethod
     def discover(
@@ -115,6 +118,64 @@ class ChannelRegistry:
     def emulators(self) -> dict[str, EmulatorRegistration]:
         """Emulators contributed by plugins, by channel."""
         return {registration.channel: registration for registration in self.host.register_emulators()}
+
+    # -- dispatchers -------------------------------------------------------------------------------
+
+    def _load_dispatchers(self) -> tuple[dict[str, DispatcherRegistration], dict[str, StoreRegistration]]:
+        if self._dispatchers is None:
+            kinds: dict[str, tuple[str, DispatcherRegistration]] = {}
+            schemes: dict[str, tuple[str, StoreRegistration]] = {}
+            for plugin, registration in self.host.register_dispatchers():
+                if isinstance(registration, DispatcherRegistration):
+                    found: dict[str, Any] = kinds
+                    name, what = registration.kind, "dispatcher kind"
+                elif isinstance(registration, StoreRegistration):
+                    found, name, what = schemes, registration.scheme.lower(), "store scheme"
+                else:
+                    raise PluginError(
+                        f"plugin {plugin!r} registered {registration!r}, "
+                        "which is neither a DispatcherRegistration nor a StoreRegistration"
+                    )
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {plugin!r} registered a {what} without a name")
+                if name in found:
+                    raise PluginError(f"{what} {name!r} registered twice: by plugin {found[name][0]!r} and {plugin!r}")
+                found[name] = (plugin, registration)
+            self._dispatchers = (
+                {kind: registration for kind, (_, registration) in kinds.items()},
+                {scheme: registration for scheme, (_, registration) in schemes.items()},
+            )
+        return self._dispatchers
+
+    def dispatchers(self) -> dict[str, DispatcherRegistration]:
+        """Dispatcher kinds contributed by plugins (``inprocess`` is built in), by kind."""
+        return dict(self._load_dispatchers()[0])
+
+    def store_schemes(self) -> dict[str, StoreRegistration]:
+        """Stores reachable by URL contributed by plugins (``memory`` is built in), by URL scheme."""
+        return dict(self._load_dispatchers()[1])
+
+    def create_dispatcher(
+        self, config: MessagingConfig | Mapping[str, Any] | None, connector: ChannelConnector
+    ) -> Dispatcher:
+        """The dispatcher a ``[dispatcher]`` table describes, sending through ``connector``.
+
+        ``config`` is a loaded configuration (its ``dispatcher`` table), the table itself, or
+        None; without a table the dispatcher is ``inprocess`` with memory stores. Raises
+        ``ConfigurationError`` for an unknown kind (naming the installed ones), an unknown store
+        scheme, or options the kind refuses.
+        """
+        table = config.dispatcher if isinstance(config, MessagingConfig) else config
+        kinds, schemes = self._load_dispatchers()
+        settings = DispatcherSettings.from_mapping(table or {"kind": "inprocess"}, schemes)
+        registration = kinds.get(settings.kind)
+        if registration is None:
+            known = ", ".join(sorted(kinds)) or "none"
+            raise ConfigurationError(
+                f"[dispatcher]: unknown kind {settings.kind!r} (installed: {known}); "
+                "is the plugin that provides it installed?"
+            )
+        return registration.create(connector, settings)
 
     # -- connectors --------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ def test_the_hookspecs_are_found() -> None:
         "message_received",
         "register_commands",
         "register_emulators",
+        "register_dispatchers",
     }
 
 

@@ -43,7 +43,7 @@ def test_testing_names_load_on_first_use() -> None:
 
 def test_messaging_registry_has_the_builtins_only(messaging_registry: ChannelRegistry) -> None:
     assert [c.name for c in messaging_registry.channels()] == ["memory"]
-    assert messaging_registry.host.plugin_names() == ["environment", "memory"]
+    assert messaging_registry.host.plugin_names() == ["environment", "memory", "dispatchers"]
     assert messaging_registry.load_errors == []
 
 

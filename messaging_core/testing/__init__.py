@@ -2,6 +2,9 @@
 
 - ``ConnectorConformance``: the conformance suite a connector's tests inherit (lifecycle,
   capability gating, validation before I/O, batch accounting, secrets redaction).
+- ``LedgerConformance``, ``RateLimiterConformance``, ``StatusStoreConformance`` (all three:
+  ``StoreConformance``): the contracts of the send pipeline's stores, run against the in-memory
+  stores here and against distributed ones by their distributions.
 - ``HookRecorder``: a plugin recording every observer hook call.
 - ``find_secrets``: where sensitive values show in rendered texts (without echoing them).
 - The pytest plugin ``messaging_core.testing.pytest_plugin`` (loaded automatically through the
@@ -26,9 +29,18 @@ if TYPE_CHECKING:
         ConnectorFactory,
     )
     from messaging_core.testing._recorder import HookCall, HookRecorder, find_secrets
+    from messaging_core.testing._stores import (
+        LedgerConformance,
+        LedgerFactory,
+        RateLimiterConformance,
+        RateLimiterFactory,
+        StatusStoreConformance,
+        StatusStoreFactory,
+        StoreConformance,
+    )
 
 # The suite's assertions get pytest's detailed failure messages.
-pytest.register_assert_rewrite("messaging_core.testing._conformance")
+pytest.register_assert_rewrite("messaging_core.testing._conformance", "messaging_core.testing._stores")
 
 __all__ = [
     "VALIDATION_ERROR_CODES",
@@ -36,6 +48,13 @@ __all__ = [
     "ConnectorFactory",
     "HookCall",
     "HookRecorder",
+    "LedgerConformance",
+    "LedgerFactory",
+    "RateLimiterConformance",
+    "RateLimiterFactory",
+    "StatusStoreConformance",
+    "StatusStoreFactory",
+    "StoreConformance",
     "find_secrets",
 ]
 
@@ -46,6 +65,13 @@ _MODULES = {
     "HookCall": "_recorder",
     "HookRecorder": "_recorder",
     "find_secrets": "_recorder",
+    "LedgerConformance": "_stores",
+    "LedgerFactory": "_stores",
+    "RateLimiterConformance": "_stores",
+    "RateLimiterFactory": "_stores",
+    "StatusStoreConformance": "_stores",
+    "StatusStoreFactory": "_stores",
+    "StoreConformance": "_stores",
 }
 
 

@@ -1,0 +1,462 @@
+"""Dispatchers: who runs a campaign's messages through the send pipeline, and with which stores.
+
+``InProcessDispatcher`` (kind ``inprocess``, the default) runs the pipeline in asyncio tasks of
+this process, under a concurrency bound: what ``send_batch`` does, plus a ledger, retries,
+reconciliation, pause and cancel. Plugins contribute other kinds (workers on a broker) and
+stores reachable by URL through the ``register_dispatchers`` hook; the ``[dispatcher]`` table of
+a configuration file picks them (``ChannelRegistry.create_dispatcher``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+
+from messaging_core.errors import ConfigurationError
+from messaging_core.hookspecs import hookimpl
+from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
+from messaging_core.pipeline import (
+    CampaignProgress,
+    Dispatcher,
+    InDoubtPolicy,
+    RateLimiter,
+    SendLedger,
+    SendState,
+    StatusStore,
+)
+from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
+from messaging_core.schema import Capability
+from messaging_core.sending import SendAttempt, SendPipeline, drive, not_attempted
+from messaging_core.stores import MemoryLedger, MemoryRateLimiter, MemoryStatusStore
+
+if TYPE_CHECKING:
+    from messaging_core.connector import ChannelConnector
+
+__all__ = [
+    "DispatcherRegistration",
+    "DispatcherSettings",
+    "InProcessCampaign",
+    "InProcessDispatcher",
+    "StoreRegistration",
+]
+
+log = logging.getLogger(__name__)
+
+
+# -- registrations ---------------------------------------------------------------------------------------
+
+
+def _redacted_url(url: str | None) -> str:
+    """A URL for ``repr`` and error texts: the password never shows."""
+    if url is None:
+        return "None"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return repr(url)
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return repr(parts._replace(netloc=netloc).geturl())
+
+
+def url_scheme(url: str) -> str:
+    """``postgresql`` for ``postgresql://…``; a bare word (``memory``) is its own scheme."""
+    return url.split("://", 1)[0].lower() if "://" in url else url.lower()
+
+
+@frozen
+class StoreRegistration:
+    """Stores a plugin builds from URLs of one scheme (``postgresql``, ``redis``, ``memory``).
+
+    Each factory takes the URL and the ``[dispatcher]`` table's options, and returns a store
+    that connects on first use (factories are synchronous).
+    """
+
+    scheme: str
+    ledger: Callable[[str, Mapping[str, Any]], SendLedger] | None = None
+    limiter: Callable[[str, Mapping[str, Any]], RateLimiter] | None = None
+    status_store: Callable[[str, Mapping[str, Any]], StatusStore] | None = None
+    description: str = ""
+
+
+@frozen
+class DispatcherSettings:
+    """The ``[dispatcher]`` table, as a dispatcher factory receives it (``${ENV}`` already expanded)."""
+
+    kind: str
+    ledger: str | None = field(default=None, repr=_redacted_url)
+    """URL of the send ledger (``memory`` when absent)."""
+    limiter: str | None = field(default=None, repr=_redacted_url)
+    status_store: str | None = field(default=None, repr=_redacted_url)
+    broker: str | None = field(default=None, repr=_redacted_url)
+    options: Mapping[str, Any] = field(factory=dict, repr=False)
+    """Every other key of the table (``concurrency``, ``messages_per_second``, a kind's own)."""
+    stores: Mapping[str, StoreRegistration] = field(factory=dict, repr=False)
+    """Store registrations by URL scheme (filled by ``ChannelRegistry.create_dispatcher``)."""
+
+    _KEYS = frozenset({"kind", "ledger", "limiter", "status_store", "broker"})
+
+    @classmethod
+    def from_mapping(
+        cls, table: Mapping[str, Any], stores: Mapping[str, StoreRegistration] | None = None
+    ) -> DispatcherSettings:
+        kind = table.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ConfigurationError("[dispatcher]: 'kind' is required (a dispatcher kind, e.g. \"inprocess\")")
+        for key in ("ledger", "limiter", "status_store", "broker"):
+            if table.get(key) is not None and not isinstance(table[key], str):
+                raise ConfigurationError(f"[dispatcher]: {key!r} must be a URL string")
+        return cls(
+            kind,
+            table.get("ledger"),
+            table.get("limiter"),
+            table.get("status_store"),
+            table.get("broker"),
+            {k: v for k, v in table.items() if k not in cls._KEYS},
+            dict(stores or {}),
+        )
+
+    def create_ledger(self) -> SendLedger:
+        """The ledger its URL names (``memory`` when none)."""
+        url = self.ledger or "memory"
+        factory = self._registration(url).ledger
+        if factory is None:
+            raise self._missing("ledger", url)
+        return factory(url, self.options)
+
+    def create_limiter(self) -> RateLimiter:
+        """The rate limiter its URL names (``memory`` when none: paced by ``messages_per_second``)."""
+        url = self.limiter or "memory"
+        factory = self._registration(url).limiter
+        if factory is None:
+            raise self._missing("limiter", url)
+        return factory(url, self.options)
+
+    def create_status_store(self) -> StatusStore:
+        """The status store its URL names (``memory`` when none)."""
+        url = self.status_store or "memory"
+        factory = self._registration(url).status_store
+        if factory is None:
+            raise self._missing("status_store", url)
+        return factory(url, self.options)
+
+    def _registration(self, url: str) -> StoreRegistration:
+        return self.stores.get(url_scheme(url)) or StoreRegistration(url_scheme(url))
+
+    def _missing(self, role: str, url: str) -> ConfigurationError:
+        known = sorted(scheme for scheme, r in self.stores.items() if getattr(r, role) is not None)
+        return ConfigurationError(
+            f"[dispatcher]: no installed plugin provides a {role} for {url_scheme(url)!r} URLs "
+            f"({role} = {_redacted_url(url)}; available: {', '.join(known) or 'none'})"
+        )
+
+
+@frozen
+class DispatcherRegistration:
+    """A dispatcher kind a plugin contributes (``register_dispatchers``)."""
+
+    kind: str
+    """The name in ``[dispatcher] kind = ...`` (``inprocess``, ``taskiq``)."""
+    create: Callable[[ChannelConnector, DispatcherSettings], Dispatcher]
+    """Builds a dispatcher sending through the connector, from the ``[dispatcher]`` table."""
+    description: str = ""
+
+
+# -- the in-process dispatcher -----------------------------------------------------------------------------
+
+
+class InProcessCampaign:
+    """A campaign running in this process (the ``CampaignHandle`` of ``InProcessDispatcher``).
+
+    ``results()`` yields in input order, each message once it is settled.
+    """
+
+    def __init__(self, dispatcher: InProcessDispatcher, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        self._dispatcher = dispatcher
+        self._ids: list[str] = []
+        """Message ids in input order, each once."""
+        self._seen: set[str] = set()
+        self._working: set[str] = set()
+        self._cancel = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._changed = asyncio.Event()
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else "cancelled" if self._cancel.is_set() else "running"
+        return f"<InProcessCampaign {self.campaign_id!r} {len(self._ids)} message(s) {state}>"
+
+    @property
+    def is_paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    async def progress(self) -> CampaignProgress:
+        return await self._dispatcher.ledger.progress(self.campaign_id)
+
+    async def results(self) -> AsyncIterator[tuple[str, ConnectorResult[SendResult]]]:
+        """``(message_id, result)`` in input order, each once it is settled (see ``CampaignHandle.results``)."""
+        ledger = self._dispatcher.ledger
+        index = 0
+        while True:
+            changed = self._changed
+            if index >= len(self._ids):
+                if self._finished:
+                    return
+                await changed.wait()
+                continue
+            message_id = self._ids[index]
+            entry = await ledger.get(message_id)
+            assert entry is not None, f"{message_id} left the ledger"
+            settled = entry.state.is_final or (entry.state is SendState.UNKNOWN and message_id not in self._working)
+            if not (settled or self._finished):
+                await changed.wait()
+                continue
+            yield message_id, entry.to_result() or not_attempted("the campaign ended")
+            index += 1
+
+    async def wait(self) -> CampaignProgress:
+        assert self._task is not None
+        await asyncio.shield(self._task)
+        return await self.progress()
+
+    async def cancel(self) -> None:
+        await self._dispatcher.ledger.cancel(self.campaign_id)
+        self._cancel.set()
+        self._running.set()  # paused workers must wake up to see the cancellation
+        self._notify()
+
+    async def pause(self) -> None:
+        if not self._cancel.is_set():
+            self._running.clear()
+
+    async def resume(self) -> None:
+        self._running.set()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+class InProcessDispatcher:
+    """Runs campaigns in this process: ``SendPipeline`` in asyncio tasks, ``concurrency`` at a time.
+
+    :param connector: a READY connector with ``BULK_MESSAGING``.
+    :param ledger: default ``MemoryLedger()`` (one per dispatcher).
+    :param limiter: default: ``MemoryRateLimiter(messages_per_second)`` when a pace is given,
+        else none. Messages are paced per sender (``connector.rate_limit_key``).
+    :param status_store: default ``MemoryStatusStore()``; ``status_received`` writes to it.
+    :param concurrency: provider calls in flight at once (default: the connector's batch concurrency).
+    :param messages_per_second: the pace of each sender with the default limiter.
+    :param in_doubt: ``"hold"`` or ``"probe_then_resend"`` (see ``SendPipeline``).
+    :param pipeline_options: more ``SendPipeline`` options (``lease``, ``max_attempts``,
+        ``backoff``, ``probe_grace``, ``request_timeout``, ``max_wait``).
+
+    To let this process's webhook host settle messages in doubt, register the dispatcher as a
+    plugin on the host the webhook connectors use (``registry.host.register(dispatcher)``): its
+    ``message_status_changed`` hook calls ``status_received``.
+    """
+
+    kind = "inprocess"
+    chunk_size = 256
+    """Messages read from the input and added to the ledger at a time."""
+
+    def __init__(
+        self,
+        connector: ChannelConnector,
+        *,
+        ledger: SendLedger | None = None,
+        limiter: RateLimiter | None = None,
+        status_store: StatusStore | None = None,
+        concurrency: int | None = None,
+        messages_per_second: float | None = None,
+        in_doubt: InDoubtPolicy = "hold",
+        **pipeline_options: Any,
+    ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if limiter is None and messages_per_second:
+            limiter = MemoryRateLimiter(messages_per_second)
+        self.connector = connector
+        self.ledger: SendLedger = ledger if ledger is not None else MemoryLedger()
+        self.limiter = limiter
+        self.status_store: StatusStore = status_store if status_store is not None else MemoryStatusStore()
+        self.concurrency = concurrency
+        self.pipeline = SendPipeline(
+            connector,
+            ledger=self.ledger,
+            limiter=limiter,
+            status_store=self.status_store,
+            in_doubt=in_doubt,
+            cancel_reason="campaign cancelled",
+            **pipeline_options,
+        )
+        self._campaigns: dict[str, InProcessCampaign] = {}
+
+    def __repr__(self) -> str:
+        return f"<InProcessDispatcher {self.connector.name!r} campaigns={len(self._campaigns)}>"
+
+    async def submit(
+        self, messages: MessageStream, *, campaign_id: str | None = None, **options: Any
+    ) -> InProcessCampaign:
+        """Start a campaign and return its handle at once.
+
+        Messages are read lazily, ``chunk_size`` at a time, added to the ledger (ids already
+        there are left alone: submitting a campaign again resumes it, never resends what was
+        sent), then sent. ``concurrency`` may be overridden per campaign.
+        """
+        unknown = set(options) - {"concurrency"}
+        if unknown:
+            raise TypeError(f"submit() got unknown options {sorted(unknown)}")
+        self.connector._require(Capability.BULK_MESSAGING)
+        campaign_id = campaign_id or new_message_id()
+        if campaign_id in self._campaigns:
+            raise ValueError(f"campaign {campaign_id!r} is already running")
+        width = max(1, options.get("concurrency") or self.concurrency or self.connector.batch_concurrency())
+        handle = InProcessCampaign(self, campaign_id)
+        self._campaigns[campaign_id] = handle
+        handle._task = asyncio.create_task(self._run(handle, messages, width), name=f"campaign {campaign_id}")
+        return handle
+
+    def campaign(self, campaign_id: str) -> InProcessCampaign | None:
+        """The handle of a campaign running on this dispatcher (finished ones are forgotten)."""
+        return self._campaigns.get(campaign_id)
+
+    async def status_received(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+        """A delivery status arrived (a webhook): record it, settle the message if it was in doubt."""
+        changed = await self.pipeline.status_received(update, idempotency_key=idempotency_key)
+        if changed:
+            for handle in self._campaigns.values():
+                handle._notify()
+        return changed
+
+    @hookimpl
+    async def message_status_changed(self, connector: ChannelConnector, update: StatusUpdate) -> None:
+        """Hook: a status callback received by a connector of this process."""
+        await self.status_received(update)
+
+    async def _run(self, handle: InProcessCampaign, messages: MessageStream, width: int) -> None:
+        connector, ledger = self.connector, self.ledger
+
+        async def added() -> AsyncIterator[Message]:
+            chunk: list[Message] = []
+            index = 0
+
+            async def flush() -> list[Message]:
+                entries = [(m, connector.rate_limit_key(m), connector.send_cost(m)) for m in chunk]
+                await ledger.add(handle.campaign_id, entries)
+                for message in chunk:
+                    if message.id not in handle._seen:
+                        handle._seen.add(message.id)
+                        handle._ids.append(message.id)
+                handle._notify()
+                flushed = chunk.copy()
+                chunk.clear()
+                return flushed
+
+            async for message in _aiter(messages):
+                if handle._cancel.is_set():
+                    break
+                if not isinstance(message, Message):
+                    raise TypeError(f"campaign item {index} is a {type(message).__name__}, not a Message")
+                index += 1
+                chunk.append(message)
+                if len(chunk) >= self.chunk_size:
+                    for ready in await flush():
+                        yield ready
+            for ready in await flush():
+                yield ready
+
+        async def one(index: int, message: Message) -> None:
+            handle._working.add(message.id)
+            try:
+                attempt: SendAttempt = await self.pipeline.run(message, cancel=handle._cancel, running=handle._running)
+                if attempt.state is SendState.UNKNOWN:
+                    log.info("campaign %s: message %s is in doubt (held)", handle.campaign_id, message.id)
+            finally:
+                handle._working.discard(message.id)
+                handle._notify()
+
+        try:
+            await drive(added(), one, width)
+        finally:
+            if handle._cancel.is_set():
+                # Rows a slow ledger added while the cancellation ran are cancelled too.
+                await ledger.cancel(handle.campaign_id)
+            handle._finished = True
+            handle._notify()
+            if self._campaigns.get(handle.campaign_id) is handle:
+                del self._campaigns[handle.campaign_id]
+
+
+async def _aiter(messages: MessageStream) -> AsyncIterator[Message]:
+    """Any message stream as an async iterator."""
+    if isinstance(messages, MessageBatch):
+        for message in messages.messages:
+            yield message
+    elif isinstance(messages, AsyncIterable):
+        async for message in messages:
+            yield message
+    else:
+        for message in messages:
+            yield message
+
+
+# -- the built-in kind and stores ---------------------------------------------------------------------------
+
+_INPROCESS_OPTIONS = frozenset(
+    {
+        "concurrency",
+        "messages_per_second",
+        "in_doubt",
+        "lease",
+        "max_attempts",
+        "backoff",
+        "probe_grace",
+        "request_timeout",
+        "max_wait",
+    }
+)
+
+
+def create_inprocess(connector: ChannelConnector, settings: DispatcherSettings) -> InProcessDispatcher:
+    """The ``inprocess`` kind: an ``InProcessDispatcher`` with the stores the table names."""
+    if settings.broker is not None:
+        raise ConfigurationError("[dispatcher]: the inprocess dispatcher has no broker; remove 'broker'")
+    unknown = set(settings.options) - _INPROCESS_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"[dispatcher]: unknown option(s) {sorted(unknown)} for kind 'inprocess' "
+            f"(known: {', '.join(sorted(_INPROCESS_OPTIONS))})"
+        )
+    options = dict(settings.options)
+    rate = options.pop("messages_per_second", None)
+    limiter = settings.create_limiter() if settings.limiter is not None or rate else None
+    return InProcessDispatcher(
+        connector,
+        ledger=settings.create_ledger(),
+        limiter=limiter,
+        status_store=settings.create_status_store(),
+        **options,
+    )
+
+
+MEMORY_STORES = StoreRegistration(
+    "memory",
+    ledger=lambda url, options: MemoryLedger(),
+    limiter=lambda url, options: MemoryRateLimiter(options.get("messages_per_second")),
+    status_store=lambda url, options: MemoryStatusStore(),
+    description="in this process's memory (lost when it ends)",
+)
+INPROCESS = DispatcherRegistration(
+    "inprocess", create_inprocess, "asyncio tasks in this process (the default; send_batch's pipeline)"
+)

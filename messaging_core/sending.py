@@ -1,0 +1,417 @@
+"""The send pipeline, written once: pace → claim → send → record (fenced) → report.
+
+``SendPipeline`` runs one message through the protocol of ``docs/scale-out.md`` (§ "The send
+pipeline"). Without a ledger (``send_batch``, ``send_stream``) the claim and record steps are
+skipped and nothing is stored; with one (``InProcessDispatcher``, distributed workers) no provider
+call starts without a committed claim, results are written fenced, and a message whose outcome
+is unknown is reconciled, never resent blindly. ``drive`` is the worker pool both modes share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from messaging_core.message import Message, MessageBatch, MessageStream
+from messaging_core.pipeline import (
+    Claim,
+    InDoubtPolicy,
+    LedgerEntry,
+    RateLimiter,
+    SendLedger,
+    SendOutcome,
+    SendState,
+    StatusStore,
+)
+from messaging_core.results import ConnectorErrorCodes, ConnectorResult, SendResult, StatusUpdate, utc_now
+
+if TYPE_CHECKING:
+    from messaging_core.connector import ChannelConnector
+
+__all__ = ["SendAttempt", "SendPipeline", "drive", "not_attempted"]
+
+log = logging.getLogger(__name__)
+
+
+def not_attempted(reason: str) -> ConnectorResult[SendResult]:
+    """The result of a message that was not sent (and may safely be sent again)."""
+    return ConnectorResult.failure(
+        ConnectorErrorCodes.NOT_ATTEMPTED, f"{reason} before this message was sent", retryable=True
+    )
+
+
+@frozen
+class SendAttempt:
+    """What one pass of a message through the pipeline did."""
+
+    message_id: str
+    result: ConnectorResult[SendResult]
+    """The provider's answer when it was called, else what the ledger says (``LedgerEntry.to_result``)."""
+    state: SendState
+    """The message's ledger state after the pass (without a ledger: the state its outcome stands for)."""
+    retry_after: float | None = None
+    """For PENDING and SUBMITTING (another worker's lease): seconds before another pass makes sense."""
+    called_provider: bool = False
+    """Whether this pass called the provider."""
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to do without outside help: final, or in doubt."""
+        return self.state.is_final or self.state is SendState.UNKNOWN
+
+
+class SendPipeline:
+    """One message at a time through pace → claim → deadline check → send → record → report.
+
+    :param connector: sends (``validate``, ``message_sent`` hook, provider call: the same code as
+        ``send_message``), and provides the rate-limit key, the cost, the request timeout and the
+        probe (``ChannelConnector.rate_limit_key``, ``send_cost``, ``send_timeout``, ``find_sent``).
+    :param ledger: the send ledger; None sends without recording anything (``send_batch``).
+    :param limiter: paces sends; None sends as fast as the callers go.
+    :param limiter_key: one key for every message (a batch-wide pace); None: the connector's
+        ``rate_limit_key(message)`` (the sender).
+    :param max_wait: the longest pace wait accepted; beyond it the message is deferred (PENDING,
+        nothing reserved, not claimed).
+    :param lease: seconds a claim holds a message; must exceed the request timeout.
+    :param request_timeout: the provider call's timeout (default: ``connector.send_timeout()``, else 30 s).
+    :param max_attempts: claims per message before a retryable failure becomes FAILED.
+    :param backoff: seconds before the first retry of a retryable failure; doubles per attempt, up to ``max_backoff``.
+    :param in_doubt: ``"hold"`` (default) leaves UNKNOWN messages for a status callback or an
+        operator; ``"probe_then_resend"`` asks ``connector.find_sent`` and resends only when two
+        probes ``probe_grace`` seconds apart found nothing.
+    :param status_store: where ``status_received`` records delivery statuses.
+    :param cancel_reason: how a message skipped by a cancellation is described.
+    """
+
+    def __init__(
+        self,
+        connector: ChannelConnector,
+        *,
+        ledger: SendLedger | None = None,
+        limiter: RateLimiter | None = None,
+        limiter_key: str | None = None,
+        max_wait: float | None = None,
+        lease: float = 300.0,
+        request_timeout: float | None = None,
+        max_attempts: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        in_doubt: InDoubtPolicy = "hold",
+        probe_grace: float = 5.0,
+        probe_skew: float = 60.0,
+        status_store: StatusStore | None = None,
+        cancel_reason: str = "cancelled",
+    ) -> None:
+        if in_doubt not in ("hold", "probe_then_resend"):
+            raise ValueError(f"in_doubt must be 'hold' or 'probe_then_resend', not {in_doubt!r}")
+        timeout = request_timeout if request_timeout is not None else connector.send_timeout()
+        self.request_timeout = 30.0 if timeout is None else float(timeout)
+        if lease <= self.request_timeout:
+            raise ValueError(f"lease ({lease} s) must exceed the request timeout ({self.request_timeout} s)")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.connector = connector
+        self.ledger = ledger
+        self.limiter = limiter
+        self.limiter_key = limiter_key
+        self.max_wait = max_wait
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.in_doubt: InDoubtPolicy = in_doubt
+        self.probe_grace = probe_grace
+        self.probe_skew = probe_skew
+        self.status_store = status_store
+        self.cancel_reason = cancel_reason
+
+    def __repr__(self) -> str:
+        return f"<SendPipeline {self.connector.name!r} ledger={self.ledger!r} limiter={self.limiter!r}>"
+
+    # -- one pass ------------------------------------------------------------------------------------
+
+    async def process(
+        self,
+        message: Message,
+        *,
+        cancel: asyncio.Event | None = None,
+        running: asyncio.Event | None = None,
+    ) -> SendAttempt:
+        """One pass: pace, claim, check the deadline, send, record. Never retries, never probes.
+
+        :param cancel: when set (before the claim), the message is not sent.
+        :param running: cleared while paused: the pass waits for it before pacing.
+        """
+        if running is not None and not running.is_set():
+            await running.wait()
+        connector = self.connector
+        if self.limiter is not None and not await self._pace(message):
+            return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
+        if cancel is not None and cancel.is_set():
+            return await self._cancelled(message)
+        ledger = self.ledger
+        if ledger is None:
+            result = await connector._send_observed(message)
+            state = SendState.ACCEPTED if result.error is None else SendOutcome.from_result(result).state
+            return SendAttempt(message.id, result, state, None, True)
+        claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
+        if not isinstance(claim, Claim):
+            return await self._unclaimable(claim)
+        called = time.monotonic() <= claim.deadline
+        if called:
+            result = await connector._send_observed(message)
+        else:
+            # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
+            result = not_attempted("the claim's deadline passed")
+        outcome = SendOutcome.from_result(result)
+        if outcome.state is SendState.PENDING:
+            if claim.attempts >= self.max_attempts:
+                outcome = SendOutcome(SendState.FAILED, error_code=outcome.error_code)
+            else:
+                delay = min(self.max_backoff, self.backoff * 2 ** (claim.attempts - 1))
+                outcome = SendOutcome(SendState.PENDING, error_code=outcome.error_code, retry_after=delay)
+        if await ledger.record(claim, outcome):
+            return SendAttempt(message.id, result, outcome.state, outcome.retry_after, called)
+        # The fence moved while we sent: a status callback settled the message, or our lease ran
+        # out and another worker took it over. The ledger's state is the truth; keep our answer.
+        entry = await ledger.get(message.id)
+        log.warning("send %s: result not recorded (the claim's fence was lost)", message.id)
+        return SendAttempt(message.id, result, entry.state if entry else outcome.state, None, called)
+
+    async def send(self, message: Message, *, cancel: asyncio.Event | None = None) -> ConnectorResult[SendResult]:
+        """One pass, answering with the result only: what ``send_batch`` and ``send_stream`` run.
+
+        Without a ledger (their case) this is pace → send, with no per-message allocation
+        beyond the connector's own.
+        """
+        if self.ledger is not None:
+            return (await self.process(message, cancel=cancel)).result
+        if self.limiter is not None and not await self._pace(message):
+            return _deferred()
+        if cancel is not None and cancel.is_set():
+            return not_attempted(self.cancel_reason)
+        return await self.connector._send_observed(message)
+
+    async def _pace(self, message: Message) -> bool:
+        """Reserve the message's slot and sleep until it; False when the wait would exceed ``max_wait``."""
+        assert self.limiter is not None
+        connector = self.connector
+        key = self.limiter_key or connector.rate_limit_key(message)
+        wait = await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait)
+        if wait is None:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    async def _cancelled(self, message: Message) -> SendAttempt:
+        state = SendState.CANCELLED
+        if self.ledger is not None:
+            entry = await self.ledger.get(message.id)
+            if entry is not None:
+                state = entry.state
+        return SendAttempt(message.id, not_attempted(self.cancel_reason), state)
+
+    async def _unclaimable(self, entry: LedgerEntry) -> SendAttempt:
+        """Someone else owns the message, or it needs no pass (final, in doubt, not due)."""
+        assert self.ledger is not None
+        state = entry.state
+        if state is SendState.SUBMITTING:
+            if await self.ledger.mark_unknown(entry.message_id, entry.fence):
+                # Its worker's lease ran out: it may have sent. In doubt from now on (I3).
+                state = SendState.UNKNOWN
+            else:
+                remaining = (entry.lease_until - utc_now()).total_seconds() if entry.lease_until else self.lease
+                return SendAttempt(
+                    entry.message_id, _result_of(entry), SendState.SUBMITTING, min(max(remaining, 0.01), self.lease)
+                )
+        if state is SendState.PENDING:
+            # Not due yet. A floor keeps a clock skew between us and the ledger from spinning.
+            remaining = (entry.retry_at - utc_now()).total_seconds() if entry.retry_at else 0.0
+            return SendAttempt(
+                entry.message_id, not_attempted("waiting for a retry"), SendState.PENDING, max(remaining, 0.01)
+            )
+        fresh = await self.ledger.get(entry.message_id) if state is not entry.state else entry
+        return SendAttempt(entry.message_id, _result_of(fresh or entry), state)
+
+    # -- until settled ---------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        message: Message,
+        *,
+        cancel: asyncio.Event | None = None,
+        running: asyncio.Event | None = None,
+    ) -> SendAttempt:
+        """Passes until the message is settled: retries when due, reconciles when in doubt.
+
+        Without a ledger this is one pass. A cancellation ends it at the next pass.
+        """
+        while True:
+            attempt = await self.process(message, cancel=cancel, running=running)
+            if self.ledger is None or attempt.state.is_final or (cancel is not None and cancel.is_set()):
+                return attempt
+            if attempt.state is SendState.UNKNOWN:
+                reconciled = await self.reconcile(message)
+                if reconciled is None or reconciled.state is not SendState.PENDING:
+                    return reconciled or attempt
+                continue  # proven absent: send again
+            await _sleep(attempt.retry_after or 0.0, cancel)
+
+    async def reconcile(self, message: Message) -> SendAttempt | None:
+        """Settle an UNKNOWN message by the in-doubt policy; None when it stays held.
+
+        ``probe_then_resend``: one candidate found by ``connector.find_sent`` → ACCEPTED
+        (reconciled); none in two probes ``probe_grace`` apart → PENDING (resend allowed);
+        several, or a connector that cannot tell → held.
+        """
+        ledger = self.ledger
+        if ledger is None or self.in_doubt == "hold":
+            return None
+        entry = await ledger.get(message.id)
+        if entry is None or entry.state is not SendState.UNKNOWN:
+            return None if entry is None else SendAttempt(message.id, _result_of(entry), entry.state)
+        since = (entry.claimed_at or utc_now()) - timedelta(seconds=self.probe_skew)
+        for probe in range(2):
+            if probe:
+                # The provider's message list may lag behind its creates: look once more before resending.
+                await asyncio.sleep(self.probe_grace)
+            try:
+                found = await self.connector.find_sent(message, since)
+            except Exception:
+                log.exception("send %s: probing the provider failed; the message stays in doubt", message.id)
+                return None
+            if found is None or len(found) > 1:
+                return None
+            if found:
+                await ledger.resolve(message.id, provider_id=found[0])
+                return await self._entry_attempt(message.id)
+        if not await ledger.resolve(message.id, provider_id=None):
+            return await self._entry_attempt(message.id)  # a status callback settled it meanwhile
+        return SendAttempt(message.id, not_attempted("the provider has no trace of it; resending"), SendState.PENDING)
+
+    async def _entry_attempt(self, message_id: str) -> SendAttempt:
+        assert self.ledger is not None
+        entry = await self.ledger.get(message_id)
+        assert entry is not None
+        return SendAttempt(message_id, _result_of(entry), entry.state)
+
+    # -- status callbacks ------------------------------------------------------------------------------
+
+    async def status_received(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+        """Record a delivery status, and settle the message if it was in doubt (the fast path of reconciliation).
+
+        A status naming one of our message ids with the provider's id proves the provider
+        created it: an UNKNOWN (or still SUBMITTING) message becomes ACCEPTED.
+
+        :returns: whether the status store or the ledger changed.
+        """
+        changed = False
+        if self.status_store is not None:
+            changed = await self.status_store.apply(update, idempotency_key=idempotency_key)
+        if self.ledger is not None and update.remote_message_id:
+            changed = await self.ledger.resolve(update.message_id, provider_id=update.remote_message_id) or changed
+        return changed
+
+
+def _deferred() -> ConnectorResult[SendResult]:
+    return not_attempted("the sender's pace would have needed too long a wait")
+
+
+def _result_of(entry: LedgerEntry) -> ConnectorResult[SendResult]:
+    result = entry.to_result()
+    return result if result is not None else not_attempted("waiting to be sent")
+
+
+async def _sleep(seconds: float, cancel: asyncio.Event | None) -> None:
+    """Sleep, waking early when ``cancel`` is set."""
+    if cancel is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(cancel.wait(), seconds)
+
+
+# -- the worker pool -----------------------------------------------------------------------------------
+
+
+async def drive(messages: MessageStream, handle: Callable[[int, Message], Awaitable[None]], width: int) -> None:
+    """Run ``handle(index, message)`` for every message with ``width`` workers; the first error aborts.
+
+    Reads the input lazily (an async generator is advanced by one worker at a time), so a
+    streamed input keeps memory flat.
+    """
+    total = len(messages) if isinstance(messages, MessageBatch | list | tuple) else None
+    source = _MessageSource(messages)
+    shared = source.sync_items()
+
+    async def sync_worker(items: Iterator[tuple[int, Message]]) -> None:
+        # One shared iterator: under asyncio each next() hands one message to one worker, no lock.
+        for index, message in items:
+            await handle(index, message)
+
+    async def async_worker() -> None:
+        while (item := await source.next()) is not None:
+            await handle(*item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(width, total) if total else width):
+                group.create_task(sync_worker(shared) if shared is not None else async_worker())
+    except BaseExceptionGroup as group_error:
+        # Surface the first real error (a TypeError for a non-Message item, a cancellation).
+        raise group_error.exceptions[0] from None
+    finally:
+        await source.aclose()
+
+
+class _MessageSource:
+    """Hands out ``(index, message)`` to concurrent workers from a sync or async iterable."""
+
+    def __init__(self, messages: MessageStream) -> None:
+        self._index = 0
+        self._sync: Iterator[Message] | None = None
+        self._async: AsyncIterator[Message] | None = None
+        self._lock = asyncio.Lock()
+        if isinstance(messages, MessageBatch):
+            self._sync = iter(messages.messages)
+        elif isinstance(messages, AsyncIterable):
+            self._async = aiter(messages)
+        elif isinstance(messages, Iterable):
+            self._sync = iter(messages)
+        else:
+            raise TypeError(
+                f"send_batch takes a MessageBatch or an iterable of messages, not {type(messages).__name__}"
+            )
+
+    def sync_items(self) -> Iterator[tuple[int, Message]] | None:
+        """``(index, message)`` pairs of a sync input (None for an async one)."""
+        return None if self._sync is None else enumerate(self._sync)
+
+    async def next(self) -> tuple[int, Message] | None:
+        if self._sync is not None:
+            message = next(self._sync, None)  # atomic under asyncio: no lock needed
+        else:
+            assert self._async is not None
+            async with self._lock:  # an async generator cannot be advanced by two tasks at once
+                try:
+                    message = await anext(self._async)
+                except StopAsyncIteration:
+                    message = None
+        if message is None:
+            return None
+        index = self._index
+        self._index += 1
+        return index, message
+
+    async def aclose(self) -> None:
+        close = getattr(self._async, "aclose", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,323 @@
+"""In-memory send ledger, rate limiter and status store: the embedded defaults.
+
+They implement the protocols of ``messaging_core.pipeline`` exactly as the distributed ones do
+(the conformance suites in ``messaging_core.testing`` run against both), for one process: state
+lives in dicts and is gone when the process ends. Every method completes without awaiting
+anything, so each is atomic under asyncio. Each takes an injectable ``clock`` (seconds,
+``time.monotonic`` by default) so tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime, timedelta
+
+from messaging_core.message import Message
+from messaging_core.pipeline import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
+from messaging_core.results import MessageStatus, StatusUpdate, utc_now
+
+__all__ = ["MemoryLedger", "MemoryRateLimiter", "MemoryStatusStore"]
+
+Clock = Callable[[], float]
+
+
+class _Row:
+    """One ledger row; ``lease_end``/``retry_due`` are on the ledger's clock, the datetimes are for people."""
+
+    __slots__ = (
+        "attempts",
+        "campaign_id",
+        "claimed_at",
+        "error_code",
+        "fence",
+        "lease_end",
+        "lease_until",
+        "message",
+        "provider_id",
+        "reconciled",
+        "retry_at",
+        "retry_due",
+        "segments",
+        "sender_key",
+        "state",
+    )
+
+    def __init__(self, message: Message, campaign_id: str, sender_key: str, segments: int) -> None:
+        self.message = message
+        self.campaign_id = campaign_id
+        self.sender_key = sender_key
+        self.segments = segments
+        self.state = SendState.PENDING
+        self.attempts = 0
+        self.fence = 0
+        self.provider_id: str | None = None
+        self.error_code: str | None = None
+        self.reconciled = False
+        self.claimed_at: datetime | None = None
+        self.lease_until: datetime | None = None
+        self.lease_end = 0.0
+        self.retry_at: datetime | None = None
+        self.retry_due = 0.0
+
+    def entry(self) -> LedgerEntry:
+        return LedgerEntry(
+            message_id=self.message.id,
+            campaign_id=self.campaign_id,
+            state=self.state,
+            sender_key=self.sender_key,
+            segments=self.segments,
+            attempts=self.attempts,
+            fence=self.fence,
+            provider_id=self.provider_id,
+            error_code=self.error_code,
+            reconciled=self.reconciled,
+            claimed_at=self.claimed_at,
+            lease_until=self.lease_until,
+            retry_at=self.retry_at,
+        )
+
+
+class MemoryLedger:
+    """A ``SendLedger`` in a dict: every message of every campaign, until the process ends.
+
+    Memory grows with the messages added (each row keeps its ``Message``); use a persistent
+    ledger for campaigns that must survive a restart.
+    """
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._rows: dict[str, _Row] = {}
+        self._campaigns: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<MemoryLedger {len(self._rows)} message(s), {len(self._campaigns)} campaign(s)>"
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
+        order = self._campaigns.setdefault(campaign_id, [])
+        added = 0
+        for message, sender_key, segments in entries:
+            if message.id in self._rows:
+                continue
+            self._rows[message.id] = _Row(message, campaign_id, sender_key, segments)
+            order.append(message.id)
+            added += 1
+        return added
+
+    async def load(self, message_id: str) -> Message | None:
+        row = self._rows.get(message_id)
+        return None if row is None else row.message
+
+    async def get(self, message_id: str) -> LedgerEntry | None:
+        row = self._rows.get(message_id)
+        return None if row is None else row.entry()
+
+    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+        deadline = time.monotonic() + lease - request_timeout
+        row = self._rows[message_id]  # KeyError for an unknown id, as the protocol says
+        now = self._clock()
+        if row.state is not SendState.PENDING or row.retry_due > now:
+            return row.entry()
+        wall = utc_now()
+        row.state = SendState.SUBMITTING
+        row.attempts += 1
+        row.fence += 1
+        row.claimed_at = wall
+        row.lease_until = wall + timedelta(seconds=lease)
+        row.lease_end = now + lease
+        return Claim(message_id, row.fence, row.attempts, row.lease_until, deadline)
+
+    async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        if outcome.state in (SendState.SUBMITTING, SendState.CANCELLED):
+            raise ValueError(f"a provider call cannot end in {outcome.state.value}")
+        row = self._rows.get(claim.message_id)
+        if row is None or row.state is not SendState.SUBMITTING or row.fence != claim.fence:
+            return False
+        row.state = outcome.state
+        row.error_code = outcome.error_code
+        if outcome.provider_id is not None:
+            row.provider_id = outcome.provider_id
+        if outcome.state is SendState.PENDING:
+            delay = outcome.retry_after or 0.0
+            row.retry_due = self._clock() + delay
+            row.retry_at = utc_now() + timedelta(seconds=delay)
+        return True
+
+    async def mark_unknown(self, message_id: str, fence: int) -> bool:
+        row = self._rows.get(message_id)
+        if row is None or row.state is not SendState.SUBMITTING or row.fence != fence:
+            return False
+        if row.lease_end > self._clock():
+            return False
+        row.state = SendState.UNKNOWN
+        return True
+
+    async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
+        row = self._rows.get(message_id)
+        if row is None:
+            return False
+        if provider_id is not None:
+            if row.state not in (SendState.PENDING, SendState.SUBMITTING, SendState.UNKNOWN):
+                return False
+            row.state = SendState.ACCEPTED
+            row.provider_id = provider_id
+            row.error_code = None
+        else:
+            expired = row.state is SendState.SUBMITTING and row.lease_end <= self._clock()
+            if not (row.state is SendState.UNKNOWN or expired):
+                return False
+            row.state = SendState.PENDING
+            row.retry_due = 0.0
+            row.retry_at = None
+        row.fence += 1
+        row.reconciled = reconciled
+        return True
+
+    async def cancel(self, campaign_id: str) -> int:
+        cancelled = 0
+        for message_id in self._campaigns.get(campaign_id, ()):
+            row = self._rows[message_id]
+            if row.state is SendState.PENDING:
+                row.state = SendState.CANCELLED
+                cancelled += 1
+        return cancelled
+
+    async def due(self, *, campaign_id: str | None = None, limit: int = 500) -> list[str]:
+        now = self._clock()
+        ids = self._rows if campaign_id is None else self._campaigns.get(campaign_id, ())
+        found: list[str] = []
+        for message_id in ids:
+            row = self._rows[message_id]
+            state = row.state
+            if (
+                (state is SendState.PENDING and row.retry_due <= now)
+                or state is SendState.UNKNOWN
+                or (state is SendState.SUBMITTING and row.lease_end <= now)
+            ):
+                found.append(message_id)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def progress(self, campaign_id: str) -> CampaignProgress:
+        counts: dict[str, int] = {}
+        for message_id in self._campaigns.get(campaign_id, ()):
+            state = self._rows[message_id].state.value
+            counts[state] = counts.get(state, 0) + 1
+        return CampaignProgress(campaign_id, counts)
+
+    async def results(self, campaign_id: str) -> AsyncIterator[LedgerEntry]:
+        order = self._campaigns.get(campaign_id, [])
+        index = 0
+        while index < len(order):  # by index: rows added while iterating are included
+            yield self._rows[order[index]].entry()
+            index += 1
+
+
+class MemoryRateLimiter:
+    """A ``RateLimiter``: GCRA "reserve a slot" per key, on a monotonic clock.
+
+    ``rate`` is the units per second of every key (None: unlimited), ``rates`` overrides it per
+    key (a short code's 100 MPS beside long codes at 1). ``burst`` units may go back to back
+    before the spacing applies (1: strict spacing). Keys whose schedule lies in the past are
+    forgotten, so memory stays bounded by the senders active within the last interval.
+    """
+
+    _PRUNE_AT = 1024
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        *,
+        rates: Mapping[str, float] | None = None,
+        burst: float = 1.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive, not {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst}")
+        self._rate = rate
+        self._rates = dict(rates or {})
+        self._burst = burst
+        self._clock = clock
+        self._tat: dict[str, float] = {}
+        """Theoretical arrival time of the next unit, per key."""
+
+    def __repr__(self) -> str:
+        return f"<MemoryRateLimiter rate={self._rate} burst={self._burst} keys={len(self._tat)}>"
+
+    def __len__(self) -> int:
+        """How many keys the limiter currently tracks."""
+        return len(self._tat)
+
+    def set_rate(self, key: str, rate: float | None) -> None:
+        """Change one key's rate (None: back to the default), e.g. to slow a sender the provider throttles."""
+        if rate is None:
+            self._rates.pop(key, None)
+        elif rate <= 0:
+            raise ValueError(f"rate must be positive, not {rate}")
+        else:
+            self._rates[key] = rate
+
+    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+        rate = self._rates.get(key, self._rate)
+        if rate is None:
+            return 0.0
+        interval = 1.0 / rate
+        now = self._clock()
+        tat = max(self._tat.get(key, now), now)
+        wait = max(0.0, tat - now - (self._burst - 1.0) * interval)
+        if max_wait is not None and wait > max_wait:
+            return None
+        if len(self._tat) >= self._PRUNE_AT and key not in self._tat:
+            self._tat = {k: t for k, t in self._tat.items() if t > now}
+        self._tat[key] = tat + cost * interval
+        return wait
+
+
+class MemoryStatusStore:
+    """A ``StatusStore`` in a dict: the latest status per message, monotonic, deduplicated by key.
+
+    Bounded: at most ``max_messages`` statuses (the least recently updated are forgotten first)
+    and ``max_keys`` idempotency keys (the oldest first). A forgotten message starts over from
+    its next update, which can only move it forward from nothing.
+    """
+
+    def __init__(self, *, max_messages: int = 100_000, max_keys: int = 100_000) -> None:
+        if max_messages < 1 or max_keys < 1:
+            raise ValueError("max_messages and max_keys must be at least 1")
+        self.max_messages = max_messages
+        self.max_keys = max_keys
+        self._statuses: OrderedDict[str, MessageStatus] = OrderedDict()
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<MemoryStatusStore {len(self._statuses)} message(s)>"
+
+    def __len__(self) -> int:
+        return len(self._statuses)
+
+    async def apply(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+        if idempotency_key is not None:
+            if idempotency_key in self._keys:
+                return False
+            self._keys[idempotency_key] = None
+            if len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+        message_id = update.message_id
+        current = self._statuses.get(message_id)
+        if current is not None and not current.can_become(update.status):
+            return False
+        self._statuses[message_id] = update.status
+        self._statuses.move_to_end(message_id)
+        if len(self._statuses) > self.max_messages:
+            self._statuses.popitem(last=False)
+        return True
+
+    async def get(self, message_id: str) -> MessageStatus | None:
+        return self._statuses.get(message_id)

@@ -1,0 +1,309 @@
+"""``PostgresLedger``: the send ledger in PostgreSQL (asyncpg).
+
+Every method is one short transaction on one pooled connection, released before the method
+returns (or, for ``results``, before each page is yielded). Nothing here holds a connection while
+acquiring another one, waiting on the rate limiter or calling the provider: the prototype's
+reconciliation did, and 100 concurrent tasks deadlocked a 10-connection pool
+(``docs/scale-out.md``).
+
+State transitions are single ``update ... where`` statements whose conditions are the rules of
+the protocol (claim only PENDING and due rows; result writes only with the current fence), so two
+workers racing for one message are ordered by PostgreSQL's row lock and the loser's statement
+simply matches no row. The campaign counters follow by trigger, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from messaging_core.converters import structure, unstructure
+from messaging_core.message import Message
+from messaging_core.pipeline import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
+from messaging_core.results import MessageStatus
+from messaging_scale._schema import OPEN_STATES, check_schema_name, migrate
+from messaging_scale._urls import postgres_pool
+
+__all__ = ["PostgresLedger"]
+
+_ENTRY_COLUMNS = (
+    "message_id, campaign_id, state, sender_key, segments, attempts, fence, provider_id, error_code, "
+    "reconciled, status, claimed_at, lease_until, retry_at"
+)
+
+# What ``record`` may write: the outcomes of one provider call.
+_RECORDABLE = frozenset({SendState.ACCEPTED, SendState.FAILED, SendState.PENDING, SendState.UNKNOWN})
+
+
+def _entry(row: Mapping[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        message_id=row["message_id"],
+        campaign_id=row["campaign_id"],
+        state=SendState(row["state"]),
+        sender_key=row["sender_key"],
+        segments=row["segments"],
+        attempts=row["attempts"],
+        fence=row["fence"],
+        provider_id=row["provider_id"],
+        error_code=row["error_code"],
+        reconciled=row["reconciled"],
+        status=None if row["status"] is None else MessageStatus(row["status"]),
+        claimed_at=row["claimed_at"],
+        lease_until=row["lease_until"],
+        retry_at=row["retry_at"],
+    )
+
+
+def _updated(status: str) -> bool:
+    # asyncpg returns the command tag, e.g. "UPDATE 1".
+    return status.rsplit(" ", 1)[-1] != "0"
+
+
+class PostgresLedger:
+    """``SendLedger`` on PostgreSQL: claim-before-send, fenced results, sharded campaign counters.
+
+    Usage::
+
+        pool = await asyncpg.create_pool("postgresql://127.0.0.1/messaging")
+        ledger = PostgresLedger(pool, schema="messaging")
+        await ledger.migrate()
+
+    The pool belongs to the caller (share it with ``PostgresStatusStore``; the two use the same
+    tables). Size it for the worker's concurrency: each operation holds one connection for one
+    short transaction.
+
+    :param pool: an ``asyncpg.Pool``.
+    :param schema: the PostgreSQL schema holding the tables (created by ``migrate``); a plain
+        lower-case identifier. Tests use one schema each.
+    :param page_size: rows per query when ``results`` streams a campaign.
+    """
+
+    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000) -> None:
+        self._pool = pool
+        self._owns_pool = False
+        self.schema = check_schema_name(schema)
+        self._page_size = page_size
+        s = self.schema
+        self._sql_insert = (
+            f"insert into {s}.sends (message_id, campaign_id, sender_key, to_address, payload, segments) "
+            "select message_id, $1, sender_key, to_address, payload::jsonb, segments "
+            "from sends_staging order by ord on conflict (message_id) do nothing"
+        )
+        self._sql_claim = (
+            f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
+            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now() "
+            "where message_id = $1 and state = 'pending' and (retry_at is null or retry_at <= now()) "
+            "returning fence, attempts, lease_until"
+        )
+        # Only the holder of the current claim writes, and only while the row is SUBMITTING: once
+        # mark_unknown or a status callback has moved it, reconciliation owns the message.
+        self._sql_record = (
+            f"update {s}.sends set state = $3, provider_id = coalesce($4, provider_id), error_code = $5, "
+            "retry_at = case when $3 = 'pending' then now() + make_interval(secs => $6) else retry_at end, "
+            "updated_at = now() "
+            "where message_id = $1 and fence = $2 and state = 'submitting'"
+        )
+        self._sql_mark_unknown = (
+            f"update {s}.sends set state = 'unknown', updated_at = now() "
+            "where message_id = $1 and fence = $2 and state = 'submitting' and lease_until <= now()"
+        )
+        # Both settle by a new fence, so the worker that held the claim can no longer write.
+        # Proof of existence settles any message not final; "absent" never releases a live lease.
+        self._sql_resolve_accepted = (
+            f"update {s}.sends set state = 'accepted', provider_id = $2, reconciled = $3, error_code = null, "
+            "fence = fence + 1, updated_at = now() "
+            "where message_id = $1 and state in ('pending', 'submitting', 'unknown')"
+        )
+        self._sql_resolve_absent = (
+            f"update {s}.sends set state = 'pending', retry_at = null, reconciled = $2, "
+            "fence = fence + 1, updated_at = now() "
+            "where message_id = $1 and (state = 'unknown' or (state = 'submitting' and lease_until <= now()))"
+        )
+        self._sql_cancel = (
+            f"update {s}.sends set state = 'cancelled', updated_at = now() where campaign_id = $1 and state = 'pending'"
+        )
+        self._sql_get = f"select {_ENTRY_COLUMNS} from {s}.sends where message_id = $1"
+        self._sql_load = f"select payload::text from {s}.sends where message_id = $1"
+        open_states = ", ".join(f"'{state.value}'" for state in OPEN_STATES)
+        self._sql_due = (
+            f"select message_id from {s}.sends "
+            f"where state in ({open_states}) and ($1::text is null or campaign_id = $1) and ("
+            "(state = 'pending' and (retry_at is null or retry_at <= now())) "
+            "or (state = 'submitting' and lease_until <= now()) "
+            "or state = 'unknown') "
+            "order by seq limit $2"
+        )
+        self._sql_progress = (
+            f"select state, sum(n)::bigint as n from {s}.campaign_counters "
+            "where campaign_id = $1 group by state having sum(n) <> 0"
+        )
+        self._sql_page = (
+            f"select seq, {_ENTRY_COLUMNS} from {s}.sends where campaign_id = $1 and seq > $2 order by seq limit $3"
+        )
+
+    def __repr__(self) -> str:
+        return f"<PostgresLedger schema={self.schema!r} pool={self._pool!r}>"
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresLedger:
+        """A ledger with a pool of its own, opened (and the schema migrated) on first use.
+
+        ``postgresql://user@host/db?schema=messaging&pool_max_size=10``; ``close()`` it when done.
+        """
+        pool, schema = postgres_pool(url)
+        ledger = cls(pool, schema=schema)
+        ledger._owns_pool = True
+        return ledger
+
+    async def close(self) -> None:
+        """Close the pool if this ledger opened it (``from_url``); a pool passed in is the caller's."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def migrate(self) -> None:
+        """Create the schema, tables, functions and triggers if missing; idempotent."""
+        await migrate(self._pool, self.schema)
+
+    async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
+        """Insert ``(message, sender_key, segments)`` rows as PENDING; existing ids are left alone.
+
+        Rows go in with ``COPY`` into a temporary staging table, then one ``insert ... on conflict
+        do nothing``: re-submitting a campaign inserts nothing twice, and the first occurrence of
+        an id repeated in ``entries`` wins.
+
+        :returns: how many rows were new.
+        """
+        if not entries:
+            return 0
+        records = [
+            (
+                index,
+                message.id,
+                sender_key,
+                message.receiver.address if message.receiver is not None else "",
+                json.dumps(unstructure(message)),
+                segments,
+            )
+            for index, (message, sender_key, segments) in enumerate(entries)
+        ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "create temp table sends_staging (ord int, message_id text, sender_key text, "
+                "to_address text, payload text, segments int) on commit drop"
+            )
+            await conn.copy_records_to_table(
+                "sends_staging",
+                records=records,
+                columns=["ord", "message_id", "sender_key", "to_address", "payload", "segments"],
+            )
+            status: str = await conn.execute(self._sql_insert, campaign_id)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def load(self, message_id: str) -> Message | None:
+        """The message as it was added (workers receive ids, not messages)."""
+        async with self._pool.acquire() as conn:
+            payload = await conn.fetchval(self._sql_load, message_id)
+        return None if payload is None else structure(json.loads(payload), Message)
+
+    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+        """Claim a PENDING (and due) message for one provider call.
+
+        The lease is measured on the database's clock (every worker sees the same one); the
+        returned ``deadline`` is on this process's monotonic clock, taken before the claim was
+        sent, so it errs on the early side.
+
+        :returns: a ``Claim``, or the current entry when the message cannot be claimed.
+        :raises KeyError: when no message has this id.
+        """
+        started = time.monotonic()
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._sql_claim, message_id, float(lease))
+            if row is None:
+                current = await conn.fetchrow(self._sql_get, message_id)
+        if row is None:
+            if current is None:
+                raise KeyError(message_id)
+            return _entry(current)
+        return Claim(
+            message_id=message_id,
+            fence=row["fence"],
+            attempts=row["attempts"],
+            lease_until=row["lease_until"],
+            deadline=started + lease - request_timeout,
+        )
+
+    async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        """Write the outcome if ``claim.fence`` is still current; False when the fence was lost."""
+        if outcome.state not in _RECORDABLE:
+            raise ValueError(f"record() takes the outcome of a provider call, not {outcome.state!r}")
+        retry_after = float(outcome.retry_after or 0.0)
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(
+                self._sql_record,
+                claim.message_id,
+                claim.fence,
+                outcome.state.value,
+                outcome.provider_id,
+                outcome.error_code,
+                retry_after,
+            )
+        return _updated(status)
+
+    async def mark_unknown(self, message_id: str, fence: int) -> bool:
+        """Move a SUBMITTING entry whose lease expired to UNKNOWN (fenced)."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql_mark_unknown, message_id, fence)
+        return _updated(status)
+
+    async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
+        """Settle an entry in doubt: ACCEPTED with ``provider_id``, or PENDING (resend allowed) when None.
+
+        ACCEPTED (the provider has the message: a status callback or a probe found it) applies to
+        any entry not final. PENDING needs the entry UNKNOWN, or SUBMITTING with an expired lease:
+        absence is never concluded for a call that may still be in flight. Either way the fence
+        moves, so the claim's holder can no longer record.
+        """
+        async with self._pool.acquire() as conn:
+            if provider_id is not None:
+                status: str = await conn.execute(self._sql_resolve_accepted, message_id, provider_id, reconciled)
+            else:
+                status = await conn.execute(self._sql_resolve_absent, message_id, reconciled)
+        return _updated(status)
+
+    async def cancel(self, campaign_id: str) -> int:
+        """Move the campaign's PENDING entries to CANCELLED; returns how many."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql_cancel, campaign_id)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def get(self, message_id: str) -> LedgerEntry | None:
+        """One entry."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._sql_get, message_id)
+        return None if row is None else _entry(row)
+
+    async def due(self, *, campaign_id: str | None = None, limit: int = 500) -> list[str]:
+        """Ids that need work: PENDING and due, SUBMITTING with an expired lease, UNKNOWN (oldest first)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_due, campaign_id, limit)
+        return [row["message_id"] for row in rows]
+
+    async def progress(self, campaign_id: str) -> CampaignProgress:
+        """Counts by state, from the sharded counters (no scan of ``sends``)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_progress, campaign_id)
+        return CampaignProgress(campaign_id, {row["state"]: row["n"] for row in rows})
+
+    async def results(self, campaign_id: str) -> AsyncIterator[LedgerEntry]:
+        """Every entry of a campaign, in insertion order, one page per query (keyset on ``seq``)."""
+        after = 0
+        while True:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(self._sql_page, campaign_id, after, self._page_size)
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < self._page_size:
+                return
+            after = rows[-1]["seq"]

@@ -1,0 +1,221 @@
+"""Rate and concurrency limits shared by every worker, in Redis.
+
+``RedisGcraLimiter`` paces sends per sender with GCRA in "reserve" form: one Lua call, run
+atomically on the Redis server's clock, books the next slot and says how long to wait for it. The
+caller sleeps that long, then sends. Spacing is exact across any number of processes and machines
+(there is one clock: the server's), and nobody polls.
+
+``RedisConcurrencyLimit`` caps how many provider calls an account has in flight (Twilio answers
+20429 past its REST concurrency limit): a semaphore whose holders expire, so a killed worker's
+slot comes back by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from messaging_scale._urls import REDIS_OPTIONS, split_options
+
+__all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
+
+# KEYS[1]: the sender's schedule, its theoretical arrival time (TAT, µs since the epoch).
+# KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
+# ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit).
+# Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
+_RESERVE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local override = redis.call('GET', KEYS[2])
+if override then interval = 1000000 / tonumber(override) end
+local cost = tonumber(ARGV[2])
+local tolerance = (tonumber(ARGV[3]) - 1) * interval
+local max_wait = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = math.floor(tat - now - tolerance)
+if wait < 0 then wait = 0 end
+if max_wait >= 0 and wait > max_wait then return -1 end
+local new_tat = math.ceil(tat + cost * interval)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return wait
+"""
+
+# KEYS[1]: the holders, a sorted set scored by expiry (µs). ARGV: holder id, limit, ttl (µs).
+# Returns 1 when the holder got a slot, 0 when all slots are taken.
+_ACQUIRE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) / 1000) + 1000)
+return 1
+"""
+
+
+class RedisGcraLimiter:
+    """``RateLimiter`` shared through Redis: one key per (account, sender), GCRA on the server clock.
+
+    Usage::
+
+        limiter = RedisGcraLimiter(redis.asyncio.Redis(), rate=1.0, rates={"+15005550006": 100.0})
+        wait = await limiter.reserve("+15005550006", cost=segments)
+        await asyncio.sleep(wait)
+
+    :param redis: a ``redis.asyncio.Redis`` client.
+    :param rate: units per second for a key without its own entry in ``rates`` (Twilio counts
+        message segments per second per sender).
+    :param rates: per-key rates (a short code's 100/s, a Messaging Service's pool rate).
+    :param burst: units that may go at once before the spacing applies (1: strict spacing). It
+        bounds how much we queue at the provider.
+    :param account: the provider account the keys belong to.
+    :param prefix: first part of every Redis key (tests isolate themselves with their own).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        rate: float,
+        rates: Mapping[str, float] | None = None,
+        burst: float = 1.0,
+        account: str = "default",
+        prefix: str = "messaging:rl",
+    ) -> None:
+        if rate <= 0 or any(value <= 0 for value in (rates or {}).values()):
+            raise ValueError("rates must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._redis = redis
+        self._owns_client = False
+        self._script = redis.register_script(_RESERVE_LUA)
+        self.rate = rate
+        self.rates = dict(rates or {})
+        self.burst = burst
+        self.account = account
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"<RedisGcraLimiter rate={self.rate} burst={self.burst} account={self.account!r} prefix={self.prefix!r}>"
+
+    @classmethod
+    def from_url(cls, url: str, *, rate: float, rates: Mapping[str, float] | None = None) -> RedisGcraLimiter:
+        """A limiter with a client of its own (it connects on first use).
+
+        ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1``; ``close()`` it when done.
+        """
+        address, options = split_options(url, REDIS_OPTIONS)
+        limiter = cls(
+            aioredis.Redis.from_url(address),
+            rate=rate,
+            rates=rates,
+            burst=float(options.get("burst", 1.0)),
+            account=options.get("account", "default"),
+            prefix=options.get("prefix", "messaging:rl"),
+        )
+        limiter._owns_client = True
+        return limiter
+
+    async def close(self) -> None:
+        """Close the client if this limiter made it (``from_url``)."""
+        if self._owns_client:
+            await self._redis.aclose()
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key holding ``key``'s schedule."""
+        # The braces are a Redis Cluster hash tag: a sender's two keys live on one node.
+        return f"{self.prefix}:{self.account}:{{{key}}}:tat"
+
+    def _rate_key(self, key: str) -> str:
+        return f"{self.prefix}:{self.account}:{{{key}}}:rate"
+
+    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+        """Book ``cost`` units for ``key``.
+
+        :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
+            would exceed ``max_wait`` (nothing is booked then).
+        """
+        interval = 1_000_000 / self.rates.get(key, self.rate)
+        limit = -1 if max_wait is None else math.floor(max_wait * 1_000_000)
+        keys = [self.redis_key(key), self._rate_key(key)]
+        wait_us = int(await self._script(keys=keys, args=[interval, cost, self.burst, limit]))
+        return None if wait_us < 0 else wait_us / 1_000_000
+
+    async def set_rate(self, key: str, rate: float | None, *, duration: float = 300.0) -> None:
+        """Change ``key``'s rate for every worker during ``duration`` seconds (None: back to the configured rate).
+
+        For a sender the provider throttles (Twilio's 21611, "queue full"): the slower rate is
+        stored in Redis beside the schedule, so every worker's next reservation uses it.
+        """
+        if rate is None:
+            await self._redis.delete(self._rate_key(key))
+            return
+        if rate <= 0 or duration <= 0:
+            raise ValueError("rate and duration must be positive")
+        await self._redis.set(self._rate_key(key), repr(float(rate)), px=math.ceil(duration * 1000))
+
+
+class RedisConcurrencyLimit:
+    """At most ``limit`` holders at once across every worker; a holder's slot expires after ``ttl``.
+
+    Usage::
+
+        cap = RedisConcurrencyLimit(redis, key="AC123", limit=100, ttl=30)
+        async with asyncio.timeout(10), cap.slot():
+            await connector.send_message(message)
+
+    The ttl must exceed the longest call made under a slot (the HTTP timeout); it only matters
+    for holders that die without releasing.
+
+    :param redis: a ``redis.asyncio.Redis`` client.
+    :param key: what is limited (an account id).
+    :param limit: the number of slots.
+    :param ttl: seconds after which an unreleased slot is free again.
+    :param prefix: first part of the Redis key.
+    """
+
+    def __init__(self, redis: Any, *, key: str, limit: int, ttl: float = 30.0, prefix: str = "messaging:cc") -> None:
+        if limit < 1 or ttl <= 0:
+            raise ValueError("limit must be at least 1 and ttl positive")
+        self._redis = redis
+        self._script = redis.register_script(_ACQUIRE_LUA)
+        self.redis_key = f"{prefix}:{key}"
+        self.limit = limit
+        self.ttl = ttl
+
+    async def try_acquire(self) -> str | None:
+        """A holder id when a slot was free (pass it to ``release``), else None."""
+        holder = uuid.uuid4().hex
+        acquired = await self._script(keys=[self.redis_key], args=[holder, self.limit, math.ceil(self.ttl * 1e6)])
+        return holder if int(acquired) else None
+
+    async def release(self, holder: str) -> None:
+        """Give a slot back (a no-op when it already expired)."""
+        await self._redis.zrem(self.redis_key, holder)
+
+    async def in_use(self) -> int:
+        """Slots currently held (expired holders included until the next acquire sweeps them)."""
+        return int(await self._redis.zcard(self.redis_key))
+
+    @asynccontextmanager
+    async def slot(self, *, poll: float = 0.005) -> AsyncIterator[None]:
+        """Hold a slot for the duration of the block.
+
+        Waits for a free slot, polling with a growing pause (capped at 50 ms); bound the wait
+        with ``asyncio.timeout`` around the block.
+        """
+        while (holder := await self.try_acquire()) is None:
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, 0.05)
+        try:
+            yield
+        finally:
+            await self.release(holder)

@@ -1,0 +1,254 @@
+"""The PostgreSQL schema shared by ``PostgresLedger`` and ``PostgresStatusStore``.
+
+Tables (``docs/scale-out.md``, "Distributed stores"):
+
+- ``sends``: one row per message, the ledger (sending state, fence, lease) and the delivery
+  status (``status``/``status_rank``, monotonic) side by side;
+- ``campaign_counters``: per-campaign counts by state, sharded by ``shard_of(message_id)`` so that
+  concurrent transitions don't queue on one hot row;
+- ``webhook_events``: idempotency tokens of the status callbacks already applied;
+- ``orphan_status``: statuses that arrived before the message's provider id was known.
+
+Two invariants are kept by the database itself rather than by every caller, so that no code path
+can forget them: the counters follow every insert and state change of ``sends`` (statement-level
+triggers, in the same transaction), and an orphan status is folded into its message the moment
+the provider id is stored (a row trigger). ``migrate`` is idempotent and safe to run concurrently.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from messaging_core.pipeline import SendState
+from messaging_core.results import MessageStatus
+
+__all__ = ["COUNTER_SHARDS", "OPEN_STATES", "check_schema_name", "ddl", "migrate"]
+
+COUNTER_SHARDS = 16
+"""Rows per (campaign, state) in ``campaign_counters``."""
+
+OPEN_STATES = (SendState.PENDING, SendState.SUBMITTING, SendState.UNKNOWN)
+"""States that still need work."""
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_schema_name(name: str) -> str:
+    """``name`` if it is a plain lower-case PostgreSQL identifier (it is spliced into SQL text)."""
+    if not _SCHEMA_NAME.fullmatch(name):
+        raise ValueError(f"schema name must match {_SCHEMA_NAME.pattern}: {name!r}")
+    return name
+
+
+def _sql_list(values: Any) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+_DDL = """
+create schema if not exists {schema};
+
+create table if not exists {schema}.sends (
+    seq          bigint generated always as identity,  -- insertion order, the keyset of results()
+    message_id   text primary key,
+    campaign_id  text not null,
+    sender_key   text not null,
+    to_address   text not null default '',
+    payload      jsonb not null,
+    segments     int not null default 1,
+    state        text not null default 'pending' check (state in ({all_states})),
+    attempts     int not null default 0,
+    fence        bigint not null default 0,
+    lease_until  timestamptz,
+    claimed_at   timestamptz,
+    retry_at     timestamptz,
+    provider_id  text unique,
+    error_code   text,
+    reconciled   boolean not null default false,
+    status       text,
+    status_rank  int not null default 0,
+    status_at    timestamptz,
+    updated_at   timestamptz not null default now()
+);
+create index if not exists sends_campaign_seq on {schema}.sends (campaign_id, seq);
+create index if not exists sends_open on {schema}.sends (seq) where state in ({open_states});
+
+create table if not exists {schema}.campaign_counters (
+    campaign_id  text not null,
+    shard        smallint not null,
+    state        text not null,
+    n            bigint not null,
+    primary key (campaign_id, shard, state)
+);
+
+create table if not exists {schema}.webhook_events (
+    token        text primary key,
+    received_at  timestamptz not null default now()
+);
+
+create table if not exists {schema}.orphan_status (
+    ref          text primary key,  -- the id the callback named: the provider's, or ours
+    status       text not null,
+    status_rank  int not null,
+    status_at    timestamptz not null,
+    received_at  timestamptz not null default now()
+);
+
+create or replace function {schema}.shard_of(message_id text) returns smallint
+language sql immutable as $$ select (hashtext(message_id) & {shard_mask})::smallint $$;
+
+-- MessageStatus.can_become, with NULL for "no status yet".
+create or replace function {schema}.status_advances(cur text, cur_rank int, new text, new_rank int)
+returns boolean language sql immutable as $$
+    select case
+        when cur is null then true
+        when cur = new then false
+        when cur = 'delivered' and new = 'read' then true
+        when cur in ({final_statuses}) then new = 'deleted'
+        else new_rank > cur_rank
+    end
+$$;
+
+-- Serializes "store an orphan" with "merge orphans when the provider id appears" per id, so an
+-- orphan can't slip in between the merge and the commit that makes the provider id visible.
+-- Keys are taken in one order everywhere: no deadlock between two callers.
+create or replace function {schema}.lock_refs(a text, b text) returns void
+language plpgsql as $$
+begin
+    perform pg_advisory_xact_lock(k)
+    from (select distinct hashtextextended('{schema}:' || r, 0) as k
+          from unnest(array[a, b]) as r where r is not null) as keys
+    order by k;
+end $$;
+
+create or replace function {schema}.count_inserted() returns trigger
+language plpgsql as $$
+begin
+    -- Sorted, so concurrent statements lock counter rows in one order.
+    insert into {schema}.campaign_counters as c (campaign_id, shard, state, n)
+    select campaign_id, {schema}.shard_of(message_id), state, count(*)
+    from new_rows group by 1, 2, 3 order by 1, 2, 3
+    on conflict (campaign_id, shard, state) do update set n = c.n + excluded.n;
+    return null;
+end $$;
+
+create or replace function {schema}.count_transitions() returns trigger
+language plpgsql as $$
+begin
+    insert into {schema}.campaign_counters as c (campaign_id, shard, state, n)
+    select campaign_id, shard, state, sum(delta)
+    from (
+        select o.campaign_id, {schema}.shard_of(o.message_id) as shard, o.state, -1 as delta
+        from old_rows o join new_rows n using (message_id) where o.state <> n.state
+        union all
+        select n.campaign_id, {schema}.shard_of(n.message_id), n.state, 1
+        from old_rows o join new_rows n using (message_id) where o.state <> n.state
+    ) as moves
+    group by 1, 2, 3 having sum(delta) <> 0 order by 1, 2, 3
+    on conflict (campaign_id, shard, state) do update set n = c.n + excluded.n;
+    return null;
+end $$;
+
+create or replace trigger sends_count_inserted after insert on {schema}.sends
+referencing new table as new_rows for each statement execute function {schema}.count_inserted();
+
+create or replace trigger sends_count_transitions after update on {schema}.sends
+referencing old table as old_rows new table as new_rows
+for each statement execute function {schema}.count_transitions();
+
+create or replace function {schema}.merge_orphans() returns trigger
+language plpgsql as $$
+declare
+    orphan record;
+begin
+    perform {schema}.lock_refs(new.message_id, new.provider_id);
+    for orphan in
+        delete from {schema}.orphan_status where ref in (new.message_id, new.provider_id) returning *
+    loop
+        if {schema}.status_advances(new.status, new.status_rank, orphan.status, orphan.status_rank) then
+            new.status := orphan.status;
+            new.status_rank := orphan.status_rank;
+            new.status_at := orphan.status_at;
+        end if;
+    end loop;
+    return new;
+end $$;
+
+create or replace trigger sends_merge_orphans before update of provider_id on {schema}.sends
+for each row when (old.provider_id is null and new.provider_id is not null)
+execute function {schema}.merge_orphans();
+
+-- One status callback, in one round trip. Returns 'applied', 'orphaned', 'stale' or 'duplicate'.
+create or replace function {schema}.apply_status(
+    p_mid text, p_sid text, p_status text, p_rank int, p_at timestamptz, p_token text
+) returns text
+language plpgsql as $$
+declare
+    target text;
+begin
+    if p_token is not null then
+        insert into {schema}.webhook_events (token) values (p_token) on conflict do nothing;
+        if not found then
+            return 'duplicate';
+        end if;
+    end if;
+
+    select message_id into target from {schema}.sends where message_id = p_mid;
+    if target is null then
+        select message_id into target from {schema}.sends where provider_id = coalesce(p_sid, p_mid);
+    end if;
+
+    if target is null then
+        perform {schema}.lock_refs(p_mid, p_sid);
+        -- The message (or its provider id) appeared while we waited. Updating it now would take
+        -- its row lock after the advisory lock, the reverse of merge_orphans: ask for a retry.
+        if exists (select from {schema}.sends
+                   where message_id = p_mid or provider_id = coalesce(p_sid, p_mid)) then
+            raise exception 'status target appeared concurrently' using errcode = '40001';
+        end if;
+        insert into {schema}.orphan_status as o (ref, status, status_rank, status_at)
+        select distinct r, p_status, p_rank, p_at from unnest(array[p_mid, p_sid]) as r where r is not null
+        on conflict (ref) do update
+            set status = excluded.status, status_rank = excluded.status_rank, status_at = excluded.status_at
+            where {schema}.status_advances(o.status, o.status_rank, excluded.status, excluded.status_rank);
+        return case when found then 'orphaned' else 'stale' end;
+    end if;
+
+    -- A callback proves the provider created the message: it settles an in-doubt send.
+    update {schema}.sends
+    set status = p_status, status_rank = p_rank, status_at = p_at,
+        provider_id = coalesce(provider_id, p_sid),
+        state = case when state in ('submitting', 'unknown') then 'accepted' else state end,
+        updated_at = now()
+    where message_id = target and {schema}.status_advances(status, status_rank, p_status, p_rank);
+    return case when found then 'applied' else 'stale' end;
+end $$;
+"""
+
+
+def ddl(schema: str) -> str:
+    """The statements that create (or bring up to date) the tables and functions in ``schema``."""
+    final_statuses = sorted(status.value for status in MessageStatus if status.is_final)
+    replacements = {
+        "{schema}": check_schema_name(schema),
+        "{all_states}": _sql_list(state.value for state in SendState),
+        "{open_states}": _sql_list(state.value for state in OPEN_STATES),
+        "{final_statuses}": _sql_list(final_statuses),
+        "{shard_mask}": str(COUNTER_SHARDS - 1),
+    }
+    text = _DDL
+    for placeholder, value in replacements.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+async def migrate(pool: Any, schema: str) -> None:
+    """Create or update the schema's tables and functions; idempotent.
+
+    Concurrent calls (several workers starting at once) queue on an advisory lock: ``create ... if
+    not exists`` alone can still collide in the catalog.
+    """
+    statements = ddl(schema)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", f"messaging_scale.migrate:{schema}")
+        await conn.execute(statements)

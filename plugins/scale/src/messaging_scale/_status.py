@@ -1,0 +1,147 @@
+"""``PostgresStatusStore``: delivery statuses that webhook hosts on several machines update.
+
+Statuses live in the ledger's ``sends`` rows (``status``/``status_rank``), so one store serves the
+send pipeline and every webhook host. Each callback is one call of the ``apply_status`` SQL
+function (one round trip):
+
+1. the idempotency token (Twilio's ``I-Twilio-Idempotency-Token``) is inserted into
+   ``webhook_events``; a token seen before ends it (``DUPLICATE``);
+2. the message is found by our id (the ``mid`` of the callback URL), else by the provider's id;
+3. the status is written only if it moves the message forward (``MessageStatus.can_become``),
+   checked in the ``update``'s own ``where`` so that concurrent callbacks can't move it back;
+   a send still in doubt (SUBMITTING/UNKNOWN) becomes ACCEPTED, since the callback proves the
+   provider created it;
+4. a callback for a message not (yet) known by that id is kept in ``orphan_status`` and merged
+   into the message when its provider id is stored (a trigger on ``sends``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import asyncpg
+
+from messaging_core.results import MessageStatus, StatusUpdate
+from messaging_scale._schema import check_schema_name, migrate
+from messaging_scale._urls import postgres_pool
+
+__all__ = ["PostgresStatusStore", "StatusWrite"]
+
+_RETRIES = 5
+"""Attempts of one update when the message appeared in the middle of it (see ``apply_status``)."""
+
+
+class StatusWrite(enum.StrEnum):
+    """What became of one status update."""
+
+    APPLIED = "applied"
+    """The message's status moved forward."""
+    ORPHANED = "orphaned"
+    """No message is known by this id yet; kept, and merged when the provider id is stored."""
+    STALE = "stale"
+    """The message already has this status or a later one."""
+    DUPLICATE = "duplicate"
+    """The idempotency token was seen before."""
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was recorded."""
+        return self in (StatusWrite.APPLIED, StatusWrite.ORPHANED)
+
+
+class PostgresStatusStore:
+    """``StatusStore`` on PostgreSQL, sharing the ledger's tables (run ``migrate`` once).
+
+    :param pool: an ``asyncpg.Pool``.
+    :param schema: the PostgreSQL schema of the ledger's tables.
+    """
+
+    def __init__(self, pool: Any, *, schema: str = "messaging") -> None:
+        self._pool = pool
+        self._owns_pool = False
+        self.schema = check_schema_name(schema)
+        s = self.schema
+        self._sql_apply = f"select {s}.apply_status($1, $2, $3, $4, $5, $6)"
+        self._sql_get = (
+            "select status from ("
+            f"select 1 as pick, status from {s}.sends where message_id = $1 "
+            f"union all select 2, status from {s}.sends where provider_id = $1 "
+            f"union all select 3, status from {s}.orphan_status where ref = $1"
+            ") as found where status is not null order by pick limit 1"
+        )
+        self._sql_prune_tokens = f"delete from {s}.webhook_events where received_at < now() - make_interval(secs => $1)"
+        self._sql_prune_orphans = f"delete from {s}.orphan_status where received_at < now() - make_interval(secs => $1)"
+
+    def __repr__(self) -> str:
+        return f"<PostgresStatusStore schema={self.schema!r} pool={self._pool!r}>"
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStatusStore:
+        """A store with a pool of its own, opened (and the schema migrated) on first use.
+
+        Same URL as ``PostgresLedger.from_url``; ``close()`` it when done.
+        """
+        pool, schema = postgres_pool(url)
+        store = cls(pool, schema=schema)
+        store._owns_pool = True
+        return store
+
+    async def close(self) -> None:
+        """Close the pool if this store opened it (``from_url``)."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def migrate(self) -> None:
+        """Create the schema, tables, functions and triggers if missing; idempotent."""
+        await migrate(self._pool, self.schema)
+
+    async def write(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> StatusWrite:
+        """Record ``update`` unless it is stale or its key was seen; says which.
+
+        ``update.message_id`` is our id when the callback carried it, otherwise the provider's id;
+        ``update.remote_message_id`` is the provider's id when known.
+        """
+        status = update.status
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.acquire() as conn:
+                    outcome: str = await conn.fetchval(
+                        self._sql_apply,
+                        update.message_id,
+                        update.remote_message_id,
+                        status.value,
+                        status.rank,
+                        update.timestamp,
+                        idempotency_key,
+                    )
+                return StatusWrite(outcome)
+            except asyncpg.SerializationError:
+                # The message appeared while the update was being stored as an orphan; the whole
+                # call rolled back (token included), and the next attempt finds the message.
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def prune(
+        self, *, tokens_older_than: float = 86_400.0, orphans_older_than: float = 7 * 86_400.0
+    ) -> tuple[int, int]:
+        """Forget old idempotency tokens and orphan statuses; returns how many of each.
+
+        Tokens only need to outlive the provider's retries of one callback (hours); orphans
+        whose provider id never appeared belong to messages sent by something else.
+        """
+        async with self._pool.acquire() as conn:
+            tokens: str = await conn.execute(self._sql_prune_tokens, float(tokens_older_than))
+            orphans: str = await conn.execute(self._sql_prune_orphans, float(orphans_older_than))
+        return int(tokens.rsplit(" ", 1)[-1]), int(orphans.rsplit(" ", 1)[-1])
+
+    async def apply(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+        """Record ``update`` if it moves the message forward and the key was not seen; whether it did."""
+        return (await self.write(update, idempotency_key=idempotency_key)).changed
+
+    async def get(self, message_id: str) -> MessageStatus | None:
+        """The reconciled status by our id (or the provider's), or None when unknown."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(self._sql_get, message_id)
+        return None if status is None else MessageStatus(status)

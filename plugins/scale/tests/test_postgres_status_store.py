@@ -1,0 +1,259 @@
+"""PostgresStatusStore against a real PostgreSQL: monotonic, deduplicated, orphan-merging updates."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+
+from messaging_core.pipeline import Claim, SendOutcome, SendState, StatusStore
+from messaging_core.results import MessageStatus, StatusUpdate
+from messaging_scale import PostgresLedger, PostgresStatusStore, StatusWrite
+
+pytestmark = pytest.mark.services
+
+QUEUED, SENT, DELIVERED, FAILED = (
+    MessageStatus.QUEUED,
+    MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.DELIVERY_FAILED,
+)
+
+
+async def claim(ledger: PostgresLedger, message_id: str) -> Claim:
+    result = await ledger.claim(message_id, lease=60, request_timeout=5)
+    assert isinstance(result, Claim)
+    return result
+
+
+async def accept(ledger: PostgresLedger, message_id: str, sid: str) -> None:
+    assert await ledger.record(await claim(ledger, message_id), SendOutcome(SendState.ACCEPTED, provider_id=sid))
+
+
+async def count(pool: Any, sql: str) -> int:
+    async with pool.acquire() as conn:
+        value: int = await conn.fetchval(sql)
+    return value
+
+
+def test_implements_the_protocol(status_store: PostgresStatusStore) -> None:
+    assert isinstance(status_store, StatusStore)
+
+
+async def test_status_only_moves_forward(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(1))
+    await accept(ledger, "m-000000", "SM0")
+    assert await status_store.get("m-000000") is None
+    assert await status_store.write(StatusUpdate("m-000000", QUEUED)) is StatusWrite.APPLIED
+    assert await status_store.write(StatusUpdate("m-000000", QUEUED)) is StatusWrite.STALE
+    assert await status_store.apply(StatusUpdate("m-000000", DELIVERED))
+    assert not await status_store.apply(StatusUpdate("m-000000", SENT))  # late: ignored
+    assert not await status_store.apply(StatusUpdate("m-000000", FAILED))  # final stays final
+    assert await status_store.get("m-000000") is DELIVERED
+    assert await status_store.apply(StatusUpdate("m-000000", MessageStatus.READ))  # read receipts
+    assert await status_store.get("m-000000") is MessageStatus.READ
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert entry.status is MessageStatus.READ
+
+
+async def test_idempotency_token_applies_once(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(1))
+    await accept(ledger, "m-000000", "SM0")
+    assert await status_store.write(StatusUpdate("m-000000", SENT), idempotency_key="tok-1") is StatusWrite.APPLIED
+    # A replay carrying the same token is dropped even though it would move the status forward.
+    replay = await status_store.write(StatusUpdate("m-000000", DELIVERED), idempotency_key="tok-1")
+    assert replay is StatusWrite.DUPLICATE
+    assert await status_store.get("m-000000") is SENT
+
+
+async def test_lookup_by_provider_id(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(1))
+    await accept(ledger, "m-000000", "SM0")
+    # A callback configured on a Messaging Service carries no mid: the SID is all there is.
+    assert await status_store.apply(StatusUpdate("SM0", SENT, remote_message_id="SM0"))
+    assert await status_store.get("m-000000") is SENT
+    assert await status_store.get("SM0") is SENT
+
+
+async def test_callback_settles_in_doubt_sends(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(4))
+    await claim(ledger, "m-000000")  # SUBMITTING, live lease
+    expired = await ledger.claim("m-000001", lease=0.1, request_timeout=0.05)
+    assert isinstance(expired, Claim)
+    await asyncio.sleep(0.2)
+    assert await ledger.mark_unknown("m-000001", expired.fence)  # UNKNOWN
+
+    assert await status_store.apply(StatusUpdate("m-000000", SENT, remote_message_id="SMa"))
+    assert await status_store.apply(StatusUpdate("m-000001", QUEUED, remote_message_id="SMb"))
+    assert await status_store.apply(StatusUpdate("m-000002", QUEUED, remote_message_id="SMc"))  # PENDING
+    states = {m: await ledger.get(m) for m in ("m-000000", "m-000001", "m-000002")}
+    assert {m: (e.state, e.provider_id) for m, e in states.items() if e} == {
+        "m-000000": (SendState.ACCEPTED, "SMa"),
+        "m-000001": (SendState.ACCEPTED, "SMb"),
+        "m-000002": (SendState.PENDING, "SMc"),  # not in doubt: sending state untouched
+    }
+    assert (await ledger.progress("c1")).counts == {"accepted": 2, "pending": 2}
+    # The original worker's late write loses: the row is final.
+    assert not await ledger.resolve("m-000001", provider_id=None)
+
+
+async def test_orphans_are_merged_when_the_sid_appears(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(3))
+    # Callbacks keyed by SID arrive before the worker stored the SID (they are monotonic too).
+    assert await status_store.write(StatusUpdate("SM0", DELIVERED)) is StatusWrite.ORPHANED
+    assert await status_store.write(StatusUpdate("SM0", SENT)) is StatusWrite.STALE
+    assert await status_store.write(StatusUpdate("SM1", QUEUED, remote_message_id="SM1")) is StatusWrite.ORPHANED
+    assert await status_store.get("SM0") is DELIVERED
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 2
+
+    await accept(ledger, "m-000000", "SM0")  # record() stores the SID
+    granted = await ledger.claim("m-000001", lease=0.1, request_timeout=0.05)
+    assert isinstance(granted, Claim)
+    await asyncio.sleep(0.2)
+    await ledger.mark_unknown("m-000001", granted.fence)
+    assert await ledger.resolve("m-000001", provider_id="SM1")  # reconciliation stores the SID
+
+    assert await status_store.get("m-000000") is DELIVERED
+    assert await status_store.get("m-000001") is QUEUED
+    assert await status_store.get("m-000002") is None
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 0
+    # After the merge the message is found by SID directly.
+    assert await status_store.write(StatusUpdate("SM1", SENT)) is StatusWrite.APPLIED
+    assert await status_store.get("m-000001") is SENT
+
+
+async def test_orphans_never_slip_past_a_concurrent_merge(
+    ledger: PostgresLedger, status_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """Callbacks by SID race the ledger storing that SID; every status must end up on its message."""
+    n = 300
+    await ledger.add("c1", make_messages(n))
+    claims = [await claim(ledger, f"m-{i:06d}") for i in range(n)]
+    rng = random.Random(5)
+
+    async def callback(i: int) -> None:
+        await asyncio.sleep(rng.random() * 0.02)
+        await status_store.apply(StatusUpdate(f"SM{i}", SENT, remote_message_id=f"SM{i}"))
+
+    async def record(i: int) -> None:
+        await asyncio.sleep(rng.random() * 0.02)
+        await ledger.record(claims[i], SendOutcome(SendState.ACCEPTED, provider_id=f"SM{i}"))
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(callback(i) for i in range(n)), *(record(i) for i in range(n)))
+    statuses = {entry.message_id: entry.status async for entry in ledger.results("c1")}
+    assert statuses == {f"m-{i:06d}": SENT for i in range(n)}
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 0
+
+
+async def test_unknown_message_is_kept_by_its_id(status_store: PostgresStatusStore) -> None:
+    """Without a ledger row (a plain webhook host), the store still answers by the id it was given."""
+    assert await status_store.apply(StatusUpdate("x-1", SENT))
+    assert await status_store.get("x-1") is SENT
+    assert await status_store.get("x-2") is None
+
+
+async def test_prune_forgets_old_tokens_and_orphans(
+    status_store: PostgresStatusStore, pg_pool: Any, pg_schema: str
+) -> None:
+    assert await status_store.apply(StatusUpdate("SM-old", SENT), idempotency_key="old")
+    assert await status_store.apply(StatusUpdate("SM-new", SENT), idempotency_key="new")
+    async with pg_pool.acquire() as conn:
+        for table in ("webhook_events", "orphan_status"):
+            await conn.execute(
+                f"update {pg_schema}.{table} set received_at = now() - interval '2 days' "
+                f"where {'token' if table == 'webhook_events' else 'ref'} like '%old'"
+            )
+    assert await status_store.prune(tokens_older_than=86_400, orphans_older_than=86_400) == (1, 1)
+    assert await status_store.prune() == (0, 0)
+    assert await status_store.get("SM-old") is None
+    assert await status_store.get("SM-new") is SENT
+    # A pruned token is new again; a kept one still deduplicates.
+    assert await status_store.write(StatusUpdate("SM-x", QUEUED), idempotency_key="old") is StatusWrite.ORPHANED
+    assert await status_store.write(StatusUpdate("SM-x", SENT), idempotency_key="new") is StatusWrite.DUPLICATE
+
+
+async def test_30k_shuffled_duplicated_updates(
+    ledger: PostgresLedger,
+    status_store: PostgresStatusStore,
+    pg_pool: Any,
+    pg_schema: str,
+    make_messages: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """10,000 messages × 3 callbacks, shuffled, 10 % replayed with their token, 50 concurrent writers."""
+    n, writers = 10_000, 50
+    rng = random.Random(11)
+    await ledger.add("c1", make_messages(n))
+    # A quarter each: accepted with a SID, accepted without (the callback brings it), SUBMITTING, UNKNOWN.
+    async with pg_pool.acquire() as conn:
+        await conn.execute(
+            f"update {pg_schema}.sends set state = case (seq % 4) when 0 then 'accepted' when 1 then 'accepted' "
+            "when 2 then 'submitting' else 'unknown' end, "
+            "provider_id = case when seq % 4 = 0 then 'SM' || message_id end, fence = 1, attempts = 1"
+        )
+        with_sid = {
+            row["message_id"]
+            for row in await conn.fetch(f"select message_id from {pg_schema}.sends where provider_id is not null")
+        }
+
+    final: dict[str, MessageStatus] = {}
+    events: list[tuple[str, StatusUpdate]] = []
+    for i in range(n):
+        mid, sid = f"m-{i:06d}", f"SMm-{i:06d}"
+        final[mid] = DELIVERED if rng.random() < 0.9 else FAILED
+        for status in (QUEUED, SENT, final[mid]):
+            by_sid_only = mid in with_sid and rng.random() < 0.5
+            update = (
+                StatusUpdate(sid, status, remote_message_id=sid)
+                if by_sid_only
+                else StatusUpdate(mid, status, remote_message_id=sid)
+            )
+            events.append((f"tok-{mid}-{status.value}", update))
+    deliveries = events + rng.sample(events, len(events) // 10)
+    rng.shuffle(deliveries)
+
+    outcomes: dict[str, list[StatusWrite]] = defaultdict(list)
+    queue: asyncio.Queue[tuple[str, StatusUpdate]] = asyncio.Queue()
+    for delivery in deliveries:
+        queue.put_nowait(delivery)
+
+    async def writer() -> None:
+        while not queue.empty():
+            token, update = queue.get_nowait()
+            outcomes[token].append(await status_store.write(update, idempotency_key=token))
+
+    started = time.perf_counter()
+    async with asyncio.timeout(90):
+        await asyncio.gather(*(writer() for _ in range(writers)))
+    elapsed = time.perf_counter() - started
+    rate = len(deliveries) / elapsed
+    with capsys.disabled():
+        print(f"\n[status store] {len(deliveries)} updates in {elapsed:.2f}s: {rate:,.0f} updates/s")
+
+    statuses = {entry.message_id: (entry.status, entry.state) async for entry in ledger.results("c1")}
+    assert statuses == {mid: (status, SendState.ACCEPTED) for mid, status in final.items()}
+    for token, seen in outcomes.items():
+        tally = Counter(seen)
+        assert tally[StatusWrite.DUPLICATE] == len(seen) - 1, (token, seen)  # every replay dropped
+        assert tally[StatusWrite.APPLIED] <= 1
+    assert sum(Counter(seen)[StatusWrite.APPLIED] for seen in outcomes.values()) >= n  # the last of each applied
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.webhook_events") == len(events)
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 0
+    assert (await ledger.progress("c1")).counts == {"accepted": n}
+    assert rate > 500  # a floor far below the measured rate: catches a pathological regression only

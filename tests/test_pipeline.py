@@ -1,0 +1,527 @@
+"""``SendPipeline``: the ledger invariants I1–I5, retries, in-doubt reconciliation, pacing.
+
+A recording connector (the memory channel with scripted provider answers) notes the ledger entry
+at the moment of every provider call, and which messages its "provider" created, so each test can
+check that nothing was sent without a claim and nothing was created twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from messaging_core import (
+    ChannelRegistry,
+    Claim,
+    ConnectorErrorCodes,
+    ConnectorResult,
+    Endpoint,
+    InProcessDispatcher,
+    LedgerEntry,
+    MemoryLedger,
+    MemoryStatusStore,
+    Message,
+    MessageStatus,
+    SendLedger,
+    SendOutcome,
+    SendPipeline,
+    SendResult,
+    SendState,
+    StatusUpdate,
+    TextContent,
+)
+from messaging_core.default_plugins.memory import MemoryConnector
+
+SENDER = "+15550001111"
+
+
+def sms(receiver: str, text: str = "hello") -> Message:
+    return Message(uuid.uuid4().hex, Endpoint.phone(SENDER), Endpoint.phone(receiver), TextContent(text))
+
+
+class RecordingConnector(MemoryConnector):
+    """The memory channel with a scripted provider: answers per receiver, in order, then "ok".
+
+    Script words: ``ok`` (created, 201), ``created_no_answer`` (created, the answer lost:
+    in doubt), ``lost_before`` (not created, in doubt all the same), ``rate_limited`` (not
+    created, retryable), ``invalid`` (refused), ``callback_first`` (created, and its status
+    callback settles the ledger before the answer comes back, which then is lost).
+    """
+
+    ledger: SendLedger | None = None
+    probe: str = "unsupported"
+    """What ``find_sent`` does: ``unsupported`` (None), ``truthful`` (the created ids), ``several``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.script: dict[str, list[str]] = {}
+        self.calls: list[tuple[str, LedgerEntry | None]] = []
+        """``(message_id, the ledger entry when the provider was called)``."""
+        self.created: dict[str, list[str]] = {}
+        """Provider ids created per message id (two entries would be a duplicate SMS)."""
+        self.probes: list[tuple[str, datetime]] = []
+
+    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        entry = await self.ledger.get(message.id) if self.ledger is not None else None
+        self.calls.append((message.id, entry))
+        assert message.receiver is not None
+        queue = self.script.get(message.receiver.address, [])
+        word = queue.pop(0) if queue else "ok"
+        await asyncio.sleep(0)
+        if word in ("ok", "created_no_answer", "callback_first"):
+            sid = f"SM{uuid.uuid4().hex}"
+            self.created.setdefault(message.id, []).append(sid)
+            if word == "ok":
+                return ConnectorResult.success(SendResult(message.id, sid, MessageStatus.QUEUED))
+            if word == "callback_first":
+                assert self.ledger is not None
+                assert await self.ledger.resolve(message.id, provider_id=sid, reconciled=False)
+            return _in_doubt()
+        if word == "lost_before":
+            return _in_doubt()
+        if word == "rate_limited":
+            return ConnectorResult.failure(ConnectorErrorCodes.RATE_LIMITED, "429", retryable=True)
+        assert word == "invalid", word
+        return ConnectorResult.failure(ConnectorErrorCodes.INVALID_RECIPIENT, "refused")
+
+    async def find_sent(self, message: Message, since: datetime) -> list[str] | None:
+        self.probes.append((message.id, since))
+        if self.probe == "unsupported":
+            return None
+        found = list(self.created.get(message.id, []))
+        return found * 2 if self.probe == "several" else found
+
+    def call_count(self, message_id: str) -> int:
+        return sum(1 for mid, _ in self.calls if mid == message_id)
+
+
+def _in_doubt() -> ConnectorResult[SendResult]:
+    return ConnectorResult.failure(ConnectorErrorCodes.OUTCOME_UNKNOWN, "no answer", details={"outcome_unknown": True})
+
+
+@pytest.fixture
+async def connector() -> AsyncIterator[RecordingConnector]:
+    registry = ChannelRegistry()
+    made = RecordingConnector(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
+    assert (await made.initialize()).is_success
+    yield made
+    await made.shutdown()
+
+
+async def _added(ledger: SendLedger, *messages: Message) -> None:
+    await ledger.add("c", [(m, SENDER, 1) for m in messages])
+
+
+def _pipeline(connector: RecordingConnector, ledger: SendLedger | None = None, **options: Any) -> SendPipeline:
+    ledger = ledger if ledger is not None else MemoryLedger()
+    connector.ledger = ledger
+    options.setdefault("backoff", 0.01)
+    options.setdefault("probe_grace", 0.01)
+    return SendPipeline(connector, ledger=ledger, **options)
+
+
+async def _state(ledger: SendLedger, message_id: str) -> SendState:
+    entry = await ledger.get(message_id)
+    assert entry is not None
+    return entry.state
+
+
+# -- the outcome table ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "state"),
+    [
+        (ConnectorResult.success(SendResult("m", "SM1", MessageStatus.QUEUED)), SendState.ACCEPTED),
+        (ConnectorResult.failure(ConnectorErrorCodes.INVALID_RECIPIENT, "21211"), SendState.FAILED),
+        (ConnectorResult.failure(ConnectorErrorCodes.RATE_LIMITED, "429", retryable=True), SendState.PENDING),
+        (ConnectorResult.failure(ConnectorErrorCodes.NOT_ATTEMPTED, "stopped", retryable=True), SendState.PENDING),
+        (_in_doubt(), SendState.UNKNOWN),
+        (ConnectorResult.failure(ConnectorErrorCodes.SEND_MESSAGE_ERROR, "bug in the connector"), SendState.UNKNOWN),
+    ],
+)
+def test_outcome_table(result: ConnectorResult[SendResult], state: SendState) -> None:
+    outcome = SendOutcome.from_result(result)
+    assert outcome.state is state
+    assert outcome.provider_id == ("SM1" if state is SendState.ACCEPTED else None)
+    assert (outcome.retry_after is not None) == (state is SendState.PENDING)
+
+
+def test_entries_read_as_results() -> None:
+    def entry(state: SendState, **fields: Any) -> LedgerEntry:
+        return LedgerEntry("m", "c", state, SENDER, **fields)
+
+    accepted = entry(SendState.ACCEPTED, provider_id="SM1").to_result()
+    assert accepted is not None
+    assert accepted.value is not None
+    assert (accepted.value.remote_message_id, accepted.value.status) == ("SM1", MessageStatus.QUEUED)
+    assert entry(SendState.PENDING).to_result() is None
+    codes = {
+        state: (result.error_code, result.error.retryable, result.error.details.get("outcome_unknown"))
+        for state in (SendState.FAILED, SendState.CANCELLED, SendState.UNKNOWN, SendState.SUBMITTING)
+        if (result := entry(state, error_code="INVALID_RECIPIENT").to_result()) is not None and result.error
+    }
+    assert codes == {
+        SendState.FAILED: ("INVALID_RECIPIENT", False, None),
+        SendState.CANCELLED: (ConnectorErrorCodes.NOT_ATTEMPTED, True, None),
+        SendState.UNKNOWN: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, True),
+        SendState.SUBMITTING: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, True),
+    }
+
+
+# -- I1: no provider call without a committed claim ----------------------------------------------------------
+
+
+async def test_every_provider_call_holds_the_current_claim(connector: RecordingConnector) -> None:
+    dispatcher = InProcessDispatcher(connector, concurrency=8, backoff=0.01, max_attempts=3)
+    connector.ledger = dispatcher.ledger
+    words = ["ok", "rate_limited", "invalid", "created_no_answer", "lost_before", "callback_first"]
+    messages = [sms(f"+1555000{i:04d}") for i in range(60)]
+    for i, message in enumerate(messages):
+        assert message.receiver is not None
+        connector.script[message.receiver.address] = [words[i % len(words)]]
+    handle = await dispatcher.submit(messages, campaign_id="i1")
+    async with asyncio.timeout(5):
+        await handle.wait()
+    assert len(connector.calls) == 60 + 10, "each message once, the rate-limited ones twice"
+    for message_id, entry in connector.calls:
+        assert entry is not None, f"{message_id}: provider called for a message not in the ledger"
+        assert entry.state is SendState.SUBMITTING, f"{message_id}: provider called in state {entry.state}"
+        assert entry.lease_until is not None
+        assert entry.fence == entry.attempts, "every claim moved the fence once"
+    assert all(len(sids) == 1 for sids in connector.created.values()), "a message was created twice"
+
+
+# -- I2: no provider call after the local deadline -------------------------------------------------------------
+
+
+class LateLedger(MemoryLedger):
+    """Hands out claims whose deadline already passed (a worker stalled between claim and call)."""
+
+    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+        claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout)
+        if isinstance(claim, Claim):
+            return Claim(claim.message_id, claim.fence, claim.attempts, claim.lease_until, time.monotonic() - 1)
+        return claim
+
+
+async def test_no_call_starts_after_the_deadline(connector: RecordingConnector) -> None:
+    ledger = LateLedger()
+    message = sms("+15550000001")
+    await _added(ledger, message)
+    pipeline = _pipeline(connector, ledger, max_attempts=3)
+    attempt = await pipeline.process(message)
+    assert connector.calls == []
+    assert (attempt.state, attempt.called_provider) == (SendState.PENDING, False)
+    assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.attempts) == (SendState.PENDING, 1), "nothing was sent: a retry is safe"
+    # A worker that is always too late gives up after max_attempts, still without a call.
+    async with asyncio.timeout(2):
+        final = await pipeline.run(message)
+    assert (final.state, final.result.error_code) == (SendState.FAILED, ConnectorErrorCodes.NOT_ATTEMPTED)
+    assert connector.calls == []
+
+
+# -- I3: in doubt is never resent before reconciliation ------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_expired_lease_is_never_resent_without_resolve(connector: RecordingConnector) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = sms("+15550000002")
+    await _added(ledger, message)
+    crashed = await ledger.claim(message.id, lease=60.0, request_timeout=10.0)  # a worker that died
+    assert isinstance(crashed, Claim)
+    clock.now += 61
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")  # probe: "unsupported"
+    attempt = await pipeline.run(message)
+    assert connector.calls == []
+    assert attempt.state is SendState.UNKNOWN
+    assert attempt.result.error is not None
+    assert attempt.result.error.details["outcome_unknown"] is True
+    assert await _state(ledger, message.id) is SendState.UNKNOWN
+    assert len(connector.probes) == 1, "the provider was asked, and could not tell"
+    assert (await pipeline.run(message)).state is SendState.UNKNOWN
+    assert connector.calls == []
+    assert await ledger.resolve(message.id, provider_id=None)  # an operator proved it absent
+    assert (await pipeline.run(message)).state is SendState.ACCEPTED
+    assert connector.call_count(message.id) == 1
+
+
+async def test_a_live_lease_elsewhere_is_waited_for(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000003")
+    await _added(ledger, message)
+    other = await ledger.claim(message.id, lease=30.0, request_timeout=5.0)
+    assert isinstance(other, Claim)
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert connector.calls == []
+    assert attempt.state is SendState.SUBMITTING
+    assert attempt.retry_after is not None
+    assert 29 < attempt.retry_after <= 30
+
+
+# -- I4: fenced result writes ------------------------------------------------------------------------------------
+
+
+async def test_a_callback_that_settles_first_wins_over_a_lost_answer(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000004")
+    await _added(ledger, message)
+    connector.script["+15550000004"] = ["callback_first"]
+    attempt = await _pipeline(connector, ledger).run(message)
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, connector.created[message.id][0])
+    assert attempt.state is SendState.ACCEPTED, "the stale UNKNOWN write was refused"
+    assert connector.call_count(message.id) == 1
+
+
+# -- I5: accepted and failed are final ---------------------------------------------------------------------------
+
+
+async def test_final_messages_are_never_sent_again(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    accepted, failed = sms("+15550000005"), sms("+15550000006")
+    await _added(ledger, accepted, failed)
+    connector.script["+15550000006"] = ["invalid"]
+    pipeline = _pipeline(connector, ledger)
+    first = [await pipeline.run(m) for m in (accepted, failed)]
+    again = [await pipeline.run(m) for m in (accepted, failed)]
+    assert [a.state for a in first + again] == [SendState.ACCEPTED, SendState.FAILED] * 2
+    assert len(connector.calls) == 2
+    assert again[0].result.value is not None
+    assert again[0].result.value.remote_message_id == connector.created[accepted.id][0]
+    assert again[1].result.error_code == ConnectorErrorCodes.INVALID_RECIPIENT
+    assert not again[0].called_provider
+
+
+# -- retries ---------------------------------------------------------------------------------------------------
+
+
+async def test_retryable_failures_are_retried_until_accepted(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000007")
+    await _added(ledger, message)
+    connector.script["+15550000007"] = ["rate_limited", "rate_limited"]
+    attempt = await _pipeline(connector, ledger).run(message)
+    assert attempt.state is SendState.ACCEPTED
+    assert connector.call_count(message.id) == 3
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.attempts, entry.fence) == (3, 3)
+
+
+async def test_retries_stop_at_max_attempts(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000008")
+    await _added(ledger, message)
+    connector.script["+15550000008"] = ["rate_limited"] * 5
+    attempt = await _pipeline(connector, ledger, max_attempts=3).run(message)
+    assert attempt.state is SendState.FAILED
+    assert attempt.result.error_code == ConnectorErrorCodes.RATE_LIMITED
+    assert connector.call_count(message.id) == 3
+
+
+async def test_backoff_doubles_up_to_the_cap(connector: RecordingConnector) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = sms("+15550000009")
+    await _added(ledger, message)
+    connector.script["+15550000009"] = ["rate_limited"] * 3
+    pipeline = _pipeline(connector, ledger, backoff=2.0, max_backoff=5.0)
+    delays = []
+    for _ in range(3):
+        attempt = await pipeline.process(message)
+        assert attempt.called_provider
+        assert attempt.retry_after is not None
+        delays.append(attempt.retry_after)
+        clock.now += attempt.retry_after
+    assert delays == [2.0, 4.0, 5.0]
+
+
+# -- in doubt: hold, probe, resend ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "probe", "state", "calls", "created"),
+    [
+        ("created_no_answer", "truthful", SendState.ACCEPTED, 1, 1),  # one candidate: it was sent
+        ("lost_before", "truthful", SendState.ACCEPTED, 2, 1),  # none, twice: resent once
+        ("created_no_answer", "several", SendState.UNKNOWN, 1, 1),  # ambiguous: held
+        ("created_no_answer", "unsupported", SendState.UNKNOWN, 1, 1),  # cannot tell: held
+    ],
+)
+async def test_probe_then_resend(
+    connector: RecordingConnector, word: str, probe: str, state: SendState, calls: int, created: int
+) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000010")
+    await _added(ledger, message)
+    connector.script["+15550000010"] = [word]
+    connector.probe = probe
+    attempt = await _pipeline(connector, ledger, in_doubt="probe_then_resend").run(message)
+    assert attempt.state is state
+    assert connector.call_count(message.id) == calls
+    assert len(connector.created.get(message.id, [])) == created
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert entry.reconciled == (probe == "truthful")
+    assert len(connector.probes) == (2 if word == "lost_before" else 1)
+
+
+async def test_hold_never_probes(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000011")
+    await _added(ledger, message)
+    connector.script["+15550000011"] = ["lost_before"]
+    connector.probe = "truthful"
+    attempt = await _pipeline(connector, ledger, in_doubt="hold").run(message)
+    assert attempt.state is SendState.UNKNOWN
+    assert connector.probes == []
+    assert connector.call_count(message.id) == 1
+
+
+async def test_a_status_callback_settles_a_message_in_doubt(connector: RecordingConnector) -> None:
+    ledger, store = MemoryLedger(), MemoryStatusStore()
+    message = sms("+15550000012")
+    await _added(ledger, message)
+    connector.script["+15550000012"] = ["created_no_answer"]
+    pipeline = _pipeline(connector, ledger, status_store=store)
+    assert (await pipeline.run(message)).state is SendState.UNKNOWN
+    sid = connector.created[message.id][0]
+    update = StatusUpdate(message.id, MessageStatus.SENT, remote_message_id=sid)
+    assert await pipeline.status_received(update, idempotency_key="token-1")
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.provider_id, entry.reconciled) == (SendState.ACCEPTED, sid, True)
+    assert await store.get(message.id) is MessageStatus.SENT
+    assert not await pipeline.status_received(update, idempotency_key="token-1"), "a replay changes nothing"
+    assert (await pipeline.run(message)).state is SendState.ACCEPTED
+    assert connector.call_count(message.id) == 1
+
+
+async def test_a_status_without_the_provider_id_proves_nothing(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000013")
+    await _added(ledger, message)
+    connector.script["+15550000013"] = ["created_no_answer"]
+    pipeline = _pipeline(connector, ledger)
+    await pipeline.run(message)
+    assert not await pipeline.status_received(StatusUpdate(message.id, MessageStatus.SENT))
+    assert await _state(ledger, message.id) is SendState.UNKNOWN
+
+
+# -- pacing ------------------------------------------------------------------------------------------------------
+
+
+class RecordingLimiter:
+    def __init__(self, answer: float | None = 0.0) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, float, float | None]] = []
+
+    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+        self.calls.append((key, cost, max_wait))
+        return self.answer
+
+
+class ThreeSegments(RecordingConnector):
+    def send_cost(self, message: Message) -> int:
+        return 3
+
+
+async def test_pace_by_sender_at_the_message_cost_before_the_claim() -> None:
+    registry = ChannelRegistry()
+    connector = ThreeSegments(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
+    await connector.initialize()
+    ledger, limiter = MemoryLedger(), RecordingLimiter()
+    message = sms("+15550000014")
+    await _added(ledger, message)
+    attempt = await _pipeline(connector, ledger, limiter=limiter, max_wait=2.0).process(message)
+    assert attempt.state is SendState.ACCEPTED
+    assert limiter.calls == [(SENDER, 3, 2.0)]
+    await connector.shutdown()
+
+
+async def test_a_pace_beyond_max_wait_defers_without_claiming(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000015")
+    await _added(ledger, message)
+    attempt = await _pipeline(connector, ledger, limiter=RecordingLimiter(None), max_wait=1.5).process(message)
+    assert (attempt.state, attempt.retry_after) == (SendState.PENDING, 1.5)
+    assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "nothing was claimed"
+    assert connector.calls == []
+
+
+async def test_a_cancellation_before_the_claim_sends_nothing(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000016")
+    await _added(ledger, message)
+    await ledger.cancel("c")
+    cancel = asyncio.Event()
+    cancel.set()
+    attempt = await _pipeline(connector, ledger).run(message, cancel=cancel)
+    assert attempt.state is SendState.CANCELLED
+    assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    assert connector.calls == []
+
+
+# -- send_batch runs the same pipeline -------------------------------------------------------------------------
+
+
+async def test_send_batch_and_send_stream_run_the_pipeline(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: Counter[str] = Counter()
+    original = SendPipeline.send
+
+    async def counted(self: SendPipeline, message: Message, **kwargs: Any) -> ConnectorResult[SendResult]:
+        passes[message.id] += 1
+        assert self.ledger is None, "a plain batch records nothing"
+        return await original(self, message, **kwargs)
+
+    monkeypatch.setattr(SendPipeline, "send", counted)
+    messages = [sms(f"+1555000{i:04d}") for i in range(5)]
+    batch = await connector.send_batch(messages)
+    streamed = [m.id async for m, _ in connector.send_stream(messages)]
+    assert list(batch.results) == [m.id for m in messages]
+    assert sorted(streamed) == sorted(m.id for m in messages)
+    assert passes == Counter({m.id: 2 for m in messages})
+
+
+async def test_send_batch_pace_is_batch_wide(connector: RecordingConnector) -> None:
+    messages = [sms(f"+1555000{i:04d}") for i in range(6)]
+    start = time.monotonic()
+    result = await connector.send_batch(messages, concurrency=6, messages_per_second=40)
+    elapsed = time.monotonic() - start
+    assert result.is_complete_success
+    assert elapsed >= 5 / 40 - 0.01, "six sends at 40/s take at least five intervals"
+
+
+def test_pipeline_arguments_are_checked(connector: RecordingConnector) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        SendPipeline(connector, ledger=MemoryLedger(), lease=10.0, request_timeout=10.0)
+    with pytest.raises(ValueError, match="in_doubt"):
+        SendPipeline(connector, in_doubt="resend")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_attempts"):
+        SendPipeline(connector, max_attempts=0)
