@@ -24,6 +24,7 @@ __all__ = [
     "encode_form",
     "error_from_response",
     "is_message_sid",
+    "list_query",
     "map_status",
     "mask_phone",
     "message_body",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_json_object",
     "parse_twilio_date",
     "retry_after_seconds",
+    "sent_candidates",
     "utf16_length",
     "with_message_id",
 ]
@@ -132,6 +134,51 @@ def message_body(message: Message) -> str | None:
 def utf16_length(text: str) -> int:
     """Length in UTF-16 code units, as Twilio counts its 1,600 limit (an emoji counts twice)."""
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def list_query(message: Message, settings: Mapping[str, Any]) -> dict[str, str]:
+    """Query of ``ListMessage`` that finds the messages ``message`` may have become.
+
+    With a Messaging Service the sender is chosen by Twilio, so only ``To`` narrows the list
+    (candidates are then matched on ``messaging_service_sid``).
+    """
+    assert message.receiver is not None
+    query = {"To": message.receiver.address, "PageSize": "50"}
+    if not settings.get("MessagingServiceSid") and message.sender is not None:
+        query["From"] = message.sender.address
+    return query
+
+
+def sent_candidates(
+    message: Message, settings: Mapping[str, Any], listed: Mapping[str, Any], since: datetime
+) -> list[str] | None:
+    """SIDs in a ``ListMessage`` page that could be ``message`` (reconciliation probe).
+
+    A candidate is outbound, created at or after ``since`` (second precision, as Twilio's dates),
+    with the same body and number of media, from the same Messaging Service when one is used.
+    Returns None when the page cannot tell (no ``messages`` list).
+    """
+    records = listed.get("messages")
+    if not isinstance(records, list):
+        return None
+    body = message_body(message) or ""
+    media = len(message.media())
+    service = settings.get("MessagingServiceSid")
+    floor = since.replace(microsecond=0)
+    found = []
+    for record in records:
+        if not isinstance(record, dict) or not str(record.get("direction", "")).startswith("outbound"):
+            continue
+        created = parse_twilio_date(record.get("date_created"))
+        if created is None or created < floor:
+            continue
+        if (record.get("body") or "") != body or str(record.get("num_media") or "0") != str(media):
+            continue
+        if service and record.get("messaging_service_sid") != service:
+            continue
+        if isinstance(record.get("sid"), str):
+            found.append(record["sid"])
+    return found
 
 
 def _bool(value: Any) -> str:

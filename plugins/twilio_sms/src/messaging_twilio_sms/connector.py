@@ -15,7 +15,9 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -301,6 +303,44 @@ class TwilioSmsConnector(ChannelConnector):
 
     def _phone(self, number: str | None) -> str:
         return (number or "-") if self._show_numbers else mask_phone(number)
+
+    # -- the send pipeline's seam -------------------------------------------------------------------
+
+    def rate_limit_key(self, message: Message) -> str:
+        """Twilio paces per sender: the Messaging Service when one is used, else the From number."""
+        service = self.parameters.get("MessagingServiceSid")
+        if service:
+            return str(service)
+        return super().rate_limit_key(message)
+
+    def send_cost(self, message: Message) -> int:
+        """Segments: Twilio counts throughput (MPS) in message segments."""
+        body = _api.message_body(message)
+        if body is None:
+            return 1
+        return max(1, count_segments(body, bool(message.properties.get("SmartEncoded", False))).segments)
+
+    def send_timeout(self) -> float | None:
+        timeout = self.parameters.get("RequestTimeout")
+        return float(timeout) if timeout is not None else None
+
+    async def find_sent(self, message: Message, since: datetime) -> list[str] | None:
+        """Probe Twilio's message list for messages this one may have become (reconciliation).
+
+        Returns the candidates' SIDs, or None when the list cannot be read (the message is then
+        held rather than resent).
+        """
+        if message.receiver is None:
+            return None
+        query = urlencode(_api.list_query(message, self.parameters))
+        try:
+            answer = await self._request("GET", f"{self._messages_url}?{query}")
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+        listed = _api.parse_json_object(answer.body) if answer.status == 200 else None
+        if listed is None:
+            return None
+        return _api.sent_candidates(message, self.parameters, listed, since)
 
     # -- status query ------------------------------------------------------------------------------
 
