@@ -468,9 +468,12 @@ class MessageSource:
 
     def form_dict(self) -> dict[str, str]:
         """Form fields as a dict; for repeated keys the first value wins."""
-        result: dict[str, str] = {}
-        for key, value in self.form or ():
-            result.setdefault(key, value)
+        pairs = self.form or ()
+        result = dict(pairs)  # the usual case: every key once (built in C)
+        if len(result) != len(pairs):
+            result = {}
+            for key, value in pairs:
+                result.setdefault(key, value)
         return result
 
     def json(self) -> Any:

@@ -267,9 +267,8 @@ def _missing(fields: Mapping[str, str], names: Iterable[str]) -> ConnectorError 
 
 def parse_inbound(fields: Mapping[str, str]) -> Message | ConnectorError:
     """An inbound SMS/MMS webhook → a ``Message`` (text plus ``MediaUrl{N}`` parts; every field kept)."""
-    problem = _missing(fields, _REQUIRED_INBOUND)
-    if problem is not None:
-        return problem
+    if not (fields.get("MessageSid") and fields.get("From") and fields.get("To")):
+        return _missing(fields, _REQUIRED_INBOUND) or ConnectorError("INVALID_WEBHOOK_DATA", "missing fields")
     parts: list[Content] = []
     body = fields.get("Body", "")
     if body:
