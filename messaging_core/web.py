@@ -11,6 +11,19 @@ short reason; an observer that raises → 500 (so the provider retries). Redeliv
 idempotency token, same inbound message, same message + status) are acknowledged and dispatched
 once; status updates that would move a message backwards (a late ``sent`` after ``delivered``)
 are acknowledged and not dispatched. Body size and handling time are limited.
+
+Where delivery statuses are reconciled:
+
+- by default, in this process's memory (a bounded table): right for one webhook host;
+- with a ``status_store`` (``StatusStore``), in the store, which several hosts can share (PostgreSQL).
+  Every verified status callback goes through ``status_store.apply(update, idempotency_key=<the
+  provider's token>)``: the store decides whether it is new and moves the message forward, and
+  the hook is dispatched only when it says so. Each callback is then dispatched by one host, once,
+  never backwards. A store that fails answers 500 (503 on a timeout), so the provider retries:
+  the host never acknowledges a status it did not record;
+- with a ``pipeline`` (``SendPipeline``, ``InProcessDispatcher``: anything with
+  ``status_received`` and a ``status_store``), through ``pipeline.status_received``, which records
+  the status in the pipeline's store and also settles a send the ledger holds in doubt.
 """
 
 from __future__ import annotations
@@ -20,17 +33,18 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.message import MessageSource
-from messaging_core.results import ConnectorResult, MessageStatus
+from messaging_core.pipeline import StatusStore
+from messaging_core.results import ConnectorResult, MessageStatus, StatusUpdate
 from messaging_core.schema import Capability
 
-__all__ = ["CONNECTORS_KEY", "WebhookStats", "create_webhook_app", "public_url_of"]
+__all__ = ["CONNECTORS_KEY", "StatusReceiver", "WebhookStats", "create_webhook_app", "public_url_of"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +62,9 @@ class WebhookStats:
         self.rejected = 0
         self.forbidden = 0
         self.errors = 0
+        self.not_applied = 0
+        """Status callbacks the status store did not apply: a replayed token, or a status that does
+        not move the message forward (the store does not say which). Only with a status store."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -102,6 +119,23 @@ class _StatusTable:
             self._status[key] = previous
 
 
+class StatusReceiver(Protocol):
+    """What records a status callback and settles the send it proves: ``SendPipeline``, ``InProcessDispatcher``."""
+
+    @property
+    def status_store(self) -> StatusStore | None:
+        """Where statuses are recorded; it decides what is new."""
+
+    async def status_received(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+        """Record ``update`` (and settle its message if it was in doubt); whether anything changed."""
+
+
+class RecordStatus(Protocol):
+    """``StatusStore.apply`` or ``StatusReceiver.status_received``: whether the update was recorded as new."""
+
+    async def __call__(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool: ...
+
+
 CONNECTORS_KEY: web.AppKey[Mapping[str, ChannelConnector]] = web.AppKey("connectors", Mapping)
 STATS_KEY: web.AppKey[WebhookStats] = web.AppKey("webhook_stats", WebhookStats)
 STATUS_KEY: web.AppKey[_StatusTable] = web.AppKey("status_table", _StatusTable)
@@ -124,9 +158,16 @@ def public_url_of(request: web.Request, settings: WebhookSettings) -> str:
 
 
 class _Handlers:
-    def __init__(self, connectors: Mapping[str, ChannelConnector], settings: WebhookSettings, dedup_size: int) -> None:
+    def __init__(
+        self,
+        connectors: Mapping[str, ChannelConnector],
+        settings: WebhookSettings,
+        dedup_size: int,
+        record_status: RecordStatus | None,
+    ) -> None:
         self.connectors = connectors
         self.settings = settings
+        self.record_status = record_status
         self.stats = WebhookStats()
         self.seen = {name: _Seen(dedup_size) for name in connectors}
         self.statuses = _StatusTable(dedup_size)
@@ -197,9 +238,11 @@ class _Handlers:
             if result.value is None:
                 return self._refuse(result)
             update = result.value
-            seen = self.seen[name]
             token = connector.webhook_idempotency_key(source)
             subject = f"{name}:{update.remote_message_id or update.message_id}"
+            if self.record_status is not None:
+                return await self._status_through_store(request, connector, update, token, subject)
+            seen = self.seen[name]
             keys = ([f"token:{token}"] if token else []) + [f"status:{subject}:{update.raw_status or update.status}"]
             if any(k in seen for k in keys):
                 self.stats.duplicates += 1
@@ -230,6 +273,44 @@ class _Handlers:
                     return web.Response(status=500, text="observer failed\n")
             self.stats.dispatched += 1
             return _ack(connector, "status")
+
+    async def _status_through_store(
+        self,
+        request: web.Request,
+        connector: ChannelConnector,
+        update: StatusUpdate,
+        token: str | None,
+        subject: str,
+    ) -> web.StreamResponse:
+        """Record in the status store, then dispatch only what the store applied.
+
+        The store is shared by every host, so it alone decides what is new: nothing is kept here.
+        Once the store has recorded a status it cannot be taken back (another host may already
+        have moved the message further), so an observer that fails makes a 500 but the
+        provider's retry is acknowledged without a second dispatch: with a store, observers see
+        each status at most once.
+        """
+        assert self.record_status is not None
+        # One message at a time on this host, so that its observers see the order the store applied.
+        async with self.locks[hash(subject) % len(self.locks)]:
+            try:
+                applied = await self.record_status(update, idempotency_key=token)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("webhook %s: the status store failed; answering 500 so that it is retried", request.path)
+                return web.Response(status=500, text="status not recorded\n")
+            if not applied:
+                self.stats.not_applied += 1
+                log.debug("webhook %s: status %s not applied (replay or stale)", request.path, update.status.value)
+                return _ack(connector, "status")
+            try:
+                await connector.notify_status_changed(update)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("webhook %s: a message_status_changed observer failed (status recorded)", request.path)
+                return web.Response(status=500, text="observer failed\n")
+        self.stats.dispatched += 1
+        return _ack(connector, "status")
 
     async def healthz(self, request: web.Request) -> web.Response:
         # Concurrently, each within the request timeout: one slow provider must not hold the probe.
@@ -278,20 +359,46 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.Response(status=400, text=f"malformed request: {type(err).__name__}\n")
 
 
+def _status_recorder(store: StatusStore | None, pipeline: StatusReceiver | None) -> RecordStatus | None:
+    """How the status handler records a callback: the pipeline's ``status_received``, the store's ``apply``, or None."""
+    if pipeline is None:
+        return None if store is None else store.apply
+    own = pipeline.status_store
+    if own is None:
+        # Without a store a pipeline reports only ledger changes: every status after the first
+        # would look like a replay and never be dispatched.
+        raise ValueError(f"{pipeline!r} has no status store: give it one, or pass status_store instead")
+    if store is not None and store is not own:
+        raise ValueError("status_store must be the pipeline's own status store (or left out)")
+    return pipeline.status_received
+
+
 def create_webhook_app(
     connectors: Mapping[str, ChannelConnector],
     *,
     settings: WebhookSettings | None = None,
     manage_lifecycle: bool = False,
     dedup_size: int = 100_000,
+    status_store: StatusStore | None = None,
+    pipeline: StatusReceiver | None = None,
 ) -> web.Application:
     """An aiohttp application serving the webhooks of ``connectors`` (by name).
 
     With ``manage_lifecycle`` the app initializes the connectors on startup and shuts them down
     on cleanup; otherwise the caller does (``async with`` each connector).
+
+    :param dedup_size: how many recent keys and statuses the in-memory tables keep.
+    :param status_store: where status callbacks are recorded (shared by several hosts); it decides
+        what is dispatched. None: a table in this process's memory. The caller opens and closes it.
+    :param pipeline: records through ``pipeline.status_received`` instead, so that a callback also
+        settles a send held in doubt (``SendPipeline``, ``InProcessDispatcher``; pass it here
+        rather than registering it as a plugin). A callback is dispatched when ``status_received``
+        reports a change: its ``status_store`` applied it, or the ledger settled the message.
+        ``status_store``, when also given, must be that same store. Not needed when the store
+        settles sends itself (``PostgresStatusStore`` on the ledger's tables does).
     """
     settings = settings or WebhookSettings()
-    handlers = _Handlers(dict(connectors), settings, dedup_size)
+    handlers = _Handlers(dict(connectors), settings, dedup_size, _status_recorder(status_store, pipeline))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
     app[CONNECTORS_KEY] = handlers.connectors
     app[STATS_KEY] = handlers.stats
