@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,9 @@ class SendPipeline:
         probes ``probe_grace`` seconds apart found nothing.
     :param status_store: where ``status_received`` records delivery statuses.
     :param cancel_reason: how a message skipped by a cancellation is described.
+    :param call_slot: with a ledger, a context manager factory held around the claim and the
+        provider call (never around the pace wait): an account-wide cap on calls in flight, such
+        as the scale-out plugin's ``RedisConcurrencyLimit.slot``. None: no cap.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class SendPipeline:
         probe_skew: float = 60.0,
         status_store: StatusStore | None = None,
         cancel_reason: str = "cancelled",
+        call_slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         if in_doubt not in ("hold", "probe_then_resend"):
             raise ValueError(f"in_doubt must be 'hold' or 'probe_then_resend', not {in_doubt!r}")
@@ -131,6 +136,7 @@ class SendPipeline:
         self.probe_skew = probe_skew
         self.status_store = status_store
         self.cancel_reason = cancel_reason
+        self.call_slot = call_slot
 
     def __repr__(self) -> str:
         return f"<SendPipeline {self.connector.name!r} ledger={self.ledger!r} limiter={self.limiter!r}>"
@@ -161,15 +167,18 @@ class SendPipeline:
             result = await connector._send_observed(message)
             state = SendState.ACCEPTED if result.error is None else SendOutcome.from_result(result).state
             return SendAttempt(message.id, result, state, None, True)
-        claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
+        # The slot is taken before the claim, so that waiting for it does not use up the lease.
+        async with self.call_slot() if self.call_slot is not None else contextlib.nullcontext():
+            claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
+            if isinstance(claim, Claim):
+                called = time.monotonic() <= claim.deadline
+                if called:
+                    result = await connector._send_observed(message)
+                else:
+                    # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
+                    result = not_attempted("the claim's deadline passed")
         if not isinstance(claim, Claim):
             return await self._unclaimable(claim)
-        called = time.monotonic() <= claim.deadline
-        if called:
-            result = await connector._send_observed(message)
-        else:
-            # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
-            result = not_attempted("the claim's deadline passed")
         outcome = SendOutcome.from_result(result)
         if outcome.state is SendState.PENDING:
             if claim.attempts >= self.max_attempts:

@@ -1,7 +1,7 @@
 """The Taskiq broker on a real RabbitMQ, and ``send_chunk`` run by an in-process receiver.
 
-The worker-kill scenarios (T1–T8 of docs/scale-out.md) come with the dispatcher and the worker
-command; these tests pin the broker's queue settings and the chunk task's no-double-send path.
+These pin the broker's queue settings and the chunk task's no-double-send path; the campaigns on
+worker processes (T1–T5, T11 of the design's test plan) are in ``test_campaigns.py``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def test_send_chunk_sends_each_message_once(
         memory_connector, ledger=ledger, limiter=RedisGcraLimiter(redis_client, rate=500, prefix=redis_prefix)
     )
     broker = create_broker(url, queue=name, exchange=name)
-    install_sender(broker, ChunkSender(pipeline, concurrency=20))
+    install_sender(broker, ChunkSender(ledger, pipeline, concurrency=20))
     broker.is_worker_process = True
     await broker.startup()
     receiver = asyncio.create_task(run_receiver_task(broker))

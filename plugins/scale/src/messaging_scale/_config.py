@@ -1,17 +1,18 @@
-"""The store registrations of the plugin: which URL schemes build which stores."""
+"""The registrations of the plugin: the `taskiq` dispatcher kind, and which URL schemes build which stores."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from messaging_core.dispatcher import StoreRegistration
+from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
 from messaging_core.errors import ConfigurationError
+from messaging_scale._dispatcher import create_taskiq_dispatcher
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisGcraLimiter
 from messaging_scale._status import PostgresStatusStore
 
-__all__ = ["POSTGRES_STORES", "REDIS_STORES"]
+__all__ = ["POSTGRES_STORES", "REDIS_STORES", "TASKIQ"]
 
 
 def _ledger(url: str, options: Mapping[str, Any]) -> PostgresLedger:
@@ -26,7 +27,8 @@ def _limiter(url: str, options: Mapping[str, Any]) -> RedisGcraLimiter:
     rate = options.get("messages_per_second")
     if not rate:
         raise ConfigurationError("[dispatcher]: a redis:// limiter needs messages_per_second (each sender's pace)")
-    return RedisGcraLimiter.from_url(url, rate=float(rate))
+    rates = options.get("rates") or {}
+    return RedisGcraLimiter.from_url(url, rate=float(rate), rates={str(k): float(v) for k, v in rates.items()})
 
 
 _POSTGRES_DESCRIPTION = "PostgreSQL send ledger and status store (?schema=…, tables created on first use)"
@@ -39,4 +41,10 @@ REDIS_STORES = (
     StoreRegistration(
         "redis", limiter=_limiter, description="Redis GCRA rate limiter shared by every worker (?prefix=…&account=…)"
     ),
+)
+
+TASKIQ = DispatcherRegistration(
+    "taskiq",
+    create_taskiq_dispatcher,
+    "worker processes on RabbitMQ (Taskiq), PostgreSQL ledger, Redis pace (`messaging worker`)",
 )

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
+
+from attrs import frozen
 
 from messaging_core.converters import structure, unstructure
 from messaging_core.message import Message
@@ -26,7 +29,7 @@ from messaging_core.results import MessageStatus
 from messaging_scale._schema import OPEN_STATES, check_schema_name, migrate
 from messaging_scale._urls import postgres_pool
 
-__all__ = ["PostgresLedger"]
+__all__ = ["CampaignInfo", "OpenMessage", "PostgresLedger"]
 
 _ENTRY_COLUMNS = (
     "message_id, campaign_id, state, sender_key, segments, attempts, fence, provider_id, error_code, "
@@ -35,6 +38,32 @@ _ENTRY_COLUMNS = (
 
 # What ``record`` may write: the outcomes of one provider call.
 _RECORDABLE = frozenset({SendState.ACCEPTED, SendState.FAILED, SendState.PENDING, SendState.UNKNOWN})
+
+
+@frozen
+class CampaignInfo:
+    """A campaign of the distributed dispatcher: who sends it, and the flags workers obey."""
+
+    campaign_id: str
+    connector: str
+    """The connector's name in the configuration file every worker reads."""
+    paused: bool = False
+    """Workers start no provider call for it (calls in flight finish)."""
+    cancelled: bool = False
+    """Workers cancel what is still PENDING instead of sending it."""
+    created_at: datetime | None = None
+
+
+@frozen
+class OpenMessage:
+    """A message of a chunk that still needs work, with what a worker must know to send it."""
+
+    message: Message
+    campaign_id: str
+    connector: str | None
+    """The campaign's connector name; None for a campaign not submitted by the distributed dispatcher."""
+    paused: bool = False
+    cancelled: bool = False
 
 
 def _entry(row: Mapping[str, Any]) -> LedgerEntry:
@@ -141,6 +170,54 @@ class PostgresLedger:
         )
         self._sql_page = (
             f"select seq, {_ENTRY_COLUMNS} from {s}.sends where campaign_id = $1 and seq > $2 order by seq limit $3"
+        )
+
+        # -- campaign control (the distributed dispatcher) --
+        self._sql_open_ids = (
+            f"select message_id from {s}.sends where message_id = any($1::text[]) and state in ({open_states})"
+        )
+        self._sql_open_messages = (
+            "select s.message_id, s.campaign_id, s.payload::text as payload, c.connector, "
+            "coalesce(c.paused, false) as paused, coalesce(c.cancelled, false) as cancelled "
+            f"from {s}.sends s left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            f"where s.message_id = any($1::text[]) and s.state in ({open_states})"
+        )
+        self._sql_campaign_connector = f"select connector from {s}.campaigns where campaign_id = $1 for update"
+        self._sql_campaign_upsert = (
+            f"insert into {s}.campaigns (campaign_id, connector) values ($1, $2) "
+            "on conflict (campaign_id) do update set paused = false, cancelled = false, updated_at = now()"
+        )
+        self._sql_campaign = (
+            f"select campaign_id, connector, paused, cancelled, created_at from {s}.campaigns where campaign_id = $1"
+        )
+        self._sql_campaign_flags = (
+            f"update {s}.campaigns set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled), "
+            "updated_at = now() where campaign_id = $1"
+        )
+        self._sql_take_turn = (
+            f"insert into {s}.sweeps as w (name, next_at) values ($1, now() + make_interval(secs => $2)) "
+            "on conflict (name) do update set next_at = excluded.next_at where w.next_at <= now() returning 1"
+        )
+        # Rows nobody has worked on for ``stale_after`` seconds although they need work. Paused
+        # campaigns are left alone; UNKNOWN rows only when the policy lets a worker reconcile them;
+        # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
+        self._sql_stale = (
+            f"select s.message_id from {s}.sends s left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
+            "and ($5::text is null or s.campaign_id = $5) and ("
+            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $1)) "
+            "or ($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
+            "or (s.state = 'pending' and (s.attempts > 0 or $3) "
+            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))"
+            ") order by s.seq limit $4"
+        )
+        self._sql_open_page = (
+            f"select seq, message_id from {s}.sends where campaign_id = $1 and seq > $2 "
+            f"and state in ({open_states}) order by seq limit $3"
+        )
+        self._sql_held = (
+            f"select {_ENTRY_COLUMNS} from {s}.sends where state = 'unknown' "
+            "and ($1::text is null or campaign_id = $1) order by seq limit $2"
         )
 
     def __repr__(self) -> str:
@@ -307,3 +384,103 @@ class PostgresLedger:
             if len(rows) < self._page_size:
                 return
             after = rows[-1]["seq"]
+
+    # -- campaign control (the distributed dispatcher; not part of the SendLedger protocol) --------
+
+    async def open_ids(self, ids: Sequence[str]) -> list[str]:
+        """The ids among ``ids`` that still need work (PENDING, SUBMITTING or UNKNOWN), in no particular order."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_open_ids, list(ids))
+        return [row["message_id"] for row in rows]
+
+    async def open_messages(self, ids: Sequence[str]) -> list[OpenMessage]:
+        """The messages of a chunk that still need work, in the order of ``ids``, in one query.
+
+        Final messages (a redelivered or overlapping chunk) are left out: they cost nothing more.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_open_messages, list(ids))
+        by_id = {row["message_id"]: row for row in rows}
+        found = []
+        for message_id in dict.fromkeys(ids):
+            row = by_id.get(message_id)
+            if row is not None:
+                found.append(
+                    OpenMessage(
+                        message=structure(json.loads(row["payload"]), Message),
+                        campaign_id=row["campaign_id"],
+                        connector=row["connector"],
+                        paused=row["paused"],
+                        cancelled=row["cancelled"],
+                    )
+                )
+        return found
+
+    async def register_campaign(self, campaign_id: str, connector: str) -> None:
+        """Record that ``connector`` (a name in the workers' configuration) sends the campaign.
+
+        Registering it again (a resubmission) clears the pause and cancel flags.
+
+        :raises ValueError: the campaign is registered with another connector.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(self._sql_campaign_connector, campaign_id)
+            if current is not None and current != connector:
+                raise ValueError(f"campaign {campaign_id!r} is sent by connector {current!r}, not {connector!r}")
+            await conn.execute(self._sql_campaign_upsert, campaign_id, connector)
+
+    async def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        """The registered campaign, or None (not submitted through the distributed dispatcher)."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._sql_campaign, campaign_id)
+        if row is None:
+            return None
+        return CampaignInfo(row["campaign_id"], row["connector"], row["paused"], row["cancelled"], row["created_at"])
+
+    async def set_campaign_flags(
+        self, campaign_id: str, *, paused: bool | None = None, cancelled: bool | None = None
+    ) -> bool:
+        """Set a registered campaign's flags (None: unchanged); False when it is not registered."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql_campaign_flags, campaign_id, paused, cancelled)
+        return _updated(status)
+
+    async def take_turn(self, name: str, interval: float) -> bool:
+        """Whether this caller runs the periodic job ``name`` now; the next turn is ``interval`` seconds later.
+
+        Every process may ask as often as it likes: one wins per interval, on the database's clock.
+        """
+        async with self._pool.acquire() as conn:
+            won = await conn.fetchval(self._sql_take_turn, name, float(interval))
+        return won is not None
+
+    async def stale(
+        self,
+        *,
+        stale_after: float,
+        unknown: bool,
+        unclaimed: bool,
+        campaign_id: str | None = None,
+        limit: int = 5000,
+    ) -> list[str]:
+        """Ids that need work but nobody touched for ``stale_after`` seconds (the sweeper's re-kicks).
+
+        SUBMITTING rows whose lease expired that long ago; UNKNOWN rows when ``unknown``;
+        PENDING rows due that long ago that were tried before, or, when ``unclaimed``, never
+        tried (their chunk may have been lost). Paused campaigns are skipped.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_stale, float(stale_after), unknown, unclaimed, limit, campaign_id)
+        return [row["message_id"] for row in rows]
+
+    async def open_page(self, campaign_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, str]]:
+        """``(seq, message_id)`` of a campaign's messages that still need work, after ``seq`` ``after`` (keyset)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_open_page, campaign_id, after, limit)
+        return [(row["seq"], row["message_id"]) for row in rows]
+
+    async def held(self, *, campaign_id: str | None = None, limit: int = 1000) -> list[LedgerEntry]:
+        """UNKNOWN entries (in doubt, waiting for a callback, a probe or an operator), oldest first."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_held, campaign_id, limit)
+        return [_entry(row) for row in rows]

@@ -7,7 +7,9 @@ Tables (``docs/scale-out.md``, "Distributed stores"):
 - ``campaign_counters``: per-campaign counts by state, sharded by ``shard_of(message_id)`` so that
   concurrent transitions don't queue on one hot row;
 - ``webhook_events``: idempotency tokens of the status callbacks already applied;
-- ``orphan_status``: statuses that arrived before the message's provider id was known.
+- ``orphan_status``: statuses that arrived before the message's provider id was known;
+- ``campaigns``: the distributed dispatcher's campaigns (connector name, pause and cancel flags);
+- ``sweeps``: whose turn it is to run a periodic job (the sweeper of re-kicks).
 
 Two invariants are kept by the database itself rather than by every caller, so that no code path
 can forget them: the counters follow every insert and state change of ``sends`` (statement-level
@@ -92,6 +94,24 @@ create table if not exists {schema}.orphan_status (
     status_rank  int not null,
     status_at    timestamptz not null,
     received_at  timestamptz not null default now()
+);
+
+-- Campaigns submitted through the distributed dispatcher: which connector sends them, and the
+-- flags workers check before each provider call. A ledger used without that dispatcher (the
+-- in-process one) leaves it empty: campaigns without a row are neither paused nor cancelled.
+create table if not exists {schema}.campaigns (
+    campaign_id  text primary key,
+    connector    text not null,
+    paused       boolean not null default false,
+    cancelled    boolean not null default false,
+    created_at   timestamptz not null default now(),
+    updated_at   timestamptz not null default now()
+);
+
+-- Turns of periodic jobs (the sweeper): one process wins each turn, whichever machine it runs on.
+create table if not exists {schema}.sweeps (
+    name     text primary key,
+    next_at  timestamptz not null
 );
 
 create or replace function {schema}.shard_of(message_id text) returns smallint

@@ -1,4 +1,4 @@
-"""Taskiq pieces of the distributed dispatcher: the RabbitMQ broker and the ``send_chunk`` task.
+"""Taskiq pieces of the distributed dispatcher: the RabbitMQ broker, the ``send_chunk`` task, the sweeper.
 
 The broker carries chunks of message ids, not messages: the ledger holds the messages, and the
 ledger, not the queue, guarantees that no message is sent twice. The queue only has to deliver
@@ -9,36 +9,44 @@ every chunk at least once, again after a worker crash. ``create_broker`` builds 
   deliveries);
 - an explicit ``x-delivery-limit``, because RabbitMQ 3.10 has none by default, so that a chunk
   that keeps killing its worker stops after a few tries...
-- ...and then goes to a **dead-letter queue** instead of disappearing;
+- ...and then goes to a **dead-letter queue** instead of disappearing (the sweeper finds its
+  rows later: they are still in the ledger);
 - the task is acknowledged when it has *executed* (``ack_type=when_executed``), not when received.
 
-A worker process installs a ``ChunkSender`` (the send pipeline and its ledger) in the broker's
-state at start-up (``install_sender``); ``send_chunk`` hands each chunk to it.
-
-Not here yet (next step): the ``TaskiqDispatcher`` (submit, campaign handles), the sweeper that
-re-kicks due and expired rows, the ``messaging worker`` command.
+A worker process installs a ``ChunkSender`` in the broker's state at start-up
+(``install_sender``); ``send_chunk`` hands each chunk to it. ``ChunkKicker`` publishes chunks
+(the dispatcher's ``submit``, a campaign's ``resume``, the sweeper), and ``Sweeper`` re-kicks
+the rows that need work but that nobody touched for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from aio_pika import ExchangeType
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends
 from taskiq_aio_pika import AioPikaBroker, Exchange, Queue, QueueType
 
-from messaging_core.pipeline import SendLedger
-from messaging_core.sending import SendPipeline
+from messaging_core.pipeline import SendState
+from messaging_core.results import ConnectorErrorCodes
+from messaging_core.sending import SendAttempt, SendPipeline
+from messaging_scale._ledger import OpenMessage, PostgresLedger
+from messaging_scale._limiter import RedisGcraLimiter
 
 __all__ = [
     "MAX_REQUEUES",
     "SEND_CHUNK_TASK",
+    "ChunkKicker",
     "ChunkSender",
+    "Sweeper",
     "create_broker",
     "install_sender",
+    "queued_chunks",
     "register_tasks",
 ]
 
@@ -53,41 +61,154 @@ _REQUEUE_LABEL = "X-Taskiq-requeue"  # set by taskiq's Context.requeue
 
 log = logging.getLogger(__name__)
 
+PipelineFor = Callable[[str | None], Awaitable[SendPipeline]]
+"""The pipeline of a campaign's connector, by the connector's name (None: not registered)."""
+
 
 class ChunkSender:
     """Runs a chunk of message ids through the send pipeline: the body of ``send_chunk``.
 
-    Each message goes through ``SendPipeline.run`` (pace, claim, send, fenced record, retries and
-    reconciliation by the pipeline's policy), ``concurrency`` messages at a time. Ids already
-    final are skipped by the claim itself, so a redelivered chunk sends nothing twice.
+    One query loads the chunk's messages that still need work (a redelivered or overlapping
+    chunk skips the finished ones). Each then goes through ``SendPipeline.process`` pass after
+    pass, as ``SendPipeline.run`` does (retries when due, reconciliation of messages in doubt by
+    the pipeline's policy), with three additions for campaigns on many workers:
 
-    :param pipeline: the send pipeline (connector, ledger, limiter, status store).
-    :param concurrency: messages of one chunk in flight at once.
+    - before every pass, the campaign's flags (read from the ledger at most once per
+      ``flags_ttl`` seconds): a paused campaign's messages are left PENDING (``resume`` kicks
+      them again), a cancelled one's are cancelled;
+    - a retry due later than ``max_inline_wait`` is left to the sweeper, so that a chunk is not
+      held unacknowledged for minutes;
+    - a ``RATE_LIMITED`` answer halves the sender's pace for ``slow_down_for`` seconds on every
+      worker (when the limiter is a ``RedisGcraLimiter``).
+
+    At most ``concurrency`` passes run at once in the process, over all its chunks. Each ledger
+    operation takes one pooled connection and gives it back before the pace wait and the provider
+    call.
+
+    :param ledger: the PostgreSQL ledger.
+    :param pipelines: the pipeline for every message, or ``async (connector_name) -> SendPipeline``
+        (a worker serving campaigns of several connectors).
+    :param concurrency: passes in flight at once in this process.
     """
 
-    def __init__(self, pipeline: SendPipeline, *, concurrency: int = 50) -> None:
-        if pipeline.ledger is None:
-            raise ValueError("a distributed worker needs a ledger: it is what prevents double sends")
+    def __init__(
+        self,
+        ledger: PostgresLedger,
+        pipelines: SendPipeline | PipelineFor,
+        *,
+        concurrency: int = 50,
+        flags_ttl: float = 1.0,
+        max_inline_wait: float = 30.0,
+        slow_down_for: float = 60.0,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.pipeline = pipeline
-        self.ledger: SendLedger = pipeline.ledger
+        if isinstance(pipelines, SendPipeline) and pipelines.ledger is None:
+            raise ValueError("a distributed worker needs a ledger: it is what prevents double sends")
+        self.ledger = ledger
+        self._pipelines = pipelines
         self.concurrency = concurrency
+        self.flags_ttl = flags_ttl
+        self.max_inline_wait = max_inline_wait
+        self.slow_down_for = slow_down_for
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._flags: dict[str, tuple[float, bool, bool]] = {}
+        """campaign id → (read at, paused, cancelled)."""
+        self._cancelled_at: dict[str, float] = {}
+        self._slowed_until: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<ChunkSender concurrency={self.concurrency} ledger={self.ledger!r}>"
 
     async def send(self, ids: Sequence[str]) -> dict[str, str]:
-        """Send the messages of a chunk; returns each id's ledger state afterwards (``missing``: not in the ledger)."""
-        semaphore = asyncio.Semaphore(self.concurrency)
+        """Work on the messages of a chunk; returns each worked id's ledger state afterwards.
 
-        async def one(message_id: str) -> tuple[str, str]:
-            async with semaphore:
-                message = await self.ledger.load(message_id)
-                if message is None:
-                    return message_id, "missing"
-                attempt = await self.pipeline.run(message)
-                return message_id, attempt.state.value
+        ``paused`` marks messages left PENDING because their campaign is paused. Ids already
+        final (or not in the ledger) are not in the answer.
+        """
+        items = await self.ledger.open_messages(ids)
+        for item in items:
+            # Read with the chunk: fresher than the cache (a chunk published by ``resume``).
+            self._remember_flags(item.campaign_id, item.paused, item.cancelled)
+        # Every message runs to its end even if another one fails (cancelling a provider call in
+        # flight would only put its message in doubt); the first error then fails the chunk.
+        outcomes = await asyncio.gather(*(self._work(item) for item in items), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {item.message.id: str(state) for item, state in zip(items, outcomes, strict=True)}
 
-        results = await asyncio.gather(*(one(message_id) for message_id in dict.fromkeys(ids)))
-        return dict(results)
+    async def _pipeline(self, connector: str | None) -> SendPipeline:
+        if isinstance(self._pipelines, SendPipeline):
+            return self._pipelines
+        return await self._pipelines(connector)
+
+    async def _work(self, item: OpenMessage) -> str:
+        pipeline: SendPipeline | None = None
+        message = item.message
+        while True:
+            paused, cancelled = await self._campaign_flags(item.campaign_id)
+            if cancelled:
+                return await self._cancel(item)
+            if paused:
+                return "paused"
+            if pipeline is None:  # after the flags: a paused campaign needs no connector
+                pipeline = await self._pipeline(item.connector)
+            async with self._semaphore:
+                attempt = await pipeline.process(message)
+            if attempt.state.is_final:
+                return attempt.state.value
+            if attempt.state is SendState.UNKNOWN:
+                reconciled = await pipeline.reconcile(message)
+                if reconciled is None or reconciled.state is not SendState.PENDING:
+                    return (reconciled or attempt).state.value
+                continue  # proven absent: send again
+            if _rate_limited(attempt):
+                await self._slow_down(pipeline, item)
+            delay = attempt.retry_after or 0.0
+            if delay > self.max_inline_wait:
+                return attempt.state.value  # the sweeper kicks it again when it is due
+            await asyncio.sleep(delay)
+
+    async def _campaign_flags(self, campaign_id: str) -> tuple[bool, bool]:
+        read_at, paused, cancelled = self._flags.get(campaign_id, (-math.inf, False, False))
+        if time.monotonic() - read_at > self.flags_ttl:
+            info = await self.ledger.campaign(campaign_id)
+            paused, cancelled = (info.paused, info.cancelled) if info is not None else (False, False)
+            self._remember_flags(campaign_id, paused, cancelled)
+        return paused, cancelled
+
+    def _remember_flags(self, campaign_id: str, paused: bool, cancelled: bool) -> None:
+        self._flags[campaign_id] = (time.monotonic(), paused, cancelled)
+
+    async def _cancel(self, item: OpenMessage) -> str:
+        # One campaign-wide cancel per second and process is enough: it covers every PENDING row.
+        now = time.monotonic()
+        if now - self._cancelled_at.get(item.campaign_id, -math.inf) > self.flags_ttl:
+            self._cancelled_at[item.campaign_id] = now
+            await self.ledger.cancel(item.campaign_id)
+        entry = await self.ledger.get(item.message.id)
+        return entry.state.value if entry is not None else "missing"
+
+    async def _slow_down(self, pipeline: SendPipeline, item: OpenMessage) -> None:
+        limiter = pipeline.limiter
+        if not isinstance(limiter, RedisGcraLimiter):
+            return
+        key = pipeline.connector.rate_limit_key(item.message)
+        now = time.monotonic()
+        if self._slowed_until.get(key, -math.inf) > now:
+            return
+        self._slowed_until[key] = now + self.slow_down_for
+        rate = limiter.rates.get(key, limiter.rate) / 2
+        log.warning(
+            "sender %s is rate limited by the provider: pace halved to %g/s for %g s", key, rate, self.slow_down_for
+        )
+        await limiter.set_rate(key, rate, duration=self.slow_down_for)
+
+
+def _rate_limited(attempt: SendAttempt) -> bool:
+    error = attempt.result.error
+    return error is not None and error.code == ConnectorErrorCodes.RATE_LIMITED
 
 
 def create_broker(
@@ -97,7 +218,7 @@ def create_broker(
     dead_letter_queue: str | None = None,
     exchange: str = "messaging",
     delivery_limit: int = 5,
-    qos: int = 64,
+    qos: int = 4,
 ) -> AioPikaBroker:
     """An ``AioPikaBroker`` on a quorum queue with a dead-letter queue and a delivery limit, tasks registered.
 
@@ -106,7 +227,9 @@ def create_broker(
     :param dead_letter_queue: where chunks go after ``delivery_limit`` deliveries (default ``<queue>.dead``).
     :param exchange: the direct exchange the tasks are published to.
     :param delivery_limit: deliveries of one chunk before it is dead-lettered (``x-delivery-limit``).
-    :param qos: chunks a worker process prefetches.
+    :param qos: chunks a worker process holds unacknowledged. A few are enough: the process's
+        ``ChunkSender`` concurrency bounds the sends, and chunks prefetched by one process are
+        chunks the others cannot take.
     """
     if delivery_limit < 1:
         raise ValueError("delivery_limit must be at least 1")
@@ -148,3 +271,127 @@ def register_tasks(
 def install_sender(broker: AsyncBroker, sender: ChunkSender) -> None:
     """Make ``sender`` run the chunks this process receives (call it at worker start-up)."""
     setattr(broker.state, _STATE_KEY, sender)
+
+
+class ChunkKicker:
+    """Publishes message ids as ``send_chunk`` tasks, ``chunk_size`` ids per task.
+
+    The broker is started on first use when it is not a worker's (a submitting process).
+    """
+
+    def __init__(self, broker: AsyncBroker, *, chunk_size: int = 500) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.broker = broker
+        self.chunk_size = chunk_size
+        self._started = broker.is_worker_process
+        self._lock = asyncio.Lock()
+
+    async def kick(self, ids: Sequence[str]) -> int:
+        """Publish ``ids`` in chunks; returns the number of chunks."""
+        if not ids:
+            return 0
+        await self.start()
+        task = self.broker.find_task(SEND_CHUNK_TASK)
+        if task is None:
+            raise RuntimeError(f"the broker has no {SEND_CHUNK_TASK} task (use create_broker or register_tasks)")
+        chunks = [list(ids[i : i + self.chunk_size]) for i in range(0, len(ids), self.chunk_size)]
+        for chunk in chunks:
+            await task.kiq(chunk)
+        return len(chunks)
+
+    async def start(self) -> None:
+        """Start the broker (once), unless a worker already did."""
+        if not self._started:
+            async with self._lock:
+                if not self._started:
+                    await self.broker.startup()
+                    self._started = True
+
+    async def close(self) -> None:
+        """Shut the broker down if this kicker started it."""
+        if self._started and not self.broker.is_worker_process:
+            self._started = False
+            await self.broker.shutdown()
+
+
+async def queued_chunks(broker: AsyncBroker, queue: str) -> int | None:
+    """Chunks waiting in ``queue`` (ready, not yet delivered), or None when RabbitMQ cannot tell."""
+    connection = getattr(broker, "write_conn", None)
+    if connection is None:
+        return None
+    try:
+        # A channel of its own: a failed passive declare closes the channel it ran on.
+        async with asyncio.timeout(10):
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+                count = declared.declaration_result.message_count
+            finally:
+                await channel.close()
+    except Exception:
+        log.warning("cannot read the depth of queue %s", queue, exc_info=True)
+        return None
+    return int(count)
+
+
+class Sweeper:
+    """Re-kicks the rows that need work but nobody touched for ``stale_after`` seconds.
+
+    Every worker process runs one (``run``); the ledger gives one turn per ``interval`` to
+    whichever asks first, so a fleet sweeps once per interval. The usual paths need no sweeper
+    (a dead worker's chunks come back from RabbitMQ); it catches what they miss: a dead-lettered
+    chunk, a retry left for later, a chunk lost by a submitter that died between ``COPY`` and
+    publishing, rows in doubt to reconcile with ``probe_then_resend``. Never-tried PENDING rows
+    are re-kicked only while the work queue is empty (their chunks may still be queued).
+
+    :param ledger: the PostgreSQL ledger.
+    :param kicker: publishes the re-kicked ids.
+    :param queue: the work queue's name (to read its depth).
+    :param interval: seconds between sweeps of the fleet.
+    :param stale_after: seconds without a change before a row needing work is re-kicked.
+    :param reconcile: whether UNKNOWN rows are re-kicked (``in_doubt = "probe_then_resend"``).
+    """
+
+    name = "sweeper"
+
+    def __init__(
+        self,
+        ledger: PostgresLedger,
+        kicker: ChunkKicker,
+        *,
+        queue: str,
+        interval: float = 10.0,
+        stale_after: float = 300.0,
+        reconcile: bool = False,
+        batch: int = 5000,
+    ) -> None:
+        self.ledger = ledger
+        self.kicker = kicker
+        self.queue = queue
+        self.interval = interval
+        self.stale_after = stale_after
+        self.reconcile = reconcile
+        self.batch = batch
+
+    async def sweep(self) -> int:
+        """One sweep if it is this process's turn; returns how many ids were re-kicked."""
+        if not await self.ledger.take_turn(f"{self.name}:{self.queue}", self.interval):
+            return 0
+        unclaimed = await queued_chunks(self.kicker.broker, self.queue) == 0
+        ids = await self.ledger.stale(
+            stale_after=self.stale_after, unknown=self.reconcile, unclaimed=unclaimed, limit=self.batch
+        )
+        if ids:
+            chunks = await self.kicker.kick(ids)
+            log.info("sweeper: %d message(s) kicked again in %d chunk(s)", len(ids), chunks)
+        return len(ids)
+
+    async def run(self) -> None:
+        """Sweep every ``interval`` seconds until cancelled; errors are logged, never fatal."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeper: the sweep failed; trying again in %g s", self.interval)
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,399 @@
+"""Campaign throughput on worker processes: 1, 2 and 4 ``messaging worker`` processes, emulator at 50 ms.
+
+    .venv/bin/python -m benchmarks.scale            # about a minute; writes benchmarks/results/scale.md
+
+Needs PostgreSQL, Redis and RabbitMQ on loopback (``plugins/scale/ci_services.sh`` starts them);
+everything it creates (a PostgreSQL schema, Redis keys, RabbitMQ queues) is its own and removed at
+the end. The Twilio emulator runs in its own process (``python -m messaging_twilio_sms.emulator
+--fast --latency 0.05``), the workers in theirs (``messaging worker -w N``, Taskiq's manager and
+its children, in a session of their own), the submitter and the clock here. Each run is bounded
+(``--run-timeout``); a run that does not finish is reported as such.
+
+For each worker count: a warm-up campaign (connections, imports), then the measured campaign,
+timed from ``submit`` (``COPY`` + chunks on the queue) until the ledger's counters say every
+message is accepted. The pace (the Redis limiter, one round trip per message) is set far above
+what the machine can send, so the workers, not the pace, are measured. Afterwards the emulator's
+message list is read back: every message must have been created exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+
+from benchmarks.__main__ import machine
+from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
+from messaging_scale import PostgresLedger, TaskiqDispatcher
+
+PG_DSN = os.environ.get("MESSAGING_SCALE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MESSAGING_SCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("MESSAGING_SCALE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MESSAGING = str(Path(sys.executable).with_name("messaging"))
+ACCOUNT_SID = "AC" + "c" * 32
+AUTH_TOKEN = "d" * 32
+SENDERS = tuple(f"+1415555{i:04d}" for i in range(10))
+RESULTS = Path(__file__).with_name("results") / "scale.md"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone)."""
+    fields = _stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(stat.parent.name)
+        if fields is not None and int(fields[1]) == parent and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def postgres_pids() -> list[int]:
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent by each side of the benchmark between ``start`` and ``stop``."""
+
+    def __init__(self, workers: int, emulator: int) -> None:
+        self.groups = {
+            "workers": lambda: children_of(workers),
+            "emulator": lambda: [emulator],
+            "PostgreSQL (all backends)": postgres_pids,
+            "submitter (this process)": lambda: [os.getpid()],
+        }
+        self._start: dict[str, dict[int, float]] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        return {name: sum(cpu - self._start[name].get(pid, 0.0) for pid, cpu in end[name].items()) for name in end}
+
+
+class Emulator:
+    """The Twilio emulator in its own process."""
+
+    def __init__(self, latency: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "messaging_twilio_sms.emulator",
+                "--fast",
+                "--latency",
+                str(latency),
+                "--account-sid",
+                ACCOUNT_SID,
+                "--auth-token",
+                AUTH_TOKEN,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        self.base_url = line.rsplit(" ", 1)[1].strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    async def created_per_receiver(self) -> collections.Counter[str]:
+        """Every message the emulator created, counted per receiver (each receiver got one message)."""
+        counts: collections.Counter[str] = collections.Counter()
+        url: str | None = f"{self.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json?PageSize=1000"
+        headers = {"Authorization": aiohttp.encode_basic_auth(ACCOUNT_SID, AUTH_TOKEN)}
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
+            while url:
+                async with session.get(url) as response:
+                    page = await response.json()
+                counts.update(message["to"] for message in page["messages"])
+                url = f"{self.base_url}{page['next_page_uri']}" if page.get("next_page_uri") else None
+        return counts
+
+
+class Workers:
+    """``messaging worker -w N`` in a session of its own."""
+
+    def __init__(self, config: Path, workers: int, log: Path) -> None:
+        self.count = workers
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [MESSAGING, "worker", "--config", str(config), "--workers", str(workers), "--log-level", "WARNING"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def children(self) -> int:
+        return len(children_of(self.process.pid))
+
+    async def started(self) -> None:
+        async with asyncio.timeout(60):
+            while self.children() < self.count:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the worker manager exited")
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def write_config(path: Path, base_url: str, schema: str, prefix: str, queue: str, concurrency: int) -> None:
+    connector = {
+        "AccountSid": ACCOUNT_SID,
+        "AuthToken": AUTH_TOKEN,
+        "ApiBaseUrl": base_url,
+        "StatusCallback": "http://hooks.example.com/webhooks/sms/status",
+        "RequestTimeout": 10,
+        "MaxConcurrency": concurrency,
+        "MaxRetries": 0,
+    }
+    dispatcher = {
+        "kind": "taskiq",
+        "broker": AMQP_URL,
+        "ledger": f"{PG_DSN}?schema={schema}&pool_max_size=16",
+        "limiter": f"{REDIS_URL}?prefix={prefix}",
+        "queue": queue,
+        "exchange": queue,
+        "messages_per_second": 100_000,
+        "chunk_size": 100,
+        "concurrency": concurrency,
+        "lease": 60,
+        "poll_interval": 0.05,
+    }
+    lines = ["[connectors.sms]", 'channel = "twilio_sms"', 'schema = "TwilioSms"', "", "[connectors.sms.parameters]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in connector.items()]
+    lines += ["", "[dispatcher]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in dispatcher.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class Numbers:
+    """A fresh receiver for every message of the whole benchmark (duplicates then show per receiver)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def campaign(self, prefix: str, n: int) -> list[Message]:
+        messages = []
+        for _ in range(n):
+            i = self.next
+            self.next += 1
+            messages.append(
+                Message(
+                    f"{prefix}-{i:07d}",
+                    Endpoint.phone(SENDERS[i % len(SENDERS)]),
+                    Endpoint.phone(f"+1416{i:07d}"),
+                    TextContent("Benchmark campaign message"),
+                )
+            )
+        return messages
+
+
+async def run_campaign(
+    dispatcher: TaskiqDispatcher, messages: list[Message], campaign_id: str, limit: float
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    handle = await dispatcher.submit(messages, campaign_id=campaign_id)
+    submitted = time.perf_counter() - started
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                progress = await handle.progress()
+                if progress.count("accepted") == len(messages):
+                    break
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        return {"finished": False, "counts": dict((await handle.progress()).counts)}
+    elapsed = time.perf_counter() - started
+    return {"finished": True, "submit": submitted, "elapsed": elapsed, "rate": len(messages) / elapsed}
+
+
+async def attempts_of(pool: Any, schema: str, campaign_id: str) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(f"select sum(attempts) from {schema}.sends where campaign_id = $1", campaign_id))
+
+
+async def main(args: argparse.Namespace) -> None:
+    token = uuid.uuid4().hex[:12]
+    schema, prefix, queue = f"bench_{token}", f"bench-{token}", f"bench-{token}"
+    pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=2)
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    await PostgresLedger(pool, schema=schema).migrate()
+    emulator = Emulator(args.latency)
+    numbers = Numbers()
+    rows: list[dict[str, Any]] = []
+    expected = 0
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "messaging.toml"
+        write_config(config, emulator.base_url, schema, prefix, queue, max(args.concurrency))
+        registry = ChannelRegistry.discover()
+        loaded = load_config(config)
+        connector = registry.create_connector(loaded.connectors["sms"])
+        await connector.initialize()
+        dispatcher = registry.create_dispatcher(loaded, connector)
+        assert isinstance(dispatcher, TaskiqDispatcher)
+        try:
+            for concurrency in args.concurrency:
+                write_config(config, emulator.base_url, schema, prefix, queue, concurrency)  # the workers read it
+                for count in args.workers:
+                    name = f"{concurrency}-{count}"
+                    workers = Workers(config, count, Path(directory) / f"workers-{name}.log")
+                    try:
+                        await workers.started()
+                        warm = numbers.campaign(f"warm{name}", 50 * count)
+                        expected += len(warm)
+                        await run_campaign(dispatcher, warm, f"warm-{name}", args.run_timeout)
+                        messages = numbers.campaign(f"run{name}", args.messages)
+                        expected += len(messages)
+                        meter = CpuMeter(workers.process.pid, emulator.process.pid)
+                        meter.start()
+                        result = await run_campaign(dispatcher, messages, f"run-{name}", args.run_timeout)
+                        result["cpu"] = meter.stop()
+                        result["workers"], result["concurrency"] = count, concurrency
+                        if result["finished"]:
+                            result["attempts"] = await attempts_of(pool, schema, f"run-{name}")
+                        rows.append(result)
+                        print(f"concurrency {concurrency}, {count} worker process(es): {result}", flush=True)
+                    finally:
+                        workers.stop()
+            created = await emulator.created_per_receiver()
+        finally:
+            await dispatcher.close()
+            await connector.shutdown()
+            emulator.stop()
+            async with pool.acquire() as conn:
+                await conn.execute(f"drop schema if exists {schema} cascade")
+            await pool.close()
+            keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                channel = await connection.channel()
+                for name in (queue, f"{queue}.dead"):
+                    await channel.queue_delete(name)
+                await channel.exchange_delete(queue)
+    duplicates = sum(n - 1 for n in created.values() if n > 1)
+    write_results(args, rows, sum(created.values()), expected, duplicates)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], created: int, expected: int, dups: int) -> None:
+    lines = [
+        f"# Campaign throughput on worker processes — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {machine()}. Written by `python -m benchmarks.scale` (`benchmarks/scale.py`).",
+        "",
+        f"Each run: {args.messages:,} SMS to distinct receivers over {len(SENDERS)} senders, submitted with "
+        "`TaskiqDispatcher.submit` (COPY into PostgreSQL, chunks of 100 ids on a RabbitMQ quorum queue) and sent "
+        "by `messaging worker -w N` (Taskiq's worker) with *concurrency* sends in flight per process. The Twilio "
+        f"emulator runs in its own process and holds every answer {args.latency * 1000:.0f} ms (`--fast`: no "
+        "status callbacks). The pace limiter (Redis GCRA, one round trip per message) is on, far above what the "
+        "machine sends. Timed from `submit` until the ledger counts every message accepted; *ideal* is "
+        "processes × concurrency / latency. CPU is what each side used during the measured run, per message "
+        "(PostgreSQL: every backend on the machine). PostgreSQL, Redis, RabbitMQ, the emulator, the workers "
+        "and this driver all share the machine's CPUs.",
+        "",
+        "| concurrency | worker processes | msg/s | vs 1 process | ideal msg/s | total s | submit s "
+        "| claims per message | CPU ms/msg: workers | PostgreSQL | emulator |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        concurrency, count = row["concurrency"], row["workers"]
+        ideal = count * concurrency / args.latency
+        if not row["finished"]:
+            unfinished = f"not finished in {args.run_timeout:.0f} s"
+            lines.append(f"| {concurrency} | {count} | — | — | {ideal:,.0f} | {unfinished} | — | — | — | — | — |")
+            continue
+        base = next(
+            (r["rate"] for r in rows if r["concurrency"] == concurrency and r["workers"] == 1 and r["finished"]), None
+        )
+        ratio = f"{row['rate'] / base:.2f}×" if base else "—"
+        cpu = {name: seconds * 1000 / args.messages for name, seconds in row["cpu"].items()}
+        lines.append(
+            f"| {concurrency} | {count} | {row['rate']:,.0f} | {ratio} | {ideal:,.0f} | {row['elapsed']:.2f} | "
+            f"{row['submit']:.2f} | {row['attempts'] / args.messages:.3f} | {cpu['workers']:.2f} | "
+            f"{cpu['PostgreSQL (all backends)']:.2f} | {cpu['emulator']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Read back from the emulator afterwards: {created:,} messages created for {expected:,} submitted "
+        f"(warm-up campaigns included), {dups} duplicate(s).",
+        "",
+    ]
+    args.output.write_text("\n".join(lines), encoding="utf-8")
+    print(f"written to {args.output}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=3000, help="messages per measured campaign")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="worker process counts")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[10, 100], help="sends in flight per worker process"
+    )
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds the emulator holds each answer")
+    parser.add_argument("--run-timeout", type=float, default=180.0, help="bound of each run, seconds")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

@@ -1,0 +1,279 @@
+"""The worker process: the stock Taskiq worker, with the send pipeline built from a configuration file.
+
+``messaging worker --config FILE`` runs Taskiq's own worker (its process manager starts
+``--workers`` processes and restarts any that dies) on ``broker_from_environment``, the broker
+factory of this module. The same works with Taskiq's command line::
+
+    MESSAGING_WORKER_CONFIG=messaging.toml taskiq worker messaging_scale.worker:broker_from_environment -w 4
+
+Each worker process, at start-up (``WorkerRuntime``):
+
+- opens the PostgreSQL ledger and the Redis limiter named by ``[dispatcher]`` (one pool each per
+  process; every ledger operation holds one pooled connection, never across a pace wait or a
+  provider call);
+- installs a ``ChunkSender`` that creates, on first use, the connector a campaign names, from
+  the same file, and a ``SendPipeline`` for it (the shared limiter, an optional account-wide cap
+  on calls in flight, the table's lease, retry and in-doubt options);
+- starts a ``Sweeper`` (one process of the fleet sweeps per interval).
+
+Test-only hooks (environment variables read here, in worker processes, and nowhere else; never
+set them in production):
+
+- ``MESSAGING_SCALE_TEST_CRASH_MODULUS=N``: the process ends with ``os._exit(1)`` right after the
+  provider accepted the first attempt of a message whose SHA-1 is 0 modulo N, before the ledger
+  records it (the crash window of the design). ``MESSAGING_SCALE_TEST_CRASH_LOG`` names a file
+  that gets the message id first.
+- ``MESSAGING_SCALE_TEST_UNSAFE_CLAIM=1``: the claim ignores the message's state (the ledger
+  check disabled): the control run that must show duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
+
+from messaging_core.config import MessagingConfig, load_config
+from messaging_core.connector import ChannelConnector
+from messaging_core.dispatcher import DispatcherSettings
+from messaging_core.errors import ConfigurationError
+from messaging_core.pipeline import Claim, SendOutcome, SendState
+from messaging_core.registry import ChannelRegistry
+from messaging_core.sending import SendPipeline
+from messaging_scale._ledger import PostgresLedger
+from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
+from messaging_scale._settings import TaskiqSettings
+from messaging_scale._urls import REDIS_OPTIONS, split_options
+from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender
+
+__all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "taskiq_settings"]
+
+CONFIG_ENV = "MESSAGING_WORKER_CONFIG"
+"""The environment variable naming the configuration file of ``broker_from_environment``."""
+
+CRASH_MODULUS_ENV = "MESSAGING_SCALE_TEST_CRASH_MODULUS"
+CRASH_LOG_ENV = "MESSAGING_SCALE_TEST_CRASH_LOG"
+UNSAFE_CLAIM_ENV = "MESSAGING_SCALE_TEST_UNSAFE_CLAIM"
+
+log = logging.getLogger(__name__)
+
+
+def taskiq_settings(config: MessagingConfig, registry: ChannelRegistry) -> tuple[DispatcherSettings, TaskiqSettings]:
+    """The ``[dispatcher]`` table of ``config``, checked for ``kind = "taskiq"``."""
+    if not config.dispatcher:
+        raise ConfigurationError(f'{config.where}: no [dispatcher] table (kind = "taskiq" is needed for workers)')
+    table = DispatcherSettings.from_mapping(config.dispatcher, registry.store_schemes())
+    if table.kind != "taskiq":
+        raise ConfigurationError(f'{config.where}: [dispatcher] kind is {table.kind!r}; workers need "taskiq"')
+    return table, TaskiqSettings.from_dispatcher(table)
+
+
+def broker_from_environment() -> AsyncBroker:
+    """The broker of a worker process, from the file ``$MESSAGING_WORKER_CONFIG`` (Taskiq's broker factory)."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigurationError(f"set {CONFIG_ENV} to the configuration file (or run `messaging worker --config`)")
+    return WorkerRuntime(load_config(path), ChannelRegistry.discover()).broker
+
+
+class WorkerRuntime:
+    """What one worker process owns: the broker, the ledger, the limiter, connectors and their pipelines.
+
+    Built before the event loop runs (Taskiq imports the broker first); everything that connects
+    is opened in the broker's ``WORKER_STARTUP`` event and closed in ``WORKER_SHUTDOWN``.
+    """
+
+    def __init__(self, config: MessagingConfig, registry: ChannelRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        _, self.settings = taskiq_settings(config, registry)
+        settings = self.settings
+        self.broker = create_broker(
+            settings.broker,
+            queue=settings.queue,
+            dead_letter_queue=settings.dead_letter_queue,
+            exchange=settings.exchange,
+            delivery_limit=settings.delivery_limit,
+            qos=settings.qos,
+        )
+        self.broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, self.startup)
+        self.broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, self.shutdown)
+        self.ledger: PostgresLedger | None = None
+        self.limiter: RedisGcraLimiter | None = None
+        self._redis: Any = None
+        self._cap: RedisConcurrencyLimit | None = None
+        self._pipelines: dict[str, SendPipeline] = {}
+        self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerRuntime {self.config.where} queue={self.settings.queue!r}>"
+
+    async def startup(self, state: TaskiqState | None = None) -> None:
+        """Open the stores, install the chunk sender, start the sweeper."""
+        settings = self.settings
+        ledger_class = _test_ledger_class()
+        self.ledger = ledger = ledger_class.from_url(settings.ledger)
+        if settings.limiter is not None:
+            assert settings.messages_per_second is not None
+            self.limiter = RedisGcraLimiter.from_url(
+                settings.limiter, rate=settings.messages_per_second, rates=settings.rates
+            )
+            if settings.account_concurrency is not None:
+                address, options = split_options(settings.limiter, REDIS_OPTIONS)
+                self._redis = aioredis.Redis.from_url(address)
+                self._cap = RedisConcurrencyLimit(
+                    self._redis,
+                    key=options.get("account", "default"),
+                    limit=settings.account_concurrency,
+                    ttl=max(30.0, 2 * (settings.request_timeout or 30.0)),
+                    prefix=f"{options.get('prefix', 'messaging:rl')}:cc",
+                )
+        sender = ChunkSender(
+            ledger,
+            self.pipeline,
+            concurrency=settings.concurrency or 100,
+            max_inline_wait=settings.max_inline_wait,
+        )
+        install_sender(self.broker, sender)
+        kicker = ChunkKicker(self.broker, chunk_size=settings.chunk_size)
+        sweeper = Sweeper(
+            ledger,
+            kicker,
+            queue=settings.queue,
+            interval=settings.sweep_interval,
+            stale_after=settings.stale_after,
+            reconcile=settings.in_doubt == "probe_then_resend",
+        )
+        self._sweeper = asyncio.create_task(_after(settings.sweep_interval, sweeper.run()), name="messaging sweeper")
+        log.info("worker ready: queue %s, ledger schema %s", settings.queue, ledger.schema)
+
+    async def pipeline(self, connector_name: str | None) -> SendPipeline:
+        """The pipeline of the connector named ``connector_name`` in the configuration (created once)."""
+        name = connector_name or self._only_connector()
+        pipeline = self._pipelines.get(name)
+        if pipeline is not None:
+            return pipeline
+        async with self._lock:
+            pipeline = self._pipelines.get(name)
+            if pipeline is None:
+                connector = await self._open_connector(name)
+                pipeline = SendPipeline(
+                    connector,
+                    ledger=self.ledger,
+                    limiter=self.limiter,
+                    call_slot=self._slot if self._cap is not None else None,
+                    **self.settings.pipeline_options(),
+                )
+                self._pipelines[name] = pipeline
+        return pipeline
+
+    def _slot(self) -> AbstractAsyncContextManager[object]:
+        assert self._cap is not None
+        return self._cap.slot()
+
+    def _only_connector(self) -> str:
+        # Rows added by another dispatcher kind name no connector: they can only mean the one there is.
+        enabled = [name for name, spec in self.config.connectors.items() if spec.enabled]
+        if len(enabled) != 1:
+            raise ConfigurationError(
+                f"{self.config.where}: a message of a campaign with no connector name, and "
+                f"{len(enabled)} enabled connectors to choose from"
+            )
+        return enabled[0]
+
+    async def _open_connector(self, name: str) -> ChannelConnector:
+        spec = self.config.connectors.get(name)
+        if spec is None or not spec.enabled:
+            raise ConfigurationError(f"{self.config.where}: no enabled connector {name!r} (a campaign names it)")
+        connector = self.registry.create_connector(spec)
+        result = await connector.initialize()
+        if result.error is not None:
+            await connector.shutdown()
+            raise ConfigurationError(f"connector {name!r}: {result.error.code}: {result.error.message}")
+        return connector
+
+    async def shutdown(self, state: TaskiqState | None = None) -> None:
+        """Stop the sweeper, shut the connectors down, close the stores."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for pipeline in self._pipelines.values():
+            await pipeline.connector.shutdown()
+        self._pipelines.clear()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self.ledger is not None:
+            await self.ledger.close()
+
+
+async def _after(delay: float, job: Coroutine[Any, Any, None]) -> None:
+    # The broker connects after its start-up handlers ran: the first sweep waits one interval.
+    try:
+        await asyncio.sleep(delay)
+        await job
+    finally:
+        job.close()
+
+
+# -- test-only hooks ------------------------------------------------------------------------------------
+
+
+def _test_ledger_class() -> type[PostgresLedger]:
+    """The ledger class of this process: the real one unless a test hook is set."""
+    if os.environ.get(UNSAFE_CLAIM_ENV) == "1":
+        log.warning("TEST HOOK: the ledger's claim ignores the message state (duplicates expected)")
+        return _UnsafeClaimLedger
+    if os.environ.get(CRASH_MODULUS_ENV):
+        log.warning("TEST HOOK: crashing right after the provider accepted some first attempts")
+        return _CrashAfterAcceptLedger
+    return PostgresLedger
+
+
+def _crash_hit(message_id: str) -> bool:
+    modulus = int(os.environ.get(CRASH_MODULUS_ENV) or 0)
+    return modulus > 0 and int(hashlib.sha1(message_id.encode()).hexdigest(), 16) % modulus == 0
+
+
+def _note_crash(message_id: str) -> None:
+    # Synchronous on purpose: the process ends right after, nothing else may run in between.
+    crash_log = os.environ.get(CRASH_LOG_ENV)
+    if crash_log:
+        with Path(crash_log).open("a", encoding="utf-8") as file:
+            file.write(message_id + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+class _CrashAfterAcceptLedger(PostgresLedger):
+    """Ends the process between the provider's 201 and the ledger write, for some first attempts."""
+
+    async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        if outcome.state is SendState.ACCEPTED and claim.attempts == 1 and _crash_hit(claim.message_id):
+            _note_crash(claim.message_id)
+            os._exit(1)
+        return await super().record(claim, outcome)
+
+
+class _UnsafeClaimLedger(_CrashAfterAcceptLedger):
+    """The control: a claim that ignores the state (a live lease, a message in doubt), crashes included."""
+
+    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000) -> None:
+        super().__init__(pool, schema=schema, page_size=page_size)
+        self._sql_claim = (
+            f"update {self.schema}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
+            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now() "
+            "where message_id = $1 and state <> 'cancelled' returning fence, attempts, lease_until"
+        )
