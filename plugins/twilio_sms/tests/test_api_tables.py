@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from messaging_core import (
     Capability,
@@ -457,3 +459,10 @@ def test_multipart_texts_are_joined_with_newlines(sms: Callable[..., Message]) -
     two = attrs.evolve(message, content=MultipartContent((TextContent("one"), TextContent("two"))))
     assert dict(_api.build_message_form(two, SETTINGS))["Body"] == "one\ntwo"
     assert _api.message_body(message) == "first"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["To", "From", "Body", "MediaUrl"]), st.text()), max_size=6))
+def test_encode_form_is_exactly_urlencode(form: list[tuple[str, str]]) -> None:
+    from urllib.parse import urlencode
+
+    assert _api.encode_form(form) == urlencode(form).encode()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunsplit
 
 from messaging_core import ConnectorError, ConnectorErrorCodes, Message, MessageStatus
 
@@ -232,7 +232,12 @@ def encode_form(form: list[tuple[str, str]]) -> bytes:
     The keys are Twilio's parameter names (ASCII letters only), so only the values are quoted:
     half the work of ``urllib.parse.urlencode`` on the hot path.
     """
-    return "&".join([f"{key}={quote_plus(value)}" for key, value in form]).encode()
+    return "&".join([f"{key}={_quote_value(value)}" for key, value in form]).encode()
+
+
+def _quote_value(value: str) -> str:
+    """``quote_plus(value)`` without its layers of calls (this runs for every field of every send)."""
+    return quote_from_bytes(value.encode("utf-8"), " ").replace(" ", "+")
 
 
 def _number(value: Any) -> str:

@@ -89,6 +89,7 @@ class TwilioSmsConnector(ChannelConnector):
         self._external_session = session
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
+        self._form_headers: dict[str, str] = {}
         self._messages_url = ""
         self._base_url = ""
         self._signatures: webhooks.SignatureValidator | None = None
@@ -116,6 +117,7 @@ class TwilioSmsConnector(ChannelConnector):
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
+        self._form_headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
         self._base_url = str(p["ApiBaseUrl"]).rstrip("/")
         self._messages_url = self._base_url + _api.messages_path(account_sid)
         self._signatures = webhooks.SignatureValidator(p["AuthToken"])
@@ -153,9 +155,7 @@ class TwilioSmsConnector(ChannelConnector):
         """One API request; raises aiohttp errors (the callers classify them)."""
         assert self._session is not None
         assert self._semaphore is not None
-        headers = self._headers
-        if body is not None:
-            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        headers = self._headers if body is None else self._form_headers
         async with (
             self._semaphore,
             self._session.request(
