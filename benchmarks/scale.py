@@ -14,6 +14,15 @@ timed from ``submit`` (``COPY`` + chunks on the queue) until the ledger's counte
 message is accepted. The pace (the Redis limiter, one round trip per message) is set far above
 what the machine can send, so the workers, not the pace, are measured. Afterwards the emulator's
 message list is read back: every message must have been created exactly once.
+
+Two more measurements follow (``--no-extras`` skips them):
+
+- limiter accuracy, as the campaign tests' T9 measures it: 3 worker processes, 2 senders paced at
+  ``--limiter-rate`` segments/s, half the bodies 3 segments; an emulator in this process stamps
+  every create, and the busiest sliding 1 s window per sender is compared with the rate;
+- status-store updates per second, as ``test_postgres_status_store.py`` measures them:
+  ``PostgresStatusStore.apply`` of 3 callbacks per message, shuffled, 10 % replayed with their
+  idempotency token, by 50 concurrent writers; the final status of every message is checked.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ import redis.asyncio as aioredis
 
 from benchmarks.__main__ import machine
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
-from messaging_scale import PostgresLedger, TaskiqDispatcher
+from messaging_core.pipeline import SendState
+from messaging_core.results import MessageStatus, StatusUpdate
+from messaging_scale import PostgresLedger, PostgresStatusStore, TaskiqDispatcher
+from messaging_twilio_sms.emulator import TwilioEmulator
 
 PG_DSN = os.environ.get("MESSAGING_SCALE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("MESSAGING_SCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -195,10 +207,20 @@ class Workers:
                 self.process.wait()
 
 
-def write_config(path: Path, base_url: str, schema: str, prefix: str, queue: str, concurrency: int) -> None:
+def write_config(
+    path: Path,
+    base_url: str,
+    schema: str,
+    prefix: str,
+    queue: str,
+    concurrency: int,
+    *,
+    credentials: tuple[str, str] = (ACCOUNT_SID, AUTH_TOKEN),
+    **options: Any,
+) -> None:
     connector = {
-        "AccountSid": ACCOUNT_SID,
-        "AuthToken": AUTH_TOKEN,
+        "AccountSid": credentials[0],
+        "AuthToken": credentials[1],
         "ApiBaseUrl": base_url,
         "StatusCallback": "http://hooks.example.com/webhooks/sms/status",
         "RequestTimeout": 10,
@@ -217,6 +239,7 @@ def write_config(path: Path, base_url: str, schema: str, prefix: str, queue: str
         "concurrency": concurrency,
         "lease": 60,
         "poll_interval": 0.05,
+        **options,
     }
     lines = ["[connectors.sms]", 'channel = "twilio_sms"', 'schema = "TwilioSms"', "", "[connectors.sms.parameters]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in connector.items()]
@@ -271,6 +294,136 @@ async def attempts_of(pool: Any, schema: str, campaign_id: str) -> int:
         return int(await conn.fetchval(f"select sum(attempts) from {schema}.sends where campaign_id = $1", campaign_id))
 
 
+def busiest_second(stamps: list[tuple[float, int]]) -> int:
+    """The most segments created in any 1 s window (sliding over the creation times), as T9 counts them."""
+    stamps = sorted(stamps)
+    most = total = start = 0
+    for end in range(len(stamps)):
+        total += stamps[end][1]
+        while stamps[end][0] - stamps[start][0] >= 1.0:
+            total -= stamps[start][1]
+            start += 1
+        most = max(most, total)
+    return most
+
+
+async def measure_limiter(args: argparse.Namespace, directory: Path, schema: str, prefix: str, queue: str) -> Any:
+    """T9's measurement: 3 worker processes share each sender's pace; the busiest second per sender."""
+    senders = SENDERS[:2]
+    long_text = "x" * 400  # GSM-7, 3 segments
+    messages = [
+        Message(
+            f"lim-{i:05d}",
+            Endpoint.phone(senders[i % 2]),
+            Endpoint.phone(f"+1417{i:07d}"),
+            TextContent(long_text if i % 4 in (0, 1) else f"short {i}"),
+        )
+        for i in range(args.limiter_messages)
+    ]
+    async with TwilioEmulator(fast=True, latency=0.02) as emulator:
+        config = directory / "limiter.toml"
+        write_config(
+            config, emulator.base_url, schema, prefix, queue, 50,
+            credentials=(emulator.account_sid, emulator.auth_token),
+            messages_per_second=args.limiter_rate, chunk_size=10,
+        )  # fmt: skip
+        registry = ChannelRegistry.discover()
+        loaded = load_config(config)
+        connector = registry.create_connector(loaded.connectors["sms"])
+        await connector.initialize()
+        dispatcher = registry.create_dispatcher(loaded, connector)
+        assert isinstance(dispatcher, TaskiqDispatcher)
+        workers = Workers(config, args.limiter_workers, directory / "workers-limiter.log")
+        try:
+            await workers.started()
+            result = await run_campaign(dispatcher, messages, "limiter", args.run_timeout)
+        finally:
+            workers.stop()
+            await dispatcher.close()
+            await connector.shutdown()
+        per_sender: dict[str, list[tuple[float, int]]] = {sender: [] for sender in senders}
+        for message in emulator.messages.values():
+            per_sender[message.from_ or ""].append((message.date_created, message.segments))
+    created = collections.Counter(message.to for message in emulator.messages.values())
+    rows = []
+    for sender, stamps in per_sender.items():
+        segments = sum(cost for _, cost in stamps)
+        span = max(t for t, _ in stamps) - min(t for t, _ in stamps) if stamps else 0.0
+        rows.append({"sender": sender, "busiest": busiest_second(stamps), "segments": segments, "span": span})
+    print(f"limiter: {result} {rows}", flush=True)
+    return {"campaign": result, "senders": rows, "duplicates": sum(n - 1 for n in created.values() if n > 1)}
+
+
+async def measure_status_store(args: argparse.Namespace, schema: str) -> dict[str, Any]:
+    """``test_postgres_status_store.py``'s measurement: shuffled, 10 % duplicated updates, 50 writers."""
+    import random
+
+    n, writers = args.status_messages, 50
+    rng = random.Random(11)
+    pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=writers)
+    try:
+        ledger = PostgresLedger(pool, schema=schema)
+        await ledger.migrate()
+        store = PostgresStatusStore(pool, schema=schema)
+        entries = [
+            (Message(f"s-{i:06d}", Endpoint.phone(SENDERS[0]), Endpoint.phone(f"+1418{i:07d}"), TextContent("x")),
+             SENDERS[0], 1)
+            for i in range(n)
+        ]  # fmt: skip
+        await ledger.add("status", entries)
+        async with pool.acquire() as conn:  # every message accepted with its SID, as after a campaign
+            ids = [message.id for message, _, _ in entries]
+            for start in range(0, n, 1000):  # batches: storing a SID takes a lock per row (orphan merge)
+                await conn.execute(
+                    f"update {schema}.sends set state = 'accepted', provider_id = 'SM' || message_id, fence = 1, "
+                    "attempts = 1 where message_id = any($1::text[])",
+                    ids[start : start + 1000],
+                )
+        final: dict[str, MessageStatus] = {}
+        events: list[tuple[str, StatusUpdate]] = []
+        for i in range(n):
+            mid, sid = f"s-{i:06d}", f"SMs-{i:06d}"
+            final[mid] = MessageStatus.DELIVERED if rng.random() < 0.9 else MessageStatus.DELIVERY_FAILED
+            for status in (MessageStatus.QUEUED, MessageStatus.SENT, final[mid]):
+                update = StatusUpdate(sid if rng.random() < 0.5 else mid, status, remote_message_id=sid)
+                events.append((f"tok-{mid}-{status.value}", update))
+        deliveries = events + rng.sample(events, len(events) // 10)
+        rng.shuffle(deliveries)
+        queue: asyncio.Queue[tuple[str, StatusUpdate]] = asyncio.Queue()
+        for delivery in deliveries:
+            queue.put_nowait(delivery)
+        applied = 0
+
+        async def writer() -> None:
+            nonlocal applied
+            while not queue.empty():
+                token, update = queue.get_nowait()
+                changed = await store.apply(update, idempotency_key=token)
+                applied += changed  # after the await: ``applied += await …`` loses concurrent increments
+
+        started = time.perf_counter()
+        async with asyncio.timeout(args.run_timeout):
+            await asyncio.gather(*(writer() for _ in range(writers)))
+        elapsed = time.perf_counter() - started
+        statuses = {entry.message_id: (entry.status, entry.state) async for entry in ledger.results("status")}
+        correct = sum(statuses.get(mid) == (status, SendState.ACCEPTED) for mid, status in final.items())
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute(f"drop schema if exists {schema} cascade")
+        await pool.close()
+    result = {
+        "messages": n,
+        "updates": len(deliveries),
+        "elapsed": elapsed,
+        "rate": len(deliveries) / elapsed,
+        "applied": applied,
+        "correct": correct,
+        "writers": writers,
+    }
+    print(f"status store: {result}", flush=True)
+    return result
+
+
 async def main(args: argparse.Namespace) -> None:
     token = uuid.uuid4().hex[:12]
     schema, prefix, queue = f"bench_{token}", f"bench-{token}", f"bench-{token}"
@@ -280,6 +433,7 @@ async def main(args: argparse.Namespace) -> None:
     emulator = Emulator(args.latency)
     numbers = Numbers()
     rows: list[dict[str, Any]] = []
+    extras: dict[str, Any] = {}
     expected = 0
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "messaging.toml"
@@ -315,6 +469,11 @@ async def main(args: argparse.Namespace) -> None:
                     finally:
                         workers.stop()
             created = await emulator.created_per_receiver()
+            if args.extras:
+                extras["limiter"] = await measure_limiter(
+                    args, Path(directory), schema, f"{prefix}-lim", f"{queue}-lim"
+                )
+                extras["status"] = await measure_status_store(args, f"{schema}_status")
         finally:
             await dispatcher.close()
             await connector.shutdown()
@@ -328,14 +487,71 @@ async def main(args: argparse.Namespace) -> None:
             await redis.aclose()
             async with await aio_pika.connect(AMQP_URL) as connection:
                 channel = await connection.channel()
-                for name in (queue, f"{queue}.dead"):
-                    await channel.queue_delete(name)
-                await channel.exchange_delete(queue)
+                for base in (queue, f"{queue}-lim"):
+                    for name in (base, f"{base}.dead"):
+                        await channel.queue_delete(name)
+                    await channel.exchange_delete(base)
     duplicates = sum(n - 1 for n in created.values() if n > 1)
-    write_results(args, rows, sum(created.values()), expected, duplicates)
+    write_results(args, rows, sum(created.values()), expected, duplicates, extras)
 
 
-def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], created: int, expected: int, dups: int) -> None:
+def extra_lines(args: argparse.Namespace, extras: dict[str, Any]) -> list[str]:
+    """The limiter-accuracy and status-store sections."""
+    lines: list[str] = []
+    if "limiter" in extras:
+        limiter = extras["limiter"]
+        rate = args.limiter_rate
+        lines += [
+            "## Limiter accuracy across worker processes",
+            "",
+            f"As the campaign tests' T9: {args.limiter_messages} SMS over 2 senders, half the bodies 3 segments, "
+            f"sent by `messaging worker -w {args.limiter_workers}` with every sender paced at {rate:g} segments/s "
+            "(Redis GCRA, shared by the processes; chunks of 10 ids). The emulator runs in this process (20 ms "
+            "answers) and stamps every create; *busiest second* is the most segments created in any sliding 1 s "
+            f"window. T9's bound is {rate:g} × 1.05 + 3 (GCRA may start a 3-segment message at the end of a "
+            "window). *Mean rate* is (segments − the first message's) / span.",
+            "",
+        ]
+        if not limiter["campaign"]["finished"]:
+            lines += [f"Not finished in {args.run_timeout:.0f} s: {limiter['campaign']['counts']}.", ""]
+        lines += [
+            "| sender | configured segments/s | busiest 1 s window | vs configured | segments | span s | mean rate |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in limiter["senders"]:
+            mean = (row["segments"] - 3) / row["span"] if row["span"] else 0.0
+            lines.append(
+                f"| {row['sender']} | {rate:g} | {row['busiest']} | {row['busiest'] / rate:.2f}× | "
+                f"{row['segments']} | {row['span']:.2f} | {mean:.1f} |"
+            )
+        lines += ["", f"Duplicates at the emulator: {limiter['duplicates']}.", ""]
+    if "status" in extras:
+        status = extras["status"]
+        lines += [
+            "## Status-store updates per second",
+            "",
+            f"As `test_postgres_status_store.py`: {status['messages']:,} accepted messages × 3 callbacks (queued, "
+            "sent, delivered or failed), half addressed by the provider's SID only, 10 % replayed with their "
+            f"idempotency token, shuffled, applied with `PostgresStatusStore.apply` by {status['writers']} "
+            "concurrent writers (one asyncpg pool of 50) on loopback PostgreSQL.",
+            "",
+            "| updates | seconds | updates/s | applied (moved a status) | messages with the right final status |",
+            "|---|---|---|---|---|",
+            f"| {status['updates']:,} | {status['elapsed']:.2f} | {status['rate']:,.0f} | {status['applied']:,} | "
+            f"{status['correct']:,} of {status['messages']:,} |",
+            "",
+        ]
+    return lines
+
+
+def write_results(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    created: int,
+    expected: int,
+    dups: int,
+    extras: dict[str, Any],
+) -> None:
     lines = [
         f"# Campaign throughput on worker processes — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -378,6 +594,7 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], created:
         f"(warm-up campaigns included), {dups} duplicate(s).",
         "",
     ]
+    lines += extra_lines(args, extras)
     args.output.write_text("\n".join(lines), encoding="utf-8")
     print(f"written to {args.output}")
 
@@ -392,6 +609,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the emulator holds each answer")
     parser.add_argument("--run-timeout", type=float, default=180.0, help="bound of each run, seconds")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--limiter-rate", type=float, default=50.0, help="segments/s per sender (limiter run)")
+    parser.add_argument("--limiter-workers", type=int, default=3, help="worker processes of the limiter run")
+    parser.add_argument("--limiter-messages", type=int, default=240, help="messages of the limiter run")
+    parser.add_argument("--status-messages", type=int, default=10_000, help="messages of the status-store run")
+    parser.add_argument(
+        "--no-extras", dest="extras", action="store_false", help="skip the limiter and status-store measurements"
+    )
     return parser.parse_args()
 
 

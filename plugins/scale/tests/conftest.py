@@ -124,10 +124,13 @@ async def amqp_names() -> AsyncIterator[tuple[str, str]]:
         connection = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as err:
         pytest.skip(f"RabbitMQ unreachable at {AMQP_URL} ({err!r}); {START_HINT}")
+    await connection.close()
     name = f"t-{uuid.uuid4().hex}"
     try:
         yield AMQP_URL, name
     finally:
+        # A new connection: the server may have been restarted during the test (T7).
+        connection = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=30)
         async with connection:
             channel = await connection.channel()
             for queue in (name, f"{name}.dead"):

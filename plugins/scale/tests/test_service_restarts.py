@@ -1,0 +1,209 @@
+"""Campaigns across service restarts: T7 (RabbitMQ ``stop_app; start_app``) and T8 (PostgreSQL restart).
+
+Both restart a shared loopback service in the middle of a campaign run by real ``messaging worker``
+processes, then check what T1 checks: every row ``accepted``, each message created once at the
+emulator, the counters equal to the rows (T11). The scene (emulator, configuration, workers) is
+``test_campaigns.py``'s, loaded from its file (test modules cannot import each other under
+``--import-mode=importlib``).
+
+The service is always brought back in ``finally`` (``start_app`` + ``await_startup``; ``pg_isready``)
+so that later tests never see it stopped. The tests skip, with the reason, when the service
+control commands are missing or not permitted (they need root, as on the CI machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("_scale_campaigns", Path(__file__).with_name("test_campaigns.py"))
+assert _spec is not None
+assert _spec.loader is not None
+_campaigns: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_campaigns)
+
+scene = _campaigns.scene  # the fixture, registered for this module
+campaign = _campaigns.campaign
+Scene = _campaigns.Scene
+
+pytestmark = pytest.mark.services
+
+N = 500
+PACE = 50  # per sender; 2 senders: 100 messages/s, about 5 s of sending
+
+
+def _run(*command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _require(command: str) -> str:
+    path = shutil.which(command)
+    if path is None:
+        pytest.skip(f"{command} not found on PATH: cannot restart the service")
+    if os.geteuid() != 0:
+        pytest.skip(f"{command} needs root here (running as uid {os.geteuid()})")
+    return path
+
+
+def _pg_cluster() -> tuple[str, str]:
+    """``(version, name)`` of the one local PostgreSQL cluster (``pg_lsclusters``)."""
+    _require("pg_ctlcluster")
+    _require("pg_isready")
+    listed = _run("pg_lsclusters", "--no-header") if shutil.which("pg_lsclusters") else None
+    if listed is None or listed.returncode != 0:
+        pytest.skip("pg_lsclusters is missing or failed: cannot find the PostgreSQL cluster to restart")
+    clusters = [line.split()[:2] for line in listed.stdout.splitlines() if line.strip()]
+    if len(clusters) != 1:
+        pytest.skip(f"expected one local PostgreSQL cluster, pg_lsclusters lists {clusters}")
+    version, name = clusters[0]
+    return version, name
+
+
+def _pg_ready() -> bool:
+    return _run("pg_isready", "-h", "127.0.0.1", timeout=10).returncode == 0
+
+
+def _wait_pg_ready(within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not _pg_ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"PostgreSQL not ready {within} s after its restart")
+        time.sleep(0.2)
+
+
+def _rabbit_up() -> bool:
+    return _run("rabbitmqctl", "await_startup", "--timeout", "30", timeout=40).returncode == 0
+
+
+async def _progress_counts(scene: Any, campaign_id: str, within: float) -> dict[str, int]:
+    """The campaign's counts, retried while the test's own pool reconnects after a restart."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return dict((await scene.ledger.progress(campaign_id)).counts)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _wait_some_sent(scene: Any, campaign_id: str, at_least: int, within: float = 20) -> dict[str, int]:
+    """Until ``at_least`` messages are accepted: the campaign is under way."""
+    async with asyncio.timeout(within):
+        while True:
+            counts = await _progress_counts(scene, campaign_id, within)
+            if counts.get("accepted", 0) >= at_least:
+                return counts
+            await asyncio.sleep(0.05)
+
+
+# -- T7: RabbitMQ stopped and started mid-campaign ----------------------------------------------------------
+
+
+async def test_t7_rabbitmq_stop_start_mid_campaign(scene: Any) -> None:
+    """T7: ``rabbitmqctl stop_app`` for 3 s while 2 worker processes send, then ``start_app``.
+
+    Pass: no loss (every row accepted), 0 duplicates at the emulator, counters == rows, and the
+    same worker processes finish the campaign after RabbitMQ is back (no worker restarted).
+    """
+    _require("rabbitmqctl")
+    if not _rabbit_up():
+        pytest.skip("rabbitmqctl await_startup failed before the test: RabbitMQ is not running under rabbitmqctl")
+    # Small chunks and prefetch: most of the campaign is still on the queue when RabbitMQ stops
+    # (2 processes x qos 2 x 10 ids = 40 messages held by the workers), so it must be delivered
+    # after start_app, to the same worker processes.
+    scene.write_config(messages_per_second=PACE, chunk_size=10, qos=2)
+    messages = campaign("t7", N)
+    ids = [m.id for m in messages]
+    workers = scene.start_workers(2)
+    children = await workers.wait_children(2)
+    await scene.submit(messages, "t7")
+    await _wait_some_sent(scene, "t7", at_least=N // 5)
+    stopped = time.monotonic()
+    stopped_at = time.time()
+    try:
+        result = _run("rabbitmqctl", "stop_app")
+        assert result.returncode == 0, result.stderr
+        await asyncio.sleep(3)
+    finally:
+        started = _run("rabbitmqctl", "start_app")
+        assert started.returncode == 0, started.stderr
+        assert _rabbit_up(), "RabbitMQ did not come back after start_app"
+    back = time.monotonic()
+    back_at = time.time()
+    counts = await scene.wait_done("t7", within=60)
+    done = time.monotonic()
+    assert counts == {"accepted": N}
+    rows = await scene.assert_each_sent_exactly_once("t7", ids)
+    assert workers.process.poll() is None, f"the worker manager exited:\n{workers.tail()}"
+    stamps = [message.date_created for message in scene.emulator.messages.values()]
+    while_down = sum(stopped_at <= t < back_at for t in stamps)
+    after = sum(t >= back_at for t in stamps)
+    # The workers resumed on their own: most messages were created after start_app, by the
+    # processes that were running before the stop.
+    assert after >= N // 2, (while_down, after)
+    assert set(children) <= set(workers.children()), "a worker process was restarted"
+    log = workers.log.read_text(errors="replace")
+    print(
+        f"T7: ChannelInvalidStateError (taskiq-aio-pika#46) in the log: {log.count('ChannelInvalidStateError')}; "
+        f"{log.count('Traceback')} traceback(s)"
+    )
+    print(
+        f"T7: {while_down} created while RabbitMQ was down, {after} after start_app; "
+        f"RabbitMQ down {back - stopped:.1f} s; campaign done {done - back:.1f} s after start_app; "
+        f"attempts {sum(row['attempts'] for row in rows)}; reconciled {sum(bool(row['reconciled']) for row in rows)}; "
+        f"children before {sorted(children)} after {sorted(workers.children())}"
+    )
+
+
+# -- T8: PostgreSQL restarted mid-campaign ------------------------------------------------------------------
+
+
+async def test_t8_postgresql_restart_mid_campaign(scene: Any) -> None:
+    """T8: restart PostgreSQL (``pg_ctlcluster … restart``) while 2 worker processes send.
+
+    Pass: the chunks that fail while PostgreSQL is away are requeued (``send_chunk: … requeued
+    after an error`` in the workers' log) and redelivered; every row accepted, 0 duplicates at the
+    emulator, counters == rows; the same worker manager finishes the campaign.
+    """
+    version, name = _pg_cluster()
+    if not _pg_ready():
+        pytest.skip("pg_isready fails before the test: PostgreSQL is not running")
+    scene.write_config(messages_per_second=PACE)
+    messages = campaign("t8", N)
+    ids = [m.id for m in messages]
+    workers = scene.start_workers(2)
+    await workers.wait_children(2)
+    await scene.submit(messages, "t8")
+    await _wait_some_sent(scene, "t8", at_least=N // 5)
+    restarted = time.monotonic()
+    try:
+        result = _run("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", timeout=60)
+        assert result.returncode == 0, result.stderr
+    finally:
+        if not _pg_ready():
+            _run("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start", timeout=60)
+        _wait_pg_ready()
+    back = time.monotonic()
+    await _progress_counts(scene, "t8", within=20)  # the test's own pool has reconnected
+    counts = await scene.wait_done("t8", within=60)
+    done = time.monotonic()
+    assert counts == {"accepted": N}
+    rows = await scene.assert_each_sent_exactly_once("t8", ids)
+    assert workers.process.poll() is None, f"the worker manager exited:\n{workers.tail()}"
+    log = workers.log.read_text(errors="replace")
+    requeued = log.count("requeued after an error")
+    assert requeued > 0, f"no chunk failed while PostgreSQL restarted:\n{workers.tail()}"
+    print(
+        f"T8: PostgreSQL restart took {back - restarted:.1f} s; campaign done {done - back:.1f} s later; "
+        f"{requeued} chunk(s) requeued; attempts {sum(row['attempts'] for row in rows)}; "
+        f"reconciled {sum(bool(row['reconciled']) for row in rows)}"
+    )
