@@ -45,6 +45,7 @@ from messaging_core.message import (
     MultipartContent,
     TemplateContent,
     TextContent,
+    iterate_messages,
     new_message_id,
 )
 from messaging_core.pipeline import (
@@ -171,6 +172,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "iterate_messages",
     "load_config",
     "new_message_id",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from attrs import field, frozen
 
 from messaging_core.errors import ConfigurationError
 from messaging_core.hookspecs import hookimpl
-from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
+from messaging_core.message import Message, MessageStream, iterate_messages, new_message_id
 from messaging_core.pipeline import (
     CampaignProgress,
     Dispatcher,
@@ -363,7 +363,7 @@ class InProcessDispatcher:
                 chunk.clear()
                 return flushed
 
-            async for message in _aiter(messages):
+            async for message in iterate_messages(messages):
                 if handle._cancel.is_set():
                     break
                 if not isinstance(message, Message):
@@ -396,19 +396,6 @@ class InProcessDispatcher:
             handle._notify()
             if self._campaigns.get(handle.campaign_id) is handle:
                 del self._campaigns[handle.campaign_id]
-
-
-async def _aiter(messages: MessageStream) -> AsyncIterator[Message]:
-    """Any message stream as an async iterator."""
-    if isinstance(messages, MessageBatch):
-        for message in messages.messages:
-            yield message
-    elif isinstance(messages, AsyncIterable):
-        async for message in messages:
-            yield message
-    else:
-        for message in messages:
-            yield message
 
 
 # -- the built-in kind and stores ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import builtins
 import enum
 import json
 import uuid
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 from urllib.parse import unquote_plus, urlencode
 
@@ -37,6 +37,7 @@ __all__ = [
     "MultipartContent",
     "TemplateContent",
     "TextContent",
+    "iterate_messages",
     "new_message_id",
 ]
 
@@ -266,6 +267,19 @@ class MessageBatch:
 
 MessageStream = MessageBatch | Iterable[Message] | AsyncIterable[Message]
 """What ``send_batch`` accepts: a batch, or messages produced lazily (memory stays flat)."""
+
+
+async def iterate_messages(messages: MessageStream) -> AsyncIterator[Message]:
+    """Any ``MessageStream`` as one async iterator (read lazily, in order)."""
+    if isinstance(messages, MessageBatch):
+        for message in messages.messages:
+            yield message
+    elif isinstance(messages, AsyncIterable):
+        async for message in messages:
+            yield message
+    else:
+        for message in messages:
+            yield message
 
 
 class MessageBuilder:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from messaging_core.dispatcher import DispatcherSettings
 from messaging_core.errors import ConfigurationError
-from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
+from messaging_core.message import Message, MessageStream, iterate_messages, new_message_id
 from messaging_core.pipeline import CampaignProgress, InDoubtPolicy, LedgerEntry, SendState
 from messaging_core.results import ConnectorResult, SendResult
 from messaging_core.schema import Capability
@@ -191,7 +191,7 @@ class TaskiqDispatcher:
         await self.ledger.register_campaign(campaign_id, self.connector.name)
         batch: list[Message] = []
         index = 0
-        async for message in _aiter(messages):
+        async for message in iterate_messages(messages):
             if not isinstance(message, Message):
                 raise TypeError(f"campaign item {index} is a {type(message).__name__}, not a Message")
             index += 1
@@ -252,15 +252,3 @@ def create_taskiq_dispatcher(connector: ChannelConnector, settings: DispatcherSe
         poll_interval=options.poll_interval,
         settle_time=options.settle_time(),
     )
-
-
-async def _aiter(messages: MessageStream) -> AsyncIterator[Message]:
-    if isinstance(messages, MessageBatch):
-        for message in messages.messages:
-            yield message
-    elif isinstance(messages, AsyncIterable):
-        async for message in messages:
-            yield message
-    else:
-        for message in messages:
-            yield message
