@@ -7,15 +7,13 @@ written to ``tmp_path``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import socket
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import jsonschema
@@ -24,9 +22,7 @@ from click.testing import CliRunner, Result
 
 from messaging_core import ChannelRegistry, ConfigurationError
 from messaging_core.cli import cli, export_schemas
-from messaging_twilio_sms.emulator import EmulatedMessage, TwilioEmulator
-
-T = TypeVar("T")
+from messaging_twilio_sms.emulator import ThreadedTwilioEmulator as ThreadedEmulator
 
 SENDER = "+15005550006"
 RECEIVER = "+15551230001"
@@ -43,58 +39,6 @@ def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("TWILIO_", "MESSAGING_")):
             monkeypatch.delenv(name)
-
-
-class ThreadedEmulator:
-    """A ``TwilioEmulator`` on its own event loop in a daemon thread."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="twilio-emulator", daemon=True)
-        self.emulator: TwilioEmulator
-
-    def run(self, make: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T:
-        """Run a coroutine on the emulator's loop and wait (bounded) for its result."""
-
-        async def call() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
-
-    def __enter__(self) -> ThreadedEmulator:
-        self._thread.start()
-
-        async def start() -> TwilioEmulator:
-            emulator = TwilioEmulator(status_interval=0.01, **self._options)
-            await emulator.start()
-            return emulator
-
-        self.emulator = self.run(start)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.run(self.emulator.stop)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def messages(self) -> list[EmulatedMessage]:
-        async def snapshot() -> list[EmulatedMessage]:
-            return [m for m in self.emulator.messages.values() if m.direction != "inbound"]
-
-        return self.run(snapshot)
-
-    def create_requests(self) -> int:
-        async def count() -> int:
-            return self.emulator.create_requests
-
-        return self.run(count)
-
-    def wait_for_status(self, sid: str, status: str) -> None:
-        self.run(lambda: self.emulator.wait_for_status(sid, status, timeout=4.0))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Every wait is bounded; long-running commands (``emulator``, ``serve``) are alway
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -20,15 +19,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import pytest
 
-from messaging_twilio_sms.emulator import EmulatedMessage, TwilioEmulator
-
-T = TypeVar("T")
+from messaging_twilio_sms.emulator import ThreadedTwilioEmulator as ThreadedEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 SENDER = "+15005550006"
@@ -117,46 +114,6 @@ class Background:
             if stream is not None:
                 stream.close()
         return self.process.returncode
-
-
-class ThreadedEmulator:
-    """A ``TwilioEmulator`` on its own event loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="twilio-emulator", daemon=True)
-        self.emulator: TwilioEmulator
-
-    def run(self, make: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T:
-        async def call() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
-
-    def __enter__(self) -> ThreadedEmulator:
-        self._thread.start()
-
-        async def start() -> TwilioEmulator:
-            emulator = TwilioEmulator(status_interval=0.01)
-            await emulator.start()
-            return emulator
-
-        self.emulator = self.run(start)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.run(self.emulator.stop)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def messages(self) -> list[EmulatedMessage]:
-        async def snapshot() -> list[EmulatedMessage]:
-            return [m for m in self.emulator.messages.values() if m.direction != "inbound"]
-
-        return self.run(snapshot)
 
 
 @pytest.fixture

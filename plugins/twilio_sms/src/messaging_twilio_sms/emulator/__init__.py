@@ -19,6 +19,7 @@ from ._faults import FAULTS, POST_CREATE_FAULTS, PRE_CREATE_FAULTS
 from ._resources import CallbackRecord, EmulatedMedia, EmulatedMessage
 from ._rules import DEFAULT_FAILED_NUMBERS, DEFAULT_UNDELIVERED_NUMBERS
 from ._server import TwilioEmulator
+from ._threaded import ThreadedTwilioEmulator
 
 __all__ = [
     "DEFAULT_FAILED_NUMBERS",
@@ -29,6 +30,7 @@ __all__ = [
     "CallbackRecord",
     "EmulatedMedia",
     "EmulatedMessage",
+    "ThreadedTwilioEmulator",
     "TwilioEmulator",
     "main",
 ]
