@@ -153,6 +153,7 @@ class ChannelConnector(abc.ABC):
         self._state = ConnectorState.UNINITIALIZED
         self._started_at: float | None = None
         self._state_lock = asyncio.Lock()
+        self._capability_bits = schema.capabilities.value
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -282,7 +283,8 @@ class ChannelConnector(abc.ABC):
         await self.shutdown()
 
     def _require(self, capability: Capability) -> None:
-        if capability not in self.schema.capabilities:
+        # Integer test instead of Flag.__contains__: this runs on every send and every webhook.
+        if capability.value & self._capability_bits != capability.value:
             raise CapabilityNotSupportedError(
                 f"{self.name} ({self.schema.display_name}) does not support {capability.name}"
             )

@@ -163,6 +163,10 @@ def _signed_params(params: Params | None) -> str:
         return ""
     try:
         pairs: Iterable[tuple[str, str | Sequence[str]]]
+        if isinstance(params, tuple | list):  # checked first: the webhook path passes pairs
+            # Pairs (MessageSource.form): sorting the distinct (key, value) pairs is exactly
+            # "distinct keys sorted, then each key's distinct values sorted".
+            return "".join([key + value for key, value in sorted(set(params))])
         if isinstance(params, Mapping):
             fields = dict(params.items())  # a repeated key (multidict) keeps one value: checked next
             if len(fields) == len(params) and all(isinstance(value, str) for value in fields.values()):
@@ -170,10 +174,6 @@ def _signed_params(params: Params | None) -> str:
                 texts = cast("dict[str, str]", fields)
                 return "".join([key + texts[key] for key in sorted(texts)])
             pairs = params.items()
-        elif isinstance(params, list | tuple):
-            # Pairs (MessageSource.form): sorting the distinct (key, value) pairs is exactly
-            # "distinct keys sorted, then each key's distinct values sorted".
-            return "".join([key + value for key, value in sorted(set(params))])
         else:
             pairs = params
         grouped: dict[str, set[str]] = {}
