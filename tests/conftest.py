@@ -7,6 +7,7 @@ below reach them through fixtures (``acme``, ``probe_class``, ``make_probe``...)
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import types
 from collections.abc import AsyncIterator, Callable
@@ -225,3 +226,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("ACME_") or name.startswith("MEMORY_"):
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+@pytest.fixture(autouse=True)
+def _no_messaging_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment plugin reads TWILIO_* for missing parameters and MESSAGING_* steers plugins:
+    keep the developer's variables out of every core test (tests set what they need)."""
+    for name in list(os.environ):
+        if name.startswith(("TWILIO_", "MESSAGING_")):
+            monkeypatch.delenv(name)

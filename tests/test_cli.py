@@ -8,7 +8,6 @@ written to ``tmp_path``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -31,14 +30,6 @@ SID = re.compile(r"\b(?:SM|MM)[0-9a-f]{32}\b")
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment plugin reads TWILIO_* for missing parameters: keep the developer's out."""
-    for name in list(os.environ):
-        if name.startswith(("TWILIO_", "MESSAGING_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ STEPS = (
     "auto-reply sent",
     "status query",
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("TWILIO_", "MESSAGING_")):
-            monkeypatch.delenv(name)
 
 
 def _console() -> tuple[Console, io.StringIO]:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
 import time
 import uuid
@@ -51,14 +50,6 @@ DEADLINE = 5.0
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment plugin reads TWILIO_* for missing parameters: keep the developer's out."""
-    for name in list(os.environ):
-        if name.startswith(("TWILIO_", "MESSAGING_")):
-            monkeypatch.delenv(name)
 
 
 class Recorder:

@@ -58,14 +58,6 @@ def sid(n: int) -> str:
     return f"SM{n:032x}"
 
 
-@pytest.fixture(autouse=True)
-def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment plugin reads TWILIO_* for missing parameters: keep the developer's out."""
-    for name in list(os.environ):
-        if name.startswith(("TWILIO_", "MESSAGING_")):
-            monkeypatch.delenv(name)
-
-
 class Recorder:
     """An observer plugin: records every status dispatched to it; can be told to fail once."""
 

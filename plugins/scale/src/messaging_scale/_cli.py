@@ -114,6 +114,11 @@ async def _known(campaigns: _Campaigns, campaign_id: str) -> None:
         raise click.ClickException(f"no campaign {campaign_id!r} in the ledger")
 
 
+def _not_submitted(campaign_id: str) -> click.ClickException:
+    """Pause and resume need a campaign the taskiq dispatcher registered (its flags live there)."""
+    return click.ClickException(f"no campaign {campaign_id!r} was submitted through the taskiq dispatcher")
+
+
 def message_id_for(campaign_id: str, sender: str | None, receiver: str, text: str) -> str:
     """The id of a message a command line campaign builds: the same inputs give the same id.
 
@@ -389,7 +394,7 @@ def pause_command(config_file: Path, campaign_id: str) -> None:
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
             if not await campaigns.ledger.set_campaign_flags(campaign_id, paused=True):
-                raise click.ClickException(f"no campaign {campaign_id!r} was submitted through the taskiq dispatcher")
+                raise _not_submitted(campaign_id)
             console.print(f"{escape(campaign_id)}: paused", soft_wrap=True)
 
     _run(run())
@@ -405,7 +410,7 @@ def resume_command(config_file: Path, campaign_id: str) -> None:
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
             if await campaigns.ledger.campaign(campaign_id) is None:
-                raise click.ClickException(f"no campaign {campaign_id!r} was submitted through the taskiq dispatcher")
+                raise _not_submitted(campaign_id)
             await campaigns.handle(campaign_id).resume()
             console.print(f"{escape(campaign_id)}: resumed", soft_wrap=True)
 
