@@ -424,13 +424,15 @@ async def test_t4_control_without_the_ledger_check_shows_duplicates(scene: Scene
 
 async def test_t5_ambiguous_answers_are_reconciled_definite_ones_are_not(scene: Scene) -> None:
     emu = scene.emulator
-    messages = campaign("t5", 30)
+    messages = campaign("t5", 30)  # message i is sent from SENDERS[i % 2]
     special = {
         "reset_after_create": messages[1],
         "500": messages[2],
         "truncated_json": messages[3],
         "timeout": messages[4],
         "429": messages[5],
+        "500_after_create": messages[6],
+        "21611": messages[8],
     }
     for fault, message in special.items():
         assert message.receiver is not None
@@ -449,30 +451,36 @@ async def test_t5_ambiguous_answers_are_reconciled_definite_ones_are_not(scene: 
     assert max(creates.values()) == 1  # nothing created twice
     assert set(creates) == {m.id for m in messages}
     # Ambiguous: the request may have created the message. Settled by the probe of the provider's
-    # list: found (reset after create, truncated 201, timeout), or proven absent and sent again (a
-    # 500 that created nothing).
-    for fault in ("reset_after_create", "truncated_json", "timeout"):
+    # list: found (reset after create, a 500 after create, truncated 201, timeout), or proven
+    # absent and sent again (a 500 that created nothing).
+    for fault in ("reset_after_create", "500_after_create", "truncated_json", "timeout"):
         row = rows[special[fault].id]
         assert (row["state"], row["reconciled"], row["attempts"]) == ("accepted", True, 1), fault
     row = rows[special["500"].id]
     assert (row["state"], row["reconciled"], row["attempts"]) == ("accepted", True, 2)
-    # Definite: 429 was never processed, so it is retried (and created once); 21211 fails at once.
-    row = rows[special["429"].id]
-    assert (row["state"], row["reconciled"], row["attempts"]) == ("accepted", False, 2)
+    # Definite: 20429 was never processed, so it is retried (and created once); so is a 21611
+    # (the From number's queue was full), which also slows its sender down; 21211 fails at once.
+    for fault in ("429", "21611"):
+        row = rows[special[fault].id]
+        assert (row["state"], row["reconciled"], row["attempts"]) == ("accepted", False, 2), fault
     row = rows["t5-invalid"]
     assert (row["state"], row["attempts"], row["error_code"]) == ("failed", 1, "INVALID_RECIPIENT")
-    # 21611 (the sender's queue is full): retried up to max_attempts, never created, and the
-    # sender's pace halved for every worker.
+    # A From number whose queue stays full (the magic +15005550008): retried up to max_attempts,
+    # never created.
     row = rows["t5-queue-full"]
     assert (row["state"], row["attempts"], row["error_code"]) == ("failed", 3, "RATE_LIMITED")
     assert "t5-queue-full" not in creates
+    # 21611 halved the pace (400/s) of its sender for every worker, in Redis; the account's
+    # concurrency limit (20429, on the other sender) did not touch that sender's pace.
     client = aioredis.Redis.from_url(scene.names["redis"])
     try:
-        slowed = await client.get(f"{scene.names['prefix']}:default:{{+15005550008}}:rate")
+        rates = {
+            sender: await client.get(f"{scene.names['prefix']}:default:{{{sender}}}:rate")
+            for sender in (*SENDERS, "+15005550008")
+        }
     finally:
         await client.aclose()
-    assert slowed is not None
-    assert float(slowed) == 200.0
+    assert rates == {SENDERS[0]: b"200.0", SENDERS[1]: None, "+15005550008": b"200.0"}
     await scene.assert_counters_match_rows("t5")
 
 

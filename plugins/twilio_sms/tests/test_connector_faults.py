@@ -111,6 +111,7 @@ async def test_unsubscribed_error_unwraps_to_a_provider_error(make_connector: Ma
     ("fault", "code", "created"),
     [
         ("500", TwilioErrorCodes.TEMPORARY_FAILURE, 0),
+        ("500_after_create", TwilioErrorCodes.TEMPORARY_FAILURE, 1),
         ("502", TwilioErrorCodes.TEMPORARY_FAILURE, 0),
         ("503", TwilioErrorCodes.TEMPORARY_FAILURE, 0),
         ("html_error", TwilioErrorCodes.TEMPORARY_FAILURE, 0),
@@ -209,6 +210,36 @@ async def test_429_beyond_max_retries_fails_retryable(
     assert result.error.details["twilio_code"] == 20429
     assert emulator.create_requests == 3
     assert emulator.messages == {}
+
+
+async def test_queue_full_21611_is_retried_and_says_the_sender_is_throttled(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, backoff_sleeps: list[float]
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector(MaxRetries=1)
+    emulator.inject("21611", count=3)
+    refused = await connector.send_message(sms())
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.retryable) == (TwilioErrorCodes.RATE_LIMITED, True)
+    assert refused.error.details["twilio_code"] == 21611
+    # The From number's queue is full: a signal to slow this sender down, which a 20429 is not.
+    assert refused.error.details["sender_throttled"] is True
+    assert (emulator.create_requests, emulator.messages) == (2, {})
+    sent = await connector.send_message(sms())  # the third fault, then a free queue
+    assert sent.is_success, sent.error
+    assert (emulator.create_requests, len(emulator.messages)) == (4, 1)
+
+
+async def test_concurrency_429_does_not_say_the_sender_is_throttled(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, backoff_sleeps: list[float]
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector(MaxRetries=0)
+    emulator.inject("429")
+    result = await connector.send_message(sms())
+    assert result.error is not None
+    assert result.error.details["twilio_code"] == 20429
+    assert "sender_throttled" not in result.error.details
 
 
 async def test_max_retries_zero_means_one_request(

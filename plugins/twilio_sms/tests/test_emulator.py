@@ -838,7 +838,9 @@ async def test_simulate_inbound_needs_a_reachable_url(emulator: TwilioEmulator) 
 JSON_FAULTS = {
     "429": (429, 20429),
     "429_retry_after": (429, 20429),
+    "21611": (429, 21611),
     "500": (500, 20500),
+    "500_after_create": (500, 20500),
     "502": (502, 20500),
     "503": (503, 20503),
 }

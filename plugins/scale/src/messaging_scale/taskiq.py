@@ -33,7 +33,6 @@ from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends
 from taskiq_aio_pika import AioPikaBroker, Exchange, Queue, QueueType
 
 from messaging_core.pipeline import SendState
-from messaging_core.results import ConnectorErrorCodes
 from messaging_core.sending import SendAttempt, SendPipeline
 from messaging_scale._ledger import OpenMessage, PostgresLedger
 from messaging_scale._limiter import RedisGcraLimiter
@@ -78,8 +77,10 @@ class ChunkSender:
       them again), a cancelled one's are cancelled;
     - a retry due later than ``max_inline_wait`` is left to the sweeper, so that a chunk is not
       held unacknowledged for minutes;
-    - a ``RATE_LIMITED`` answer halves the sender's pace for ``slow_down_for`` seconds on every
-      worker (when the limiter is a ``RedisGcraLimiter``).
+    - an answer that says the sender is throttled (``details["sender_throttled"]``: Twilio's 21611,
+      a From number's full queue) halves the sender's pace for ``slow_down_for`` seconds on every
+      worker (when the limiter is a ``RedisGcraLimiter``). An account's concurrency limit (20429)
+      is not the sender's pace and leaves it alone.
 
     At most ``concurrency`` passes run at once in the process, over all its chunks. Each ledger
     operation takes one pooled connection and gives it back before the pace wait and the provider
@@ -163,7 +164,7 @@ class ChunkSender:
                 if reconciled is None or reconciled.state is not SendState.PENDING:
                     return (reconciled or attempt).state.value
                 continue  # proven absent: send again
-            if _rate_limited(attempt):
+            if _sender_throttled(attempt):
                 await self._slow_down(pipeline, item)
             delay = attempt.retry_after or 0.0
             if delay > self.max_inline_wait:
@@ -206,9 +207,9 @@ class ChunkSender:
         await limiter.set_rate(key, rate, duration=self.slow_down_for)
 
 
-def _rate_limited(attempt: SendAttempt) -> bool:
+def _sender_throttled(attempt: SendAttempt) -> bool:
     error = attempt.result.error
-    return error is not None and error.code == ConnectorErrorCodes.RATE_LIMITED
+    return error is not None and error.details.get("sender_throttled") is True
 
 
 def create_broker(

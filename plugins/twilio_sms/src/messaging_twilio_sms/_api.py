@@ -291,6 +291,10 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
         code = TwilioErrorCodes.MESSAGE_VALIDATION_FAILED
     elif http_status == 429 or twilio_code in _RATE_CODES:
         code, retryable = TwilioErrorCodes.RATE_LIMITED, True
+        if twilio_code == 21611:
+            # The From number's queue is full: this sender is over its rate (a 20429 is the account's
+            # concurrency instead). A shared pace (messaging_scale) slows the sender down on it.
+            details["sender_throttled"] = True
     elif http_status >= 500:
         # The request reached Twilio (or a proxy in front of it): it may have been processed.
         # Not retried automatically; the caller (or the scale-out ledger) settles it.

@@ -9,22 +9,29 @@ from attrs import define
 
 from ._resources import error_payload
 
-PRE_CREATE_FAULTS = frozenset({"429", "429_retry_after", "500", "502", "503", "html_error", "reset_before"})
+PRE_CREATE_FAULTS = frozenset({"429", "429_retry_after", "21611", "500", "502", "503", "html_error", "reset_before"})
 """Faults answered before the request is processed: the message is NOT created."""
 
-POST_CREATE_FAULTS = frozenset({"malformed_json", "truncated_json", "no_sid", "reset_after_create", "timeout"})
+POST_CREATE_FAULTS = frozenset(
+    {"500_after_create", "malformed_json", "truncated_json", "no_sid", "reset_after_create", "timeout"}
+)
 """Faults that spoil the answer of a create that succeeded: the message IS created, as at Twilio when the
 response is lost or mangled on the way back."""
 
 FAULTS = PRE_CREATE_FAULTS | POST_CREATE_FAULTS
 """Every fault name :meth:`TwilioEmulator.inject` accepts."""
 
-# status, Twilio code, message. 20429 means the request was never processed (facts §4 "429 / Retry-After").
+# status, Twilio code, message. 20429 means the request was never processed (facts §4 "429 / Retry-After");
+# 21611 is a From number's full queue, answered with HTTP 429 and "SMS queue is full." (facts §4): a
+# transient version of the +15005550008 magic number. "500_after_create" answers like "500" after the
+# message was stored (an upstream that failed on the way back).
 # Twilio documents no code of its own for a 502; the generic internal-error code keeps the shape uniform.
 FAULT_ERRORS: dict[str, tuple[int, int, str]] = {
     "429": (429, 20429, "Too Many Requests"),
     "429_retry_after": (429, 20429, "Too Many Requests"),
+    "21611": (429, 21611, "SMS queue is full."),
     "500": (500, 20500, "Internal Server Error"),
+    "500_after_create": (500, 20500, "Internal Server Error"),
     "502": (502, 20500, "Bad Gateway"),
     "503": (503, 20503, "Service Unavailable"),
 }

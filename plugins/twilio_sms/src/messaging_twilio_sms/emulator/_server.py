@@ -550,6 +550,8 @@ class TwilioEmulator:
         """Answer a fault that hits after the message was created."""
         if fault == "reset_after_create":
             return _abort(request)
+        if fault == "500_after_create":
+            return web.Response(body=FAULT_PAYLOADS[fault], status=500, content_type=_JSON)
         if fault == "timeout":
             stopping = self._stopping
             if stopping is not None:
