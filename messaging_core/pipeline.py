@@ -247,12 +247,17 @@ class SendLedger(Protocol):
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
         """Move a SUBMITTING entry with this ``fence`` whose lease expired to UNKNOWN."""
 
-    async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
+    async def resolve(
+        self, message_id: str, *, provider_id: str | None, reconciled: bool = True, fence: int | None = None
+    ) -> bool:
         """Settle a message in doubt; increments the fence, so a late ``record`` of the old claim is refused.
 
         With a ``provider_id`` (a status callback or a probe found it): PENDING, SUBMITTING or
         UNKNOWN become ACCEPTED. With None (a probe proved it absent): UNKNOWN or an expired
         SUBMITTING become PENDING, resend allowed. Final entries are never changed.
+
+        ``fence``: only when the entry still has this fence (the one the probe looked at). A
+        verdict of "absent" must not apply to a later attempt another worker made meanwhile.
         """
 
     async def cancel(self, campaign_id: str) -> int:

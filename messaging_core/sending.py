@@ -173,7 +173,7 @@ class SendPipeline:
             if isinstance(claim, Claim):
                 called = time.monotonic() <= claim.deadline
                 if called:
-                    result = await connector._send_observed(message)
+                    result = await self._send_within_lease(message, claim)
                 else:
                     # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
                     result = not_attempted("the claim's deadline passed")
@@ -207,6 +207,26 @@ class SendPipeline:
         if cancel is not None and cancel.is_set():
             return not_attempted(self.cancel_reason)
         return await self.connector._send_observed(message)
+
+    async def _send_within_lease(self, message: Message, claim: Claim) -> ConnectorResult[SendResult]:
+        """The provider call, cut off when the claim's lease ends (I2).
+
+        A connector may queue the call behind its own concurrency limit or retry what it knows
+        to be safe (a 429, a refused connection) after a backoff: all of it must be over before
+        another worker may find the lease expired and settle the message. What is still running
+        then is cancelled, and its outcome is unknown (the request may have left).
+        """
+        remaining = claim.deadline + self.request_timeout - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                return await self.connector._send_observed(message)
+        except TimeoutError:
+            log.warning("send %s: still running when its lease ended; cut off, outcome unknown", message.id)
+            return ConnectorResult.failure(
+                ConnectorErrorCodes.SEND_MESSAGE_ERROR,
+                "the provider call outlasted the claim's lease and was cut off; the message may have been sent",
+                details={"outcome_unknown": True},
+            )
 
     async def _pace(self, message: Message) -> bool:
         """Reserve the message's slot and sleep until it; False when the wait would exceed ``max_wait``."""
@@ -300,10 +320,12 @@ class SendPipeline:
             if found is None or len(found) > 1:
                 return None
             if found:
-                await ledger.resolve(message.id, provider_id=found[0])
+                await ledger.resolve(message.id, provider_id=found[0], fence=entry.fence)
                 return await self._entry_attempt(message.id)
-        if not await ledger.resolve(message.id, provider_id=None):
-            return await self._entry_attempt(message.id)  # a status callback settled it meanwhile
+        # Only the attempt we probed: if another worker resent it meanwhile (a new fence), "absent"
+        # says nothing about that attempt.
+        if not await ledger.resolve(message.id, provider_id=None, fence=entry.fence):
+            return await self._entry_attempt(message.id)  # a status callback or another worker settled it
         return SendAttempt(message.id, not_attempted("the provider has no trace of it; resending"), SendState.PENDING)
 
     async def _entry_attempt(self, message_id: str) -> SendAttempt:

@@ -156,9 +156,11 @@ class MemoryLedger:
         row.state = SendState.UNKNOWN
         return True
 
-    async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
+    async def resolve(
+        self, message_id: str, *, provider_id: str | None, reconciled: bool = True, fence: int | None = None
+    ) -> bool:
         row = self._rows.get(message_id)
-        if row is None:
+        if row is None or (fence is not None and row.fence != fence):
             return False
         if provider_id is not None:
             if row.state not in (SendState.PENDING, SendState.SUBMITTING, SendState.UNKNOWN):

@@ -387,6 +387,75 @@ async def test_probe_then_resend(
     assert len(connector.probes) == (2 if word == "lost_before" else 1)
 
 
+async def test_a_stale_absent_verdict_does_not_reopen_a_later_attempt(connector: RecordingConnector) -> None:
+    """Worker A probes; meanwhile worker B proves the message absent and sends it again, in doubt
+    once more (the provider's list does not show it yet). A's "absent" must not reopen B's attempt."""
+    ledger = MemoryLedger()
+    message = sms("+15550000012")
+    await _added(ledger, message)
+    connector.script["+15550000012"] = ["lost_before", "lost_before"]
+    connector.probe = "truthful"
+    worker_a = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    worker_b = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    assert (await worker_a.process(message)).state is SendState.UNKNOWN
+    probe = connector.find_sent
+    interleaved = False
+
+    async def b_acts_during_a_probe(probed: Message, since: datetime) -> list[str] | None:
+        nonlocal interleaved
+        found = await probe(probed, since)
+        if not interleaved:
+            interleaved = True
+            reopened = await worker_b.reconcile(message)
+            assert reopened is not None
+            assert reopened.state is SendState.PENDING
+            assert (await worker_b.process(message)).state is SendState.UNKNOWN
+        return found
+
+    connector.find_sent = b_acts_during_a_probe  # type: ignore[method-assign]
+    verdict = await worker_a.reconcile(message)
+    assert verdict is not None
+    assert verdict.state is SendState.UNKNOWN, "B's attempt stays in doubt"
+    assert await _state(ledger, message.id) is SendState.UNKNOWN
+    assert connector.call_count(message.id) == 2
+    assert not isinstance(await ledger.claim(message.id, lease=30.0, request_timeout=5.0), Claim)
+
+
+class SlowConnector(RecordingConnector):
+    """A provider call that takes ``delay`` seconds (a connector queueing or backing off inside)."""
+
+    delay = 5.0
+    cancelled = False
+
+    async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return await super()._send_message(message)
+
+
+async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
+    registry = ChannelRegistry()
+    connector = SlowConnector(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
+    assert (await connector.initialize()).is_success
+    ledger = MemoryLedger()
+    message = sms("+15550000013")
+    await _added(ledger, message)
+    pipeline = _pipeline(connector, ledger, lease=0.4, request_timeout=0.2)
+    started = time.monotonic()
+    async with asyncio.timeout(3):
+        attempt = await pipeline.process(message)
+    assert 0.3 <= time.monotonic() - started < 1.5
+    assert connector.cancelled
+    assert connector.calls == []  # cut off before the (slow) provider call completed: nothing created
+    assert attempt.state is SendState.UNKNOWN  # the request may have left: in doubt, never resent blindly
+    assert attempt.result.error is not None
+    assert attempt.result.error.details["outcome_unknown"] is True
+    await connector.shutdown()
+
+
 async def test_hold_never_probes(connector: RecordingConnector) -> None:
     ledger = MemoryLedger()
     message = sms("+15550000011")

@@ -382,6 +382,24 @@ class LedgerConformance:
         assert isinstance(await ledger.claim(unknown_id, lease=30.0, request_timeout=5.0), Claim)
 
     @_asyncio
+    async def test_a_verdict_on_an_older_attempt_is_refused(self, ledger: SendLedger) -> None:
+        # Two workers reconcile the same message; one proves it absent and sends it again (in doubt
+        # once more) while the other is still probing. The late verdict names the fence it probed.
+        _, (message_id,) = await _added(ledger)
+        first = await _claimed(ledger, message_id)
+        assert await ledger.record(first, SendOutcome(SendState.UNKNOWN, error_code="OUTCOME_UNKNOWN"))
+        probed = (await _entry(ledger, message_id)).fence
+        assert await ledger.resolve(message_id, provider_id=None, fence=probed)
+        second = await _claimed(ledger, message_id)
+        assert await ledger.record(second, SendOutcome(SendState.UNKNOWN, error_code="OUTCOME_UNKNOWN"))
+        assert not await ledger.resolve(message_id, provider_id=None, fence=probed), "absent, for an older attempt"
+        assert not await ledger.resolve(message_id, provider_id="SM-old", fence=probed)
+        entry = await _entry(ledger, message_id)
+        assert (entry.state, entry.fence, entry.provider_id) == (SendState.UNKNOWN, second.fence, None)
+        assert await ledger.resolve(message_id, provider_id="SM-2", fence=second.fence)
+        assert (await _entry(ledger, message_id)).state is SendState.ACCEPTED
+
+    @_asyncio
     async def test_resolve_of_an_expired_lease_settles_it(self, ledger: SendLedger) -> None:
         _, (message_id,) = await _added(ledger)
         await self._expire(ledger, message_id)

@@ -98,14 +98,22 @@ async def test_callback_settles_in_doubt_sends(
 
     assert await status_store.apply(StatusUpdate("m-000000", SENT, remote_message_id="SMa"))
     assert await status_store.apply(StatusUpdate("m-000001", QUEUED, remote_message_id="SMb"))
-    assert await status_store.apply(StatusUpdate("m-000002", QUEUED, remote_message_id="SMc"))  # PENDING
+    # PENDING: a probe found nothing (the provider's list lagged) and a resend is due; the
+    # callback proves the first attempt exists, so the resend must not happen.
+    pending = await ledger.get("m-000002")
+    assert pending is not None
+    assert await status_store.apply(StatusUpdate("m-000002", QUEUED, remote_message_id="SMc"))
     states = {m: await ledger.get(m) for m in ("m-000000", "m-000001", "m-000002")}
     assert {m: (e.state, e.provider_id) for m, e in states.items() if e} == {
         "m-000000": (SendState.ACCEPTED, "SMa"),
         "m-000001": (SendState.ACCEPTED, "SMb"),
-        "m-000002": (SendState.PENDING, "SMc"),  # not in doubt: sending state untouched
+        "m-000002": (SendState.ACCEPTED, "SMc"),
     }
-    assert (await ledger.progress("c1")).counts == {"accepted": 2, "pending": 2}
+    assert all(e is not None and e.fence > 0 for e in states.values())  # settling moved every fence
+    assert states["m-000002"] is not None
+    assert states["m-000002"].fence == pending.fence + 1
+    assert (await ledger.progress("c1")).counts == {"accepted": 3, "pending": 1}
+    assert not isinstance(await ledger.claim("m-000002", lease=30.0, request_timeout=5.0), Claim)
     # The original worker's late write loses: the row is final.
     assert not await ledger.resolve("m-000001", provider_id=None)
 

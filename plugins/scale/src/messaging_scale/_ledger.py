@@ -143,12 +143,14 @@ class PostgresLedger:
         self._sql_resolve_accepted = (
             f"update {s}.sends set state = 'accepted', provider_id = $2, reconciled = $3, error_code = null, "
             "fence = fence + 1, updated_at = now() "
-            "where message_id = $1 and state in ('pending', 'submitting', 'unknown')"
+            "where message_id = $1 and state in ('pending', 'submitting', 'unknown') "
+            "and ($4::bigint is null or fence = $4)"
         )
         self._sql_resolve_absent = (
             f"update {s}.sends set state = 'pending', retry_at = null, reconciled = $2, "
             "fence = fence + 1, updated_at = now() "
-            "where message_id = $1 and (state = 'unknown' or (state = 'submitting' and lease_until <= now()))"
+            "where message_id = $1 and (state = 'unknown' or (state = 'submitting' and lease_until <= now())) "
+            "and ($3::bigint is null or fence = $3)"
         )
         self._sql_cancel = (
             f"update {s}.sends set state = 'cancelled', updated_at = now() where campaign_id = $1 and state = 'pending'"
@@ -334,19 +336,22 @@ class PostgresLedger:
             status: str = await conn.execute(self._sql_mark_unknown, message_id, fence)
         return _updated(status)
 
-    async def resolve(self, message_id: str, *, provider_id: str | None, reconciled: bool = True) -> bool:
+    async def resolve(
+        self, message_id: str, *, provider_id: str | None, reconciled: bool = True, fence: int | None = None
+    ) -> bool:
         """Settle an entry in doubt: ACCEPTED with ``provider_id``, or PENDING (resend allowed) when None.
 
         ACCEPTED (the provider has the message: a status callback or a probe found it) applies to
         any entry not final. PENDING needs the entry UNKNOWN, or SUBMITTING with an expired lease:
         absence is never concluded for a call that may still be in flight. Either way the fence
-        moves, so the claim's holder can no longer record.
+        moves, so the claim's holder can no longer record. With ``fence``, only an entry that
+        still has it (the attempt a probe looked at) is settled.
         """
         async with self._pool.acquire() as conn:
             if provider_id is not None:
-                status: str = await conn.execute(self._sql_resolve_accepted, message_id, provider_id, reconciled)
+                status: str = await conn.execute(self._sql_resolve_accepted, message_id, provider_id, reconciled, fence)
             else:
-                status = await conn.execute(self._sql_resolve_absent, message_id, reconciled)
+                status = await conn.execute(self._sql_resolve_absent, message_id, reconciled, fence)
         return _updated(status)
 
     async def cancel(self, campaign_id: str) -> int:

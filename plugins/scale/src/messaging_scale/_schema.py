@@ -238,7 +238,8 @@ begin
     update {schema}.sends
     set status = p_status, status_rank = p_rank, status_at = p_at,
         provider_id = coalesce(provider_id, p_sid),
-        state = case when state in ('submitting', 'unknown') then 'accepted' else state end,
+        state = case when state in ('pending', 'submitting', 'unknown') then 'accepted' else state end,
+        fence = case when state in ('pending', 'submitting', 'unknown') then fence + 1 else fence end,
         updated_at = now()
     where message_id = target and {schema}.status_advances(status, status_rank, p_status, p_rank);
     return case when found then 'applied' else 'stale' end;
