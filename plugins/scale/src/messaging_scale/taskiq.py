@@ -256,10 +256,20 @@ async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dic
         # infrastructure failure (the database restarting) must not lose it: publish a copy
         # first (``requeue`` raises NoResultError; the original is then acknowledged). The copies
         # are capped; the ledger's rows stay for the sweeper either way.
-        if int(context.message.labels.get(_REQUEUE_LABEL, 0)) < MAX_REQUEUES:
-            log.exception("send_chunk: %d message(s) requeued after an error", len(ids))
+        requeues = int(context.message.labels.get(_REQUEUE_LABEL, 0))
+        if requeues < MAX_REQUEUES:
+            # Back off first (the chunk stays unacknowledged meanwhile): a database restart takes
+            # seconds, and copies republished at once would use up the cap in milliseconds.
+            delay = requeue_delay(requeues)
+            log.exception("send_chunk: %d message(s) requeued in %g s after an error", len(ids), delay)
+            await asyncio.sleep(delay)
             await context.requeue()
         raise
+
+
+def requeue_delay(requeues: int) -> float:
+    """Seconds before a failed chunk is published again: 0.5, 1, 2, … capped at 30 (2.5 min over 10 copies)."""
+    return float(min(30.0, 0.5 * 2**requeues))
 
 
 def register_tasks(
@@ -285,7 +295,7 @@ class ChunkKicker:
             raise ValueError("chunk_size must be at least 1")
         self.broker = broker
         self.chunk_size = chunk_size
-        self._started = broker.is_worker_process
+        self._started = False
         self._lock = asyncio.Lock()
 
     async def kick(self, ids: Sequence[str]) -> int:
@@ -302,8 +312,9 @@ class ChunkKicker:
         return len(chunks)
 
     async def start(self) -> None:
-        """Start the broker (once), unless a worker already did."""
-        if not self._started:
+        """Start the broker (once), unless it is a worker's (the worker started it)."""
+        # Read now, not at construction: a worker's broker is flagged when the worker starts it.
+        if not self._started and not self.broker.is_worker_process:
             async with self._lock:
                 if not self._started:
                     await self.broker.startup()
@@ -311,7 +322,7 @@ class ChunkKicker:
 
     async def close(self) -> None:
         """Shut the broker down if this kicker started it."""
-        if self._started and not self.broker.is_worker_process:
+        if self._started:
             self._started = False
             await self.broker.shutdown()
 

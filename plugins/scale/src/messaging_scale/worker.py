@@ -155,7 +155,27 @@ class WorkerRuntime:
             reconcile=settings.in_doubt == "probe_then_resend",
         )
         self._sweeper = asyncio.create_task(_after(settings.sweep_interval, sweeper.run()), name="messaging sweeper")
+        await self._open_connectors()
         log.info("worker ready: queue %s, ledger schema %s", settings.queue, ledger.schema)
+
+    async def _open_connectors(self) -> None:
+        """Open every enabled connector now and test its connection, instead of on the first chunk.
+
+        A wrong credential shows in the log at start-up, and the first sends of a campaign do not
+        pay for connection set-up after their pace slot (which would bunch them with the next
+        ones at the provider). A connector that fails here is logged and tried again lazily.
+        """
+        for name, spec in self.config.connectors.items():
+            if not spec.enabled:
+                continue
+            try:
+                pipeline = await self.pipeline(name)
+            except ConfigurationError as err:
+                log.error("connector %s not ready at start-up: %s", name, err)
+                continue
+            tested = await pipeline.connector.test_connection()
+            if tested.error is not None:
+                log.error("connector %s: connection test failed: %s", name, tested.error.message)
 
     async def pipeline(self, connector_name: str | None) -> SendPipeline:
         """The pipeline of the connector named ``connector_name`` in the configuration (created once)."""
