@@ -280,11 +280,19 @@ class SendLedger(Protocol):
 class RateLimiter(Protocol):
     """Shared pace per sender key (GCRA "reserve a slot")."""
 
-    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+    async def reserve(
+        self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
+    ) -> float | None:
         """Reserve ``cost`` units for ``key``: the slot starts after the wait, the next one ``cost`` intervals later.
 
         GCRA: with ``interval = 1 / rate`` and ``burst`` units allowed back to back,
         ``wait = max(0, tat − now − (burst − 1) · interval)``, then ``tat = max(tat, now) + cost · interval``.
+
+        ``token`` names what the slot is for (the pipeline passes the message id). Until its slot
+        starts, a reservation with the same token reserves nothing more and returns the time left
+        to that slot: a message paced twice (a redelivered or re-kicked chunk, a pass deferred to
+        its slot) takes one slot. Once the slot has started, the token books anew (a retry pays
+        again).
 
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
             would exceed ``max_wait`` (nothing is reserved then).

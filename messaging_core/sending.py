@@ -158,7 +158,8 @@ class SendPipeline:
         if running is not None and not running.is_set():
             await running.wait()
         connector = self.connector
-        if self.limiter is not None and not await self._pace(message):
+        # With a ledger, message ids are unique: a message paced twice (a redelivered chunk) keeps one slot.
+        if self.limiter is not None and not await self._pace(message, self.ledger is not None):
             return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
         if cancel is not None and cancel.is_set():
             return await self._cancelled(message)
@@ -228,12 +229,17 @@ class SendPipeline:
                 details={"outcome_unknown": True},
             )
 
-    async def _pace(self, message: Message) -> bool:
-        """Reserve the message's slot and sleep until it; False when the wait would exceed ``max_wait``."""
+    async def _pace(self, message: Message, by_id: bool = False) -> bool:
+        """Reserve the message's slot and sleep until it; False when the wait would exceed ``max_wait``.
+
+        ``by_id``: book the slot under the message id, so another pass of the same message before
+        the slot starts gets that slot instead of a second one.
+        """
         assert self.limiter is not None
         connector = self.connector
         key = self.limiter_key or connector.rate_limit_key(message)
-        wait = await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait)
+        token = message.id if by_id else None
+        wait = await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait, token=token)
         if wait is None:
             return False
         if wait > 0:

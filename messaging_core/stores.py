@@ -249,6 +249,8 @@ class MemoryRateLimiter:
         self._clock = clock
         self._tat: dict[str, float] = {}
         """Theoretical arrival time of the next unit, per key."""
+        self._booked: dict[tuple[str, str], float] = {}
+        """Slot start per (key, token), until the slot starts."""
 
     def __repr__(self) -> str:
         return f"<MemoryRateLimiter rate={self._rate} burst={self._burst} keys={len(self._tat)}>"
@@ -266,12 +268,19 @@ class MemoryRateLimiter:
         else:
             self._rates[key] = rate
 
-    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+    async def reserve(
+        self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
+    ) -> float | None:
         rate = self._rates.get(key, self._rate)
         if rate is None:
             return 0.0
         interval = 1.0 / rate
         now = self._clock()
+        if token is not None:
+            booked = self._booked.get((key, token))
+            if booked is not None and booked > now:
+                left = booked - now
+                return None if max_wait is not None and left > max_wait else left
         tat = max(self._tat.get(key, now), now)
         wait = max(0.0, tat - now - (self._burst - 1.0) * interval)
         if max_wait is not None and wait > max_wait:
@@ -279,6 +288,10 @@ class MemoryRateLimiter:
         if len(self._tat) >= self._PRUNE_AT and key not in self._tat:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
         self._tat[key] = tat + cost * interval
+        if token is not None and wait > 0:
+            if len(self._booked) >= self._PRUNE_AT:
+                self._booked = {k: t for k, t in self._booked.items() if t > now}
+            self._booked[(key, token)] = now + wait
         return wait
 
 

@@ -505,9 +505,13 @@ class RecordingLimiter:
     def __init__(self, answer: float | None = 0.0) -> None:
         self.answer = answer
         self.calls: list[tuple[str, float, float | None]] = []
+        self.tokens: list[str | None] = []
 
-    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+    async def reserve(
+        self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
+    ) -> float | None:
         self.calls.append((key, cost, max_wait))
+        self.tokens.append(token)
         return self.answer
 
 
@@ -526,6 +530,10 @@ async def test_pace_by_sender_at_the_message_cost_before_the_claim() -> None:
     attempt = await _pipeline(connector, ledger, limiter=limiter, max_wait=2.0).process(message)
     assert attempt.state is SendState.ACCEPTED
     assert limiter.calls == [(SENDER, 3, 2.0)]
+    assert limiter.tokens == [message.id]  # booked under the message id: a second pass shares the slot
+    # Without a ledger (send_batch) ids need not be unique: no token.
+    await SendPipeline(connector, limiter=limiter).send(message)
+    assert limiter.tokens == [message.id, None]
     await connector.shutdown()
 
 

@@ -561,6 +561,42 @@ class RateLimiterConformance:
         # Twenty slots 5 ms apart: the last one starts 95 ms out (less the time the calls took).
         assert self._close_to(max(found), 19 * 0.005, elapsed), f"two reservations shared a slot: {sorted(found)}"
 
+    @_asyncio
+    async def test_a_token_keeps_its_slot_until_the_slot_starts(self, limiter_factory: RateLimiterFactory) -> None:
+        # A message paced twice (a redelivered chunk beside the original) takes one slot.
+        limiter = await limiter_factory(10.0)
+        key, token = _uid("k"), _uid("message")
+        assert await limiter.reserve(key) == 0.0
+        start = time.monotonic()
+        booked = await limiter.reserve(key, 2.0, token=token)
+        again = await limiter.reserve(key, 2.0, token=token)
+        other = await limiter.reserve(key, 1.0, token=_uid("message"))
+        elapsed = time.monotonic() - start
+        assert booked is not None
+        assert again is not None
+        assert other is not None
+        assert self._close_to(booked, 0.1, elapsed)
+        assert self._close_to(again, booked, elapsed), f"the same slot, a little closer: {booked} then {again}"
+        # The token's 2 units were booked once: the next message comes 2 intervals after it.
+        assert self._close_to(other, 0.3, elapsed), f"the token booked twice: {other}"
+        assert await limiter.reserve(key, max_wait=0.05, token=token) is None, "max_wait applies to the slot left"
+
+    @_asyncio
+    async def test_a_token_books_again_once_its_slot_started(self, limiter_factory: RateLimiterFactory) -> None:
+        # A retry after the slot was used pays for a slot of its own.
+        limiter = await limiter_factory(20.0)
+        key, token = _uid("k"), _uid("message")
+        assert await limiter.reserve(key) == 0.0
+        first = await limiter.reserve(key, token=token)
+        assert first is not None
+        assert first > 0
+        await asyncio.sleep(first + 0.07)  # past the slot and the schedule (one interval is 50 ms)
+        retry = await limiter.reserve(key, token=token)
+        assert retry == 0.0, "the schedule is free again: a new slot, now"
+        after = await limiter.reserve(key, token=_uid("message"))
+        assert after is not None
+        assert after > 0.02, "the retry's slot was booked"
+
 
 # A message's real lifecycles: each status can become the next one (MessageStatus.can_become).
 _LIFECYCLES: tuple[tuple[MessageStatus, ...], ...] = (

@@ -27,17 +27,25 @@ __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 
 # KEYS[1]: the sender's schedule, its theoretical arrival time (TAT, µs since the epoch).
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
+# KEYS[3] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
 # ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit).
 # Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local max_wait = tonumber(ARGV[4])
+if KEYS[3] then
+  local booked = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if booked > now then
+    if max_wait >= 0 and booked - now > max_wait then return -1 end
+    return booked - now
+  end
+end
 local interval = tonumber(ARGV[1])
 local override = redis.call('GET', KEYS[2])
 if override then interval = 1000000 / tonumber(override) end
 local cost = tonumber(ARGV[2])
 local tolerance = (tonumber(ARGV[3]) - 1) * interval
-local max_wait = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = math.floor(tat - now - tolerance)
@@ -45,6 +53,9 @@ if wait < 0 then wait = 0 end
 if max_wait >= 0 and wait > max_wait then return -1 end
 local new_tat = math.ceil(tat + cost * interval)
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+if KEYS[3] and wait > 0 then
+  redis.call('SET', KEYS[3], string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000))
+end
 return wait
 """
 
@@ -137,8 +148,14 @@ class RedisGcraLimiter:
     def _rate_key(self, key: str) -> str:
         return f"{self.prefix}:{self.account}:{{{key}}}:rate"
 
-    async def reserve(self, key: str, cost: float = 1.0, *, max_wait: float | None = None) -> float | None:
+    async def reserve(
+        self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
+    ) -> float | None:
         """Book ``cost`` units for ``key``.
+
+        ``token`` (the message id): until its slot starts, booking again with it books nothing
+        and returns the time left to the slot (see ``RateLimiter.reserve``); any worker, any
+        process, since the booking is in Redis beside the schedule.
 
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
             would exceed ``max_wait`` (nothing is booked then).
@@ -146,6 +163,8 @@ class RedisGcraLimiter:
         interval = 1_000_000 / self.rates.get(key, self.rate)
         limit = -1 if max_wait is None else math.floor(max_wait * 1_000_000)
         keys = [self.redis_key(key), self._rate_key(key)]
+        if token is not None:
+            keys.append(f"{self.prefix}:{self.account}:{{{key}}}:b:{token}")
         wait_us = int(await self._script(keys=keys, args=[interval, cost, self.burst, limit]))
         return None if wait_us < 0 else wait_us / 1_000_000
 
