@@ -61,6 +61,8 @@ class SendAttempt:
     """For PENDING and SUBMITTING (another worker's lease): seconds before another pass makes sense."""
     called_provider: bool = False
     """Whether this pass called the provider."""
+    deferred: bool = False
+    """The pace wait exceeded ``defer_beyond``: nothing claimed, the slot kept for the message, ``retry_after`` away."""
 
     @property
     def settled(self) -> bool:
@@ -80,6 +82,10 @@ class SendPipeline:
         ``rate_limit_key(message)`` (the sender).
     :param max_wait: the longest pace wait accepted; beyond it the message is deferred (PENDING,
         nothing reserved, not claimed).
+    :param defer_beyond: with a ledger, the longest pace wait slept in the pass; beyond it the pass
+        returns at once, PENDING with ``deferred`` and ``retry_after`` = the wait, nothing
+        claimed, the slot booked under the message id: a pass of the message before that slot
+        starts gets the slot back. For workers that should not hold a message for minutes.
     :param lease: seconds a claim holds a message; must exceed the request timeout.
     :param request_timeout: the provider call's timeout (default: ``connector.send_timeout()``, else 30 s).
     :param max_attempts: claims per message before a retryable failure becomes FAILED.
@@ -102,6 +108,7 @@ class SendPipeline:
         limiter: RateLimiter | None = None,
         limiter_key: str | None = None,
         max_wait: float | None = None,
+        defer_beyond: float | None = None,
         lease: float = 300.0,
         request_timeout: float | None = None,
         max_attempts: int = 5,
@@ -127,6 +134,9 @@ class SendPipeline:
         self.limiter = limiter
         self.limiter_key = limiter_key
         self.max_wait = max_wait
+        if defer_beyond is not None and (ledger is None or defer_beyond < 0):
+            raise ValueError("defer_beyond needs a ledger (the slot is kept under the message id) and is >= 0")
+        self.defer_beyond = defer_beyond
         self.lease = lease
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -149,27 +159,44 @@ class SendPipeline:
         *,
         cancel: asyncio.Event | None = None,
         running: asyncio.Event | None = None,
+        admit: Callable[[], Awaitable[bool]] | None = None,
+        slot: AbstractAsyncContextManager[object] | None = None,
     ) -> SendAttempt:
         """One pass: pace, claim, check the deadline, send, record. Never retries, never probes.
 
         :param cancel: when set (before the claim), the message is not sent.
         :param running: cleared while paused: the pass waits for it before pacing.
+        :param admit: asked after the pace wait, right before the claim; False leaves the message
+            PENDING, unclaimed (a campaign paused or cancelled while the pass was waiting).
+        :param slot: held around the claim and the provider call only (with ``call_slot``), never
+            around the pace wait: the caller's own cap on provider calls in flight.
         """
         if running is not None and not running.is_set():
             await running.wait()
         connector = self.connector
-        # With a ledger, message ids are unique: a message paced twice (a redelivered chunk) keeps one slot.
-        if self.limiter is not None and not await self._pace(message, self.ledger is not None):
-            return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
+        ledger = self.ledger
+        if self.limiter is not None:
+            # With a ledger, message ids are unique: a message paced twice (a redelivered chunk) keeps one slot.
+            wait = await self._reserve(message, ledger is not None)
+            if wait is None:
+                return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
+            if self.defer_beyond is not None and wait > self.defer_beyond:
+                return SendAttempt(message.id, _deferred(), SendState.PENDING, wait, deferred=True)
+            if wait > 0:
+                await asyncio.sleep(wait)
         if cancel is not None and cancel.is_set():
             return await self._cancelled(message)
-        ledger = self.ledger
+        if admit is not None and not await admit():
+            return SendAttempt(message.id, not_attempted(self.cancel_reason), SendState.PENDING)
         if ledger is None:
             result = await connector._send_observed(message)
             state = SendState.ACCEPTED if result.error is None else SendOutcome.from_result(result).state
             return SendAttempt(message.id, result, state, None, True)
-        # The slot is taken before the claim, so that waiting for it does not use up the lease.
-        async with self.call_slot() if self.call_slot is not None else contextlib.nullcontext():
+        # The slots are taken before the claim, so that waiting for them does not use up the lease.
+        async with (
+            slot if slot is not None else contextlib.nullcontext(),
+            self.call_slot() if self.call_slot is not None else contextlib.nullcontext(),
+        ):
             claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
             if isinstance(claim, Claim):
                 called = time.monotonic() <= claim.deadline
@@ -203,8 +230,12 @@ class SendPipeline:
         """
         if self.ledger is not None:
             return (await self.process(message, cancel=cancel)).result
-        if self.limiter is not None and not await self._pace(message):
-            return _deferred()
+        if self.limiter is not None:
+            wait = await self._reserve(message)
+            if wait is None:
+                return _deferred()
+            if wait > 0:
+                await asyncio.sleep(wait)
         if cancel is not None and cancel.is_set():
             return not_attempted(self.cancel_reason)
         return await self.connector._send_observed(message)
@@ -229,8 +260,8 @@ class SendPipeline:
                 details={"outcome_unknown": True},
             )
 
-    async def _pace(self, message: Message, by_id: bool = False) -> bool:
-        """Reserve the message's slot and sleep until it; False when the wait would exceed ``max_wait``.
+    async def _reserve(self, message: Message, by_id: bool = False) -> float | None:
+        """Reserve the message's slot; the wait until it, or None when it would exceed ``max_wait``.
 
         ``by_id``: book the slot under the message id, so another pass of the same message before
         the slot starts gets that slot instead of a second one.
@@ -239,12 +270,7 @@ class SendPipeline:
         connector = self.connector
         key = self.limiter_key or connector.rate_limit_key(message)
         token = message.id if by_id else None
-        wait = await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait, token=token)
-        if wait is None:
-            return False
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return True
+        return await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait, token=token)
 
     async def _cancelled(self, message: Message) -> SendAttempt:
         state = SendState.CANCELLED

@@ -341,8 +341,10 @@ async def test_t2_workers_killed_at_random_instants(scene: Scene) -> None:
 
 async def test_t6_frozen_worker_past_its_lease_sends_nothing_twice(scene: Scene) -> None:
     """SIGSTOP a busy worker longer than its lease; the other one takes its messages over; SIGCONT."""
-    scene.emulator.latency = 0.2  # many calls in flight when the worker freezes
-    scene.write_config(messages_per_second=150)
+    # Each worker keeps 50 calls in flight (its concurrency) for about 4.5 s: whichever worker
+    # freezes, it holds claims. (Under a tight pace, one worker's slots may all lie ahead.)
+    scene.emulator.latency = 0.5
+    scene.write_config(messages_per_second=5000)
     messages = campaign("t6", 900)
     ids = [m.id for m in messages]
     workers = scene.start_workers(2)

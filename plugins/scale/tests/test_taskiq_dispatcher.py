@@ -19,7 +19,14 @@ from messaging_core import ChannelConnector, ChannelRegistry, ConfigurationError
 from messaging_core.dispatcher import DispatcherSettings
 from messaging_core.pipeline import Claim, SendState
 from messaging_core.sending import SendPipeline
-from messaging_scale import PostgresLedger, RedisConcurrencyLimit, TaskiqCampaign, TaskiqDispatcher, TaskiqSettings
+from messaging_scale import (
+    PostgresLedger,
+    RedisConcurrencyLimit,
+    RedisGcraLimiter,
+    TaskiqCampaign,
+    TaskiqDispatcher,
+    TaskiqSettings,
+)
 from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender, queued_chunks
 
 SENDER = "+15550001111"
@@ -74,8 +81,20 @@ def test_settings_defaults_and_pipeline_options() -> None:
         "backoff": 1.0,
         "max_backoff": 300.0,
         "probe_grace": 5.0,
+        "defer_beyond": 30.0,  # max_inline_wait: a pace slot further away is deferred in the ledger
     }
+    assert settings.defer_lead() == 20.0  # due again between a sweep (10 s) and the inline limit (30 s) ahead
     assert "amqp" not in repr(settings)  # URLs (and their passwords) stay out of repr
+
+
+def test_settings_check_how_the_times_fit_together() -> None:
+    table = _table(max_inline_wait=5, sweep_interval=10, lease=10, request_timeout=15)
+    with pytest.raises(ConfigurationError) as caught:
+        TaskiqSettings.from_dispatcher(DispatcherSettings.from_mapping(table))
+    text = str(caught.value)
+    assert "'max_inline_wait' (5 s) must exceed 'sweep_interval' (10 s)" in text
+    assert "'lease' (10 s) must exceed 'request_timeout' (15 s)" in text
+    assert "2 problem(s)" in text
 
 
 async def test_registry_builds_the_taskiq_kind(memory_connector: ChannelConnector) -> None:
@@ -165,6 +184,40 @@ async def test_stale_rows_and_held_messages(ledger: PostgresLedger, pg_pool: Any
     assert held[0].state is SendState.UNKNOWN
 
 
+@pytest.mark.services
+async def test_deferred_rows_wake_once_when_due(ledger: PostgresLedger) -> None:
+    m = _messages(3, "df")
+    await ledger.register_campaign("df", "sms")
+    await ledger.add("df", [(message, SENDER, 1) for message in m])
+    assert await ledger.defer([m[0].id], 0.3) == 1
+    assert await ledger.defer([m[1].id], 30) == 1
+    assert not isinstance(await ledger.claim(m[0].id, lease=30, request_timeout=5), Claim), "not due yet"
+    assert await ledger.wake_deferred() == []
+    await asyncio.sleep(0.4)
+    assert await ledger.wake_deferred() == [m[0].id]
+    assert await ledger.wake_deferred() == [], "handed out once per defer"
+    assert isinstance(await ledger.claim(m[0].id, lease=30, request_timeout=5), Claim)
+    assert await ledger.defer([m[0].id], 0) == 0, "only PENDING rows are deferred"
+    # A paused campaign's deferred rows wait for resume.
+    assert await ledger.defer([m[2].id], 0) == 1
+    await ledger.set_campaign_flags("df", paused=True)
+    assert await ledger.wake_deferred() == []
+    await ledger.set_campaign_flags("df", paused=False)
+    assert await ledger.wake_deferred() == [m[2].id]
+
+
+@pytest.mark.services
+async def test_a_stale_row_is_kicked_once_per_stale_after(ledger: PostgresLedger) -> None:
+    """A row that stays in need of work (held in doubt, say) does not come back at every sweep."""
+    m = _messages(1, "sk")
+    await ledger.add("sk", [(m[0], SENDER, 1)])
+    await asyncio.sleep(0.35)
+    assert await ledger.stale(stale_after=0.3, unknown=True, unclaimed=True) == [m[0].id]
+    assert await ledger.stale(stale_after=0.3, unknown=True, unclaimed=True) == []
+    await asyncio.sleep(0.35)
+    assert await ledger.stale(stale_after=0.3, unknown=True, unclaimed=True) == [m[0].id]
+
+
 # -- the sweeper and the chunk task, in process ----------------------------------------------------------
 
 
@@ -205,6 +258,53 @@ async def test_sweeper_rekicks_rows_whose_chunks_were_lost(
     assert progress.counts == {"accepted": 30}
     sent: list[Message] = memory_connector.mailbox.sent  # type: ignore[attr-defined]
     assert sorted(m.id for m in sent) == sorted(m.id for m in messages)
+
+
+@pytest.mark.services
+async def test_a_slow_senders_messages_wait_in_the_ledger_not_in_the_chunk(
+    amqp_names: tuple[str, str],
+    memory_connector: ChannelConnector,
+    ledger: PostgresLedger,
+    redis_client: Any,
+    redis_prefix: str,
+) -> None:
+    """Six messages at 2 per second: the slots more than 1 s away are deferred, and woken by the sweeper.
+
+    The chunk is done in about a second (not held for the schedule's 2.5 s), every message is
+    sent at its slot, and each slot was booked once (the schedule ends where six slots end).
+    """
+    url, name = amqp_names
+    messages = _messages(6, "slow")
+    await ledger.register_campaign("slow", memory_connector.name)
+    await ledger.add("slow", [(m, SENDER, 1) for m in messages])
+    limiter = RedisGcraLimiter(redis_client, rate=2.0, prefix=redis_prefix)
+    pipeline = SendPipeline(memory_connector, ledger=ledger, limiter=limiter, defer_beyond=1.0)
+    sender = ChunkSender(ledger, pipeline, max_inline_wait=1.0, defer_lead=0.6)
+    started = time.monotonic()
+    outcome = await sender.send([m.id for m in messages])
+    held_for = time.monotonic() - started
+    assert outcome == {m.id: "accepted" for m in messages[:3]} | {m.id: "deferred" for m in messages[3:]}
+    assert held_for < 1.5
+    broker = create_broker(url, queue=name, exchange=name)
+    install_sender(broker, sender)
+    sweeper = Sweeper(ledger, ChunkKicker(broker, chunk_size=10), queue=name, interval=0.2, stale_after=300.0)
+    async with _receiver(broker):
+        sweeping = asyncio.create_task(sweeper.run())
+        try:
+            async with asyncio.timeout(20):
+                progress = await TaskiqCampaign("slow", ledger=ledger, poll_interval=0.05).wait()
+        finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
+    assert progress.counts == {"accepted": 6}
+    assert time.monotonic() - started >= 2.5 - 0.1  # the pace held: six slots at 2/s
+    rows = {entry.message_id: entry async for entry in ledger.results("slow")}
+    assert {entry.attempts for entry in rows.values()} == {1}
+    # One slot per message: the sender's schedule ends three seconds after the start, not later.
+    wait = await limiter.reserve(SENDER)
+    assert wait is not None
+    assert wait <= started + 3.0 - time.monotonic() + 0.3, f"slots were booked twice: {wait:.2f} s to wait"
 
 
 @pytest.mark.services

@@ -122,7 +122,8 @@ class PostgresLedger:
         )
         self._sql_claim = (
             f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
-            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now() "
+            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
+            "deferred = false "
             "where message_id = $1 and state = 'pending' and (retry_at is null or retry_at <= now()) "
             "returning fence, attempts, lease_until"
         )
@@ -203,15 +204,35 @@ class PostgresLedger:
         # Rows nobody has worked on for ``stale_after`` seconds although they need work. Paused
         # campaigns are left alone; UNKNOWN rows only when the policy lets a worker reconcile them;
         # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
+        # A row kicked by a sweep is left alone for ``stale_after`` (kicked_at): a row that stays in
+        # doubt, or held, does not crowd out the others sweep after sweep.
         self._sql_stale = (
-            f"select s.message_id from {s}.sends s left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            f"with picked as (select s.message_id from {s}.sends s "
+            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
             f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
-            "and ($5::text is null or s.campaign_id = $5) and ("
+            "and ($5::text is null or s.campaign_id = $5) "
+            "and (s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
             "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $1)) "
             "or ($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
             "or (s.state = 'pending' and (s.attempts > 0 or $3) "
             "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))"
-            ") order by s.seq limit $4"
+            ") order by s.seq limit $4 for update of s skip locked) "
+            f"update {s}.sends t set kicked_at = now() from picked where t.message_id = picked.message_id "
+            "returning t.message_id"
+        )
+        # Deferred rows whose time has come: a pace slot too far for a worker to sleep through, a
+        # retry due later than it would hold a chunk. Earliest first.
+        self._sql_defer = (
+            f"update {s}.sends set retry_at = now() + make_interval(secs => $2), deferred = true, updated_at = now() "
+            "where message_id = any($1::text[]) and state = 'pending'"
+        )
+        self._sql_wake = (
+            f"with picked as (select s.message_id from {s}.sends s "
+            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            "where s.deferred and s.state = 'pending' and s.retry_at <= now() and not coalesce(c.paused, false) "
+            "order by s.retry_at limit $1 for update of s skip locked) "
+            f"update {s}.sends t set deferred = false, kicked_at = now() from picked "
+            "where t.message_id = picked.message_id returning t.message_id"
         )
         self._sql_open_page = (
             f"select seq, message_id from {s}.sends where campaign_id = $1 and seq > $2 "
@@ -458,6 +479,22 @@ class PostgresLedger:
         async with self._pool.acquire() as conn:
             won = await conn.fetchval(self._sql_take_turn, name, float(interval))
         return won is not None
+
+    async def defer(self, message_ids: Sequence[str], delay: float) -> int:
+        """Leave PENDING messages for ``delay`` seconds; ``due`` hands them out again then. Returns how many.
+
+        For a worker that would otherwise hold its chunk through a long wait (a pace slot far
+        ahead, a late retry). Nothing is claimed; the claim refuses the row until then.
+        """
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql_defer, list(message_ids), max(0.0, float(delay)))
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def wake_deferred(self, *, limit: int = 5000) -> list[str]:
+        """Deferred messages whose time has come, earliest first; each is handed out once per ``defer``."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql_wake, limit)
+        return [row["message_id"] for row in rows]
 
     async def stale(
         self,

@@ -19,9 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from messaging_scale._urls import REDIS_OPTIONS, split_options
+from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
 __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 
@@ -121,11 +119,12 @@ class RedisGcraLimiter:
     def from_url(cls, url: str, *, rate: float, rates: Mapping[str, float] | None = None) -> RedisGcraLimiter:
         """A limiter with a client of its own (it connects on first use).
 
-        ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1``; ``close()`` it when done.
+        ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1&max_connections=50``;
+        ``close()`` it when done. Callers wait for one of ``max_connections`` connections.
         """
         address, options = split_options(url, REDIS_OPTIONS)
         limiter = cls(
-            aioredis.Redis.from_url(address),
+            redis_client(address, options),
             rate=rate,
             rates=rates,
             burst=float(options.get("burst", 1.0)),

@@ -72,7 +72,13 @@ create table if not exists {schema}.sends (
     status_at    timestamptz,
     updated_at   timestamptz not null default now()
 );
+-- deferred: a worker left the row until retry_at (a pace slot or a retry too far ahead to hold
+-- its chunk for); the sweeper publishes it again then. kicked_at: when a sweep last published
+-- the row; a stale row is published again only once stale_after has passed since.
+alter table {schema}.sends add column if not exists deferred boolean not null default false;
+alter table {schema}.sends add column if not exists kicked_at timestamptz;
 create index if not exists sends_campaign_seq on {schema}.sends (campaign_id, seq);
+create index if not exists sends_deferred on {schema}.sends (retry_at) where deferred;
 create index if not exists sends_open on {schema}.sends (seq) where state in ({open_states});
 
 create table if not exists {schema}.campaign_counters (

@@ -64,7 +64,8 @@ class TaskiqSettings:
     stale_after: float = 300.0
     """A row needing work that nobody touched for this long is kicked again by the sweeper."""
     max_inline_wait: float = 30.0
-    """A retry due later than this is left to the sweeper instead of holding the chunk unacknowledged."""
+    """The longest wait (a pace slot, a retry) a worker sleeps through holding the chunk; a longer one is
+    recorded in the ledger and the sweeper kicks the message again when it is due. Above ``sweep_interval``."""
     poll_interval: float = 0.5
     """How often campaign handles read the ledger's counters while waiting."""
 
@@ -143,6 +144,15 @@ class TaskiqSettings:
             problems.append("a limiter needs 'messages_per_second' (each sender's pace)")
         if (values.get("messages_per_second") or values.get("rates")) and settings.limiter is None:
             problems.append("'messages_per_second' needs a shared 'limiter' (redis://…) with the taskiq kind")
+        inline, sweep = values.get("max_inline_wait", 30.0), values.get("sweep_interval", 10.0)
+        if inline <= sweep:
+            problems.append(
+                f"'max_inline_wait' ({inline:g} s) must exceed 'sweep_interval' ({sweep:g} s): a message "
+                "deferred to its pace slot is kicked again by a sweep before the slot"
+            )
+        lease, timeout = values.get("lease", 300.0), values.get("request_timeout")
+        if timeout is not None and lease <= timeout:
+            problems.append(f"'lease' ({lease:g} s) must exceed 'request_timeout' ({timeout:g} s)")
         if problems:
             lines = "\n".join(f"  - {problem}" for problem in problems)
             raise ConfigurationError(f'[dispatcher] kind = "taskiq": {len(problems)} problem(s)\n{lines}')
@@ -171,4 +181,13 @@ class TaskiqSettings:
             options["request_timeout"] = self.request_timeout
         if self.max_wait is not None:
             options["max_wait"] = self.max_wait
+        options["defer_beyond"] = self.max_inline_wait
         return options
+
+    def defer_lead(self) -> float:
+        """How long before its pace slot a deferred message is due again (between a sweep and the inline limit).
+
+        The sweeper kicks it within ``sweep_interval`` after that; the new pass then sleeps the
+        rest (at most ``max_inline_wait``) and keeps the slot booked under its id.
+        """
+        return (self.max_inline_wait + self.sweep_interval) / 2

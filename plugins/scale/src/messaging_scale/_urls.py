@@ -21,13 +21,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from messaging_scale._schema import check_schema_name, migrate
 
-__all__ = ["POSTGRES_OPTIONS", "REDIS_OPTIONS", "LazyPool", "flag", "postgres_pool", "split_options"]
+__all__ = ["POSTGRES_OPTIONS", "REDIS_OPTIONS", "LazyPool", "flag", "postgres_pool", "redis_client", "split_options"]
 
 POSTGRES_OPTIONS = frozenset({"schema", "pool_min_size", "pool_max_size", "migrate"})
-REDIS_OPTIONS = frozenset({"prefix", "account", "burst"})
+REDIS_OPTIONS = frozenset({"prefix", "account", "burst", "max_connections"})
 
 
 def split_options(url: str, names: frozenset[str]) -> tuple[str, dict[str, str]]:
@@ -117,3 +118,18 @@ def postgres_pool(url: str) -> tuple[LazyPool, str]:
         max_size=int(options.get("pool_max_size", 10)),
     )
     return pool, schema
+
+
+def redis_client(address: str, options: dict[str, str]) -> Any:
+    """A ``redis.asyncio.Redis`` whose callers wait for a free connection instead of failing.
+
+    redis-py's default pool raises "Too many connections" past 100 connections in use; a worker
+    with hundreds of messages waiting for their pace slots would make that many calls at once.
+    ``max_connections`` (URL option, default 50) bounds the connections; a caller waits up to
+    30 s for one.
+    """
+    size = int(options.get("max_connections", "50"))
+    if size < 1:
+        raise ValueError("max_connections must be at least 1")
+    pool = aioredis.BlockingConnectionPool.from_url(address, max_connections=size, timeout=30)
+    return aioredis.Redis(connection_pool=pool)

@@ -75,21 +75,25 @@ class ChunkSender:
     - before every pass, the campaign's flags (read from the ledger at most once per
       ``flags_ttl`` seconds): a paused campaign's messages are left PENDING (``resume`` kicks
       them again), a cancelled one's are cancelled;
-    - a retry due later than ``max_inline_wait`` is left to the sweeper, so that a chunk is not
-      held unacknowledged for minutes;
+    - a pace slot or a retry further away than ``max_inline_wait`` is not slept through: the
+      message is deferred in the ledger (``PostgresLedger.defer``, due ``defer_lead`` seconds
+      before its slot, which stays booked under its id) and the sweeper publishes it again
+      then, so that a chunk is never held unacknowledged for minutes;
+    - the campaign's flags are checked again after the pace wait, right before the claim;
     - an answer that says the sender is throttled (``details["sender_throttled"]``: Twilio's 21611,
       a From number's full queue) halves the sender's pace for ``slow_down_for`` seconds on every
       worker (when the limiter is a ``RedisGcraLimiter``). An account's concurrency limit (20429)
       is not the sender's pace and leaves it alone.
 
-    At most ``concurrency`` passes run at once in the process, over all its chunks. Each ledger
-    operation takes one pooled connection and gives it back before the pace wait and the provider
-    call.
+    At most ``concurrency`` claims and provider calls run at once in the process, over all its
+    chunks (the pace waits are not counted: a slow sender does not hold up the others). Each
+    ledger operation takes one pooled connection and gives it back before the pace wait and the
+    provider call.
 
     :param ledger: the PostgreSQL ledger.
     :param pipelines: the pipeline for every message, or ``async (connector_name) -> SendPipeline``
         (a worker serving campaigns of several connectors).
-    :param concurrency: passes in flight at once in this process.
+    :param concurrency: claims and provider calls in flight at once in this process.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class ChunkSender:
         concurrency: int = 50,
         flags_ttl: float = 1.0,
         max_inline_wait: float = 30.0,
+        defer_lead: float = 20.0,
         slow_down_for: float = 60.0,
     ) -> None:
         if concurrency < 1:
@@ -111,6 +116,7 @@ class ChunkSender:
         self.concurrency = concurrency
         self.flags_ttl = flags_ttl
         self.max_inline_wait = max_inline_wait
+        self.defer_lead = defer_lead
         self.slow_down_for = slow_down_for
         self._semaphore = asyncio.Semaphore(concurrency)
         self._flags: dict[str, tuple[float, bool, bool]] = {}
@@ -155,8 +161,17 @@ class ChunkSender:
                 return "paused"
             if pipeline is None:  # after the flags: a paused campaign needs no connector
                 pipeline = await self._pipeline(item.connector)
-            async with self._semaphore:
-                attempt = await pipeline.process(message)
+            # The semaphore bounds the provider calls, not the pace waits: a slow sender's messages
+            # waiting for their slots do not hold up the other campaigns of this process.
+            attempt = await pipeline.process(
+                message, admit=lambda: self._admitted(item.campaign_id), slot=self._semaphore
+            )
+            if attempt.deferred:
+                # The slot is booked under the message id, further ahead than a chunk should be held:
+                # the sweeper publishes the message again shortly before it.
+                assert attempt.retry_after is not None
+                await self.ledger.defer([message.id], attempt.retry_after - self.defer_lead)
+                return "deferred"
             if attempt.state.is_final:
                 return attempt.state.value
             if attempt.state is SendState.UNKNOWN:
@@ -167,9 +182,17 @@ class ChunkSender:
             if _sender_throttled(attempt):
                 await self._slow_down(pipeline, item)
             delay = attempt.retry_after or 0.0
+            if delay > self.max_inline_wait and attempt.state is SendState.PENDING:
+                await self.ledger.defer([message.id], delay)  # the sweeper publishes it again when due
+                return "deferred"
             if delay > self.max_inline_wait:
-                return attempt.state.value  # the sweeper kicks it again when it is due
+                return attempt.state.value  # another worker's lease: the sweeper settles it if it lapses
             await asyncio.sleep(delay)
+
+    async def _admitted(self, campaign_id: str) -> bool:
+        """Checked after the pace wait, before the claim: a campaign paused or cancelled meanwhile sends nothing."""
+        paused, cancelled = await self._campaign_flags(campaign_id)
+        return not (paused or cancelled)
 
     async def _campaign_flags(self, campaign_id: str) -> tuple[bool, bool]:
         read_at, paused, cancelled = self._flags.get(campaign_id, (-math.inf, False, False))
@@ -387,9 +410,13 @@ class Sweeper:
         self.batch = batch
 
     async def sweep(self) -> int:
-        """One sweep if it is this process's turn; returns how many ids were re-kicked."""
+        """One sweep if it is this process's turn; returns how many ids were published again."""
         if not await self.ledger.take_turn(f"{self.name}:{self.queue}", self.interval):
             return 0
+        woken = await self.ledger.wake_deferred(limit=self.batch)
+        if woken:
+            chunks = await self.kicker.kick(woken)
+            log.info("sweeper: %d deferred message(s) due, published in %d chunk(s)", len(woken), chunks)
         unclaimed = await queued_chunks(self.kicker.broker, self.queue) == 0
         ids = await self.ledger.stale(
             stale_after=self.stale_after, unknown=self.reconcile, unclaimed=unclaimed, limit=self.batch
@@ -397,7 +424,7 @@ class Sweeper:
         if ids:
             chunks = await self.kicker.kick(ids)
             log.info("sweeper: %d message(s) kicked again in %d chunk(s)", len(ids), chunks)
-        return len(ids)
+        return len(woken) + len(ids)
 
     async def run(self) -> None:
         """Sweep every ``interval`` seconds until cancelled; errors are logged, never fatal."""

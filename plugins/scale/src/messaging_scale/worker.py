@@ -39,7 +39,6 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
 from messaging_core.config import MessagingConfig, load_config
@@ -52,7 +51,7 @@ from messaging_core.sending import SendPipeline
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
 from messaging_scale._settings import TaskiqSettings
-from messaging_scale._urls import REDIS_OPTIONS, split_options
+from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender
 
 __all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "taskiq_settings"]
@@ -130,7 +129,7 @@ class WorkerRuntime:
             )
             if settings.account_concurrency is not None:
                 address, options = split_options(settings.limiter, REDIS_OPTIONS)
-                self._redis = aioredis.Redis.from_url(address)
+                self._redis = redis_client(address, options)
                 self._cap = RedisConcurrencyLimit(
                     self._redis,
                     key=options.get("account", "default"),
@@ -143,6 +142,7 @@ class WorkerRuntime:
             self.pipeline,
             concurrency=settings.concurrency or 100,
             max_inline_wait=settings.max_inline_wait,
+            defer_lead=settings.defer_lead(),
         )
         install_sender(self.broker, sender)
         kicker = ChunkKicker(self.broker, chunk_size=settings.chunk_size)
