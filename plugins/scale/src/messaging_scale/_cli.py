@@ -35,9 +35,10 @@ from messaging_core.registry import ChannelRegistry
 from messaging_core.schema import Capability
 from messaging_scale._dispatcher import TaskiqCampaign, TaskiqDispatcher
 from messaging_scale._ledger import PostgresLedger
+from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
 from messaging_scale.taskiq import ChunkKicker, create_broker
-from messaging_scale.worker import CONFIG_ENV, taskiq_settings
+from messaging_scale.worker import CONFIG_ENV, preflight, taskiq_settings
 
 __all__ = ["campaign", "message_id_for", "worker"]
 
@@ -56,7 +57,16 @@ _config_option = click.option(
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+    """Run a command's coroutine; a service that cannot be reached or refuses is one line, not a traceback."""
+    try:
+        return asyncio.run(coroutine)
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, ConfigurationError):
+        raise
+    except Exception as err:
+        problem = service_problem(err)
+        if problem is None:
+            raise
+        raise click.ClickException(problem) from err
 
 
 def _settings(config_file: Path) -> tuple[MessagingConfig, ChannelRegistry, TaskiqSettings]:
@@ -146,7 +156,14 @@ def message_id_for(campaign_id: str, sender: str | None, receiver: str, text: st
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
-def worker(config_file: Path, workers: int, max_async_tasks: int, shutdown_timeout: float, log_level: str) -> None:
+@click.option(
+    "--no-checks",
+    is_flag=True,
+    help="Start without first connecting to the ledger, limiter, broker and connectors.",
+)
+def worker(
+    config_file: Path, workers: int, max_async_tasks: int, shutdown_timeout: float, log_level: str, no_checks: bool
+) -> None:
     """Run worker processes that send the campaigns of the [dispatcher] queue (until SIGTERM or Ctrl-C).
 
     This is Taskiq's own worker: a process manager starts WORKERS processes and restarts any
@@ -163,7 +180,14 @@ def worker(config_file: Path, workers: int, max_async_tasks: int, shutdown_timeo
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
-    _settings(config_file)  # every configuration problem now, in this process, not once per worker
+    config, registry, _ = _settings(config_file)  # every configuration problem now, not once per worker
+    if not no_checks:
+        # Every service and connector once, here: a wrong password is one error, not a fleet of
+        # workers failing chunk after chunk.
+        problems = _run(preflight(config, registry))
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            raise click.ClickException(f"the workers cannot start:\n{lines}")
     os.environ[CONFIG_ENV] = str(config_file.resolve())
     # The command line configured logging already (WARNING unless -v): the worker's level wins.
     logging.getLogger().setLevel(log_level)

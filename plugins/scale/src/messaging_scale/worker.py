@@ -39,6 +39,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
 from messaging_core.config import MessagingConfig, load_config
@@ -50,11 +51,12 @@ from messaging_core.registry import ChannelRegistry
 from messaging_core.sending import SendPipeline
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
+from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender
 
-__all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "taskiq_settings"]
+__all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "preflight", "taskiq_settings"]
 
 CONFIG_ENV = "MESSAGING_WORKER_CONFIG"
 """The environment variable naming the configuration file of ``broker_from_environment``."""
@@ -74,6 +76,72 @@ def taskiq_settings(config: MessagingConfig, registry: ChannelRegistry) -> tuple
     if table.kind != "taskiq":
         raise ConfigurationError(f'{config.where}: [dispatcher] kind is {table.kind!r}; workers need "taskiq"')
     return table, TaskiqSettings.from_dispatcher(table)
+
+
+async def preflight(config: MessagingConfig, registry: ChannelRegistry) -> list[str]:
+    """Every reason the workers of ``config`` could not work, each in one line (empty: ready).
+
+    ``messaging worker`` runs it once, before any process starts: a wrong password or an
+    unreachable service is then one clear error, not workers failing chunk after chunk. It
+    connects to the ledger (creating its tables if needed), the limiter and the broker, and
+    opens and tests every enabled connector.
+    """
+    _, settings = taskiq_settings(config, registry)
+    problems: list[str] = []
+
+    async def check(what: str, job: Coroutine[Any, Any, object]) -> None:
+        try:
+            async with asyncio.timeout(20):
+                await job
+        except TimeoutError:
+            problems.append(f"{what}: no answer within 20 s")
+        except ConfigurationError as err:
+            problems.append(str(err))
+        except OSError as err:  # refused, unknown host: say which service
+            problems.append(f"{what}: cannot connect: {err.strerror or err}")
+        except Exception as err:
+            problems.append(service_problem(err) or f"{what}: {type(err).__name__}: {err}")
+
+    ledger = PostgresLedger.from_url(settings.ledger)
+    try:
+        await check("the ledger (PostgreSQL)", ledger.campaign("-"))
+    finally:
+        await ledger.close()
+    if settings.limiter is not None:
+        client = redis_client(*split_options(settings.limiter, REDIS_OPTIONS))
+        try:
+            await check("the limiter (Redis)", client.ping())
+        finally:
+            await client.aclose()
+    await check("the broker (RabbitMQ)", _broker_reachable(settings.broker))
+    for name, spec in config.connectors.items():
+        if spec.enabled:
+            await check(f"connector {name!r}", _connector_ready(registry, name, spec))
+    return problems
+
+
+async def _broker_reachable(url: str) -> None:
+    quiet = logging.getLogger("aiormq.connection")  # it logs a failed connect itself, with a traceback
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        connection = await aio_pika.connect(url)
+    finally:
+        quiet.setLevel(level)
+    await connection.close()
+
+
+async def _connector_ready(registry: ChannelRegistry, name: str, spec: Any) -> None:
+    connector = registry.create_connector(spec)
+    try:
+        started = await connector.initialize()
+        if started.error is not None:
+            raise ConfigurationError(f"connector {name!r}: {started.error.code}: {started.error.message}")
+        tested = await connector.test_connection()
+        if tested.error is not None:
+            raise ConfigurationError(f"connector {name!r}: {tested.error.code}: {tested.error.message}")
+    finally:
+        await connector.shutdown()
 
 
 def broker_from_environment() -> AsyncBroker:
