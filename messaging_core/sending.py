@@ -199,16 +199,21 @@ class SendPipeline:
         ):
             claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
             if isinstance(claim, Claim):
-                called = time.monotonic() <= claim.deadline
+                called = claim.attempts <= self.max_attempts and time.monotonic() <= claim.deadline
                 if called:
                     result = await self._send_within_lease(message, claim)
+                elif claim.attempts > self.max_attempts:
+                    # Every attempt was used (a message proven absent again and again by reconciliation).
+                    result = not_attempted(f"all {self.max_attempts} attempts were used")
                 else:
                     # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
                     result = not_attempted("the claim's deadline passed")
         if not isinstance(claim, Claim):
             return await self._unclaimable(claim)
         outcome = SendOutcome.from_result(result)
-        if outcome.state is SendState.PENDING:
+        if claim.attempts > self.max_attempts:
+            outcome = SendOutcome(SendState.FAILED, error_code=ConnectorErrorCodes.NOT_ATTEMPTED)
+        elif outcome.state is SendState.PENDING:
             if claim.attempts >= self.max_attempts:
                 outcome = SendOutcome(SendState.FAILED, error_code=outcome.error_code)
             else:

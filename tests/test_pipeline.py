@@ -456,6 +456,22 @@ async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
     await connector.shutdown()
 
 
+async def test_reconciliation_loops_stop_at_max_attempts(connector: RecordingConnector) -> None:
+    """Lost again and again, proven absent each time: resent at most max_attempts times in all, then FAILED."""
+    ledger = MemoryLedger()
+    message = sms("+15550000017")
+    await _added(ledger, message)
+    connector.script["+15550000017"] = ["lost_before"] * 10
+    connector.probe = "truthful"
+    async with asyncio.timeout(5):
+        attempt = await _pipeline(connector, ledger, in_doubt="probe_then_resend", max_attempts=3).run(message)
+    assert (attempt.state, attempt.result.error_code) == (SendState.FAILED, ConnectorErrorCodes.NOT_ATTEMPTED)
+    assert connector.call_count(message.id) == 3
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.attempts) == (SendState.FAILED, 4)  # the fourth claim sent nothing
+
+
 async def test_hold_never_probes(connector: RecordingConnector) -> None:
     ledger = MemoryLedger()
     message = sms("+15550000011")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import redis.asyncio as aioredis
 
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
 from messaging_scale import PostgresLedger, TaskiqDispatcher
+from messaging_scale.taskiq import queued_chunks
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 pytestmark = pytest.mark.services
@@ -85,7 +87,8 @@ class Workers:
         return pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        # The whole session, even when the manager already exited: its children may still run.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
@@ -568,7 +571,14 @@ async def test_pause_resume_and_cancel_reach_the_workers(scene: Scene) -> None:
         await other.pause()
         workers = scene.start_workers(1)
         await workers.wait_children(1)
-        await asyncio.sleep(3)  # the worker takes the chunks and leaves every message alone
+        # The worker takes the chunks (the queue drains) and leaves every message alone.
+        for _ in range(300):  # 30 s at most
+            if await queued_chunks(dispatcher.kicker.broker, scene.names["queue"]) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the worker did not take the paused campaign's chunks:\n{workers.tail()}")
+        await asyncio.sleep(1)
         assert (await handle.progress()).counts == {"pending": 200}
         assert scene.creates() == collections.Counter()
         await other.cancel()

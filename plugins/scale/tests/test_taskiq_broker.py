@@ -93,3 +93,33 @@ async def test_send_chunk_sends_each_message_once(
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         await broker.shutdown()
+
+
+async def test_a_chunk_cut_short_is_published_again_before_taskiq_acknowledges_it() -> None:
+    """Taskiq acknowledges a cancelled task (a worker stopping past its shutdown timeout): a copy goes first."""
+    from types import SimpleNamespace
+
+    from messaging_scale.taskiq import _STATE_KEY, _send_chunk
+
+    class Stuck:
+        async def send(self, ids: list[str]) -> dict[str, str]:
+            await asyncio.sleep(3600)
+            return {}
+
+    published: list[Any] = []
+
+    class Broker:
+        formatter = SimpleNamespace(dumps=lambda message: ("wire", message))
+
+        async def kick(self, message: Any) -> None:
+            published.append(message)
+
+    state = SimpleNamespace(**{_STATE_KEY: Stuck()})
+    context: Any = SimpleNamespace(state=state, message=SimpleNamespace(labels={}), broker=Broker())
+    running = asyncio.create_task(_send_chunk(["m1", "m2"], context))
+    await asyncio.sleep(0.05)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert published == [("wire", context.message)]
+    assert context.message.labels == {}  # not counted as one of the requeues after errors

@@ -258,10 +258,14 @@ def submit(
         messages.append(builder.build())
 
     async def run() -> None:
-        result = await connector.initialize()
-        if result.error is not None:
-            raise click.ClickException(f"connector {connector_name!r}: {result.error.code}: {result.error.message}")
-        dispatcher = registry.create_dispatcher(config, connector)
+        try:
+            result = await connector.initialize()
+            if result.error is not None:
+                raise click.ClickException(f"connector {connector_name!r}: {result.error.code}: {result.error.message}")
+            dispatcher = registry.create_dispatcher(config, connector)
+        except BaseException:
+            await connector.shutdown()
+            raise
         assert isinstance(dispatcher, TaskiqDispatcher)
         try:
             handle = await dispatcher.submit(messages, campaign_id=campaign_id)
@@ -528,10 +532,10 @@ async def _probe(
             connector = connectors.get(info.connector)
             if connector is None:
                 connector = _connector(config, registry, info.connector)
+                connectors[info.connector] = connector  # shut down in finally, even if it fails to start
                 result = await connector.initialize()
                 if result.error is not None:
                     raise click.ClickException(f"connector {info.connector!r}: {result.error.message}")
-                connectors[info.connector] = connector
             if entry.claimed_at is None:
                 console.print(f"{escape(entry.message_id)}: never claimed; nothing to reconcile", soft_wrap=True)
                 continue

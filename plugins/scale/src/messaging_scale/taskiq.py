@@ -274,6 +274,17 @@ async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dic
         if sender is None:
             raise RuntimeError("this worker has no ChunkSender: call install_sender() at worker start-up")
         return await sender.send(ids)
+    except asyncio.CancelledError:
+        # Cut short (a worker stopping past its --shutdown-timeout): Taskiq acknowledges a
+        # cancelled task as well, so publish a copy first; the rest of the chunk then goes on
+        # elsewhere instead of waiting for the sweeper. A copy costs nothing twice (the ledger).
+        try:
+            async with asyncio.timeout(5):
+                await context.broker.kick(context.broker.formatter.dumps(context.message))
+            log.warning("send_chunk: cancelled; %d message id(s) published again", len(ids))
+        except Exception:
+            log.exception("send_chunk: cancelled and not published again; the sweeper will find its rows")
+        raise
     except Exception:
         # Taskiq acknowledges a task that raised, which would drop the chunk from the queue. An
         # infrastructure failure (the database restarting) must not lose it: publish a copy
