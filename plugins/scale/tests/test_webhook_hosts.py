@@ -3,7 +3,8 @@
 Three real ``messaging serve --status-store postgresql://…`` processes on different loopback ports,
 behind one public URL as a load balancer would put them (``[webhooks] public_url``: each host
 checks signatures against the URL the provider called), share the ledger's tables in the test's
-schema. The ledger holds 5,000 messages: most accepted with their SID, some in doubt (UNKNOWN)
+schema. The ledger holds 6,667 messages (20,001 callbacks, then 2,000 replays): most accepted
+with their SID, some in doubt (UNKNOWN)
 and some still SUBMITTING without a SID. This process posts their status callbacks, signed as
 Twilio signs them: queued, sent, then delivered or undelivered per message, shuffled, 10 %
 replayed with the same idempotency token, spread at random over the three hosts at bounded
@@ -46,7 +47,7 @@ from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, compute_signature
 pytestmark = pytest.mark.services
 
 HOSTS = 3
-MESSAGES = 5_000
+MESSAGES = 6_667  # three callbacks each: 20,001 signed callbacks, then 10 % replayed (22,001)
 REPLAYED = 0.10
 CONCURRENCY = 48
 """Callbacks in flight at once, over the three hosts."""
