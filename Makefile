@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml plugins/twilio_sms/pyproject.toml plugins/scale/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]" -e "plugins/twilio_sms[test]" -e "plugins/scale"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]" -e "plugins/twilio_sms[test]" -e "plugins/scale[redis,nats]"
 	touch $(STAMP)
 
 demo: $(STAMP)

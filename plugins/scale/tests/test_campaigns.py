@@ -408,6 +408,9 @@ async def test_t4_control_without_the_ledger_check_shows_duplicates(scene: Scene
         "MESSAGING_SCALE_TEST_CRASH_LOG": str(crash_log),
         "MESSAGING_SCALE_TEST_UNSAFE_CLAIM": "1",
     }
+    # The unsafe claim counts an attempt for every copy of a chunk that reaches a message, so the
+    # attempt cap (3 here) would fail messages unsent and hide what the control must show.
+    scene.write_config(max_attempts=100)
     workers = scene.start_workers(2, env=env)
     await workers.wait_children(2)
     await scene.submit(messages, "t4")

@@ -79,13 +79,17 @@ def _write_config(
     return path
 
 
-async def _messaging(*args: str, within: float = 60) -> tuple[int, str]:
+async def _messaging(*args: str, stdin: bytes | None = None, within: float = 60) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        MESSAGING, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        MESSAGING,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         async with asyncio.timeout(within):
-            output, _ = await process.communicate()
+            output, _ = await process.communicate(stdin)
     finally:
         if process.returncode is None:
             process.kill()
@@ -161,3 +165,38 @@ async def test_campaign_commands_report_an_unreachable_ledger_in_one_line(
     assert len(output.strip().splitlines()) == 1, output
     assert "Traceback" not in output
     assert "pg-secret" not in output
+
+
+async def test_submit_checks_every_line_first_and_sends_nothing_for_a_bad_one(
+    emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path, ledger: Any
+) -> None:
+    config = _write_config(tmp_path / "messaging.toml", emulator, services)
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+14155550001\n# a comment\nhello\n+14155550002\n4155550003\n", encoding="utf-8")
+    code, output = await _messaging(
+        "campaign", "submit", "--config", str(config), "--connector", "sms", "--to-file", str(numbers),
+        "--text", "hi", "--from", "+15005550006", "--campaign-id", "bad-lines",
+    )  # fmt: skip
+    assert code == 1, output
+    assert "2 invalid message(s), nothing submitted" in output
+    assert "line 3 (hello)" in output
+    assert "line 5 (4155550003)" in output
+    assert "Traceback" not in output
+    assert await ledger.campaign("bad-lines") is None
+    assert (await ledger.progress("bad-lines")).total == 0
+
+
+async def test_submit_reads_receivers_from_stdin(
+    emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path, ledger: Any
+) -> None:
+    config = _write_config(tmp_path / "messaging.toml", emulator, services)
+    numbers = "".join(f"+1415555{i:04d}\n" for i in range(30)).encode()
+    code, output = await _messaging(
+        "campaign", "submit", "--config", str(config), "--connector", "sms", "--to-file", "-",
+        "--text", "hi", "--from", "+15005550006", "--campaign-id", "from-stdin",
+        stdin=numbers,
+    )  # fmt: skip
+    assert code == 0, output
+    assert "30 message(s) submitted" in output
+    assert output.strip().splitlines()[-1] == "from-stdin"
+    assert (await ledger.progress("from-stdin")).counts == {"pending": 30}  # no worker runs here

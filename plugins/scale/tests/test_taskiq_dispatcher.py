@@ -87,6 +87,13 @@ def test_settings_defaults_and_pipeline_options() -> None:
     assert "amqp" not in repr(settings)  # URLs (and their passwords) stay out of repr
 
 
+def test_settings_name_the_brokers_they_accept() -> None:
+    with pytest.raises(ConfigurationError, match=r"'broker' must be an amqp:// \(RabbitMQ\), redis://"):
+        TaskiqSettings.from_dispatcher(DispatcherSettings.from_mapping(_table(broker="http://127.0.0.1:5672/")))
+    for url in ("amqp://guest:guest@127.0.0.1/", "redis://127.0.0.1:6379/1?idle_timeout=60", "nats://127.0.0.1:4222"):
+        assert TaskiqSettings.from_dispatcher(DispatcherSettings.from_mapping(_table(broker=url))).broker == url
+
+
 def test_settings_check_how_the_times_fit_together() -> None:
     table = _table(max_inline_wait=5, sweep_interval=10, lease=10, request_timeout=15)
     with pytest.raises(ConfigurationError) as caught:

@@ -14,8 +14,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator, Coroutine
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +39,7 @@ from messaging_scale._dispatcher import TaskiqCampaign, TaskiqDispatcher
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
-from messaging_scale.taskiq import ChunkKicker, create_broker
+from messaging_scale.taskiq import ChunkKicker, broker_from_settings
 from messaging_scale.worker import CONFIG_ENV, preflight, taskiq_settings
 
 __all__ = ["campaign", "message_id_for", "worker"]
@@ -82,14 +84,7 @@ class _Campaigns:
     def __init__(self, settings: TaskiqSettings) -> None:
         self.settings = settings
         self.ledger = PostgresLedger.from_url(settings.ledger)
-        broker = create_broker(
-            settings.broker,
-            queue=settings.queue,
-            dead_letter_queue=settings.dead_letter_queue,
-            exchange=settings.exchange,
-            delivery_limit=settings.delivery_limit,
-            qos=settings.qos,
-        )
+        broker = broker_from_settings(settings)
         self.kicker = ChunkKicker(broker, chunk_size=settings.chunk_size)
 
     def handle(self, campaign_id: str) -> TaskiqCampaign:
@@ -242,20 +237,41 @@ def submit(
     Message ids are derived from the campaign id, sender, receiver and text, so running the
     same command again with the same --campaign-id sends nothing twice.
     """
-    receivers = [line.strip() for line in to_file if line.strip() and not line.lstrip().startswith("#")]
-    if not receivers:
-        raise click.ClickException("--to-file has no receivers")
     config, registry, _ = _settings(config_file)
     connector = _connector(config, registry, connector_name)
     campaign_id = campaign_id or f"c-{os.urandom(6).hex()}"
-    messages: list[Message] = []
-    for index, receiver in enumerate(receivers):
-        sender = senders[index % len(senders)] if senders else None
-        builder = MessageBuilder().with_phone_receiver(receiver).with_text_content(text)
-        if sender:
-            builder.with_phone_sender(sender)
-        builder.with_id(message_id_for(campaign_id, sender, receiver, text))
-        messages.append(builder.build())
+    lines = _rereadable(to_file)
+
+    def messages() -> Iterator[tuple[int, str, Message]]:
+        """``(line number, receiver, message)`` for every receiver of the file, read as it goes."""
+        lines.seek(0)
+        index = 0
+        for number, line in enumerate(lines, start=1):
+            receiver = line.strip()
+            if not receiver or receiver.startswith("#"):
+                continue
+            sender = senders[index % len(senders)] if senders else None
+            index += 1
+            builder = MessageBuilder().with_phone_receiver(receiver).with_text_content(text)
+            if sender:
+                builder.with_phone_sender(sender)
+            builder.with_id(message_id_for(campaign_id, sender, receiver, text))
+            yield number, receiver, builder.build()
+
+    # First pass: every message is checked against the connector before anything is loaded, so a
+    # bad line sends nothing; the file is read again to submit (memory stays flat for any size).
+    count, problems = 0, []
+    for number, receiver, message in messages():
+        count += 1
+        issues = connector.validate_message(message)
+        if issues:
+            problems.append(f"line {number} ({receiver}): {issues[0]}")
+    if not count:
+        raise click.ClickException("--to-file has no receivers")
+    if problems:
+        shown = "\n".join(f"  - {problem}" for problem in problems[:20])
+        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise click.ClickException(f"{len(problems)} invalid message(s), nothing submitted:\n{shown}{more}")
 
     async def run() -> None:
         try:
@@ -268,9 +284,9 @@ def submit(
             raise
         assert isinstance(dispatcher, TaskiqDispatcher)
         try:
-            handle = await dispatcher.submit(messages, campaign_id=campaign_id)
+            handle = await dispatcher.submit((message for _, _, message in messages()), campaign_id=campaign_id)
             progress = await handle.progress()
-            console.print(f"campaign {escape(campaign_id)}: {len(messages)} message(s) submitted", soft_wrap=True)
+            console.print(f"campaign {escape(campaign_id)}: {count} message(s) submitted", soft_wrap=True)
             console.print(f"  {_counts(progress)}", soft_wrap=True, highlight=False)
             click.echo(campaign_id)
             if follow:
@@ -280,6 +296,16 @@ def submit(
             await connector.shutdown()
 
     _run(run())
+
+
+def _rereadable(file: Any) -> Any:
+    """``file`` if it can be read twice, else a temporary copy (stdin), read line by line."""
+    if file.seekable():
+        return file
+    spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by click's context
+    copy = click.get_current_context().with_resource(spool)
+    shutil.copyfileobj(file, copy)
+    return copy
 
 
 def _connector(config: MessagingConfig, registry: ChannelRegistry, name: str) -> ChannelConnector:

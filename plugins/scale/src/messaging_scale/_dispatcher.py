@@ -24,7 +24,7 @@ from messaging_core.schema import Capability
 from messaging_core.sending import not_attempted
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._settings import TaskiqSettings
-from messaging_scale.taskiq import ChunkKicker, create_broker
+from messaging_scale.taskiq import ChunkKicker, broker_from_settings
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
@@ -235,14 +235,7 @@ def create_taskiq_dispatcher(connector: ChannelConnector, settings: DispatcherSe
     ledger = settings.create_ledger()
     if not isinstance(ledger, PostgresLedger):
         raise ConfigurationError('[dispatcher] kind = "taskiq" needs a postgresql:// ledger')
-    broker = create_broker(
-        options.broker,
-        queue=options.queue,
-        dead_letter_queue=options.dead_letter_queue,
-        exchange=options.exchange,
-        delivery_limit=options.delivery_limit,
-        qos=options.qos,
-    )
+    broker = broker_from_settings(options)
     return TaskiqDispatcher(
         connector,
         ledger=ledger,

@@ -95,6 +95,8 @@ class TaskiqSettings:
         problems: list[str] = []
         if settings.broker is None:
             problems.append("'broker' is required (amqp://…)")
+        elif settings.broker.split("://", 1)[0].lower() not in ("amqp", "amqps", "redis", "rediss", "nats", "tls"):
+            problems.append("'broker' must be an amqp:// (RabbitMQ), redis:// (Redis Streams) or nats:// URL")
         if settings.ledger is None or not settings.ledger.lower().startswith(("postgresql://", "postgres://")):
             problems.append("'ledger' must be a postgresql:// URL (workers on several machines share it)")
         if settings.limiter is not None and not settings.limiter.lower().startswith(("redis://", "rediss://")):

@@ -39,7 +39,6 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
 from messaging_core.config import MessagingConfig, load_config
@@ -54,7 +53,7 @@ from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
 from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
-from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender
+from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, broker_from_settings, install_sender
 
 __all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "preflight", "taskiq_settings"]
 
@@ -113,22 +112,29 @@ async def preflight(config: MessagingConfig, registry: ChannelRegistry) -> list[
             await check("the limiter (Redis)", client.ping())
         finally:
             await client.aclose()
-    await check("the broker (RabbitMQ)", _broker_reachable(settings.broker))
+    await check(f"the broker ({_broker_kind(settings.broker)})", _broker_reachable(settings))
     for name, spec in config.connectors.items():
         if spec.enabled:
             await check(f"connector {name!r}", _connector_ready(registry, name, spec))
     return problems
 
 
-async def _broker_reachable(url: str) -> None:
+def _broker_kind(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower()
+    return {"redis": "Redis Streams", "rediss": "Redis Streams", "nats": "NATS", "tls": "NATS"}.get(scheme, "RabbitMQ")
+
+
+async def _broker_reachable(settings: TaskiqSettings) -> None:
+    """Start and stop the broker the workers will use: it connects and declares its queue or stream."""
+    broker = broker_from_settings(settings)
     quiet = logging.getLogger("aiormq.connection")  # it logs a failed connect itself, with a traceback
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        connection = await aio_pika.connect(url)
+        await broker.startup()
     finally:
         quiet.setLevel(level)
-    await connection.close()
+    await broker.shutdown()
 
 
 async def _connector_ready(registry: ChannelRegistry, name: str, spec: Any) -> None:
@@ -164,14 +170,7 @@ class WorkerRuntime:
         self.registry = registry
         _, self.settings = taskiq_settings(config, registry)
         settings = self.settings
-        self.broker = create_broker(
-            settings.broker,
-            queue=settings.queue,
-            dead_letter_queue=settings.dead_letter_queue,
-            exchange=settings.exchange,
-            delivery_limit=settings.delivery_limit,
-            qos=settings.qos,
-        )
+        self.broker = broker_from_settings(settings)
         self.broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, self.startup)
         self.broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, self.shutdown)
         self.ledger: PostgresLedger | None = None
