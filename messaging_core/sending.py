@@ -160,16 +160,14 @@ class SendPipeline:
         cancel: asyncio.Event | None = None,
         running: asyncio.Event | None = None,
         admit: Callable[[], Awaitable[bool]] | None = None,
-        slot: AbstractAsyncContextManager[object] | None = None,
     ) -> SendAttempt:
         """One pass: pace, claim, check the deadline, send, record. Never retries, never probes.
 
         :param cancel: when set (before the claim), the message is not sent.
         :param running: cleared while paused: the pass waits for it before pacing.
-        :param admit: asked after the pace wait, right before the claim; False leaves the message
-            PENDING, unclaimed (a campaign paused or cancelled while the pass was waiting).
-        :param slot: held around the claim and the provider call only (with ``call_slot``), never
-            around the pace wait: the caller's own cap on provider calls in flight.
+        :param admit: with a ledger, asked after the pace wait and the slots, right before the
+            claim; False leaves the message PENDING, unclaimed (a campaign paused or cancelled
+            while the pass was waiting).
         """
         if running is not None and not running.is_set():
             await running.wait()
@@ -186,17 +184,15 @@ class SendPipeline:
                 await asyncio.sleep(wait)
         if cancel is not None and cancel.is_set():
             return await self._cancelled(message)
-        if admit is not None and not await admit():
-            return SendAttempt(message.id, not_attempted(self.cancel_reason), SendState.PENDING)
         if ledger is None:
             result = await connector._send_observed(message)
             state = SendState.ACCEPTED if result.error is None else SendOutcome.from_result(result).state
             return SendAttempt(message.id, result, state, None, True)
-        # The slots are taken before the claim, so that waiting for them does not use up the lease.
-        async with (
-            slot if slot is not None else contextlib.nullcontext(),
-            self.call_slot() if self.call_slot is not None else contextlib.nullcontext(),
-        ):
+        # The slot is taken before the claim, so that waiting for it does not use up the lease.
+        async with self.call_slot() if self.call_slot is not None else contextlib.nullcontext():
+            # Asked after every wait (the pace, the account slot), right before the claim.
+            if admit is not None and not await admit():
+                return SendAttempt(message.id, not_attempted("held back before the claim"), SendState.PENDING)
             claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
             if isinstance(claim, Claim):
                 called = claim.attempts <= self.max_attempts and time.monotonic() <= claim.deadline
@@ -253,17 +249,23 @@ class SendPipeline:
         another worker may find the lease expired and settle the message. What is still running
         then is cancelled, and its outcome is unknown (the request may have left).
         """
+        connector = self.connector
         remaining = claim.deadline + self.request_timeout - time.monotonic()
         try:
             async with asyncio.timeout(remaining):
-                return await self.connector._send_observed(message)
+                result = await connector._validated_send(message)
         except TimeoutError:
             log.warning("send %s: still running when its lease ended; cut off, outcome unknown", message.id)
-            return ConnectorResult.failure(
+            result = ConnectorResult.failure(
                 ConnectorErrorCodes.SEND_MESSAGE_ERROR,
                 "the provider call outlasted the claim's lease and was cut off; the message may have been sent",
                 details={"outcome_unknown": True},
             )
+        # The hook runs after the call, outside the cut-off: a slow observer cannot turn a known
+        # answer into an unknown one.
+        if connector.plugins.has_observers("message_sent"):
+            await connector.plugins.message_sent(connector, message, result)
+        return result
 
     async def _reserve(self, message: Message, by_id: bool = False) -> float | None:
         """Reserve the message's slot; the wait until it, or None when it would exceed ``max_wait``.

@@ -517,7 +517,9 @@ async def test_t9_pace_per_sender_holds_across_three_workers(scene: Scene) -> No
     spacing then gives 49 + 3 (see docs/scale-out.md, "Rate limiter"). Its bound is 50 × 1.05
     plus the largest message's extra segments (3 − 1).
     """
-    scene.write_config(messages_per_second=50)
+    # A pass holds one of the process's `concurrency` slots during its pace wait: the worker
+    # default (100) lets each worker hold all its messages of both senders at once.
+    scene.write_config(messages_per_second=50, concurrency=100)
     long_text = "x" * 400  # GSM-7, 3 segments
     messages = [
         Message(f"t9-a{i:04d}", Endpoint.phone(SENDERS[0]), Endpoint.phone(f"+1415{i:07d}"), TextContent(f"a {i}"))

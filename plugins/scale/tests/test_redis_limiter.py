@@ -100,6 +100,18 @@ def on_schedule(found: list[tuple[float | None, float]], expected: tuple[float, 
     )
 
 
+async def test_an_idle_schedule_starts_start_delay_ahead(redis_client: Any, redis_prefix: str) -> None:
+    limiter = RedisGcraLimiter(redis_client, rate=20, start_delay=0.1, prefix=redis_prefix)
+    first = await limiter.reserve("k")
+    second = await limiter.reserve("k")
+    assert first is not None
+    assert second is not None
+    assert 0.09 <= first <= 0.1  # the Redis clock moved a little between the calls
+    assert 0.14 <= second <= 0.15  # then the usual spacing (1/20 s)
+    with pytest.raises(ValueError, match="start_delay"):
+        RedisGcraLimiter(redis_client, rate=1, start_delay=-1)
+
+
 async def test_burst_and_per_key_rates(redis_client: Any, redis_prefix: str) -> None:
     limiter = RedisGcraLimiter(redis_client, rate=10, rates={"short-code": 100}, burst=3, prefix=redis_prefix)
     found = await reserve_timed(limiter, "long-code", 5)

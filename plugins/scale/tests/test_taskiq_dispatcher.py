@@ -201,9 +201,14 @@ async def test_deferred_rows_wake_once_when_due(ledger: PostgresLedger) -> None:
     assert not isinstance(await ledger.claim(m[0].id, lease=30, request_timeout=5), Claim), "not due yet"
     assert await ledger.wake_deferred() == []
     await asyncio.sleep(0.4)
-    assert await ledger.wake_deferred() == [m[0].id]
-    assert await ledger.wake_deferred() == [], "handed out once per defer"
+    assert await ledger.wake_deferred(again_after=0.3) == [m[0].id]
+    assert await ledger.wake_deferred(again_after=0.3) == [], "handed out once per defer"
+    await asyncio.sleep(0.35)
+    # Not claimed since: its publication may have been lost, so it is handed out again.
+    assert await ledger.wake_deferred(again_after=0.3) == [m[0].id]
     assert isinstance(await ledger.claim(m[0].id, lease=30, request_timeout=5), Claim)
+    await asyncio.sleep(0.35)
+    assert await ledger.wake_deferred(again_after=0.3) == [], "a claimed row is no longer deferred"
     assert await ledger.defer([m[0].id], 0) == 0, "only PENDING rows are deferred"
     # A paused campaign's deferred rows wait for resume.
     assert await ledger.defer([m[2].id], 0) == 1

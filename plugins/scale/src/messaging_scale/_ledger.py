@@ -230,8 +230,9 @@ class PostgresLedger:
             f"with picked as (select s.message_id from {s}.sends s "
             f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
             "where s.deferred and s.state = 'pending' and s.retry_at <= now() and not coalesce(c.paused, false) "
+            "and (s.kicked_at is null or s.kicked_at < s.retry_at or s.kicked_at <= now() - make_interval(secs => $2)) "
             "order by s.retry_at limit $1 for update of s skip locked) "
-            f"update {s}.sends t set deferred = false, kicked_at = now() from picked "
+            f"update {s}.sends t set kicked_at = now() from picked "
             "where t.message_id = picked.message_id returning t.message_id"
         )
         self._sql_open_page = (
@@ -490,10 +491,14 @@ class PostgresLedger:
             status: str = await conn.execute(self._sql_defer, list(message_ids), max(0.0, float(delay)))
         return int(status.rsplit(" ", 1)[-1])
 
-    async def wake_deferred(self, *, limit: int = 5000) -> list[str]:
-        """Deferred messages whose time has come, earliest first; each is handed out once per ``defer``."""
+    async def wake_deferred(self, *, limit: int = 5000, again_after: float = 300.0) -> list[str]:
+        """Deferred messages whose time has come, earliest first.
+
+        Each is handed out once per ``defer``, and again every ``again_after`` seconds while no
+        worker has claimed it (the publication was lost): a row stays deferred until its claim.
+        """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_wake, limit)
+            rows = await conn.fetch(self._sql_wake, limit, float(again_after))
         return [row["message_id"] for row in rows]
 
     async def stale(

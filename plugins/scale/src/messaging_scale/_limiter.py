@@ -26,7 +26,8 @@ __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 # KEYS[1]: the sender's schedule, its theoretical arrival time (TAT, µs since the epoch).
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
 # KEYS[3] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
-# ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit).
+# ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit),
+# start delay (µs: an idle schedule starts this far ahead).
 # Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
@@ -45,7 +46,7 @@ if override then interval = 1000000 / tonumber(override) end
 local cost = tonumber(ARGV[2])
 local tolerance = (tonumber(ARGV[3]) - 1) * interval
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
+if tat < now then tat = now + tonumber(ARGV[5]) end
 local wait = math.floor(tat - now - tolerance)
 if wait < 0 then wait = 0 end
 if max_wait >= 0 and wait > max_wait then return -1 end
@@ -87,6 +88,9 @@ class RedisGcraLimiter:
         bounds how much we queue at the provider.
     :param account: the provider account the keys belong to.
     :param prefix: first part of every Redis key (tests isolate themselves with their own).
+    :param start_delay: seconds ahead an idle sender's schedule starts. A worker receiving a chunk
+        starts many passes at once; without it, the first (wait 0) leaves late, behind that
+        burst of work, and bunches with the next ones at the provider. Workers use 0.1 s.
     """
 
     def __init__(
@@ -98,11 +102,15 @@ class RedisGcraLimiter:
         burst: float = 1.0,
         account: str = "default",
         prefix: str = "messaging:rl",
+        start_delay: float = 0.0,
     ) -> None:
         if rate <= 0 or any(value <= 0 for value in (rates or {}).values()):
             raise ValueError("rates must be positive")
         if burst < 1:
             raise ValueError("burst must be at least 1")
+        if start_delay < 0:
+            raise ValueError("start_delay must not be negative")
+        self.start_delay = start_delay
         self._redis = redis
         self._owns_client = False
         self._script = redis.register_script(_RESERVE_LUA)
@@ -116,11 +124,14 @@ class RedisGcraLimiter:
         return f"<RedisGcraLimiter rate={self.rate} burst={self.burst} account={self.account!r} prefix={self.prefix!r}>"
 
     @classmethod
-    def from_url(cls, url: str, *, rate: float, rates: Mapping[str, float] | None = None) -> RedisGcraLimiter:
+    def from_url(
+        cls, url: str, *, rate: float, rates: Mapping[str, float] | None = None, start_delay: float = 0.0
+    ) -> RedisGcraLimiter:
         """A limiter with a client of its own (it connects on first use).
 
-        ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1&max_connections=50``;
-        ``close()`` it when done. Callers wait for one of ``max_connections`` connections.
+        ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1&max_connections=100&start_delay=0.1``
+        (``start_delay`` in the URL overrides the argument); ``close()`` it when done. Callers
+        wait for one of ``max_connections`` connections.
         """
         address, options = split_options(url, REDIS_OPTIONS)
         limiter = cls(
@@ -130,6 +141,7 @@ class RedisGcraLimiter:
             burst=float(options.get("burst", 1.0)),
             account=options.get("account", "default"),
             prefix=options.get("prefix", "messaging:rl"),
+            start_delay=float(options.get("start_delay", start_delay)),
         )
         limiter._owns_client = True
         return limiter
@@ -164,7 +176,8 @@ class RedisGcraLimiter:
         keys = [self.redis_key(key), self._rate_key(key)]
         if token is not None:
             keys.append(f"{self.prefix}:{self.account}:{{{key}}}:b:{token}")
-        wait_us = int(await self._script(keys=keys, args=[interval, cost, self.burst, limit]))
+        start = math.floor(self.start_delay * 1_000_000)
+        wait_us = int(await self._script(keys=keys, args=[interval, cost, self.burst, limit, start]))
         return None if wait_us < 0 else wait_us / 1_000_000
 
     async def set_rate(self, key: str, rate: float | None, *, duration: float = 300.0) -> None:

@@ -19,7 +19,9 @@ def service_problem(err: BaseException) -> str | None:
     if isinstance(err, aio_pika.exceptions.AMQPException):
         return f"the broker (RabbitMQ): {type(err).__name__}: {err}"
     if isinstance(err, redis.exceptions.RedisError):
-        return f"the limiter (Redis): {type(err).__name__}: {err}"
+        return f"Redis (the limiter, or a redis:// broker): {type(err).__name__}: {err}"
+    if type(err).__module__.startswith("nats."):
+        return f"the broker (NATS): {type(err).__name__}: {err}"
     if isinstance(err, OSError | TimeoutError):
         return f"a service cannot be reached: {type(err).__name__}: {err}"
     if isinstance(err, ValueError) and "is sent by connector" in str(err):

@@ -28,7 +28,7 @@ from messaging_scale._schema import check_schema_name, migrate
 __all__ = ["POSTGRES_OPTIONS", "REDIS_OPTIONS", "LazyPool", "flag", "postgres_pool", "redis_client", "split_options"]
 
 POSTGRES_OPTIONS = frozenset({"schema", "pool_min_size", "pool_max_size", "migrate"})
-REDIS_OPTIONS = frozenset({"prefix", "account", "burst", "max_connections"})
+REDIS_OPTIONS = frozenset({"prefix", "account", "burst", "max_connections", "start_delay"})
 
 
 def split_options(url: str, names: frozenset[str]) -> tuple[str, dict[str, str]]:
@@ -125,11 +125,11 @@ def redis_client(address: str, options: dict[str, str]) -> Any:
 
     redis-py's default pool raises "Too many connections" past 100 connections in use; a worker
     with hundreds of messages waiting for their pace slots would make that many calls at once.
-    ``max_connections`` (URL option, default 50) bounds the connections; a caller waits up to
-    30 s for one.
+    ``max_connections`` (URL option, default 100, a worker's default concurrency) bounds the
+    connections; a caller waits up to 30 s for one.
     """
-    size = int(options.get("max_connections", "50"))
+    size = int(options.get("max_connections", "100"))
     if size < 1:
         raise ValueError("max_connections must be at least 1")
     pool = aioredis.BlockingConnectionPool.from_url(address, max_connections=size, timeout=30)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both

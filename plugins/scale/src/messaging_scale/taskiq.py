@@ -22,6 +22,7 @@ the rows that need work but that nobody touched for a while.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -93,15 +94,15 @@ class ChunkSender:
       worker (when the limiter is a ``RedisGcraLimiter``). An account's concurrency limit (20429)
       is not the sender's pace and leaves it alone.
 
-    At most ``concurrency`` claims and provider calls run at once in the process, over all its
-    chunks (the pace waits are not counted: a slow sender does not hold up the others). Each
-    ledger operation takes one pooled connection and gives it back before the pace wait and the
-    provider call.
+    At most ``concurrency`` passes (pace wait, claim, provider call) run at once in the process,
+    over all its chunks; a pace wait is at most ``max_inline_wait`` (longer ones are deferred),
+    so a slow sender holds slots only that long. Each ledger operation takes one pooled
+    connection and gives it back before the pace wait and the provider call.
 
     :param ledger: the PostgreSQL ledger.
     :param pipelines: the pipeline for every message, or ``async (connector_name) -> SendPipeline``
         (a worker serving campaigns of several connectors).
-    :param concurrency: claims and provider calls in flight at once in this process.
+    :param concurrency: passes in flight at once in this process.
     """
 
     def __init__(
@@ -131,6 +132,9 @@ class ChunkSender:
         """campaign id → (read at, paused, cancelled)."""
         self._cancelled_at: dict[str, float] = {}
         self._slowed_until: dict[str, float] = {}
+        self._active: collections.Counter[str] = collections.Counter()
+        """Passes running per campaign: the flags the poller keeps fresh."""
+        self._poller: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<ChunkSender concurrency={self.concurrency} ledger={self.ledger!r}>"
@@ -147,7 +151,16 @@ class ChunkSender:
             self._remember_flags(item.campaign_id, item.paused, item.cancelled)
         # Every message runs to its end even if another one fails (cancelling a provider call in
         # flight would only put its message in doubt); the first error then fails the chunk.
-        outcomes = await asyncio.gather(*(self._work(item) for item in items), return_exceptions=True)
+        for item in items:
+            self._active[item.campaign_id] += 1
+        if items and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.create_task(self._poll_flags(), name="messaging campaign flags")
+        try:
+            outcomes = await asyncio.gather(*(self._work(item) for item in items), return_exceptions=True)
+        finally:
+            for item in items:
+                self._active[item.campaign_id] -= 1
+            self._active += collections.Counter()  # drop campaigns with no pass left
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -169,11 +182,12 @@ class ChunkSender:
                 return "paused"
             if pipeline is None:  # after the flags: a paused campaign needs no connector
                 pipeline = await self._pipeline(item.connector)
-            # The semaphore bounds the provider calls, not the pace waits: a slow sender's messages
-            # waiting for their slots do not hold up the other campaigns of this process.
-            attempt = await pipeline.process(
-                message, admit=lambda: self._admitted(item.campaign_id), slot=self._semaphore
-            )
+            # The semaphore bounds whole passes, pace wait included: the reservations then go to
+            # Redis a bounded number at a time, without queueing for a connection between the
+            # slot and the provider call (which would bunch sends), and a pace wait is bounded by
+            # max_inline_wait (longer ones are deferred), so no campaign holds the slots for long.
+            async with self._semaphore:
+                attempt = await pipeline.process(message, admit=lambda: self._admitted(item.campaign_id))
             if attempt.deferred:
                 # The slot is booked under the message id, further ahead than a chunk should be held:
                 # the sweeper publishes the message again shortly before it.
@@ -198,9 +212,26 @@ class ChunkSender:
             await asyncio.sleep(delay)
 
     async def _admitted(self, campaign_id: str) -> bool:
-        """Checked after the pace wait, before the claim: a campaign paused or cancelled meanwhile sends nothing."""
-        paused, cancelled = await self._campaign_flags(campaign_id)
+        """Checked after the pace wait, before the claim: a campaign paused or cancelled meanwhile sends nothing.
+
+        It reads the flags the poller keeps (at most ``flags_ttl`` old) and never waits for the
+        database: a read there would sit between the pace slot and the provider call.
+        """
+        _, paused, cancelled = self._flags.get(campaign_id, (-math.inf, False, False))
         return not (paused or cancelled)
+
+    async def _poll_flags(self) -> None:
+        """Re-read the flags of the campaigns with passes running, every ``flags_ttl``, while there are any."""
+        while self._active:
+            for campaign_id in list(self._active):
+                try:
+                    info = await self.ledger.campaign(campaign_id)
+                except Exception:
+                    log.warning("campaign %s: cannot read its flags; trying again", campaign_id, exc_info=True)
+                    continue
+                paused, cancelled = (info.paused, info.cancelled) if info is not None else (False, False)
+                self._remember_flags(campaign_id, paused, cancelled)
+            await asyncio.sleep(self.flags_ttl)
 
     async def _campaign_flags(self, campaign_id: str) -> tuple[bool, bool]:
         read_at, paused, cancelled = self._flags.get(campaign_id, (-math.inf, False, False))
@@ -424,12 +455,7 @@ async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dic
         # Cut short (a worker stopping past its --shutdown-timeout): Taskiq acknowledges a
         # cancelled task as well, so publish a copy first; the rest of the chunk then goes on
         # elsewhere instead of waiting for the sweeper. A copy costs nothing twice (the ledger).
-        try:
-            async with asyncio.timeout(5):
-                await context.broker.kick(context.broker.formatter.dumps(context.message))
-            log.warning("send_chunk: cancelled; %d message id(s) published again", len(ids))
-        except Exception:
-            log.exception("send_chunk: cancelled and not published again; the sweeper will find its rows")
+        await _publish_copy(context, ids)
         raise
     except Exception:
         # Taskiq acknowledges a task that raised, which would drop the chunk from the queue. An
@@ -442,9 +468,23 @@ async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dic
             # seconds, and copies republished at once would use up the cap in milliseconds.
             delay = requeue_delay(requeues)
             log.exception("send_chunk: %d message(s) requeued in %g s after an error", len(ids), delay)
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                await _publish_copy(context, ids)  # stopped while backing off: not lost to the ack
+                raise
             await context.requeue()
         raise
+
+
+async def _publish_copy(context: Context, ids: Sequence[str]) -> None:
+    """Publish the chunk again (not counted as a requeue); logged, never raised."""
+    try:
+        async with asyncio.timeout(5):
+            await context.broker.kick(context.broker.formatter.dumps(context.message))
+        log.warning("send_chunk: cancelled; %d message id(s) published again", len(ids))
+    except Exception:
+        log.exception("send_chunk: cancelled and not published again; the sweeper will find its rows")
 
 
 def requeue_delay(requeues: int) -> float:
@@ -606,7 +646,7 @@ class Sweeper:
         """One sweep if it is this process's turn; returns how many ids were published again."""
         if not await self.ledger.take_turn(f"{self.name}:{self.queue}", self.interval):
             return 0
-        woken = await self.ledger.wake_deferred(limit=self.batch)
+        woken = await self.ledger.wake_deferred(limit=self.batch, again_after=self.stale_after)
         if woken:
             chunks = await self.kicker.kick(woken)
             log.info("sweeper: %d deferred message(s) due, published in %d chunk(s)", len(woken), chunks)

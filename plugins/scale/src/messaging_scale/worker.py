@@ -50,7 +50,6 @@ from messaging_core.registry import ChannelRegistry
 from messaging_core.sending import SendPipeline
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
-from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, broker_from_settings, install_sender
@@ -99,7 +98,8 @@ async def preflight(config: MessagingConfig, registry: ChannelRegistry) -> list[
         except OSError as err:  # refused, unknown host: say which service
             problems.append(f"{what}: cannot connect: {err.strerror or err}")
         except Exception as err:
-            problems.append(service_problem(err) or f"{what}: {type(err).__name__}: {err}")
+            # Named by what was checked (a redis:// broker is not the limiter), described as usual.
+            problems.append(f"{what}: {type(err).__name__}: {err}")
 
     ledger = PostgresLedger.from_url(settings.ledger)
     try:
@@ -134,7 +134,8 @@ async def _broker_reachable(settings: TaskiqSettings) -> None:
         await broker.startup()
     finally:
         quiet.setLevel(level)
-    await broker.shutdown()
+        with contextlib.suppress(Exception):  # whatever start-up opened before it failed
+            await broker.shutdown()
 
 
 async def _connector_ready(registry: ChannelRegistry, name: str, spec: Any) -> None:
@@ -192,7 +193,7 @@ class WorkerRuntime:
         if settings.limiter is not None:
             assert settings.messages_per_second is not None
             self.limiter = RedisGcraLimiter.from_url(
-                settings.limiter, rate=settings.messages_per_second, rates=settings.rates
+                settings.limiter, rate=settings.messages_per_second, rates=settings.rates, start_delay=0.1
             )
             if settings.account_concurrency is not None:
                 address, options = split_options(settings.limiter, REDIS_OPTIONS)
