@@ -27,7 +27,7 @@ __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
 # KEYS[3] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
 # ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit),
-# start delay (µs: an idle schedule starts this far ahead).
+# start delay (µs: an idle schedule starts this far ahead, at most 5 intervals).
 # Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
@@ -46,7 +46,7 @@ if override then interval = 1000000 / tonumber(override) end
 local cost = tonumber(ARGV[2])
 local tolerance = (tonumber(ARGV[3]) - 1) * interval
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now + tonumber(ARGV[5]) end
+if tat < now then tat = now + math.min(tonumber(ARGV[5]), 5 * interval) end
 local wait = math.floor(tat - now - tolerance)
 if wait < 0 then wait = 0 end
 if max_wait >= 0 and wait > max_wait then return -1 end
@@ -88,9 +88,10 @@ class RedisGcraLimiter:
         bounds how much we queue at the provider.
     :param account: the provider account the keys belong to.
     :param prefix: first part of every Redis key (tests isolate themselves with their own).
-    :param start_delay: seconds ahead an idle sender's schedule starts. A worker receiving a chunk
-        starts many passes at once; without it, the first (wait 0) leaves late, behind that
-        burst of work, and bunches with the next ones at the provider. Workers use 0.1 s.
+    :param start_delay: seconds ahead an idle sender's schedule starts, at most 5 intervals (so
+        a sender far below its rate pays next to nothing). A worker receiving a chunk starts many
+        passes at once; without it, the first (wait 0) leaves late, behind that burst of work,
+        and bunches with the next ones at the provider. Workers use 0.1 s.
     """
 
     def __init__(
