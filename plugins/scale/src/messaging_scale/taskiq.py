@@ -225,20 +225,22 @@ class ChunkSender:
         while self._active:
             for campaign_id in list(self._active):
                 try:
-                    info = await self.ledger.campaign(campaign_id)
+                    await self._read_flags(campaign_id)
                 except Exception:
                     log.warning("campaign %s: cannot read its flags; trying again", campaign_id, exc_info=True)
-                    continue
-                paused, cancelled = (info.paused, info.cancelled) if info is not None else (False, False)
-                self._remember_flags(campaign_id, paused, cancelled)
             await asyncio.sleep(self.flags_ttl)
 
     async def _campaign_flags(self, campaign_id: str) -> tuple[bool, bool]:
         read_at, paused, cancelled = self._flags.get(campaign_id, (-math.inf, False, False))
         if time.monotonic() - read_at > self.flags_ttl:
-            info = await self.ledger.campaign(campaign_id)
-            paused, cancelled = (info.paused, info.cancelled) if info is not None else (False, False)
-            self._remember_flags(campaign_id, paused, cancelled)
+            return await self._read_flags(campaign_id)
+        return paused, cancelled
+
+    async def _read_flags(self, campaign_id: str) -> tuple[bool, bool]:
+        """``(paused, cancelled)`` from the ledger, remembered (no campaign row: neither)."""
+        info = await self.ledger.campaign(campaign_id)
+        paused, cancelled = (info.paused, info.cancelled) if info is not None else (False, False)
+        self._remember_flags(campaign_id, paused, cancelled)
         return paused, cancelled
 
     def _remember_flags(self, campaign_id: str, paused: bool, cancelled: bool) -> None:
