@@ -17,11 +17,13 @@ import sys
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime, timedelta, timezone
+from datetime import time as dt_time
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
@@ -234,6 +236,7 @@ class WebhookReceiver:
             {
                 "url": str(request.url),
                 "path_qs": request.path_qs,
+                "raw_path": request.raw_path,  # the request line's target, as the emulator wrote it
                 "form": {key: str(value) for key, value in form.items()},
                 "headers": dict(request.headers),
             }
@@ -359,6 +362,28 @@ async def test_media_message_lists_its_media(emulator: TwilioEmulator, api: Api)
         assert media["parent_sid"] == message["sid"]
         status, fetched = await api.call("GET", media["uri"])
         assert (status, fetched) == (200, media)
+
+
+async def test_media_can_be_deleted(emulator: TwilioEmulator, api: Api) -> None:
+    urls = [f"https://example.com/{n}.jpg" for n in range(4)]
+    _, message = await api.create([("To", "+15551230001"), ("From", "+15005550006")] + [("MediaUrl", u) for u in urls])
+    _, page = await api.call("GET", message["subresource_uris"]["media"] + "?PageSize=2")
+    doomed = page["media_list"][1]
+
+    status, _, body = await api.request("DELETE", doomed["uri"])
+
+    assert (status, body) == (204, b"")  # OAI DeleteMedia
+    assert_error((await api.call("GET", doomed["uri"]))[1], 404, 20404)
+    assert_error((await api.call("DELETE", doomed["uri"]))[1], 404, 20404)
+    # The page token still leads on from where the deleted item stood.
+    _, rest = await api.call("GET", page["next_page_uri"])
+    assert [m["content_type"] for m in rest["media_list"]] == ["image/jpeg"] * 2
+    listed = [m["sid"] for m in page["media_list"][:1] + rest["media_list"]]
+    assert doomed["sid"] not in listed
+    assert len(listed) == 3
+    _, fetched = await api.call("GET", f"/Messages/{message['sid']}.json")
+    assert fetched["num_media"] == "3"
+    assert [m.deleted for m in emulator.messages[message["sid"]].media] == [False, True, False, False]
 
 
 async def test_fetch_update_delete(emulator: TwilioEmulator, api: Api) -> None:
@@ -492,6 +517,20 @@ VALIDATION_CASES = [
     pytest.param({**sms(), "ValidityPeriod": "0"}, 60200, None, id="validity-0"),
     pytest.param({**sms(), "ValidityPeriod": "36001"}, 60200, None, id="validity-36001"),
     pytest.param({**sms(), "MessagingServiceSid": "MG123"}, 21705, None, id="bad-service-sid"),
+    pytest.param({**sms(), "MediaUrl": "https://example.com/a cat.jpg"}, 21620, None, id="media-not-encoded"),
+    # StatusCallback rules from Twilio's error page "21609: Invalid 'StatusCallback'".
+    pytest.param({**sms(), "StatusCallback": "not a url"}, 21609, None, id="callback-not-a-url"),
+    pytest.param({**sms(), "StatusCallback": "https://my_host.example.com/cb"}, 21609, None, id="callback-underscore"),
+    pytest.param({**sms(), "StatusCallback": "https://ex\u00e4mple.com/cb"}, 21609, None, id="callback-raw-non-ascii"),
+    pytest.param({**sms(), "StatusCallback": "https://example.com/\u00e9t\u00e9"}, 21609, None, id="callback-raw-path"),
+    pytest.param({**sms(), "StatusCallback": "https://example.com/a b"}, 21609, None, id="callback-raw-space"),
+    pytest.param({**sms(), "StatusCallback": "https://example.com/a%zz"}, 21609, None, id="callback-bad-percent"),
+    pytest.param({**sms(), "StatusCallback": "ftp://example.com/cb"}, 21609, None, id="callback-not-http"),
+    pytest.param({**sms(), "StatusCallback": "https:///cb"}, 21609, None, id="callback-no-host"),
+    pytest.param({**sms(), "StatusCallback": "https://example.com:99999/"}, 21609, None, id="callback-bad-port"),
+    pytest.param(
+        {**sms(), "StatusCallback": "https://example.com/" + "a" * 3981}, 21609, None, id="callback-over-4000"
+    ),
 ]
 
 
@@ -515,8 +554,21 @@ async def test_invalid_creates_get_twilio_errors(
         {"To": "+15551230001", "From": "+15005550006", "MediaUrl": "http://example.com/a.gif"},
         {"To": "+15551230001", "From": "+15005550006", "ContentSid": "HX" + "4" * 32},
         sms(body="from any sender") | {"From": "+15557654321"},
+        sms(StatusCallback="https://user:secret@hooks.example.com:8443/status?to=%2B1555&x=a%2Fb#frag"),
+        sms(StatusCallback="http://[::1]:8080/status"),
+        sms(StatusCallback="https://example.com/" + "a" * 3980),
     ],
-    ids=["whatsapp-To", "body-1600", "validity-36000", "media-only", "content-template", "any-From"],
+    ids=[
+        "whatsapp-To",
+        "body-1600",
+        "validity-36000",
+        "media-only",
+        "content-template",
+        "any-From",
+        "callback-full-url",
+        "callback-ipv6",
+        "callback-4000",
+    ],
 )
 async def test_valid_edge_cases_are_created(api: Api, form: Form) -> None:
     status, message = await api.create(form)
@@ -604,6 +656,40 @@ async def test_paging_through_seven_messages(api: Api) -> None:
     assert [m["sid"] for m in back["messages"]] == [m["sid"] for m in pages[0]["messages"]]
 
 
+async def test_page_tokens_survive_deletes(api: Api) -> None:
+    created = [(await api.create(sms(body=f"message {n}")))[1]["sid"] for n in range(7)]
+    newest_first = created[::-1]
+
+    async def sids(url: str) -> list[str]:
+        status, page = await api.call("GET", url)
+        assert status == 200, page
+        assert_valid(list_validator(MESSAGES_PATH), page)
+        return [message["sid"] for message in page["messages"]]
+
+    async def delete(sids: list[str]) -> None:
+        for sid in sids:
+            assert (await api.call("DELETE", f"/Messages/{sid}.json"))[0] == 204
+
+    _, first_page = await api.call("GET", "/Messages.json?PageSize=3")
+    _, second_page = await api.call("GET", first_page["next_page_uri"])
+    assert [m["sid"] for m in second_page["messages"]] == newest_first[3:6]
+
+    # The next-page token names the last record of its page, the previous-page token the first one.
+    await delete(newest_first[:3])
+    assert await sids(first_page["next_page_uri"]) == newest_first[3:6]
+    assert await sids(second_page["previous_page_uri"]) == []
+    await delete(newest_first[3:6])
+    assert await sids(second_page["next_page_uri"]) == newest_first[6:]
+
+
+@pytest.mark.parametrize("token", ["PAnot-ours", "PX12", "PA", "PA" + "1" * 19])
+async def test_unreadable_page_tokens_are_refused(api: Api, token: str) -> None:
+    await api.create(sms())
+    status, error = await api.call("GET", f"/Messages.json?PageSize=1&Page=1&PageToken={token}")
+    assert status == 400
+    assert_error(error, 400, 60200)
+
+
 async def test_list_filters_by_from_and_date_sent(emulator: TwilioEmulator, api: Api) -> None:
     _, first = await api.create(sms())
     _, other = await api.create(sms() | {"From": "+15557654321"})
@@ -617,14 +703,66 @@ async def test_list_filters_by_from_and_date_sent(emulator: TwilioEmulator, api:
         assert status == 200, page
         return [message["sid"] for message in page["messages"]]
 
+    both = [other["sid"], first["sid"]]
     assert await sids("From=%2B15557654321") == [other["sid"]]
-    assert await sids(f"DateSent={day}") == [other["sid"], first["sid"]]
+    assert await sids(f"DateSent={day}") == both
     assert await sids(f"DateSent%3C={day - timedelta(days=1)}") == []
     assert await sids(f"DateSent%3E={day + timedelta(days=1)}") == []
-    assert await sids(f"DateSent>={day}&DateSent<={day}") == [other["sid"], first["sid"]]
+    assert await sids(f"DateSent>={day}&DateSent<={day}") == both
+    # A timestamp stands for its whole GMT day, whatever its time (twilio-python sends dates this way).
+    assert await sids(f"DateSent={day}T00:00:00Z") == both
+    assert await sids(f"DateSent={day}T23:59:59Z") == both
+    assert await sids(f"DateSent%3E={day}T23:59:59Z") == both
+    assert await sids(f"DateSent%3C={day}T00:00:00Z") == both
+    assert await sids(f"DateSent%3C={day - timedelta(days=1)}T23:59:59Z") == []
+    assert await sids(f"DateSent={quote(format_datetime(datetime.combine(day, dt_time(12), UTC)))}") == both
+    us_evening = datetime.combine(day - timedelta(days=1), dt_time(20), timezone(timedelta(hours=-7)))  # GMT: day
+    assert await sids("DateSent=" + quote(us_evening.strftime("%m/%d/%Y %H:%M:%S MST"))) == both
     _, error = await api.call("GET", "/Messages.json?DateSent=yesterday")
     assert_error(error, 400, 60200)
     _, error = await api.call("GET", "/Messages.json?PageSize=1001")
+    assert_error(error, 400, 60200)
+
+
+def _date_filter_examples() -> list[Any]:
+    """Every example value the OAI file gives for a date filter of ListMessage or ListMedia."""
+    cases = []
+    for path in (MESSAGES_PATH, MEDIA_PATH):
+        for parameter in oai()["paths"][path]["get"]["parameters"]:
+            if parameter["name"].startswith(("DateSent", "DateCreated")):
+                for name, example in parameter.get("examples", {}).items():
+                    cases.append(
+                        pytest.param(path, parameter["name"], example["value"], id=f"{parameter['name']}-{name}")
+                    )
+    return cases
+
+
+@pytest.mark.parametrize(("path", "key", "value"), _date_filter_examples())
+async def test_date_filters_take_the_oai_example_values(api: Api, path: str, key: str, value: str) -> None:
+    _, created = await api.create([*sms().items(), ("MediaUrl", "https://example.com/a.jpg")])
+    url = path.replace("{AccountSid}", api.emulator.account_sid).replace("{MessageSid}", created["sid"])
+
+    status, page = await api.call("GET", f"{url}?{urlencode({key: value})}")
+
+    assert status == 200, page
+    assert_valid(list_validator(path), page)
+    assert urlencode({key: value}) in page["uri"]  # echoed in the page URIs, as in the OAI examples
+
+
+async def test_media_date_created_filters(api: Api) -> None:
+    _, created = await api.create([*sms().items(), ("MediaUrl", "https://example.com/a.jpg")])
+    media_uri = created["subresource_uris"]["media"]
+    day = parsedate_to_datetime(created["date_created"]).date()
+
+    async def count(query: str) -> int:
+        status, page = await api.call("GET", f"{media_uri}?{query}")
+        assert status == 200, page
+        return len(page["media_list"])
+
+    assert await count(f"DateCreated={day}") == 1
+    assert await count(f"DateCreated%3E={day + timedelta(days=1)}") == 0
+    assert await count(f"DateCreated%3C={day - timedelta(days=1)}") == 0
+    _, error = await api.call("GET", f"{media_uri}?DateCreated=soon")
     assert_error(error, 400, 60200)
 
 
@@ -829,6 +967,31 @@ async def test_simulate_inbound_needs_a_reachable_url(emulator: TwilioEmulator) 
     with pytest.raises(ConnectionError):
         await emulator.simulate_inbound("+15557770000", "+15005550006", "hi", url=dead_url)
     assert emulator.callback_log[-1].status is None
+
+
+async def test_callbacks_request_the_url_exactly_as_given(
+    emulator: TwilioEmulator, api: Api, receiver: WebhookReceiver
+) -> None:
+    callback = receiver.url("/st%C3%A9tus/a%2Fb?to=%2B1555&note=caf%C3%A9+ol%C3%A9")
+    _, created = await api.create(sms(StatusCallback=callback))
+    await emulator.wait_for_status(created["sid"], "delivered")
+
+    received = await receiver.wait_for(3)
+    assert {r["raw_path"] for r in received} == {"/st%C3%A9tus/a%2Fb?to=%2B1555&note=caf%C3%A9+ol%C3%A9"}
+    assert_signed(emulator, callback, received[0])
+
+
+@pytest.mark.parametrize("path", ["/sms here", "/sms/\u00e9", "/a%zz", "/ok\r\nX-Injected: 1"])
+async def test_simulate_inbound_refuses_urls_it_cannot_request_as_written(
+    emulator: TwilioEmulator, receiver: WebhookReceiver, path: str
+) -> None:
+    with pytest.raises(ValueError, match="not usable"):
+        await emulator.simulate_inbound("+15557770000", "+15005550006", "hi", url=receiver.url(path))
+    emulator.sms_url = receiver.url(path)
+    with pytest.raises(ValueError, match="not usable"):
+        await emulator.simulate_inbound("+15557770000", "+15005550006", "hi")
+
+    assert (emulator.messages, emulator.callback_log, receiver.requests) == ({}, [], [])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ and the 2010 paging envelope.
 
 from __future__ import annotations
 
+import bisect
 import json
 import mimetypes
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +48,8 @@ ASYNC_ERROR_MESSAGES: dict[int, str] = {
     30032: "Toll-Free Number Has Not Been Verified",
     30034: "US A2P 10DLC - Message from an Unregistered Number",
 }
+
+_PAGE_TOKEN = re.compile(r"(?P<direction>PA|PB)(?P<position>\d{1,18})")
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -88,6 +92,8 @@ class EmulatedMedia:
     """The URL the media was fetched from (outbound: the `MediaUrl` sent; inbound: the one simulated)."""
     content_type: str
     date_created: float
+    deleted: bool = False
+    """Set by DELETE: the media disappears from the API but stays on the message as evidence."""
 
 
 @define
@@ -172,7 +178,7 @@ def message_resource(message: EmulatedMessage) -> dict[str, Any]:
         "from": message.from_,
         "messaging_service_sid": message.messaging_service_sid,
         # num_segments and num_media are strings in the 2010 API (OAI schema), not integers.
-        "num_media": str(len(message.media)),
+        "num_media": str(len(live_media(message))),
         "num_segments": str(message.num_segments),
         "price": message.price,
         "price_unit": PRICE_UNIT,
@@ -182,6 +188,11 @@ def message_resource(message: EmulatedMessage) -> dict[str, Any]:
         "to": message.to,
         "uri": uri + ".json",
     }
+
+
+def live_media(message: EmulatedMessage) -> list[EmulatedMedia]:
+    """The media of a message that have not been deleted, in the order they were attached."""
+    return [media for media in message.media if not media.deleted]
 
 
 def media_resource(message: EmulatedMessage, media: EmulatedMedia) -> dict[str, Any]:
@@ -223,25 +234,55 @@ def error_payload(status: int, code: int, message: str) -> bytes:
     ).encode()
 
 
-def paginate(sids: Sequence[str], *, page: int, page_size: int, page_token: str | None) -> tuple[int, int]:
-    """Return the `[begin, end)` index range of the requested page in a list of SIDs (newest first).
+@frozen
+class PageWindow:
+    """Which records of a listing one page shows, and the tokens that lead to its neighbours."""
 
-    Twilio's page tokens are `PA<last sid of previous page>` (next) and `PB<first sid of next page>`
-    (previous), which keep paging stable while new records arrive; without a usable token the page
-    number decides.
+    begin: int
+    """Index of the page's first record in the listing."""
+    end: int
+    """Index after the page's last record."""
+    next_token: str | None
+    previous_token: str | None
+
+
+def paginate(
+    positions: Sequence[int], *, page: int, page_size: int, page_token: str | None, newest_first: bool
+) -> PageWindow | None:
+    """Cut one page out of a listing whose records sit at `positions`, in the order listed.
+
+    A record's position is its place in a store that never shrinks (deleted records stay there), so
+    it outlives the record: `PA<position>` continues after the last record of the previous page and
+    `PB<position>` ends before the first record of the next one, whatever was created or deleted in
+    between. (Twilio's own tokens name the record, e.g. `PAMM...` in the OAI examples; clients only
+    follow `next_page_uri`.) Without a token the page number decides. Returns None for a token this
+    emulator did not write.
     """
-    if page_token and len(page_token) > 2:
-        direction, sid = page_token[:2], page_token[2:]
-        try:
-            anchor = sids.index(sid)
-        except ValueError:
-            anchor = -1
-        if anchor >= 0 and direction == "PA":
-            return anchor + 1, min(anchor + 1 + page_size, len(sids))
-        if anchor >= 0 and direction == "PB":
-            return max(anchor - page_size, 0), anchor
-    begin = min(page * page_size, len(sids))
-    return begin, min(begin + page_size, len(sids))
+
+    def order(position: int) -> int:
+        return -position if newest_first else position
+
+    count = len(positions)
+    if not page_token:
+        begin = min(page * page_size, count)
+        end = min(begin + page_size, count)
+    else:
+        match = _PAGE_TOKEN.fullmatch(page_token)
+        if match is None:
+            return None
+        anchor = order(int(match["position"]))
+        if match["direction"] == "PA":
+            begin = bisect.bisect_right(positions, anchor, key=order)
+            end = min(begin + page_size, count)
+        else:
+            end = bisect.bisect_left(positions, anchor, key=order)
+            begin = max(end - page_size, 0)
+    return PageWindow(
+        begin=begin,
+        end=end,
+        next_token=f"PA{positions[end - 1]}" if begin < end < count else None,
+        previous_token=f"PB{positions[begin]}" if 0 < begin < count else None,
+    )
 
 
 def page_payload(

@@ -5,10 +5,11 @@ Pure functions and tables, no I/O; section numbers refer to `docs/twilio-api-fac
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -41,6 +42,14 @@ BODY_MAX_CHARS = 1600  # facts §1: "Can be up to 1,600 characters"; longer => 2
 MEDIA_MAX_COUNT = 10  # facts §1: "up to ten media_url parameters per message"; more => 21623
 VALIDITY_MIN, VALIDITY_MAX = 1, 36000  # facts §1: ValidityPeriod 1 ... 36000 s
 SCHEDULE_MIN_AHEAD, SCHEDULE_MAX_AHEAD = 300, 35 * 86400  # facts §1 SendAt window: > 5 min, <= 35 days
+
+STATUS_CALLBACK_MAX_CHARS = 4000  # error 21609 page: "Keep the URL at 4000 characters or fewer"
+
+# The characters RFC 3986 allows in a URI: unreserved, reserved and '%' (of a percent-encoding).
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A DNS label; the underscore is tolerated here and refused for StatusCallback only, where Twilio says so.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 # E.164 for SMS/MMS, or a channel address such as `whatsapp:+1555...` (facts §1 `To`).
 _TO_PATTERN = re.compile(r"^(?:whatsapp:)?\+[1-9]\d{1,14}$")
@@ -154,13 +163,19 @@ def parse_create(params: Params, *, now: float) -> CreateRequest | ApiError:
         return ApiError(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
     if len(media_urls) > MEDIA_MAX_COUNT:
         return ApiError(400, 21623, "The number of media files exceeds the allowed limit of 10.")
-    bad_urls = [url for url in media_urls if not _is_http_url(url)]
+    bad_urls = [url for url in media_urls if url_problem(url) is not None]
     if bad_urls:
         return ApiError(
             400,
             21620,
             f"Media urls: {', '.join(bad_urls)} are invalid. Please use only valid http and https urls",
         )
+
+    status_callback = first(params, "StatusCallback") or None
+    if status_callback is not None:
+        problem = status_callback_problem(status_callback)
+        if problem is not None:
+            return ApiError(400, 21609, f"The StatusCallback URL {status_callback} is not a valid URL: {problem}.")
 
     validity = first(params, "ValidityPeriod")
     if validity is not None and not _int_in_range(validity, VALIDITY_MIN, VALIDITY_MAX):
@@ -183,7 +198,7 @@ def parse_create(params: Params, *, now: float) -> CreateRequest | ApiError:
         messaging_service_sid=service_sid,
         body=body,
         media_urls=tuple(media_urls),
-        status_callback=first(params, "StatusCallback") or None,
+        status_callback=status_callback,
         smart_encoded=first(params, "SmartEncoded") in _TRUE_VALUES,
         send_at=send_at,
     )
@@ -214,9 +229,51 @@ def _parse_send_at(params: Params, service_sid: str | None, now: float) -> float
     return now + ahead
 
 
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+def url_problem(url: str) -> str | None:
+    """Say why `url` is not a fully qualified, properly encoded http(s) URL; None when it is one.
+
+    "Properly encoded" is RFC 3986: only its ASCII characters, and `%` always followed by two hex digits.
+    A URL that passes can be written into a request line exactly as it is.
+    """
+    if _URL_CHARACTERS.fullmatch(url) is None:
+        return "it holds characters a URL must percent-encode (spaces, non-ASCII, quotes...)"
+    if _BAD_PERCENT.search(url) is not None:
+        return "a '%' is not followed by two hex digits"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it validates the port)
+    except ValueError:  # a bracketed host that is no IPv6 address, a port out of range
+        return "its host or port cannot be read"
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    host = parts.hostname
+    if not host:
+        return "it has no hostname"
+    if not _is_ip_address(host) and not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        return f"{host} is not a valid hostname"
+    return None
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def status_callback_problem(url: str) -> str | None:
+    """Say why Twilio refuses `url` as a `StatusCallback` (error 21609); None when it is accepted.
+
+    Twilio's error page "21609: Invalid 'StatusCallback'" lists the rules: a fully qualified http(s) URL
+    with properly encoded query parameters, at most 4000 characters, and a hostname without underscores.
+    """
+    if len(url) > STATUS_CALLBACK_MAX_CHARS:
+        return f"it is longer than {STATUS_CALLBACK_MAX_CHARS} characters"
+    problem = url_problem(url)
+    if problem is None and "_" in (urlsplit(url).hostname or ""):
+        return "underscores are not allowed in its hostname"
+    return problem
 
 
 def _int_in_range(text: str, low: int, high: int) -> bool:
@@ -234,25 +291,78 @@ def parse_page_size(raw: str | None, default: int = 50) -> int | None:
     return int(raw) if _int_in_range(raw, 1, 1000) else None
 
 
-def parse_date_filter(raw: str) -> tuple[float, float] | None:
-    """Turn a `DateSent` filter value into a `[start, end)` range of POSIX times; None when unreadable.
+DAY = 86400.0
 
-    The documented form is `YYYY-MM-DD` (GMT), covering that whole day; the OAI examples also show
-    ISO and RFC 2822 timestamps, taken here to the second.
+# RFC 822 zone names, for the `MM/DD/YYYY hh:mm:ss ZONE` form (OAI example `06/11/2019 22:05:25 MST`).
+_ZONE_HOURS = {"UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5}
+_ZONE_HOURS |= {"MST": -7, "MDT": -6, "PST": -8, "PDT": -7}
+_US_TIMESTAMP = re.compile(r"(\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2})(?: ([A-Z]{1,3}))?")
+
+
+def parse_day(raw: str) -> float | None:
+    """Return the start (POSIX time) of the GMT day a date filter value names; None when unreadable.
+
+    The documented value is `YYYY-MM-DD` (GMT); the OAI examples of `DateSent>` also show
+    `06/11/2019 22:05:25 MST`, `2019-06-11 22:05:25.000` and `Wed, 19 Jun 2019 22:04:00 -0000`, and
+    twilio-python writes dates as `2019-06-11T00:00:00Z`. Twilio filters by day: a timestamp stands for
+    the GMT day it falls on, its time of day is not compared.
     """
     try:
-        if len(raw) == 10:
-            day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
-            return day.timestamp(), day.timestamp() + 86400
-        try:
+        us = _US_TIMESTAMP.fullmatch(raw)
+        if us is not None:
+            local, zone = us.groups()
+            if zone is not None and zone not in _ZONE_HOURS:
+                return None
+            offset = timezone(timedelta(hours=_ZONE_HOURS[zone or "GMT"]))
+            instant = datetime.strptime(local, "%m/%d/%Y %H:%M:%S").replace(tzinfo=offset)
+        elif raw[:4].isdigit():
             instant = datetime.fromisoformat(raw)
-        except ValueError:
+        else:
             instant = parsedate_to_datetime(raw)
     except (ValueError, TypeError):
         return None
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    return instant.timestamp(), instant.timestamp() + 1
+        instant = instant.replace(tzinfo=UTC)  # "GMT dates" (OAI), and RFC 2822's `-0000`
+    day = instant.astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+@frozen
+class DateRange:
+    """A `[lower, upper)` range of POSIX times from a list's date filters; None leaves that side open."""
+
+    lower: float | None = None
+    upper: float | None = None
+
+    def holds(self, instant: float | None) -> bool:
+        """Whether `instant` is in the range; a record without the date matches only an open range."""
+        if self.lower is None and self.upper is None:
+            return True
+        if instant is None:
+            return False
+        return (self.lower is None or instant >= self.lower) and (self.upper is None or instant < self.upper)
+
+
+def date_range(query: Mapping[str, str], name: str) -> DateRange | ApiError:
+    """Combine the filters `name`, `name<` and `name>` of a list request (e.g. `DateSent`) into a range.
+
+    `name=D` keeps day D, `name<=D` (key `name<`) D and the days before, `name>=D` (key `name>`) D and
+    the days after (OAI ListMessage / ListMedia parameter descriptions); several filters intersect.
+    """
+    lower: float | None = None
+    upper: float | None = None
+    for key in (name, name + "<", name + ">"):
+        raw = query.get(key)
+        if raw is None:
+            continue
+        day = parse_day(raw)
+        if day is None:
+            return ApiError(400, INVALID_PARAMETER, f"Invalid {key} value {raw}")
+        if key != name + ">":  # `name=D` and `name<=D` end with day D
+            upper = day + DAY if upper is None else min(upper, day + DAY)
+        if key != name + "<":  # `name=D` and `name>=D` start with day D
+            lower = day if lower is None else max(lower, day)
+    return DateRange(lower, upper)
 
 
 def parse_page(raw: str | None) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import json
 import logging
@@ -12,10 +13,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
+import attrs
 from aiohttp import hdrs, web
 from multidict import MultiDictProxy
 from yarl import URL
@@ -47,14 +49,15 @@ from ._rules import (
     ApiError,
     CreateRequest,
     apply_status,
+    date_range,
     first,
     inbound_params,
     next_transition,
     parse_create,
-    parse_date_filter,
     parse_page,
     parse_page_size,
     status_callback_params,
+    url_problem,
 )
 
 __all__ = ["TwilioEmulator"]
@@ -70,8 +73,11 @@ _SHUTDOWN_TIMEOUT = 2.0
 
 _MESSAGE_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 """List filters in the order Twilio writes them into page URIs (OAI ListMessage examples)."""
+_MEDIA_FILTERS = ("DateCreated", "DateCreated<", "DateCreated>")
+"""The Media list's filters (OAI ListMedia)."""
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Record = TypeVar("_Record")
 
 
 def _basic_auth(username: str, password: str) -> bytes:
@@ -104,6 +110,46 @@ def _abort(request: web.Request) -> web.StreamResponse:
     request.protocol.force_close()
     # aiohttp still wants a response object; writing it fails quietly on the dead transport.
     return web.Response(status=204)
+
+
+def _list_response(
+    request: web.Request,
+    key: str,
+    selected: Sequence[tuple[int, _Record]],
+    render: Callable[[_Record], dict[str, Any]],
+    filter_keys: Sequence[str],
+    *,
+    newest_first: bool,
+) -> web.Response:
+    """Answer a list request with one page of `selected` (`(position, record)` pairs, in listed order)."""
+    query = request.query
+    page_size = parse_page_size(query.get("PageSize"))
+    page = parse_page(query.get("Page"))
+    if page_size is None or page is None:
+        return _error_response(
+            ApiError(400, INVALID_PARAMETER, "PageSize must be 1-1000 and Page a non-negative integer.")
+        )
+    page_token = query.get("PageToken")
+    window = paginate(
+        [position for position, _ in selected],
+        page=page,
+        page_size=page_size,
+        page_token=page_token,
+        newest_first=newest_first,
+    )
+    if window is None:
+        return _error_response(ApiError(400, INVALID_PARAMETER, f"Invalid PageToken {page_token}"))
+    payload = page_payload(
+        key=key,
+        records=[render(record) for _, record in selected[window.begin : window.end]],
+        path=request.path,
+        filters=[(name, query[name]) for name in filter_keys if name in query],
+        page=page,
+        page_size=page_size,
+        next_token=window.next_token,
+        previous_token=window.previous_token,
+    )
+    return _json_response(payload)
 
 
 def _form_params(form: MultiDictProxy[Any]) -> Params:
@@ -396,13 +442,18 @@ class TwilioEmulator:
 
         The message is also stored (direction `inbound`, status `received`) so the API lists it.
 
-        :param url: webhook URL; defaults to :attr:`sms_url`.
+        :param url: webhook URL; defaults to :attr:`sms_url`. It must be a properly encoded http(s) URL:
+            the emulator requests it exactly as written, as Twilio signs it.
         :returns: the webhook's HTTP status and response text (TwiML, usually).
+        :raises ValueError: when there is no URL or it is not a properly encoded http(s) URL.
         :raises ConnectionError: when the webhook gave no HTTP answer.
         """
         target = url or self.sms_url
         if target is None:
             raise ValueError("no webhook URL: pass url= or configure sms_url")
+        problem = url_problem(target)
+        if problem is not None:
+            raise ValueError(f"webhook URL {target!r} is not usable: {problem}")
         now = time.time()
         info = count_segments(body)
         segments = max(info.segments, 1)
@@ -455,6 +506,7 @@ class TwilioEmulator:
         app.router.add_delete(account + "/Messages/{Sid}.json", self._delete_message)
         app.router.add_get(account + "/Messages/{MessageSid}/Media.json", self._list_media)
         app.router.add_get(account + "/Messages/{MessageSid}/Media/{Sid}.json", self._fetch_media)
+        app.router.add_delete(account + "/Messages/{MessageSid}/Media/{Sid}.json", self._delete_media)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -613,51 +665,21 @@ class TwilioEmulator:
 
     async def _list_messages(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        page_size = parse_page_size(query.get("PageSize"))
-        page = parse_page(query.get("Page"))
-        if page_size is None or page is None:
-            return _error_response(
-                ApiError(400, INVALID_PARAMETER, "PageSize must be 1-1000 and Page a non-negative integer.")
-            )
-        filters = [(key, query[key]) for key in _MESSAGE_FILTERS if key in query]
+        sent = date_range(query, "DateSent")
+        if isinstance(sent, ApiError):
+            return _error_response(sent)
         to, from_ = query.get("To"), query.get("From")
-        lower = upper = None
-        for key in ("DateSent", "DateSent<", "DateSent>"):
-            raw = query.get(key)
-            if raw is None:
-                continue
-            bounds = parse_date_filter(raw)
-            if bounds is None:
-                return _error_response(ApiError(400, INVALID_PARAMETER, f"Invalid {key} value {raw}"))
-            # `DateSent<` reads "on or before" that date and `DateSent>` "on or after" it: the URL form is
-            # `DateSent<=YYYY-MM-DD`, whose key is `DateSent<` (facts §2 List).
-            if key != "DateSent>":
-                upper = bounds[1] if upper is None else min(upper, bounds[1])
-            if key != "DateSent<":
-                lower = bounds[0] if lower is None else max(lower, bounds[0])
-
-        # Twilio lists newest first.
+        # A message's position in `messages` (which keeps deleted ones) is its paging sort key.
         selected = [
-            message
-            for message in reversed(self.messages.values())
+            (position, message)
+            for position, message in enumerate(self.messages.values())
             if not message.deleted
             and (to is None or message.to == to)
             and (from_ is None or message.from_ == from_)
-            and _sent_between(message, lower, upper)
+            and sent.holds(message.date_sent)
         ]
-        sids = [message.sid for message in selected]
-        begin, end = paginate(sids, page=page, page_size=page_size, page_token=query.get("PageToken"))
-        payload = page_payload(
-            key="messages",
-            records=[message_resource(message) for message in selected[begin:end]],
-            path=request.path,
-            filters=filters,
-            page=page,
-            page_size=page_size,
-            next_token="PA" + sids[end - 1] if begin < end < len(sids) else None,
-            previous_token="PB" + sids[begin] if 0 < begin < len(sids) else None,
-        )
-        return _json_response(payload)
+        selected.reverse()  # Twilio lists newest first
+        return _list_response(request, "messages", selected, message_resource, _MESSAGE_FILTERS, newest_first=True)
 
     def _find(self, sid: str) -> EmulatedMessage | None:
         message = self.messages.get(sid)
@@ -702,33 +724,50 @@ class TwilioEmulator:
         message = self._find(request.match_info["MessageSid"])
         if message is None:
             return _not_found(request.path)
-        page_size = parse_page_size(request.query.get("PageSize"))
-        page = parse_page(request.query.get("Page"))
-        if page_size is None or page is None:
-            return _error_response(
-                ApiError(400, INVALID_PARAMETER, "PageSize must be 1-1000 and Page a non-negative integer.")
-            )
-        sids = [media.sid for media in message.media]
-        begin, end = paginate(sids, page=page, page_size=page_size, page_token=request.query.get("PageToken"))
-        payload = page_payload(
-            key="media_list",
-            records=[media_resource(message, media) for media in message.media[begin:end]],
-            path=request.path,
-            filters=[],
-            page=page,
-            page_size=page_size,
-            next_token="PA" + sids[end - 1] if begin < end < len(sids) else None,
-            previous_token="PB" + sids[begin] if 0 < begin < len(sids) else None,
+        created = date_range(request.query, "DateCreated")
+        if isinstance(created, ApiError):
+            return _error_response(created)
+        # Deleted media stay in `message.media`, so an item's index there is its paging sort key.
+        selected = [
+            (position, media)
+            for position, media in enumerate(message.media)
+            if not media.deleted and created.holds(media.date_created)
+        ]
+        return _list_response(
+            request,
+            "media_list",
+            selected,
+            functools.partial(media_resource, message),
+            _MEDIA_FILTERS,
+            newest_first=False,
         )
-        return _json_response(payload)
+
+    def _find_media(self, request: web.Request) -> tuple[EmulatedMessage, int] | None:
+        """The message and the index in its `media` of the live media item the request names."""
+        message = self._find(request.match_info["MessageSid"])
+        if message is None:
+            return None
+        sid = request.match_info["Sid"]
+        for index, media in enumerate(message.media):
+            if media.sid == sid and not media.deleted:
+                return message, index
+        return None
 
     async def _fetch_media(self, request: web.Request) -> web.StreamResponse:
-        message = self._find(request.match_info["MessageSid"])
-        sid = request.match_info["Sid"]
-        media = None if message is None else next((m for m in message.media if m.sid == sid), None)
-        if message is None or media is None:
+        found = self._find_media(request)
+        if found is None:
             return _not_found(request.path)
-        return _json_response(media_resource(message, media))
+        message, index = found
+        return _json_response(media_resource(message, message.media[index]))
+
+    async def _delete_media(self, request: web.Request) -> web.StreamResponse:
+        found = self._find_media(request)
+        if found is None:
+            return _not_found(request.path)
+        message, index = found
+        message.media[index] = attrs.evolve(message.media[index], deleted=True)
+        message.date_updated = time.time()
+        return web.Response(status=204)  # OAI DeleteMedia: 204, no body
 
     async def _fetch_account(self, request: web.Request) -> web.StreamResponse:
         return _json_response(account_resource(self._account_sid, self._auth_token, self._created))
@@ -796,19 +835,26 @@ class TwilioEmulator:
         status: int | None = None
         error: str | None = None
         text = ""
-        try:
-            # encoded=True: request the URL byte for byte as signed, without re-quoting it.
-            async with self._client().post(
-                URL(url, encoded=True),
-                data=urlencode(params).encode(),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
-            ) as response:
-                status = response.status
-                text = await response.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-            error = f"{type(err).__name__}: {err}"
-            logger.warning("%s webhook for %s to %s failed: %s", kind, sid, url, error)
+        problem = url_problem(url)
+        if problem is not None:
+            # Refused, never re-encoded: the signature covers the URL exactly as written (facts §5).
+            error = f"not a valid webhook URL: {problem}"
+            logger.warning("%s webhook for %s not sent to %r: %s", kind, sid, url, error)
+        else:
+            try:
+                # encoded=True: request the URL byte for byte as signed (url_problem let only
+                # properly encoded URLs through).
+                async with self._client().post(
+                    URL(url, encoded=True),
+                    data=urlencode(params).encode(),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
+                ) as response:
+                    status = response.status
+                    text = await response.text(errors="replace")
+            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+                error = f"{type(err).__name__}: {err}"
+                logger.warning("%s webhook for %s to %s failed: %s", kind, sid, url, error)
         record = CallbackRecord(
             kind=kind,
             url=url,
@@ -822,12 +868,3 @@ class TwilioEmulator:
         )
         self.callback_log.append(record)
         return record
-
-
-def _sent_between(message: EmulatedMessage, lower: float | None, upper: float | None) -> bool:
-    if lower is None and upper is None:
-        return True
-    sent = message.date_sent
-    if sent is None:
-        return False
-    return (lower is None or sent >= lower) and (upper is None or sent < upper)
