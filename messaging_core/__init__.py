@@ -27,6 +27,7 @@ from messaging_core.errors import (
     RateLimitedError,
     SchemaError,
     ValidationFailedError,
+    WebhookRefusedError,
 )
 from messaging_core.hookspecs import hookimpl, hookspec
 from messaging_core.message import (
@@ -168,6 +169,7 @@ __all__ = [
     "TextContent",
     "ValidationFailedError",
     "ValidationIssue",
+    "WebhookRefusedError",
     "WebhookSettings",
     "__version__",
     "hookimpl",

@@ -690,7 +690,7 @@ def serve(
                 console.print(
                     f"connector {escape(name)}: POST {base}/webhooks/{escape(name)}/{{messages,status}}", soft_wrap=True
                 )
-            console.print(f"health: GET {base}/healthz", soft_wrap=True)
+            console.print(f"health: GET {base}/healthz (liveness), GET {base}/readyz (connectors)", soft_wrap=True)
             stopped = asyncio.Event()
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)

@@ -82,6 +82,8 @@ class WebhookSettings:
     request_timeout: float = 10.0
     host: str = "127.0.0.1"
     port: int = 8080
+    readiness_cache_seconds: float = 5.0
+    """How long ``/readyz`` reuses the connectors' last health check (provider calls) before checking again."""
 
 
 @frozen

@@ -19,6 +19,7 @@ so ``except ValueError`` keeps working for callers that do not know this package
         ├── ValidationFailedError (ValueError)    the input did not validate (issues attached)
         ├── AuthenticationError                   provider refused the credentials
         ├── RateLimitedError                      provider asked to slow down (retryable)
+        ├── WebhookRefusedError (PermissionError) a webhook not proven to come from the provider
         └── ProviderError                         any other provider or network failure
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "RateLimitedError",
     "SchemaError",
     "ValidationFailedError",
+    "WebhookRefusedError",
 ]
 
 
@@ -104,6 +106,10 @@ class AuthenticationError(ConnectorOperationError):
 
 class RateLimitedError(ConnectorOperationError):
     """The provider asked to slow down; retry later."""
+
+
+class WebhookRefusedError(ConnectorOperationError, PermissionError):
+    """A webhook was refused: its signature is missing or wrong, or it names an account not served."""
 
 
 class ProviderError(ConnectorOperationError):

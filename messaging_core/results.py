@@ -20,6 +20,7 @@ from messaging_core.errors import (
     ProviderError,
     RateLimitedError,
     ValidationFailedError,
+    WebhookRefusedError,
 )
 from messaging_core.message import Message
 from messaging_core.validation import ValidationIssue
@@ -72,6 +73,11 @@ class ConnectorErrorCodes:
     """The batch was cancelled before this message was sent; it is safe to send it again."""
     STATUS_QUERY_ERROR = "STATUS_QUERY_ERROR"
     RECEIVE_ERROR = "RECEIVE_ERROR"
+    # webhooks: refused before parsing; the webhook host answers 403 and dispatches nothing
+    INVALID_SIGNATURE = "INVALID_SIGNATURE"
+    """A webhook's signature is missing, wrong, or cannot be checked (no URL, no body hash)."""
+    UNEXPECTED_ACCOUNT = "UNEXPECTED_ACCOUNT"
+    """A webhook sent for an account this connector does not serve (even when correctly signed)."""
     HEALTH_CHECK_ERROR = "HEALTH_CHECK_ERROR"
 
 
@@ -84,6 +90,8 @@ _EXCEPTIONS: dict[str, type[ConnectorOperationError]] = {
     ConnectorErrorCodes.MISSING_CREDENTIALS: ValidationFailedError,
     ConnectorErrorCodes.AUTHENTICATION_FAILED: AuthenticationError,
     ConnectorErrorCodes.RATE_LIMITED: RateLimitedError,
+    ConnectorErrorCodes.INVALID_SIGNATURE: WebhookRefusedError,
+    ConnectorErrorCodes.UNEXPECTED_ACCOUNT: WebhookRefusedError,
 }
 
 

@@ -4,10 +4,14 @@ Routes, per connector name:
 
 - ``POST /webhooks/{connector}/messages`` — inbound messages → ``message_received``
 - ``POST /webhooks/{connector}/status`` — delivery statuses → ``message_status_changed``
-- ``GET /healthz`` — every connector's health (503 when one is unhealthy)
+- ``GET /healthz`` — liveness: the process and its event loop answer (no provider call)
+- ``GET /readyz`` — readiness: every connector's health, cached for ``readiness_cache_seconds``
+  (503 with the reasons when one is unhealthy)
 
-Answers: bad signature → 403 and nothing dispatched; malformed or unsupported payload → 400 with a
-short reason; an observer that raises → 500 (so the provider retries). Redeliveries (same
+Answers: a webhook the connector refuses (``INVALID_SIGNATURE``: signature missing, wrong or not
+checkable; ``UNEXPECTED_ACCOUNT``: another account's) → 403 and nothing dispatched; malformed or
+unsupported payload → 400 with a short reason; an observer that raises → 500 (so the provider
+retries). Redeliveries (same
 idempotency token, same inbound message, same message + status) are acknowledged and dispatched
 once; status updates that would move a message backwards (a late ``sent`` after ``delivered``)
 are acknowledged and not dispatched. Body size and handling time are limited.
@@ -41,14 +45,18 @@ from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.message import MessageSource
 from messaging_core.pipeline import StatusStore
-from messaging_core.results import ConnectorResult, MessageStatus, StatusUpdate
+from messaging_core.results import ConnectorErrorCodes, ConnectorResult, MessageStatus, StatusUpdate
 from messaging_core.schema import Capability
 
 __all__ = ["CONNECTORS_KEY", "StatusReceiver", "WebhookStats", "create_webhook_app", "public_url_of"]
 
 log = logging.getLogger(__name__)
 
-INVALID_SIGNATURE_CODES = frozenset({"INVALID_SIGNATURE"})
+_FORBIDDEN: dict[str, str] = {
+    ConnectorErrorCodes.INVALID_SIGNATURE: "invalid signature\n",
+    ConnectorErrorCodes.UNEXPECTED_ACCOUNT: "unexpected account\n",
+}
+"""Refusals answered 403 (the provider must not retry them as if we had failed), with their short answer."""
 
 
 class WebhookStats:
@@ -173,6 +181,7 @@ class _Handlers:
         self.statuses = _StatusTable(dedup_size)
         # Striped locks: one dispatch at a time per message, with bounded memory.
         self.locks = [asyncio.Lock() for _ in range(256)]
+        self.readiness = _Readiness(connectors, settings.readiness_cache_seconds, settings.request_timeout)
 
     def _connector(self, request: web.Request, capability: Capability) -> tuple[str, ChannelConnector]:
         """The route's connector name (the key it was configured under) and the connector."""
@@ -187,11 +196,14 @@ class _Handlers:
     async def _source(self, request: web.Request) -> MessageSource:
         return await MessageSource.from_aiohttp_request(request, url=public_url_of(request, self.settings))
 
-    def _refuse(self, result: ConnectorResult[Any]) -> web.Response:
+    def _refuse(self, request: web.Request, result: ConnectorResult[Any]) -> web.Response:
         assert result.error is not None
-        if result.error.code in INVALID_SIGNATURE_CODES:
+        forbidden = _FORBIDDEN.get(result.error.code)
+        if forbidden is not None:
             self.stats.forbidden += 1
-            return web.Response(status=403, text="invalid signature\n")
+            # The reason is logged, not answered: whoever forged the request learns nothing from it.
+            log.warning("webhook %s refused: %s", request.path, result.error.message)
+            return web.Response(status=403, text=forbidden)
         self.stats.rejected += 1
         return web.Response(status=400, text=f"{result.error.code}: {result.error.message}\n"[:300])
 
@@ -202,7 +214,7 @@ class _Handlers:
             source = await self._source(request)
             result = await connector.receive_messages(source, notify=False)
             if result.value is None:
-                return self._refuse(result)
+                return self._refuse(request, result)
             # Keyed by route name: the mapping's key, which need not be the connector's own name.
             seen = self.seen[name]
             token = connector.webhook_idempotency_key(source)
@@ -236,7 +248,7 @@ class _Handlers:
             source = await self._source(request)
             result = await connector.receive_message_status(source, notify=False)
             if result.value is None:
-                return self._refuse(result)
+                return self._refuse(request, result)
             update = result.value
             token = connector.webhook_idempotency_key(source)
             subject = f"{name}:{update.remote_message_id or update.message_id}"
@@ -313,22 +325,62 @@ class _Handlers:
         return _ack(connector, "status")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        # Concurrently, each within the request timeout: one slow provider must not hold the probe.
-        checks = await asyncio.gather(*(self._health(connector) for connector in self.connectors.values()))
-        report = dict(zip(self.connectors, checks, strict=True))
-        healthy = all(check["healthy"] for check in checks)
-        body = {"healthy": healthy, "connectors": report, "webhooks": self.stats.as_dict()}
+        """Liveness: answering at all proves the process and its event loop work; no provider is called."""
+        return web.json_response({"alive": True, "webhooks": self.stats.as_dict()}, dumps=json.dumps)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: every connector's health, from a cache a few seconds old at most."""
+        report = await self.readiness.report()
+        healthy = all(check["healthy"] for check in report.values())
+        body = {"ready": healthy, "connectors": report}
         return web.json_response(body, status=200 if healthy else 503, dumps=json.dumps)
+
+
+class _Readiness:
+    """Connectors' health, checked at most once per ``ttl`` seconds however often it is asked.
+
+    A load balancer probing every second must not turn into a provider API call per probe, nor
+    mark the host down because the provider was slow once: concurrent probes share one check.
+    """
+
+    def __init__(self, connectors: Mapping[str, ChannelConnector], ttl: float, timeout: float) -> None:
+        self._connectors = connectors
+        self._ttl = ttl
+        self._timeout = timeout
+        self._report: dict[str, dict[str, Any]] | None = None
+        self._checked_at = 0.0
+        self._running: asyncio.Task[dict[str, dict[str, Any]]] | None = None
+
+    async def report(self) -> dict[str, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        if self._report is not None and loop.time() - self._checked_at < self._ttl:
+            return self._report
+        if self._running is None:
+            self._running = loop.create_task(self._check())
+            self._running.add_done_callback(self._checked)
+        # shield: a probe that gives up (client gone) must not cancel the check others wait for.
+        return await asyncio.shield(self._running)
+
+    def _checked(self, task: asyncio.Task[dict[str, dict[str, Any]]]) -> None:
+        self._running = None
+        if not task.cancelled() and task.exception() is None:
+            self._report = task.result()
+            self._checked_at = asyncio.get_running_loop().time()
+
+    async def _check(self) -> dict[str, dict[str, Any]]:
+        # Concurrently, each within the request timeout: one slow provider must not hold the probe.
+        checks = await asyncio.gather(*(self._health(connector) for connector in self._connectors.values()))
+        return dict(zip(self._connectors, checks, strict=True))
 
     async def _health(self, connector: ChannelConnector) -> dict[str, Any]:
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
+            async with asyncio.timeout(self._timeout):
                 health = await connector.get_health()
         except TimeoutError:
             return {
                 "state": connector.state.value,
                 "healthy": False,
-                "issues": [f"health check took longer than {self.settings.request_timeout:g} s"],
+                "issues": [f"health check took longer than {self._timeout:g} s"],
                 "uptime_s": None,
             }
         return {
@@ -406,6 +458,7 @@ def create_webhook_app(
     app.router.add_post("/webhooks/{connector}/messages", handlers.messages)
     app.router.add_post("/webhooks/{connector}/status", handlers.status)
     app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
     if manage_lifecycle:
 
         async def startup(_: web.Application) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from messaging_twilio_sms.emulator import ThreadedTwilioEmulator as ThreadedEmulator
 
@@ -240,7 +241,7 @@ def test_emulator_prints_its_credentials_and_serves_the_api() -> None:
         command.stop()
 
 
-def test_serve_answers_healthz_and_webhooks(config_file: Path, emu: ThreadedEmulator) -> None:
+def test_serve_answers_health_probes_and_webhooks(config_file: Path, emu: ThreadedEmulator) -> None:
     command = Background("serve", "--config", str(config_file), "--port", "0")
     try:
         base = URL.search(command.wait_for_line(r"listening on"))
@@ -249,7 +250,7 @@ def test_serve_answers_healthz_and_webhooks(config_file: Path, emu: ThreadedEmul
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             try:
-                status, body = http(base.group(0) + "/healthz")
+                status, body = http(base.group(0) + "/readyz")
             except OSError:  # not accepting yet
                 time.sleep(0.05)
                 continue
@@ -257,14 +258,22 @@ def test_serve_answers_healthz_and_webhooks(config_file: Path, emu: ThreadedEmul
             if status == 200:
                 break
             time.sleep(0.05)
-        assert health.get("healthy") is True, health
+        assert health.get("ready") is True, health
         assert health["connectors"]["sms"]["state"] == "ready"
+        status, body = http(base.group(0) + "/healthz")
+        assert (status, json.loads(body)["alive"]) == (200, True)
         # A signed inbound message from the emulator is accepted; an unsigned one is not.
         url = base.group(0) + "/webhooks/sms/messages"
         status_code, text = emu.run(lambda: emu.emulator.simulate_inbound(RECEIVER, SENDER, "Hi", url=url))
         assert status_code == 200
         assert "<Response/>" in text
         status_code, _ = http(url, data=b"MessageSid=SMx&From=%2B1&To=%2B2")
+        assert status_code == 403
+        # A JSON body signed over the bare URL (no bodySHA256) would let one signature cover any body.
+        forged = json.dumps({"MessageSid": "SM" + "f" * 32, "From": RECEIVER, "To": SENDER, "Body": "forged"})
+        signature = RequestValidator(emu.emulator.auth_token).compute_signature(url, {})
+        headers = {"Content-Type": "application/json", "X-Twilio-Signature": signature}
+        status_code, _ = http(url, data=forged.encode(), headers=headers)
         assert status_code == 403
         # SIGTERM stops it cleanly (connectors shut down, exit code 0).
         assert command.stop() == 0

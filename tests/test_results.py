@@ -22,6 +22,7 @@ from messaging_core import (
     StatusUpdatesResult,
     ValidationFailedError,
     ValidationIssue,
+    WebhookRefusedError,
 )
 
 # -- ConnectorResult ---------------------------------------------------------------------------------
@@ -63,6 +64,8 @@ def test_failure_result_carries_everything() -> None:
         (ConnectorErrorCodes.MISSING_CREDENTIALS, ValidationFailedError),
         (ConnectorErrorCodes.AUTHENTICATION_FAILED, AuthenticationError),
         (ConnectorErrorCodes.RATE_LIMITED, RateLimitedError),
+        (ConnectorErrorCodes.INVALID_SIGNATURE, WebhookRefusedError),
+        (ConnectorErrorCodes.UNEXPECTED_ACCOUNT, WebhookRefusedError),
         (ConnectorErrorCodes.NETWORK_ERROR, ProviderError),
         (ConnectorErrorCodes.OUTCOME_UNKNOWN, ProviderError),
         (ConnectorErrorCodes.NOT_ATTEMPTED, ProviderError),
@@ -101,6 +104,8 @@ def test_error_codes_are_stable() -> None:
         "STATUS_QUERY_ERROR",
         "RECEIVE_ERROR",
         "HEALTH_CHECK_ERROR",
+        "INVALID_SIGNATURE",
+        "UNEXPECTED_ACCOUNT",
     }
 
 

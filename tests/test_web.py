@@ -44,6 +44,8 @@ from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute
 SENDER = "+15005550006"
 RECEIVER = "+15551230001"
 TOKEN_HEADER = "I-Twilio-Idempotency-Token"
+ACCOUNT = "AC" + "c" * 32
+"""The emulator's account: hand-built webhooks name it, as Twilio's do (others are refused)."""
 SID_A = "SM" + "a" * 32
 SID_B = "SM" + "b" * 32
 DEADLINE = 5.0
@@ -155,7 +157,7 @@ def _bound_socket() -> socket.socket:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TwilioEmulator]:
-    async with TwilioEmulator(status_interval=0.01) as emu:
+    async with TwilioEmulator(status_interval=0.01, account_sid=ACCOUNT) as emu:
         yield emu
 
 
@@ -221,11 +223,27 @@ async def eventually(predicate: Callable[[], bool], seconds: float = DEADLINE) -
 
 
 def inbound_form(sid: str = SID_A, body: str = "hello", **extra: str) -> dict[str, str]:
-    return {"MessageSid": sid, "SmsSid": sid, "From": RECEIVER, "To": SENDER, "Body": body, "NumMedia": "0", **extra}
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": ACCOUNT,
+        "From": RECEIVER,
+        "To": SENDER,
+        "Body": body,
+        "NumMedia": "0",
+        **extra,
+    }
 
 
 def status_form(status: str, sid: str = SID_A, **extra: str) -> dict[str, str]:
-    return {"MessageSid": sid, "MessageStatus": status, "SmsStatus": status, "To": RECEIVER, **extra}
+    return {
+        "MessageSid": sid,
+        "AccountSid": ACCOUNT,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": RECEIVER,
+        **extra,
+    }
 
 
 def text_message(receiver: str = RECEIVER, text: str = "hello from the tests") -> Message:
@@ -379,10 +397,10 @@ async def test_signed_form_without_required_fields_is_a_400_with_a_reason(make_h
 
 async def test_unsupported_content_type_is_a_400(make_host: HostFactory, emulator: TwilioEmulator) -> None:
     host = await make_host()
-    url = host.url("/webhooks/sms/messages")
-    signature = compute_signature(emulator.auth_token, url)  # the URL alone: no form fields
+    path = f"/webhooks/sms/messages?bodySHA256={body_sha256(b'MessageSid=x')}"
+    signature = compute_signature(emulator.auth_token, host.url(path))  # the URL alone: not a form
     status, text, _ = await host.post(
-        "/webhooks/sms/messages", b"MessageSid=x", content_type="text/plain", headers=[(SIGNATURE_HEADER, signature)]
+        path, b"MessageSid=x", content_type="text/plain", headers=[(SIGNATURE_HEADER, signature)]
     )
     assert status == 400
     assert "content type" in text
@@ -679,25 +697,76 @@ async def test_a_body_that_never_arrives_times_out(make_host: HostFactory) -> No
 # -- health -------------------------------------------------------------------------------------------------
 
 
-async def test_healthz_reports_every_connector(make_host: HostFactory) -> None:
+def count_health_checks(connector: Any) -> list[int]:
+    """Count the provider health checks of ``connector`` (one element per ``get_health`` call)."""
+    calls: list[int] = []
+    real = connector.get_health
+
+    async def counted() -> Any:
+        calls.append(1)
+        return await real()
+
+    connector.get_health = counted
+    return calls
+
+
+async def test_healthz_is_liveness_and_calls_no_provider(make_host: HostFactory, emulator: TwilioEmulator) -> None:
     host = await make_host()
-    async with host.session.get(host.url("/healthz")) as response:
+    checks = count_health_checks(host.connectors["sms"])
+    await emulator.stop()  # a provider that is down does not make the process dead
+    for _ in range(3):
+        async with host.session.get(host.url("/healthz")) as response:
+            assert response.status == 200
+            report = await response.json()
+    assert report["alive"] is True
+    assert "dispatched" in report["webhooks"]
+    assert "connectors" not in report
+    assert checks == []
+
+
+async def test_readyz_reports_every_connector(make_host: HostFactory) -> None:
+    host = await make_host()
+    async with host.session.get(host.url("/readyz")) as response:
         assert response.status == 200
         report = await response.json()
-    assert report["healthy"] is True
+    assert report["ready"] is True
     assert set(report["connectors"]) == {"sms"}
     assert report["connectors"]["sms"]["state"] == "ready"
     assert report["connectors"]["sms"]["healthy"] is True
-    assert "dispatched" in report["webhooks"]
 
 
-async def test_healthz_is_503_when_one_connector_is_unhealthy(make_host: HostFactory, emulator: TwilioEmulator) -> None:
+async def test_readyz_is_cached_for_the_configured_seconds(make_host: HostFactory) -> None:
+    host = await make_host(webhook_settings=WebhookSettings(readiness_cache_seconds=60))
+    checks = count_health_checks(host.connectors["sms"])
+    # Concurrent probes share one check; later ones within the window reuse it.
+    statuses = await asyncio.gather(*(_get_status(host, "/readyz") for _ in range(5)))
+    statuses.append(await _get_status(host, "/readyz"))
+    assert statuses == [200] * 6
+    assert len(checks) == 1
+
+
+async def test_readyz_checks_again_after_the_cache_expires(make_host: HostFactory, emulator: TwilioEmulator) -> None:
+    host = await make_host(webhook_settings=WebhookSettings(readiness_cache_seconds=0))
+    checks = count_health_checks(host.connectors["sms"])
+    assert await _get_status(host, "/readyz") == 200
+    await emulator.stop()
+    assert await _get_status(host, "/readyz") == 503
+    assert len(checks) == 2
+
+
+async def _get_status(host: Host, path: str) -> int:
+    async with host.session.get(host.url(path)) as response:
+        await response.read()
+        return response.status
+
+
+async def test_readyz_is_503_when_one_connector_is_unhealthy(make_host: HostFactory, emulator: TwilioEmulator) -> None:
     spare = {"channel": "twilio_sms", "schema": "TwilioSms", "parameters": credentials(emulator)}
     host = await make_host(extra={"spare": spare}, initialize=["sms"])
-    async with host.session.get(host.url("/healthz")) as response:
+    async with host.session.get(host.url("/readyz")) as response:
         assert response.status == 503
         report = await response.json()
-    assert report["healthy"] is False
+    assert report["ready"] is False
     assert report["connectors"]["sms"]["healthy"] is True
     assert report["connectors"]["spare"]["healthy"] is False
     assert any("uninitialized" in issue for issue in report["connectors"]["spare"]["issues"])
@@ -706,25 +775,23 @@ async def test_healthz_is_503_when_one_connector_is_unhealthy(make_host: HostFac
     assert status == 503
 
 
-async def test_healthz_is_503_when_the_provider_is_unreachable(
-    make_host: HostFactory, emulator: TwilioEmulator
-) -> None:
+async def test_readyz_is_503_when_the_provider_is_unreachable(make_host: HostFactory, emulator: TwilioEmulator) -> None:
     host = await make_host()
     await emulator.stop()
-    async with host.session.get(host.url("/healthz")) as response:
+    async with host.session.get(host.url("/readyz")) as response:
         assert response.status == 503
         report = await response.json()
     assert report["connectors"]["sms"]["state"] == "ready"
     assert report["connectors"]["sms"]["issues"]
 
 
-async def test_healthz_answers_within_the_request_timeout_when_the_provider_hangs(
+async def test_readyz_answers_within_the_request_timeout_when_the_provider_hangs(
     make_host: HostFactory, emulator: TwilioEmulator
 ) -> None:
     host = await make_host(webhook_settings=WebhookSettings(request_timeout=0.2))
     emulator.latency = 0.6  # every API answer, the health check's account fetch included
     started = time.monotonic()
-    async with host.session.get(host.url("/healthz")) as response:
+    async with host.session.get(host.url("/readyz")) as response:
         assert response.status == 503
         report = await response.json()
     assert time.monotonic() - started < 0.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,15 +35,23 @@ from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute
 Maker = Callable[..., Awaitable[TwilioSmsConnector]]
 Sms = Callable[..., Message]
 PUBLIC_URL = "https://hooks.example.com/twilio/sms?tenant=7"
+ACCOUNT = "AC" + "2" * 32
 INBOUND: dict[str, str] = {
     "MessageSid": "SM" + "1" * 32,
-    "AccountSid": "AC" + "2" * 32,
+    "AccountSid": ACCOUNT,
     "From": "+15557654321",
     "To": "+15005550006",
     "Body": "Hello back",
     "NumMedia": "0",
     "SmsStatus": "received",
 }
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[TwilioEmulator]:
+    """The emulator under the account the hand-built webhooks name (connectors accept their own account only)."""
+    async with TwilioEmulator(status_interval=0.01, account_sid=ACCOUNT) as emu:
+        yield emu
 
 
 async def _observed_connector(make_connector: Maker, **parameters: Any) -> tuple[TwilioSmsConnector, HookRecorder]:
@@ -237,7 +245,10 @@ async def test_missing_required_fields(make_connector: Maker, emulator: TwilioEm
     assert result.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
     assert result.error is not None
     assert missing in result.error.message
-    json_result = await connector.receive_messages(MessageSource.from_json(fields))
+    body = json.dumps(fields).encode()
+    url = f"{PUBLIC_URL}&bodySHA256={body_sha256(body)}"
+    headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, url)}
+    json_result = await connector.receive_messages(MessageSource.from_json(body, url=url, headers=headers))
     assert json_result.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
     assert recorder.named("message_received") == []
 
@@ -253,15 +264,16 @@ async def test_missing_required_fields(make_connector: Maker, emulator: TwilioEm
     ],
 )
 async def test_unusable_payloads(make_connector: Maker, source: MessageSource, code: str) -> None:
-    connector = await make_connector()
+    connector = await make_connector(ValidateSignatures=False)  # parsing is the subject, not signatures
     result = await connector.receive_messages(source)
     assert result.error_code == code
 
 
 async def test_unsupported_content_type_with_a_valid_signature(make_connector: Maker, emulator: TwilioEmulator) -> None:
     connector = await make_connector()
-    headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, PUBLIC_URL)}
-    source = MessageSource("text/plain", b"hello", PUBLIC_URL, headers)
+    url = f"{PUBLIC_URL}&bodySHA256={body_sha256(b'hello')}"
+    headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, url)}
+    source = MessageSource("text/plain", b"hello", url, headers)
     result = await connector.receive_messages(source)
     assert result.error_code == TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE
 
@@ -281,13 +293,22 @@ def _is_int(text: str) -> bool:
 
 
 @settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=st.dictionaries(_field_names | st.text(min_size=1, max_size=8), _field_values, max_size=10))
-async def test_fuzzed_inbound_webhooks_never_raise(make_connector: Maker, fields: dict[str, str]) -> None:
+@given(
+    fields=st.dictionaries(_field_names | st.text(min_size=1, max_size=8), _field_values, max_size=10),
+    account=st.sampled_from([ACCOUNT, None, "AC" + "0" * 32]),
+)
+async def test_fuzzed_inbound_webhooks_never_raise(
+    make_connector: Maker, fields: dict[str, str], account: str | None
+) -> None:
+    if account is not None:
+        fields["AccountSid"] = account
     connector = await make_connector(ValidateSignatures=False)
     result = await connector.receive_messages(MessageSource.from_form_data(fields))
     required = all(fields.get(name) for name in ("MessageSid", "From", "To"))
     numeric = _is_int(fields.get("NumMedia") or "0")
-    if required and numeric:
+    if required and numeric and fields.get("AccountSid") != ACCOUNT:
+        assert result.error_code == TwilioErrorCodes.UNEXPECTED_ACCOUNT
+    elif required and numeric:
         assert result.is_success, result.error
         (message,) = result.value.messages
         assert message.id == fields["MessageSid"]
@@ -372,14 +393,16 @@ async def test_status_callback_idempotency_token(
 
 async def test_status_callback_without_our_id_uses_the_sid(make_connector: Maker, emulator: TwilioEmulator) -> None:
     connector = await make_connector()
-    fields = {"MessageSid": "SM" + "3" * 32, "SmsStatus": "sent", "AccountSid": "AC" + "2" * 32}
+    fields = {"MessageSid": "SM" + "3" * 32, "SmsStatus": "sent", "AccountSid": ACCOUNT}
     result = await connector.receive_message_status(_signed_form(emulator.auth_token, fields))
     assert result.value is not None, result.error
     assert result.value.message_id == fields["MessageSid"]
     assert (result.value.status, result.value.raw_status) == (MessageStatus.SENT, "sent")
 
 
-@pytest.mark.parametrize("fields", [{"MessageStatus": "sent"}, {"MessageSid": "SM" + "3" * 32}])
+@pytest.mark.parametrize(
+    "fields", [{"MessageStatus": "sent", "AccountSid": ACCOUNT}, {"MessageSid": "SM" + "3" * 32, "AccountSid": ACCOUNT}]
+)
 async def test_status_callback_missing_fields(
     make_connector: Maker, emulator: TwilioEmulator, fields: dict[str, str]
 ) -> None:

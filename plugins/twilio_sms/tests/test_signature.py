@@ -190,8 +190,18 @@ class TestJsonBody:
         url = f"{URL}&bodySHA256={EMPTY_BODY_HASH}"
         assert not validate_signature(TOKEN, url, None, self.signature, body=BODY)
 
-    def test_body_without_hash_in_url_is_ignored(self) -> None:
+    def test_body_without_hash_in_url_is_ignored_for_forms(self) -> None:
         assert validate_signature(TOKEN, URL, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", body=b"anything")
+
+    def test_body_without_hash_in_url_is_refused(self) -> None:
+        """A URL-only signature without ``bodySHA256`` would cover any body: never accepted for one."""
+        url_only = compute_signature(TOKEN, URL)
+        assert validate_signature(TOKEN, URL, None, url_only)  # GET: no body
+        assert not validate_signature(TOKEN, URL, None, url_only, body=BODY)
+        assert not validate_signature(TOKEN, URL, None, url_only, body=b"")
+        reason = SignatureValidator(TOKEN).refusal(URL, None, url_only, body=BODY)
+        assert reason is not None
+        assert "bodySHA256" in reason
 
 
 @pytest.mark.parametrize(
@@ -309,3 +319,26 @@ def test_default_port_is_interchangeable(path: str, key: str, value: str) -> Non
     path = path.replace("#", "").replace("?", "")
     with_port = compute_signature(TOKEN, f"https://example.com:443/{path}", {key: value})
     assert validate_signature(TOKEN, f"https://example.com/{path}", {key: value}, with_port)
+
+
+class TestWhatwgQuery:
+    """twilio-node validates the query as a WHATWG URL writes it: the apostrophe vector of its test suite."""
+
+    url = f"{URL}&Body=It's+amazing"
+
+    def test_node_vector_for_the_escaped_form(self) -> None:
+        assert validate_signature(TOKEN, self.url, PARAMS, "TfZzewPq8wqrGlMfyAud8+/IvJ0=")
+
+    def test_the_literal_form_still_validates(self) -> None:
+        assert validate_signature(TOKEN, self.url, PARAMS, "dsq4Ehbj6cs+KdTkpF5sSSplOWw=")
+
+    def test_the_escaped_form_with_the_default_port(self) -> None:
+        with_port = compute_signature(TOKEN, self.url.replace(".com/", ".com:443/").replace("'", "%27"), PARAMS)
+        assert validate_signature(TOKEN, self.url, PARAMS, with_port)
+
+    def test_no_other_escaping_is_accepted(self) -> None:
+        # Node's legacy querystring form escapes '+' too; only the two forms above are Twilio's.
+        other = compute_signature(TOKEN, self.url.replace("+", "%20"), PARAMS)
+        assert not validate_signature(TOKEN, self.url, PARAMS, other)
+        unescaped = compute_signature(TOKEN, self.url.replace("'", ""), PARAMS)
+        assert not validate_signature(TOKEN, self.url, PARAMS, unescaped)

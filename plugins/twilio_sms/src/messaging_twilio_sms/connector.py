@@ -93,6 +93,9 @@ class TwilioSmsConnector(ChannelConnector):
         self._messages_url = ""
         self._base_url = ""
         self._signatures: webhooks.SignatureValidator | None = None
+        """None when ``ValidateSignatures`` is false."""
+        self._accounts: frozenset[str] = frozenset()
+        """Accounts whose webhooks are accepted: AccountSid and SubaccountSids."""
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._semaphore: asyncio.Semaphore | None = None
         self._timeout: aiohttp.ClientTimeout | None = None
@@ -120,7 +123,16 @@ class TwilioSmsConnector(ChannelConnector):
         self._form_headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
         self._base_url = str(p["ApiBaseUrl"]).rstrip("/")
         self._messages_url = self._base_url + _api.messages_path(account_sid)
-        self._signatures = webhooks.SignatureValidator(p["AuthToken"])
+        if p["ValidateSignatures"]:
+            self._signatures = webhooks.SignatureValidator(p["AuthToken"])
+        else:
+            self._signatures = None
+            log.warning(
+                "connector %s: ValidateSignatures is false: webhooks are accepted without a signature check; "
+                "turn it on wherever the webhook URL can be reached by anyone but Twilio",
+                self.name,
+            )
+        self._accounts = frozenset([account_sid, *p.get("SubaccountSids", ())])
         self._max_retries = int(p["MaxRetries"])
         self._show_numbers = bool(p["LogPhoneNumbers"])
         concurrency = int(p["MaxConcurrency"])
@@ -376,36 +388,66 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def _authentic(self, source: MessageSource, configured_url: str | None) -> bool:
-        """Whether the webhook carries a valid signature (or validation is off / impossible)."""
-        if not self.parameters["ValidateSignatures"] or source.url is None:
-            return True
-        assert self._signatures is not None
-        url = webhooks.signed_url(source.url, configured_url)
-        params = source.form if source.form is not None else None
-        body = None if source.form is not None else source.body
-        return self._signatures.validate(url, params, source.header(webhooks.SIGNATURE_HEADER), body=body)
+    def _verified_fields(self, source: MessageSource, configured_url: str | None) -> dict[str, str] | ConnectorError:
+        """The webhook's fields, once it is proven to be Twilio's (the account is checked after parsing).
+
+        With ``ValidateSignatures`` on (the default) every path fails closed: no URL, no signature,
+        a wrong one, a JSON body without ``bodySHA256`` or with a body that does not match it.
+        """
+        if self._signatures is not None:
+            if source.url is None:
+                return ConnectorError(
+                    TwilioErrorCodes.INVALID_SIGNATURE,
+                    "cannot check the webhook's signature without the URL Twilio requested: pass the public "
+                    "URL, query string included, when building the source (e.g. MessageSource.from_form_data("
+                    "form, url=..., headers=...))",
+                )
+            url = webhooks.signed_url(source.url, configured_url)
+            if source.form is not None:
+                refusal = self._signatures.refusal(url, source.form, source.header(webhooks.SIGNATURE_HEADER))
+            else:
+                refusal = self._signatures.refusal(
+                    url, None, source.header(webhooks.SIGNATURE_HEADER), body=source.body
+                )
+            if refusal is not None:
+                return ConnectorError(TwilioErrorCodes.INVALID_SIGNATURE, f"webhook refused: {refusal}")
+        return webhooks.fields_of(source)
+
+    def _foreign(self, fields: Mapping[str, str]) -> ConnectorError | None:
+        """A refusal when the webhook names an account other than this connector's, else None."""
+        account = fields.get("AccountSid")
+        if account in self._accounts:
+            return None
+        # Signed or not, a webhook for another account is not ours to act on (a shared URL, a
+        # copied configuration, a replay from another tenant); one without an account is not Twilio's.
+        shown = repr(account[:40]) if account else "none"
+        return ConnectorError(
+            TwilioErrorCodes.UNEXPECTED_ACCOUNT,
+            f"webhook refused: its AccountSid ({shown}) is neither AccountSid nor one of SubaccountSids",
+        )
 
     async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
-        if not self._authentic(source, self.parameters.get("WebhookUrl")):
-            return ConnectorResult.failure(TwilioErrorCodes.INVALID_SIGNATURE, "webhook signature is missing or wrong")
-        fields = webhooks.fields_of(source)
+        fields = self._verified_fields(source, self.parameters.get("WebhookUrl"))
         if isinstance(fields, ConnectorError):
             return ConnectorResult.from_error(fields)
         parsed = webhooks.parse_inbound(fields)
         if isinstance(parsed, ConnectorError):
             return ConnectorResult.from_error(parsed)
+        foreign = self._foreign(fields)
+        if foreign is not None:
+            return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(ReceiveResult(parsed.id, (parsed,)))
 
     async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
-        if not self._authentic(source, self.parameters.get("StatusCallback")):
-            return ConnectorResult.failure(TwilioErrorCodes.INVALID_SIGNATURE, "webhook signature is missing or wrong")
-        fields = webhooks.fields_of(source)
+        fields = self._verified_fields(source, self.parameters.get("StatusCallback"))
         if isinstance(fields, ConnectorError):
             return ConnectorResult.from_error(fields)
         update = webhooks.parse_status_callback(fields, source.url)
         if isinstance(update, ConnectorError):
             return ConnectorResult.from_error(update)
+        foreign = self._foreign(fields)
+        if foreign is not None:
+            return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(update)
 
     def webhook_idempotency_key(self, source: MessageSource) -> str | None:

@@ -61,6 +61,13 @@ _TWILIO_SMS = ChannelSchema(
             "against it behind a proxy).",
         ),
         ParameterSpec(
+            "SubaccountSids",
+            repeated=True,
+            pattern=ACCOUNT_SID_PATTERN,
+            description="Other accounts (AC...) whose webhooks this connector accepts besides AccountSid's, "
+            "e.g. subaccounts sending through it; they must still be signed with AuthToken.",
+        ),
+        ParameterSpec(
             "StatusCallback",
             # Twilio refuses underscores in the host name only; paths and queries may have them.
             pattern=r"^https?://[^\s/?#_]+([/?#][^\s]*)?$",
@@ -116,7 +123,8 @@ _TWILIO_SMS = ChannelSchema(
             "ValidateSignatures",
             "boolean",
             default=True,
-            description="Check X-Twilio-Signature on every webhook that carries a URL and headers.",
+            description="Check X-Twilio-Signature on every webhook (refused when missing or wrong, or when the "
+            "URL is unknown); false accepts unsigned webhooks and logs a warning at initialize.",
         ),
         ParameterSpec(
             "LogPhoneNumbers",
@@ -162,7 +170,7 @@ class TwilioChannelSchemas:
         | Capability.HANDLE_MESSAGE_STATE
         | Capability.BULK_MESSAGING
         | Capability.MEDIA_ATTACHMENTS,
-        remove_parameters=["WebhookUrl", "StatusCallback", "MessagingServiceSid"],
+        remove_parameters=["WebhookUrl", "StatusCallback", "MessagingServiceSid", "SubaccountSids"],
         remove_properties=["ProvideCallback"],
         remove_content_types=[ContentType.MEDIA, ContentType.MULTIPART],
         remove_endpoints=[EndpointType.URL],
@@ -173,7 +181,7 @@ class TwilioChannelSchemas:
     NOTIFICATION_SMS = _TWILIO_SMS.derive(
         "Twilio Notification SMS",
         remove_capabilities=Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE,
-        remove_parameters=["WebhookUrl"],
+        remove_parameters=["WebhookUrl", "SubaccountSids"],
         remove_endpoints=[EndpointType.URL],
     )
     """Outbound notifications: status query and StatusCallback kept, no inbound."""
@@ -181,7 +189,7 @@ class TwilioChannelSchemas:
     BULK_SMS = _TWILIO_SMS.derive(
         "Twilio Bulk SMS",
         remove_capabilities=Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE,
-        remove_parameters=["WebhookUrl"],
+        remove_parameters=["WebhookUrl", "SubaccountSids"],
         remove_endpoints=[EndpointType.URL],
         update_parameters={"MessagingServiceSid": {"required": True}},
     )

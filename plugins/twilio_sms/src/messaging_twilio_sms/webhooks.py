@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from binascii import b2a_base64
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, TypeAlias, cast
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from messaging_core import (
     ConnectorError,
@@ -39,9 +40,11 @@ from messaging_twilio_sms._api import MESSAGE_ID_PARAM, map_status, parse_twilio
 #     + for each distinct form key in sorted order, for each distinct value in sorted order: key + value
 #
 # base64-encoded in the X-Twilio-Signature header. JSON requests add ``bodySHA256=<hex sha256 of the
-# body>`` to the URL query and sign the URL alone. Twilio is not consistent about explicit ports, so,
-# like Twilio's SDKs, a signature is accepted for the URL as given, the URL without its explicit port,
-# or the URL with the scheme's default port added.
+# body>`` to the URL query and sign the URL alone; a JSON request without it is refused (that
+# signature would cover any body). Twilio is not consistent about explicit ports, so, like Twilio's
+# SDKs, a signature is accepted for the URL as given, the URL without its explicit port, or the URL
+# with the scheme's default port added, and (like twilio-node) each of these with its query escaped
+# as a WHATWG URL parser writes it. No other form is accepted.
 # =====================================================================================================
 
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
@@ -82,35 +85,63 @@ class SignatureValidator:
         return self._sign(url + _signed_params(params)).decode("ascii")
 
     def validate(self, url: str, params: Params | None, signature: str | None, *, body: bytes | None = None) -> bool:
-        """Tell whether ``signature`` is Twilio's for this request.
+        """Tell whether ``signature`` is Twilio's for this request; see :meth:`refusal`. Never raises."""
+        return self.refusal(url, params, signature, body=body) is None
 
-        ``url`` is the public URL Twilio requested, query string included. When its query holds
-        ``bodySHA256`` (JSON webhooks) the signature covers the URL alone, ``params`` are ignored and
-        the raw ``body`` must hash to that value. Never raises: garbage input is an invalid signature.
+    def refusal(
+        self, url: str, params: Params | None, signature: str | None, *, body: bytes | None = None
+    ) -> str | None:
+        """Why this request is not proven to be Twilio's, or None when ``signature`` is Twilio's for it.
+
+        ``url`` is the public URL Twilio requested, query string included. Form requests pass their
+        fields as ``params`` (the signature covers the URL and the fields). Requests with any other
+        body (JSON) pass ``params=None`` and the raw ``body``: Twilio then adds ``bodySHA256`` to the
+        URL query and signs the URL alone, so the query must carry ``bodySHA256`` and the body must
+        hash to it; such a body without one is refused, since that signature would cover any body.
+        Whenever the query carries ``bodySHA256``, ``params`` are ignored and ``body`` is required.
+        ``params=None`` and ``body=None`` is a request without a body (GET): the URL alone.
+
+        Accepted URL forms are those Twilio's own validators accept: the URL as given, without its
+        explicit port or with the scheme's default port added, and each with its query escaped the
+        way a WHATWG URL parser writes it (``'`` as ``%27``), as twilio-node also tries. Never
+        raises: malformed input is a refusal.
         """
         try:
-            return self._validate(url, params, signature, body)
+            return self._refusal(url, params, signature, body)
         except (AttributeError, TypeError, ValueError):
             # Request data is attacker-controlled: a malformed URL, port or parameter, a non-str value
             # or a non-ASCII signature only means "not signed by Twilio".
-            return False
+            return "the request's URL or fields are malformed; its signature cannot be checked"
 
-    def _validate(self, url: str, params: Params | None, signature: str | None, body: bytes | None) -> bool:
-        """Validate without catching errors from malformed input."""
+    def _refusal(self, url: str, params: Params | None, signature: str | None, body: bytes | None) -> str | None:
+        """:meth:`refusal` without catching errors from malformed input."""
         if not signature:
-            return False
+            return f"the {SIGNATURE_HEADER} header is missing"
         expected = signature.encode()
-        if _BODY_SHA256_PARAM in url and (body_hash := _query_body_sha256(url)) is not None:
-            if body is None or not hmac.compare_digest(body_sha256(body).encode(), body_hash.encode()):
-                return False
+        body_hash = _query_body_sha256(url) if _BODY_SHA256_PARAM in url else None
+        if body_hash is not None:
+            if body is None:
+                return f"the URL carries {_BODY_SHA256_PARAM} but no body was given to check it against"
+            if not hmac.compare_digest(body_sha256(body).encode(), body_hash.encode()):
+                return f"the body does not match the {_BODY_SHA256_PARAM} it was signed with"
             signed_params = ""
+        elif params is None and body is not None:
+            return (
+                f"a webhook with a {_content_kind(body)} body must be signed with {_BODY_SHA256_PARAM} "
+                "in its URL query (Twilio adds it); this URL has none"
+            )
         else:
             signed_params = _signed_params(params)
-        # The URL as given is what Twilio signs in practice: try it before building a port variant.
+        # The URL as given is what Twilio signs in practice: try it before building variants.
         if hmac.compare_digest(self._sign(url + signed_params), expected):
-            return True
-        variant = _port_variant(url)
-        return variant is not None and hmac.compare_digest(self._sign(variant + signed_params), expected)
+            return None
+        for candidate in _url_variants(url):
+            if hmac.compare_digest(self._sign(candidate + signed_params), expected):
+                return None
+        return (
+            f"the {SIGNATURE_HEADER} does not match this request "
+            "(is AuthToken right, and is the URL exactly the public URL Twilio called?)"
+        )
 
     def _sign(self, message: str) -> bytes:
         """Return base64(HMAC-SHA1(token, message)) as ASCII bytes."""
@@ -190,6 +221,42 @@ def _query_body_sha256(url: str) -> str | None:
         if key == _BODY_SHA256_PARAM:
             return value
     return None
+
+
+def _content_kind(body: bytes) -> str:
+    return "JSON" if body[:1] in (b"{", b"[") else "non-form"
+
+
+def _url_variants(url: str) -> list[str]:
+    """The other forms of ``url`` that Twilio's validators accept (the URL as given excluded).
+
+    :raises ValueError: if the URL or its port is malformed.
+    """
+    port_variant = _port_variant(url)
+    variants = [] if port_variant is None else [port_variant]
+    for form in [url, *variants]:
+        escaped = _whatwg_query(form)
+        if escaped is not None:
+            variants.append(escaped)
+    return variants
+
+
+# What a WHATWG URL parser percent-encodes in the query of an http(s) URL (the "special-query
+# percent-encode set"): C0 controls, space, ", #, <, >, ' and everything above ~. Node's URL
+# class does this, so twilio-node signs, and validates, ``It's`` as ``It%27s``.
+_WHATWG_QUERY_UNSAFE: Final = re.compile(r"""[\x00-\x20"<>'\x7f-\U0010ffff]""")
+
+
+def _whatwg_query(url: str) -> str | None:
+    """``url`` with its query escaped as a WHATWG URL parser writes it, or None when that changes nothing."""
+    head, question, rest = url.partition("?")
+    if not question:
+        return None
+    query, hash_sign, fragment = rest.partition("#")
+    if _WHATWG_QUERY_UNSAFE.search(query) is None:
+        return None
+    escaped = _WHATWG_QUERY_UNSAFE.sub(lambda match: quote(match.group(), safe=""), query)
+    return head + question + escaped + hash_sign + fragment
 
 
 def _port_variant(url: str) -> str | None:

@@ -2,8 +2,21 @@
 
 Runs offline on loopback so the connector, the examples and the tests have a real HTTP counterpart::
 
-    async with TwilioEmulator(status_interval=0.01) as emu:
-        ...  # point a Twilio client at emu.base_url with emu.account_sid / emu.auth_token
+    import asyncio
+
+    from messaging_twilio_sms.emulator import TwilioEmulator
+
+
+    async def main() -> None:
+        async with TwilioEmulator() as emu:
+            # Point a Twilio client (or the connector's ApiBaseUrl) here, with these credentials.
+            print(emu.base_url, emu.account_sid, emu.auth_token)
+
+
+    asyncio.run(main())
+
+:class:`TwilioEmulator` shows the official async client against it; synchronous code (the official
+sync client, a CLI under test) uses :class:`ThreadedTwilioEmulator`, which serves it from a thread.
 
 Standalone: ``python -m messaging_twilio_sms.emulator --port 8099`` (see :func:`main`).
 

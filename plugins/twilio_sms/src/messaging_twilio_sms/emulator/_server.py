@@ -171,17 +171,40 @@ def _form_params(form: MultiDictProxy[Any]) -> Params:
 class TwilioEmulator:
     """A local stand-in for Twilio's Programmable Messaging REST API (2010-04-01 Messages).
 
-    Usage::
-
-        async with TwilioEmulator(status_interval=0.01) as emu:
-            client = Client(emu.account_sid, emu.auth_token)  # any Twilio client
-            client.api.base_url = emu.base_url
-
     It authenticates like Twilio (HTTP Basic with the account SID and auth token, or an API key pair),
     validates creates with Twilio's error codes and test-credential magic numbers, advances each message
     through its status lifecycle while posting signed status callbacks, simulates inbound messages, and
     can inject faults (see :data:`FAULTS`). Everything it created is kept in :attr:`messages`, every
     webhook it sent in :attr:`callback_log`.
+
+    It serves from the event loop that starts it, so the client talking to it must not block that loop:
+    use an async client, as here with the official ``twilio`` package's, or run synchronous code
+    against a :class:`ThreadedTwilioEmulator`::
+
+        import asyncio
+
+        from twilio.http.async_http_client import AsyncTwilioHttpClient
+        from twilio.rest import Client
+
+        from messaging_twilio_sms.emulator import TwilioEmulator
+
+
+        async def main() -> None:
+            async with TwilioEmulator(status_interval=0.01) as emu:
+                http = AsyncTwilioHttpClient(timeout=10)
+                client = Client(emu.account_sid, emu.auth_token, http_client=http)
+                client.api.base_url = emu.base_url  # instead of https://api.twilio.com
+                try:
+                    message = await client.messages.create_async(
+                        to="+15551230001", from_="+15005550006", body="Hello"
+                    )
+                    delivered = await emu.wait_for_status(message.sid, "delivered")
+                    print(message.sid, delivered.history)  # ['queued', 'sending', 'sent', 'delivered']
+                finally:
+                    await http.close()
+
+
+        asyncio.run(main())
     """
 
     def __init__(

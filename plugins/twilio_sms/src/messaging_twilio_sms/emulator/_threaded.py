@@ -3,11 +3,18 @@
 Handy where the code under test is synchronous and would block the test's event loop: a CLI run
 through click's ``CliRunner``, the official (sync) ``twilio`` client, a Django view::
 
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    from messaging_twilio_sms.emulator import ThreadedTwilioEmulator
+
     with ThreadedTwilioEmulator() as running:
-        client = Client(running.emulator.account_sid, running.emulator.auth_token)
-        client.api.base_url = running.emulator.base_url
-        ...
-        assert len(running.messages()) == 1
+        emu = running.emulator
+        client = Client(emu.account_sid, emu.auth_token, http_client=TwilioHttpClient(timeout=10))
+        client.api.base_url = emu.base_url  # instead of https://api.twilio.com
+        message = client.messages.create(to="+15551230001", from_="+15005550006", body="Hello")
+        running.wait_for_status(message.sid, "delivered")
+        assert [m.sid for m in running.messages()] == [message.sid]
 """
 
 from __future__ import annotations
