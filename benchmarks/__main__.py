@@ -226,7 +226,7 @@ def main() -> None:
         f"| `receive_messages` (signature + parse + normalize), in-process, median (min) of 5 × 20,000 | "
         f"{cost['receive_messages_us']:.1f} ({cost['receive_messages_min_us']:.1f}) µs |"
     )
-    lines.append(f"| `MessageSource.from_form` + `receive_messages` | {cost['from_form_plus_receive_us']:.1f} µs |")
+    lines.append(f"| `WebhookRequest.from_form` + `receive_messages` | {cost['from_form_plus_receive_us']:.1f} µs |")
     lines.append(
         f"| webhook host, {load['requests']:,} signed inbound webhooks at concurrency 100 from another process | "
         f"{load['rps']:,.0f} req/s, {load['errors']} errors |"

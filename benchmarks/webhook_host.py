@@ -15,7 +15,7 @@ from aiohttp import web
 
 from benchmarks._common import ACCOUNT_SID, AUTH_TOKEN, rss_kib
 from messaging_core import ChannelRegistry, Message, WebhookSettings, hookimpl
-from messaging_core.web import create_webhook_app
+from messaging_core.webhooks import create_webhook_app
 
 
 class CountingObserver:

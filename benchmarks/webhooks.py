@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from benchmarks._common import ACCOUNT_SID, AUTH_TOKEN, connector
-from messaging_core import MessageSource
+from messaging_core import WebhookRequest
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, SignatureValidator, compute_signature
 
 PUBLIC_URL = "http://bench.example.com/webhooks/sms/messages"
@@ -54,7 +54,7 @@ async def receive_cost(n: int = 20_000, rounds: int = 5) -> dict[str, float]:
     receive_only: list[float] = []
     with_parse: list[float] = []
     try:
-        sources = [MessageSource.from_form(body, url=PUBLIC_URL, headers=headers) for body, headers in prepared]
+        sources = [WebhookRequest.from_form(body, url=PUBLIC_URL, headers=headers) for body, headers in prepared]
         for _ in range(rounds):
             started = time.perf_counter()
             for source in sources:
@@ -64,7 +64,7 @@ async def receive_cost(n: int = 20_000, rounds: int = 5) -> dict[str, float]:
             started = time.perf_counter()
             for body, headers in prepared:
                 result = await sms.receive_messages(
-                    MessageSource.from_form(body, url=PUBLIC_URL, headers=headers), notify=False
+                    WebhookRequest.from_form(body, url=PUBLIC_URL, headers=headers), notify=False
                 )
                 assert result.is_success
             with_parse.append((time.perf_counter() - started) / n * 1e6)

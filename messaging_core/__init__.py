@@ -1,19 +1,14 @@
 """pluggable-messaging: a pluggable multi-channel messaging framework.
 
-This module is the public API; everything not re-exported here is private.
+This module is the public API of a host application and of a channel author; everything not
+re-exported here is private. The campaign SPI (ledgers, rate limiters, status stores, dispatchers)
+is exported by ``messaging_core.campaigns``, the webhook machinery by ``messaging_core.webhooks``.
 """
 
 from __future__ import annotations
 
 from messaging_core.config import ConnectorSpec, MessagingConfig, WebhookSettings, load_config
 from messaging_core.connector import BatchProgress, ChannelConnector, ConnectorState
-from messaging_core.dispatcher import (
-    DispatcherRegistration,
-    DispatcherSettings,
-    InProcessCampaign,
-    InProcessDispatcher,
-    StoreRegistration,
-)
 from messaging_core.emulation import EmulatorRegistration, RunningEmulator
 from messaging_core.errors import (
     AuthenticationError,
@@ -42,25 +37,11 @@ from messaging_core.message import (
     Message,
     MessageBatch,
     MessageBuilder,
-    MessageSource,
     MultipartContent,
     TemplateContent,
     TextContent,
     iterate_messages,
     new_message_id,
-)
-from messaging_core.pipeline import (
-    CampaignHandle,
-    CampaignProgress,
-    Claim,
-    Dispatcher,
-    InDoubtPolicy,
-    LedgerEntry,
-    RateLimiter,
-    SendLedger,
-    SendOutcome,
-    SendState,
-    StatusStore,
 )
 from messaging_core.plugins import PluginHost, PluginLoadError
 from messaging_core.registry import ChannelInfo, ChannelRegistry
@@ -84,10 +65,9 @@ from messaging_core.schema import (
     ParameterSpec,
     PropertySpec,
 )
-from messaging_core.sending import SendAttempt, SendPipeline
 from messaging_core.settings import ConnectionSettings
-from messaging_core.stores import MemoryLedger, MemoryRateLimiter, MemoryStatusStore
 from messaging_core.validation import IssueCodes, ValidationIssue
+from messaging_core.webhook_request import WebhookRequest
 
 __version__ = "0.1.0"
 
@@ -96,15 +76,12 @@ __all__ = [
     "BatchProgress",
     "BatchSendResult",
     "BinaryContent",
-    "CampaignHandle",
-    "CampaignProgress",
     "Capability",
     "CapabilityNotSupportedError",
     "ChannelConnector",
     "ChannelInfo",
     "ChannelRegistry",
     "ChannelSchema",
-    "Claim",
     "ConfigurationError",
     "ConnectionSettings",
     "ConnectorError",
@@ -118,28 +95,17 @@ __all__ = [
     "Content",
     "ContentType",
     "DataType",
-    "Dispatcher",
-    "DispatcherRegistration",
-    "DispatcherSettings",
     "EmulatorRegistration",
     "Endpoint",
     "EndpointSpec",
     "EndpointType",
     "HtmlContent",
-    "InDoubtPolicy",
-    "InProcessCampaign",
-    "InProcessDispatcher",
     "IssueCodes",
     "JsonContent",
-    "LedgerEntry",
     "MediaContent",
-    "MemoryLedger",
-    "MemoryRateLimiter",
-    "MemoryStatusStore",
     "Message",
     "MessageBatch",
     "MessageBuilder",
-    "MessageSource",
     "MessageStatus",
     "MessagingConfig",
     "MessagingError",
@@ -151,25 +117,18 @@ __all__ = [
     "PropertySpec",
     "ProviderError",
     "RateLimitedError",
-    "RateLimiter",
     "ReceiveResult",
     "RunningEmulator",
     "SchemaError",
-    "SendAttempt",
-    "SendLedger",
-    "SendOutcome",
-    "SendPipeline",
     "SendResult",
-    "SendState",
-    "StatusStore",
     "StatusUpdate",
     "StatusUpdatesResult",
-    "StoreRegistration",
     "TemplateContent",
     "TextContent",
     "ValidationFailedError",
     "ValidationIssue",
     "WebhookRefusedError",
+    "WebhookRequest",
     "WebhookSettings",
     "__version__",
     "hookimpl",

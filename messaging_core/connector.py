@@ -34,8 +34,11 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 from messaging_core import converters
+from messaging_core._batching import drive, not_attempted
+from messaging_core._ratelimit import MemoryRateLimiter
+from messaging_core.campaigns.pipeline import SendPipeline
 from messaging_core.errors import CapabilityNotSupportedError, ConfigurationError, ConnectorStateError
-from messaging_core.message import Message, MessageBatch, MessageSource, MessageStream, new_message_id
+from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
 from messaging_core.plugins import PluginHost
 from messaging_core.results import (
     BatchSendResult,
@@ -49,10 +52,9 @@ from messaging_core.results import (
     utc_now,
 )
 from messaging_core.schema import Capability, ChannelSchema
-from messaging_core.sending import SendPipeline, drive, not_attempted
 from messaging_core.settings import ConnectionSettings
-from messaging_core.stores import MemoryRateLimiter
 from messaging_core.validation import ValidationIssue, validator_for
+from messaging_core.webhook_request import WebhookRequest
 
 __all__ = ["BatchProgress", "ChannelConnector", "ConnectorState"]
 
@@ -508,14 +510,14 @@ class ChannelConnector(abc.ABC):
         except Exception as err:
             return self._unexpected(err, ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query")
 
-    async def receive_messages(self, source: MessageSource, *, notify: bool = True) -> ConnectorResult[ReceiveResult]:
+    async def receive_messages(self, source: WebhookRequest, *, notify: bool = True) -> ConnectorResult[ReceiveResult]:
         """Parse (and authenticate) an inbound-message webhook; fires ``message_received`` per message.
 
         ``notify=False`` parses only (the webhook host deduplicates, then calls ``notify_received``).
         """
         self._require(Capability.RECEIVE_MESSAGES)
-        if not isinstance(source, MessageSource):
-            raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
+        if not isinstance(source, WebhookRequest):
+            raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
             result = await self._receive_messages(source)
         except Exception as err:  # CancelledError is a BaseException: it propagates
@@ -526,12 +528,12 @@ class ChannelConnector(abc.ABC):
         return result
 
     async def receive_message_status(
-        self, source: MessageSource, *, notify: bool = True
+        self, source: WebhookRequest, *, notify: bool = True
     ) -> ConnectorResult[StatusUpdate]:
         """Parse (and authenticate) a status callback; fires ``message_status_changed``."""
         self._require(Capability.HANDLE_MESSAGE_STATE)
-        if not isinstance(source, MessageSource):
-            raise TypeError(f"expected a MessageSource, not {type(source).__name__}")
+        if not isinstance(source, WebhookRequest):
+            raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
             result = await self._receive_message_status(source)
         except Exception as err:
@@ -563,7 +565,7 @@ class ChannelConnector(abc.ABC):
         """
         return (200, None, b"") if kind == "messages" else (204, None, b"")
 
-    def webhook_idempotency_key(self, source: MessageSource) -> str | None:
+    def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
         """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""
         return None
 
@@ -623,10 +625,10 @@ class ChannelConnector(abc.ABC):
     async def _get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
         raise NotImplementedError
 
-    async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
+    async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
         raise NotImplementedError
 
-    async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
+    async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
         raise NotImplementedError
 
     async def _test_connection(self) -> ConnectorResult[bool]:

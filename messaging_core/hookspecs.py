@@ -18,8 +18,8 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from messaging_core.campaigns.registrations import DispatcherRegistration, StoreRegistration
     from messaging_core.connector import ChannelConnector, ConnectorState
-    from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
     from messaging_core.emulation import EmulatorRegistration
     from messaging_core.message import Message
     from messaging_core.results import ConnectorResult, SendResult, StatusUpdate

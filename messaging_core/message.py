@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import builtins
 import enum
-import json
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Union
-from urllib.parse import unquote_plus, urlencode
 
 from attrs import field, frozen
-from multidict import CIMultiDict, CIMultiDictProxy
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    pass
 
 __all__ = [
     "BinaryContent",
@@ -33,7 +30,6 @@ __all__ = [
     "Message",
     "MessageBatch",
     "MessageBuilder",
-    "MessageSource",
     "MultipartContent",
     "TemplateContent",
     "TextContent",
@@ -363,133 +359,3 @@ class MessageBuilder:
             content=content,
             properties=dict(self._properties),
         )
-
-
-def _headers(value: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> CIMultiDictProxy[str]:
-    if isinstance(value, CIMultiDictProxy):
-        return value
-    items = value.items() if isinstance(value, Mapping) else (value or ())
-    return CIMultiDictProxy(CIMultiDict(items))
-
-
-def _parse_form(text: str) -> tuple[tuple[str, str], ...]:
-    """Decode a form body like ``parse_qsl(keep_blank_values=True)``, faster on plain fields.
-
-    Webhooks arrive by the thousand: most fields need no unquoting, so only those with ``%`` or
-    ``+`` go through ``unquote_plus``.
-    """
-    pairs = []
-    for item in text.split("&"):
-        if not item:
-            continue
-        name, _, value = item.partition("=")
-        if "%" in name or "+" in name:
-            name = unquote_plus(name)
-        if "%" in value or "+" in value:
-            value = unquote_plus(value)
-        pairs.append((name, value))
-    return tuple(pairs)
-
-
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-JSON_CONTENT_TYPE = "application/json"
-
-
-@frozen
-class MessageSource:
-    """A webhook payload as it arrived: raw body, content type, URL and headers.
-
-    Connectors verify signatures over exactly these bytes and that URL, then parse ``form`` or
-    ``json``. Build one with ``from_form``, ``from_form_data``, ``from_json`` or, in an aiohttp
-    handler, ``await MessageSource.from_aiohttp_request(request)``.
-    """
-
-    content_type: str
-    body: bytes = field(repr=False)
-    url: str | None = None
-    headers: CIMultiDictProxy[str] = field(factory=lambda: _headers(None), converter=_headers, repr=False)
-    form: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
-    """Decoded form fields in arrival order (repeated keys kept), for form bodies."""
-
-    @classmethod
-    def from_form(
-        cls,
-        body: bytes | str,
-        *,
-        url: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    ) -> MessageSource:
-        """An ``application/x-www-form-urlencoded`` body (``+`` decodes to a space)."""
-        raw = body.encode() if isinstance(body, str) else bytes(body)
-        pairs = _parse_form(raw.decode("utf-8", errors="replace"))
-        return cls(FORM_CONTENT_TYPE, raw, url, _headers(headers), pairs)
-
-    @classmethod
-    def from_form_data(
-        cls,
-        data: Mapping[str, str] | Iterable[tuple[str, str]],
-        *,
-        url: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    ) -> MessageSource:
-        """Already-decoded form fields (a dict, a MultiDict or pairs); the body is re-encoded."""
-        if isinstance(data, Mapping):
-            getall = getattr(data, "getall", None)
-            if getall is not None:  # a MultiDict: keep repeated keys
-                pairs = tuple((str(k), str(v)) for k, v in data.items())
-            else:
-                pairs = tuple(
-                    (str(k), str(item)) for k, v in data.items() for item in (v if isinstance(v, list | tuple) else [v])
-                )
-        else:
-            pairs = tuple((str(k), str(v)) for k, v in data)
-        return cls(FORM_CONTENT_TYPE, urlencode(pairs).encode(), url, _headers(headers), pairs)
-
-    @classmethod
-    def from_json(
-        cls,
-        body: bytes | str | Mapping[str, Any] | list[Any],
-        *,
-        url: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    ) -> MessageSource:
-        """A JSON body (raw bytes are kept as given, for ``bodySHA256`` checks)."""
-        if isinstance(body, bytes):
-            raw = body
-        elif isinstance(body, str):
-            raw = body.encode()
-        else:
-            raw = json.dumps(body).encode()
-        return cls(JSON_CONTENT_TYPE, raw, url, _headers(headers), None)
-
-    @classmethod
-    async def from_aiohttp_request(cls, request: web.Request, *, url: str | None = None) -> MessageSource:
-        """Read an aiohttp request; ``url`` overrides the request URL (the public URL behind a proxy)."""
-        raw = await request.read()
-        public_url = url or str(request.url)
-        mime = request.content_type
-        if mime == FORM_CONTENT_TYPE:
-            return cls.from_form(raw, url=public_url, headers=request.headers)
-        return cls(mime, raw, public_url, _headers(request.headers), None)
-
-    @property
-    def is_form(self) -> bool:
-        return self.form is not None
-
-    def header(self, name: str) -> str | None:
-        """A header value (case-insensitive), or None."""
-        return self.headers.get(name)
-
-    def form_dict(self) -> dict[str, str]:
-        """Form fields as a dict; for repeated keys the first value wins."""
-        pairs = self.form or ()
-        result = dict(pairs)  # the usual case: every key once (built in C)
-        if len(result) != len(pairs):
-            result = {}
-            for key, value in pairs:
-                result.setdefault(key, value)
-        return result
-
-    def json(self) -> Any:
-        """The decoded JSON body; raises ``ValueError`` when it is not JSON."""
-        return json.loads(self.body)

@@ -7,19 +7,22 @@ plugin that fails to import is reported by name in ``load_errors`` and the other
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import field, frozen
 
-from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, load_config
+from messaging_core import converters
+from messaging_core.campaigns.protocols import Dispatcher, StatusStore
+from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
+from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, config_json_schema, load_config
 from messaging_core.connector import ChannelConnector
-from messaging_core.dispatcher import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.emulation import EmulatorRegistration
 from messaging_core.errors import ConfigurationError, PluginError
-from messaging_core.pipeline import Dispatcher
 from messaging_core.plugins import PluginHost, PluginLoadError
 from messaging_core.schema import Capability, ChannelSchema
 from messaging_core.settings import ConnectionSettings
@@ -225,6 +228,82 @@ class ChannelRegistry:
             issues.extend(self.spec_issues(spec, root=f"$.connectors.{name}"))
         return issues
 
+    def check_config_file(self, path: str | os.PathLike[str]) -> tuple[MessagingConfig | None, list[ValidationIssue]]:
+        """Every problem of a configuration file: its structure, unset variables and channel-level checks.
+
+        Returns the loaded configuration (None when it has problems) and the problems, sorted by
+        path. Loading stops at unset variables; to report the channel-level problems of the rest
+        of the file too, it is loaded again with stand-ins for them (problems of those values are
+        left out). Raises ``ConfigurationError`` only for a file that cannot be read at all.
+        """
+        try:
+            loaded = load_config(path)
+        except ConfigurationError as err:
+            if not err.issues:
+                raise  # unreadable, not TOML/YAML/JSON...: one line
+            issues = list(err.issues)
+        else:
+            found = self.check_config(loaded)
+            return (None if found else loaded), found
+        unset = {issue.path for issue in issues if issue.code == "MISSING_ENV"}
+        names = {m.group(1) for issue in issues if (m := _MISSING_VARIABLE.search(issue.message))}
+        if len(unset) != len(issues) or not names:
+            return None, issues  # structural problems: the channel checks need a well-formed file
+        try:
+            loaded = load_config(path, environ=_StandIns(names))
+        except ConfigurationError:
+            return None, issues
+
+        def affected(issue_path: str) -> bool:
+            return any(issue_path == p or issue_path.startswith((p + ".", p + "[")) for p in unset)
+
+        issues += [issue for issue in self.check_config(loaded) if not affected(issue.path)]
+        return None, sorted(issues, key=lambda issue: issue.path)
+
+    def create_status_store(self, config: MessagingConfig, url: str | None = None) -> StatusStore | None:
+        """The status store ``url`` names, else the ``[dispatcher]`` table's; None when neither names one.
+
+        Built by the store schemes plugins register (``postgresql://`` comes with
+        pluggable-messaging-scale), with the table's other keys as options.
+        """
+        table = dict(config.dispatcher or {"kind": "inprocess"})
+        if url is not None:
+            table["status_store"] = url
+        if table.get("status_store") is None:
+            return None
+        return DispatcherSettings.from_mapping(table, self.store_schemes()).create_status_store()
+
+    def export_schemas(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write the JSON exports of every registered schema and the meta-schemas into ``directory``.
+
+        One file per channel variant (``<channel>.<variant>.json``: the schema, its settings and
+        message JSON Schemas) plus ``channel-schema.schema.json`` and ``config.schema.json``.
+        """
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+
+        def write(name: str, document: Any) -> None:
+            target = folder / name
+            target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            written.append(target)
+
+        write("channel-schema.schema.json", converters.meta_schema())
+        write("config.schema.json", config_json_schema())
+        for info in self.channels():
+            for variant, found in info.variants.items():
+                write(
+                    f"{info.name}.{variant}.json",
+                    {
+                        "channel": info.name,
+                        "variant": variant,
+                        "schema": converters.schema_to_document(found),
+                        "settings": found.settings_json_schema(),
+                        "message": found.message_json_schema(),
+                    },
+                )
+        return written
+
     def create_connectors(self, config: MessagingConfig | str | os.PathLike[str]) -> dict[str, ChannelConnector]:
         """Connectors of every enabled connector of a configuration (a loaded one or a path)."""
         if isinstance(config, str | os.PathLike | Path):
@@ -233,6 +312,29 @@ class ChannelRegistry:
         if issues:
             raise config_error(config, issues)
         return {name: self.create_connector(spec) for name, spec in config.connectors.items() if spec.enabled}
+
+
+_MISSING_VARIABLE = re.compile(r"environment variable ([A-Za-z_][A-Za-z0-9_]*) is not set")
+
+
+class _StandIns(Mapping[str, str]):
+    """The environment, plus a stand-in value for each of ``missing`` (variables that are not set)."""
+
+    def __init__(self, missing: set[str]) -> None:
+        self._missing = missing
+
+    def __getitem__(self, name: str) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if name in self._missing:
+            return "unset"
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({*os.environ, *self._missing})
+
+    def __len__(self) -> int:
+        return len({*os.environ, *self._missing})
 
 
 def _check_registration(plugin: str, cls: Any) -> ChannelInfo:

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from messaging_core import ChannelRegistry, ConfigurationError
-from messaging_core.cli import cli, export_schemas
+from messaging_core.cli import cli
 from messaging_twilio_sms.emulator import ThreadedTwilioEmulator as ThreadedEmulator
 
 SENDER = "+15005550006"
@@ -140,7 +140,7 @@ def test_schema_export_writes_every_variant_and_the_meta_schemas(tmp_path: Path)
     assert simple["channel"] == "twilio_sms"
     assert simple["variant"] == "SimpleSms"
     # The same as the library function writes.
-    again = export_schemas(registry, tmp_path / "again")
+    again = registry.export_schemas(tmp_path / "again")
     assert {p.name: p.read_bytes() for p in again} == {p.name: p.read_bytes() for p in target.iterdir()}
 
 

@@ -22,11 +22,11 @@ from messaging_core import (
     Endpoint,
     Message,
     MessageBatch,
-    MessageSource,
     PluginHost,
     ProviderError,
     TextContent,
     ValidationFailedError,
+    WebhookRequest,
 )
 from messaging_core.testing import HookRecorder
 
@@ -176,9 +176,9 @@ async def test_operations_check_capability_then_state(make_probe: MakeProbe) -> 
     with pytest.raises(CapabilityNotSupportedError, match="does not support MESSAGE_STATUS_QUERY"):
         await probe.get_message_status("m1")
     with pytest.raises(CapabilityNotSupportedError):
-        await probe.receive_messages(MessageSource.from_json({}))
+        await probe.receive_messages(WebhookRequest.from_json({}))
     with pytest.raises(CapabilityNotSupportedError):
-        await probe.receive_message_status(MessageSource.from_json({}))
+        await probe.receive_message_status(WebhookRequest.from_json({}))
     # Then state: sending is supported but the probe is not ready (even for an invalid message).
     with pytest.raises(ConnectorStateError, match="uninitialized, not ready"):
         await probe.send_message(_invalid(1))

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from messaging_core import ChannelRegistry, ConfigurationError
-from messaging_core._demo import run_demo
+from messaging_core.cli.demo import run_demo
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = (

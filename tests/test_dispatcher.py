@@ -20,30 +20,32 @@ import pytest
 from aiohttp import web
 
 from messaging_core import (
-    CampaignHandle,
     ChannelConnector,
     ChannelRegistry,
     ConfigurationError,
     ConnectorErrorCodes,
     ConnectorResult,
+    Endpoint,
+    Message,
+    PluginError,
+    PluginHost,
+    TextContent,
+    WebhookRequest,
+    hookimpl,
+    load_config,
+)
+from messaging_core.campaigns import (
+    CampaignHandle,
     Dispatcher,
     DispatcherRegistration,
     DispatcherSettings,
-    Endpoint,
     InProcessCampaign,
     InProcessDispatcher,
     MemoryLedger,
     MemoryRateLimiter,
-    Message,
-    MessageSource,
-    PluginError,
-    PluginHost,
     SendLedger,
     SendState,
     StoreRegistration,
-    TextContent,
-    hookimpl,
-    load_config,
 )
 from messaging_core.config import parse_config
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
@@ -69,7 +71,7 @@ class Harness:
 
     async def _status(self, request: web.Request) -> web.Response:
         assert self.connector is not None
-        source = await MessageSource.from_aiohttp_request(request, url=str(request.url))
+        source = await WebhookRequest.from_aiohttp_request(request, url=str(request.url))
         result = await self.connector.receive_message_status(source)  # fires message_status_changed
         self.webhooks.append(result)
         return web.Response(status=204 if result.is_success else 400)

@@ -18,10 +18,10 @@ from messaging_core import (
     Message,
     MessageBatch,
     MessageBuilder,
-    MessageSource,
     MultipartContent,
     TemplateContent,
     TextContent,
+    WebhookRequest,
     new_message_id,
 )
 
@@ -166,7 +166,7 @@ def test_batch_is_a_sized_iterable_with_an_id() -> None:
 
 def test_from_form_decodes_plus_as_space_and_keeps_repeated_keys() -> None:
     body = b"Body=hello+world%21&MediaUrl=a&MediaUrl=b&Empty="
-    source = MessageSource.from_form(body, url="https://hooks.example.com/sms", headers={"X-Sig": "abc"})
+    source = WebhookRequest.from_form(body, url="https://hooks.example.com/sms", headers={"X-Sig": "abc"})
     assert source.body == body
     assert source.content_type == "application/x-www-form-urlencoded"
     assert source.is_form
@@ -178,7 +178,7 @@ def test_from_form_decodes_plus_as_space_and_keeps_repeated_keys() -> None:
 
 
 def test_from_form_accepts_text() -> None:
-    assert MessageSource.from_form("a=1+2").form == (("a", "1 2"),)
+    assert WebhookRequest.from_form("a=1+2").form == (("a", "1 2"),)
 
 
 @pytest.mark.parametrize(
@@ -191,44 +191,44 @@ def test_from_form_accepts_text() -> None:
     ids=["dict", "multidict", "pairs"],
 )
 def test_from_form_data_keeps_every_value_and_reencodes(data: Any) -> None:
-    source = MessageSource.from_form_data(data, url="https://h.example.com/x")
+    source = WebhookRequest.from_form_data(data, url="https://h.example.com/x")
     assert source.form == (("To", "+1 555"), ("MediaUrl", "a"), ("MediaUrl", "b"))
     assert source.body == b"To=%2B1+555&MediaUrl=a&MediaUrl=b"
-    assert MessageSource.from_form(source.body).form == source.form
+    assert WebhookRequest.from_form(source.body).form == source.form
 
 
 def test_from_json_keeps_the_raw_bytes() -> None:
     raw = b'{ "b": 1,   "a": [1, 2] }'
-    source = MessageSource.from_json(raw, headers=[("X-Hub", "1")])
+    source = WebhookRequest.from_json(raw, headers=[("X-Hub", "1")])
     assert source.body == raw  # not re-serialized: signatures cover these exact bytes
     assert source.json() == {"b": 1, "a": [1, 2]}
     assert source.content_type == "application/json"
     assert not source.is_form
     assert source.header("x-hub") == "1"
-    assert MessageSource.from_json({"a": 1}).json() == {"a": 1}
-    assert MessageSource.from_json("[1]").body == b"[1]"
+    assert WebhookRequest.from_json({"a": 1}).json() == {"a": 1}
+    assert WebhookRequest.from_json("[1]").body == b"[1]"
 
 
 def test_json_of_a_non_json_body_raises_value_error() -> None:
     with pytest.raises(ValueError):
-        MessageSource.from_form(b"a=1").json()
+        WebhookRequest.from_form(b"a=1").json()
 
 
 def test_source_repr_hides_body_and_headers() -> None:
-    source = MessageSource.from_form(b"Token=secret-value-123", headers={"Authorization": "Bearer xyz-secret"})
+    source = WebhookRequest.from_form(b"Token=secret-value-123", headers={"Authorization": "Bearer xyz-secret"})
     assert "secret-value-123" not in repr(source)
     assert "xyz-secret" not in repr(source)
 
 
 async def test_from_aiohttp_request_reads_a_real_request(aiohttp_client: Any) -> None:
-    seen: list[MessageSource] = []
+    seen: list[WebhookRequest] = []
 
     async def handler(request: web.Request) -> web.Response:
-        seen.append(await MessageSource.from_aiohttp_request(request))
+        seen.append(await WebhookRequest.from_aiohttp_request(request))
         return web.Response(text="ok")
 
     async def public_handler(request: web.Request) -> web.Response:
-        seen.append(await MessageSource.from_aiohttp_request(request, url="https://public.example.com/hook"))
+        seen.append(await WebhookRequest.from_aiohttp_request(request, url="https://public.example.com/hook"))
         return web.Response(text="ok")
 
     app = web.Application()

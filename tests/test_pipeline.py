@@ -19,23 +19,25 @@ import pytest
 
 from messaging_core import (
     ChannelRegistry,
-    Claim,
     ConnectorErrorCodes,
     ConnectorResult,
     Endpoint,
+    Message,
+    MessageStatus,
+    SendResult,
+    StatusUpdate,
+    TextContent,
+)
+from messaging_core.campaigns import (
+    Claim,
     InProcessDispatcher,
     LedgerEntry,
     MemoryLedger,
     MemoryStatusStore,
-    Message,
-    MessageStatus,
     SendLedger,
     SendOutcome,
     SendPipeline,
-    SendResult,
     SendState,
-    StatusUpdate,
-    TextContent,
 )
 from messaging_core.default_plugins.memory import MemoryConnector
 

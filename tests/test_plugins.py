@@ -24,13 +24,13 @@ from messaging_core import (
     IssueCodes,
     Message,
     MessageBuilder,
-    MessageSource,
     PluginError,
     PluginHost,
     SendResult,
     StatusUpdate,
     TextContent,
     ValidationIssue,
+    WebhookRequest,
     hookimpl,
 )
 from messaging_core.converters import unstructure
@@ -126,16 +126,16 @@ async def test_status_and_inbound_observers(messaging_registry: ChannelRegistry,
         )
 
         inbound = Message("in-1", Endpoint.phone("+15550000009"), Endpoint.phone("+15550000001"), TextContent("yo"))
-        received = await connector.receive_messages(MessageSource.from_json(unstructure(inbound)))
+        received = await connector.receive_messages(WebhookRequest.from_json(unstructure(inbound)))
         assert received.unwrap().messages == (inbound,)
         assert [c.arguments["message"] for c in messaging_hooks.named("message_received")] == [inbound]
 
-        quiet = await connector.receive_messages(MessageSource.from_json(unstructure(inbound)), notify=False)
+        quiet = await connector.receive_messages(WebhookRequest.from_json(unstructure(inbound)), notify=False)
         assert quiet.is_success
         assert len(messaging_hooks.named("message_received")) == 1
 
         callback = StatusUpdate("m-9", sent.unwrap().status)
-        status = await connector.receive_message_status(MessageSource.from_json(unstructure(callback)))
+        status = await connector.receive_message_status(WebhookRequest.from_json(unstructure(callback)))
         assert status.unwrap() == callback
         assert messaging_hooks.named("message_status_changed")[-1].arguments["update"] == callback
 
@@ -157,7 +157,7 @@ async def test_strict_notifications_let_observer_errors_propagate() -> None:
         with pytest.raises(OSError, match="database down"):
             await connector.notify_status_changed(StatusUpdate("m", "sent"))  # type: ignore[arg-type]
         # The lenient path used by receive_messages() swallows it.
-        await connector.receive_messages(MessageSource.from_json(unstructure(_message())))
+        await connector.receive_messages(WebhookRequest.from_json(unstructure(_message())))
 
 
 def test_has_observers(plugin_host: PluginHost) -> None:

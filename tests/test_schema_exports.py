@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 from messaging_core import ChannelRegistry
-from messaging_core.cli import export_schemas
 
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas"
 HOW_TO_FIX = (
@@ -19,7 +18,7 @@ HOW_TO_FIX = (
 
 
 def test_committed_exports_match_the_generated_ones(tmp_path: Path) -> None:
-    written = export_schemas(ChannelRegistry.discover(), tmp_path)
+    written = ChannelRegistry.discover().export_schemas(tmp_path)
     generated = {path.name: path.read_text("utf-8") for path in written}
     assert COMMITTED.is_dir(), HOW_TO_FIX
     committed = {path.name: path.read_text("utf-8") for path in COMMITTED.iterdir() if path.is_file()}
@@ -31,8 +30,8 @@ def test_committed_exports_match_the_generated_ones(tmp_path: Path) -> None:
 
 
 def test_exports_are_deterministic_json(tmp_path: Path) -> None:
-    first = {p.name: p.read_bytes() for p in export_schemas(ChannelRegistry.discover(), tmp_path / "a")}
-    second = {p.name: p.read_bytes() for p in export_schemas(ChannelRegistry.discover(), tmp_path / "b")}
+    first = {p.name: p.read_bytes() for p in ChannelRegistry.discover().export_schemas(tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in ChannelRegistry.discover().export_schemas(tmp_path / "b")}
     assert first == second
     for name, content in first.items():
         document = json.loads(content)
@@ -43,7 +42,7 @@ def test_exports_are_deterministic_json(tmp_path: Path) -> None:
 
 def test_every_channel_variant_is_exported(tmp_path: Path) -> None:
     registry = ChannelRegistry.discover()
-    names = {p.name for p in export_schemas(registry, tmp_path)}
+    names = {p.name for p in registry.export_schemas(tmp_path)}
     assert {"channel-schema.schema.json", "config.schema.json"} <= names
     for info in registry.channels():
         for variant, schema in info.variants.items():

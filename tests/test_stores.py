@@ -10,22 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging_core import (
+from messaging_core import Endpoint, Message, MessageStatus, StatusUpdate, TextContent
+from messaging_core.campaigns import (
     Claim,
-    Endpoint,
     LedgerEntry,
     MemoryLedger,
     MemoryRateLimiter,
     MemoryStatusStore,
-    Message,
-    MessageStatus,
     RateLimiter,
     SendLedger,
     SendOutcome,
     SendState,
     StatusStore,
-    StatusUpdate,
-    TextContent,
 )
 from messaging_core.testing import StoreConformance
 

@@ -36,7 +36,8 @@ from messaging_core import (
     WebhookSettings,
     hookimpl,
 )
-from messaging_core.web import STATS_KEY, WebhookStats, create_webhook_app, public_url_of
+from messaging_core.webhooks import WebhookStats, create_webhook_app, public_url_of
+from messaging_core.webhooks.app import STATS_KEY
 from messaging_twilio_sms import TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute_signature

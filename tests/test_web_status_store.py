@@ -28,23 +28,26 @@ from click.testing import CliRunner, Result
 from messaging_core import (
     ChannelConnector,
     ChannelRegistry,
-    Claim,
-    InProcessDispatcher,
-    MemoryLedger,
-    MemoryStatusStore,
     Message,
     MessageBuilder,
     MessageStatus,
-    SendOutcome,
-    SendPipeline,
-    SendState,
     StatusUpdate,
     WebhookSettings,
     hookimpl,
 )
+from messaging_core.campaigns import (
+    Claim,
+    InProcessDispatcher,
+    MemoryLedger,
+    MemoryStatusStore,
+    SendOutcome,
+    SendPipeline,
+    SendState,
+    StoreRegistration,
+)
 from messaging_core.cli import cli
-from messaging_core.dispatcher import StoreRegistration
-from messaging_core.web import STATS_KEY, WebhookStats, create_webhook_app
+from messaging_core.webhooks import WebhookStats, create_webhook_app
+from messaging_core.webhooks.app import STATS_KEY
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, compute_signature
 
 ACCOUNT_SID = "AC" + "0" * 32

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from messaging_core.dispatcher import INPROCESS, MEMORY_STORES, DispatcherRegistration, StoreRegistration
+from messaging_core.campaigns.inprocess import INPROCESS, MEMORY_STORES
+from messaging_core.campaigns.registrations import DispatcherRegistration, StoreRegistration
 from messaging_core.hookspecs import hookimpl
 
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from messaging_core.connector import ChannelConnector
 from messaging_core.hookspecs import hookimpl
-from messaging_core.message import ContentType, EndpointType, Message, MessageSource
+from messaging_core.message import ContentType, EndpointType, Message
 from messaging_core.results import (
     ConnectorErrorCodes,
     ConnectorResult,
@@ -26,6 +26,7 @@ from messaging_core.results import (
     StatusUpdatesResult,
 )
 from messaging_core.schema import Capability, ChannelSchema, EndpointSpec, ParameterSpec, PropertySpec
+from messaging_core.webhook_request import WebhookRequest
 
 __all__ = ["MEMORY_SCHEMA", "Mailbox", "MemoryConnector", "mailbox"]
 
@@ -142,7 +143,7 @@ class MemoryConnector(ChannelConnector):
             return ConnectorResult.failure(ConnectorErrorCodes.STATUS_QUERY_ERROR, "unknown message id")
         return ConnectorResult.success(StatusUpdatesResult(key, self.mailbox.statuses[key]))
 
-    async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
+    async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
         from messaging_core import converters
 
         try:
@@ -153,7 +154,7 @@ class MemoryConnector(ChannelConnector):
             return ConnectorResult.failure(ConnectorErrorCodes.RECEIVE_ERROR, f"invalid payload: {type(err).__name__}")
         return ConnectorResult.success(ReceiveResult(messages[0].id if messages else "", messages))
 
-    async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
+    async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
         from messaging_core import converters
 
         try:

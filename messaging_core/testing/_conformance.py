@@ -29,11 +29,11 @@ from messaging_core import (
     ConnectorStateError,
     Message,
     MessageBatch,
-    MessageSource,
     SendResult,
     ValidationIssue,
 )
 from messaging_core.testing._recorder import HookRecorder, find_secrets
+from messaging_core.webhook_request import WebhookRequest
 
 __all__ = ["VALIDATION_ERROR_CODES", "ConnectorConformance", "ConnectorFactory"]
 
@@ -250,10 +250,10 @@ class ConnectorConformance:
                 ("get_message_status", lambda c: c.get_message_status("conformance-unknown-id"))
             ],
             Capability.RECEIVE_MESSAGES: [
-                ("receive_messages", lambda c: c.receive_messages(MessageSource.from_json({})))
+                ("receive_messages", lambda c: c.receive_messages(WebhookRequest.from_json({})))
             ],
             Capability.HANDLE_MESSAGE_STATE: [
-                ("receive_message_status", lambda c: c.receive_message_status(MessageSource.from_json({})))
+                ("receive_message_status", lambda c: c.receive_message_status(WebhookRequest.from_json({})))
             ],
         }
 

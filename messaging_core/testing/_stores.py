@@ -35,8 +35,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import pytest
 
-from messaging_core.message import Endpoint, Message, TextContent
-from messaging_core.pipeline import (
+from messaging_core.campaigns.protocols import (
     CampaignProgress,
     Claim,
     LedgerEntry,
@@ -46,6 +45,7 @@ from messaging_core.pipeline import (
     SendState,
     StatusStore,
 )
+from messaging_core.message import Endpoint, Message, TextContent
 from messaging_core.results import MessageStatus, StatusUpdate
 
 __all__ = [

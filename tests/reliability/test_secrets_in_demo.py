@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from messaging_core import ChannelConnector, ChannelRegistry, Message, hookimpl
-from messaging_core._demo import run_demo
+from messaging_core.cli.demo import run_demo
 from messaging_twilio_sms._api import mask_phone
 
 ROOT = Path(__file__).resolve().parents[2]

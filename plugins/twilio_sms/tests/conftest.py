@@ -30,10 +30,10 @@ from messaging_core import (
     Endpoint,
     MediaContent,
     Message,
-    MessageSource,
     MultipartContent,
     PluginHost,
     TextContent,
+    WebhookRequest,
 )
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
@@ -178,7 +178,7 @@ class WebhookServer:
     """A small aiohttp app on loopback that hands webhooks to a connector, as a web host would.
 
     ``POST /sms`` calls ``receive_messages`` and ``POST /status`` calls ``receive_message_status``
-    with ``MessageSource.from_aiohttp_request``; ``source_url`` (if set) rewrites the URL the
+    with ``WebhookRequest.from_aiohttp_request``; ``source_url`` (if set) rewrites the URL the
     source carries, as a proxy in front of the app would. Every result is kept in ``results``.
     """
 
@@ -186,14 +186,14 @@ class WebhookServer:
         self.connector: ChannelConnector | None = None
         self.source_url: Callable[[str], str] | None = None
         self.results: list[tuple[str, ConnectorResult[Any]]] = []
-        self.sources: list[MessageSource] = []
+        self.sources: list[WebhookRequest] = []
         self.base = ""
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         assert self.connector is not None, "set webhook_server.connector first"
         url = str(request.url) if self.source_url is None else self.source_url(str(request.url))
-        source = await MessageSource.from_aiohttp_request(request, url=url)
+        source = await WebhookRequest.from_aiohttp_request(request, url=url)
         self.sources.append(source)
         kind = request.match_info["kind"]
         if kind == "sms":

@@ -1,7 +1,7 @@
 """Webhooks: inbound messages and status callbacks, signature checks, proxies, odd payloads.
 
 The emulator posts real, signed webhooks to a small aiohttp app (``webhook_server``) that builds
-``MessageSource.from_aiohttp_request`` and hands it to the connector, as the web host does.
+``WebhookRequest.from_aiohttp_request`` and hands it to the connector, as the web host does.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from messaging_core import (
     CapabilityNotSupportedError,
     MediaContent,
     Message,
-    MessageSource,
     MessageStatus,
     MultipartContent,
     PluginHost,
     TextContent,
+    WebhookRequest,
 )
 from messaging_core.testing import HookRecorder
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
@@ -60,9 +60,9 @@ async def _observed_connector(make_connector: Maker, **parameters: Any) -> tuple
     return connector, recorder
 
 
-def _signed_form(token: str, fields: dict[str, str], url: str = PUBLIC_URL) -> MessageSource:
+def _signed_form(token: str, fields: dict[str, str], url: str = PUBLIC_URL) -> WebhookRequest:
     signature = compute_signature(token, url, fields)
-    return MessageSource.from_form(urlencode(fields), url=url, headers={SIGNATURE_HEADER: signature})
+    return WebhookRequest.from_form(urlencode(fields), url=url, headers={SIGNATURE_HEADER: signature})
 
 
 # -- inbound messages through the emulator -----------------------------------------------------------------
@@ -157,10 +157,10 @@ async def test_behind_a_proxy_the_configured_url_is_checked(
 
 async def test_missing_or_wrong_signature_dispatches_nothing(make_connector: Maker, emulator: TwilioEmulator) -> None:
     connector, recorder = await _observed_connector(make_connector)
-    unsigned = MessageSource.from_form(urlencode(INBOUND), url=PUBLIC_URL, headers={"User-Agent": "TwilioProxy/1.1"})
-    wrong = MessageSource.from_form(urlencode(INBOUND), url=PUBLIC_URL, headers={SIGNATURE_HEADER: "AAAA"})
+    unsigned = WebhookRequest.from_form(urlencode(INBOUND), url=PUBLIC_URL, headers={"User-Agent": "TwilioProxy/1.1"})
+    wrong = WebhookRequest.from_form(urlencode(INBOUND), url=PUBLIC_URL, headers={SIGNATURE_HEADER: "AAAA"})
     tampered_fields = {**INBOUND, "Body": "Send me money"}
-    tampered = MessageSource.from_form(
+    tampered = WebhookRequest.from_form(
         urlencode(tampered_fields),
         url=PUBLIC_URL,
         headers={SIGNATURE_HEADER: compute_signature(emulator.auth_token, PUBLIC_URL, INBOUND)},
@@ -178,7 +178,7 @@ async def test_missing_or_wrong_signature_dispatches_nothing(make_connector: Mak
 
 async def test_validation_can_be_turned_off(make_connector: Maker) -> None:
     connector = await make_connector(ValidateSignatures=False)
-    result = await connector.receive_messages(MessageSource.from_form(urlencode(INBOUND), url=PUBLIC_URL))
+    result = await connector.receive_messages(WebhookRequest.from_form(urlencode(INBOUND), url=PUBLIC_URL))
     assert result.is_success, result.error
 
 
@@ -187,7 +187,7 @@ async def test_signed_json_body_with_body_sha256(make_connector: Maker, emulator
     body = json.dumps({**INBOUND, "NumMedia": 1, "MediaUrl0": "https://demo.twilio.com/owl.png"}).encode()
     url = f"{PUBLIC_URL}&bodySHA256={body_sha256(body)}"
     headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, url)}
-    result = await connector.receive_messages(MessageSource.from_json(body, url=url, headers=headers))
+    result = await connector.receive_messages(WebhookRequest.from_json(body, url=url, headers=headers))
     assert result.is_success, result.error
     (message,) = result.value.messages
     assert message.content == MultipartContent(
@@ -196,7 +196,7 @@ async def test_signed_json_body_with_body_sha256(make_connector: Maker, emulator
     assert message.properties["NumMedia"] == "1"
 
     altered = body.replace(b"Hello back", b"Hello evil")
-    refused = await connector.receive_messages(MessageSource.from_json(altered, url=url, headers=headers))
+    refused = await connector.receive_messages(WebhookRequest.from_json(altered, url=url, headers=headers))
     assert refused.error_code == TwilioErrorCodes.INVALID_SIGNATURE
 
 
@@ -232,7 +232,7 @@ async def test_json_media_without_num_media(make_connector: Maker) -> None:
     connector = await make_connector(ValidateSignatures=False)
     fields = {k: v for k, v in INBOUND.items() if k != "NumMedia"}
     fields |= {"Body": "", "MediaUrl0": "https://demo.twilio.com/a.png", "MediaContentType0": "image/png"}
-    result = await connector.receive_messages(MessageSource.from_json(fields))
+    result = await connector.receive_messages(WebhookRequest.from_json(fields))
     assert result.is_success, result.error
     assert result.value.messages[0].content == MediaContent("https://demo.twilio.com/a.png", "image/png")
 
@@ -248,7 +248,7 @@ async def test_missing_required_fields(make_connector: Maker, emulator: TwilioEm
     body = json.dumps(fields).encode()
     url = f"{PUBLIC_URL}&bodySHA256={body_sha256(body)}"
     headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, url)}
-    json_result = await connector.receive_messages(MessageSource.from_json(body, url=url, headers=headers))
+    json_result = await connector.receive_messages(WebhookRequest.from_json(body, url=url, headers=headers))
     assert json_result.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
     assert recorder.named("message_received") == []
 
@@ -256,14 +256,14 @@ async def test_missing_required_fields(make_connector: Maker, emulator: TwilioEm
 @pytest.mark.parametrize(
     ("source", "code"),
     [
-        (MessageSource("text/plain", b"MessageSid=SM1"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
-        (MessageSource("application/xml", b"<Sms/>"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
-        (MessageSource.from_json(b"{not json"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
-        (MessageSource.from_json(b"[1, 2]"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
-        (MessageSource.from_form(urlencode({**INBOUND, "NumMedia": "two"})), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
+        (WebhookRequest("text/plain", b"MessageSid=SM1"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
+        (WebhookRequest("application/xml", b"<Sms/>"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
+        (WebhookRequest.from_json(b"{not json"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
+        (WebhookRequest.from_json(b"[1, 2]"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
+        (WebhookRequest.from_form(urlencode({**INBOUND, "NumMedia": "two"})), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
     ],
 )
-async def test_unusable_payloads(make_connector: Maker, source: MessageSource, code: str) -> None:
+async def test_unusable_payloads(make_connector: Maker, source: WebhookRequest, code: str) -> None:
     connector = await make_connector(ValidateSignatures=False)  # parsing is the subject, not signatures
     result = await connector.receive_messages(source)
     assert result.error_code == code
@@ -273,7 +273,7 @@ async def test_unsupported_content_type_with_a_valid_signature(make_connector: M
     connector = await make_connector()
     url = f"{PUBLIC_URL}&bodySHA256={body_sha256(b'hello')}"
     headers = {SIGNATURE_HEADER: compute_signature(emulator.auth_token, url)}
-    source = MessageSource("text/plain", b"hello", url, headers)
+    source = WebhookRequest("text/plain", b"hello", url, headers)
     result = await connector.receive_messages(source)
     assert result.error_code == TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE
 
@@ -303,7 +303,7 @@ async def test_fuzzed_inbound_webhooks_never_raise(
     if account is not None:
         fields["AccountSid"] = account
     connector = await make_connector(ValidateSignatures=False)
-    result = await connector.receive_messages(MessageSource.from_form_data(fields))
+    result = await connector.receive_messages(WebhookRequest.from_form_data(fields))
     required = all(fields.get(name) for name in ("MessageSid", "From", "To"))
     numeric = _is_int(fields.get("NumMedia") or "0")
     if required and numeric and fields.get("AccountSid") != ACCOUNT:
@@ -415,7 +415,7 @@ async def test_status_callback_with_a_bad_signature(make_connector: Maker) -> No
     recorder = HookRecorder()
     connector = await make_connector(plugins=PluginHost([recorder]))
     fields = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered"}
-    source = MessageSource.from_form(urlencode(fields), url=PUBLIC_URL, headers={SIGNATURE_HEADER: "bad"})
+    source = WebhookRequest.from_form(urlencode(fields), url=PUBLIC_URL, headers={SIGNATURE_HEADER: "bad"})
     result = await connector.receive_message_status(source)
     assert result.error_code == TwilioErrorCodes.INVALID_SIGNATURE
     assert recorder.named("message_status_changed") == []
@@ -424,9 +424,9 @@ async def test_status_callback_with_a_bad_signature(make_connector: Maker) -> No
 async def test_variants_without_webhooks_refuse_them(make_connector: Maker) -> None:
     connector = await make_connector(TwilioChannelSchemas.NOTIFICATION_SMS)
     with pytest.raises(CapabilityNotSupportedError):
-        await connector.receive_messages(MessageSource.from_json(INBOUND))
+        await connector.receive_messages(WebhookRequest.from_json(INBOUND))
     with pytest.raises(CapabilityNotSupportedError):
-        await connector.receive_message_status(MessageSource.from_json(INBOUND))
+        await connector.receive_message_status(WebhookRequest.from_json(INBOUND))
 
 
 def test_webhook_responses() -> None:

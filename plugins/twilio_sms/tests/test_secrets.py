@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from messaging_core import ConnectorResult, ConnectorStateError, Message, MessageSource
+from messaging_core import ConnectorResult, ConnectorStateError, Message, WebhookRequest
 from messaging_core.testing import find_secrets
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms._api import mask_phone
@@ -70,7 +70,7 @@ async def test_auth_token_and_basic_header_never_show(
     texts += _texts("send (no sid)", await connector.send_message(sms()))
     texts += _texts("status", await connector.get_message_status(good.value.message_id))
     texts += _texts("status (unknown)", await connector.get_message_status("SM" + "0" * 32))
-    forged = MessageSource.from_form(
+    forged = WebhookRequest.from_form(
         urlencode({"MessageSid": "SM" + "1" * 32, "From": "+15557654321", "To": "+15005550006", "Body": "x"}),
         url=webhook_server.url("/sms"),
         headers={SIGNATURE_HEADER: "forged"},

@@ -4,7 +4,7 @@ Every forged, tampered or unsigned webhook below goes through each way a user ca
 to a Twilio connector:
 
 - ``connector.receive_messages(source)`` and ``receive_message_status(source)``, with and
-  without ``notify``, for every ``MessageSource`` constructor (``from_form``, ``from_form_data``,
+  without ``notify``, for every ``WebhookRequest`` constructor (``from_form``, ``from_form_data``,
   ``from_json``, the raw constructor, ``from_aiohttp_request``);
 - the webhook host's two routes, with the in-memory table, a status store, and a pipeline.
 
@@ -27,18 +27,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
-from messaging_core import (
-    ConnectorErrorCodes,
-    InProcessDispatcher,
-    MemoryLedger,
-    MemoryStatusStore,
-    MessageSource,
-    PluginHost,
-    WebhookRefusedError,
-    WebhookSettings,
-)
+from messaging_core import ConnectorErrorCodes, PluginHost, WebhookRefusedError, WebhookRequest, WebhookSettings
+from messaging_core.campaigns import InProcessDispatcher, MemoryLedger, MemoryStatusStore
 from messaging_core.testing import HookRecorder
-from messaging_core.web import create_webhook_app
+from messaging_core.webhooks import create_webhook_app
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256
@@ -79,20 +71,20 @@ def _signed_json_url(body: bytes, url: str = PUBLIC) -> str:
 
 # -- the forged, tampered and unsigned inputs --------------------------------------------------------------
 
-Source = Callable[[dict[str, str], str], MessageSource]
+Source = Callable[[dict[str, str], str], WebhookRequest]
 """Builds a source for one webhook's fields (inbound or status), to be received at a public URL."""
 
 
-def _form(fields: dict[str, str], *, url: str | None, signature: str | None = None) -> MessageSource:
+def _form(fields: dict[str, str], *, url: str | None, signature: str | None = None) -> WebhookRequest:
     headers = {} if signature is None else {SIGNATURE_HEADER: signature}
-    return MessageSource.from_form(urlencode(fields), url=url, headers=headers)
+    return WebhookRequest.from_form(urlencode(fields), url=url, headers=headers)
 
 
-def _json(fields: dict[str, str], url: str, *, signed_body: bytes | None = None, token: str = TOKEN) -> MessageSource:
+def _json(fields: dict[str, str], url: str, *, signed_body: bytes | None = None, token: str = TOKEN) -> WebhookRequest:
     """A JSON webhook whose URL carries the hash of ``signed_body`` (the real body unless given)."""
     body = json.dumps(fields).encode()
     signed_url = _signed_json_url(signed_body if signed_body is not None else body, url)
-    return MessageSource.from_json(body, url=signed_url, headers={SIGNATURE_HEADER: official(signed_url, token=token)})
+    return WebhookRequest.from_json(body, url=signed_url, headers={SIGNATURE_HEADER: official(signed_url, token=token)})
 
 
 def _signed_json_url(body: bytes, url: str) -> str:
@@ -112,15 +104,15 @@ REFUSED: dict[str, tuple[Source, str]] = {
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "form_data without a URL": (
-        lambda f, u: MessageSource.from_form_data(f, headers={SIGNATURE_HEADER: official(u, f)}),
+        lambda f, u: WebhookRequest.from_form_data(f, headers={SIGNATURE_HEADER: official(u, f)}),
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "form_data without a URL or a signature": (
-        lambda f, u: MessageSource.from_form_data(f),
+        lambda f, u: WebhookRequest.from_form_data(f),
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "JSON without a URL": (
-        lambda f, u: MessageSource.from_json(f, headers={SIGNATURE_HEADER: official(u)}),
+        lambda f, u: WebhookRequest.from_json(f, headers={SIGNATURE_HEADER: official(u)}),
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "form without a signature header": (lambda f, u: _form(f, url=u), ConnectorErrorCodes.INVALID_SIGNATURE),
@@ -157,7 +149,7 @@ REFUSED: dict[str, tuple[Source, str]] = {
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "JSON signed over the bare URL, without bodySHA256": (
-        lambda f, u: MessageSource.from_json(f, url=u, headers={SIGNATURE_HEADER: official(u)}),
+        lambda f, u: WebhookRequest.from_json(f, url=u, headers={SIGNATURE_HEADER: official(u)}),
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "JSON whose body does not match its bodySHA256": (
@@ -169,7 +161,7 @@ REFUSED: dict[str, tuple[Source, str]] = {
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "a body of another type signed over the bare URL": (
-        lambda f, u: MessageSource("text/plain", urlencode(f).encode(), u, {SIGNATURE_HEADER: official(u)}),
+        lambda f, u: WebhookRequest("text/plain", urlencode(f).encode(), u, {SIGNATURE_HEADER: official(u)}),
         ConnectorErrorCodes.INVALID_SIGNATURE,
     ),
     "a correctly signed form from another account": (
@@ -190,12 +182,12 @@ REFUSED: dict[str, tuple[Source, str]] = {
 # -- accepted inputs, signed by Twilio's own validator -------------------------------------------------------
 
 
-def _accepted_port_added(fields: dict[str, str], url: str) -> MessageSource:
+def _accepted_port_added(fields: dict[str, str], url: str) -> WebhookRequest:
     # Twilio sometimes signs with the default port; the request URL carries none.
     return _form(fields, url=url, signature=official(url.replace(".com/", ".com:443/"), fields))
 
 
-def _accepted_whatwg_escaped(fields: dict[str, str], url: str) -> MessageSource:
+def _accepted_whatwg_escaped(fields: dict[str, str], url: str) -> WebhookRequest:
     # twilio-node signs the WHATWG form of a query holding an apostrophe: It%27s.
     url += "&note=It's"
     return _form(fields, url=url, signature=official(url.replace("'", "%27"), fields))
@@ -203,7 +195,7 @@ def _accepted_whatwg_escaped(fields: dict[str, str], url: str) -> MessageSource:
 
 ACCEPTED: dict[str, Source] = {
     "form": lambda f, u: _form(f, url=u, signature=official(u, f)),
-    "form_data": lambda f, u: MessageSource.from_form_data(f, url=u, headers={SIGNATURE_HEADER: official(u, f)}),
+    "form_data": lambda f, u: WebhookRequest.from_form_data(f, url=u, headers={SIGNATURE_HEADER: official(u, f)}),
     "form signed with the default port": _accepted_port_added,
     "form signed over the WHATWG-escaped query": _accepted_whatwg_escaped,
     "JSON with bodySHA256": lambda f, u: _json(f, u),
@@ -271,14 +263,14 @@ async def test_officially_signed_webhooks_are_accepted(make_connector: Maker, ca
 
 async def test_the_refusal_says_what_to_pass(make_connector: Maker) -> None:
     connector = await make_connector()
-    no_url = await connector.receive_messages(MessageSource.from_form_data(INBOUND))
+    no_url = await connector.receive_messages(WebhookRequest.from_form_data(INBOUND))
     assert no_url.error is not None
     assert "pass the public URL" in no_url.error.message
     no_header = await connector.receive_messages(_form(INBOUND, url=PUBLIC))
     assert no_header.error is not None
     assert SIGNATURE_HEADER in no_header.error.message
     bare_json = await connector.receive_messages(
-        MessageSource.from_json(INBOUND, url=PUBLIC, headers={SIGNATURE_HEADER: official(PUBLIC)})
+        WebhookRequest.from_json(INBOUND, url=PUBLIC, headers={SIGNATURE_HEADER: official(PUBLIC)})
     )
     assert bare_json.error is not None
     assert "bodySHA256" in bare_json.error.message
@@ -297,9 +289,9 @@ async def test_subaccounts_are_accepted_when_configured(make_connector: Maker) -
 
 async def test_the_account_is_checked_even_with_signatures_off(make_connector: Maker) -> None:
     connector = await make_connector(ValidateSignatures=False)
-    assert (await connector.receive_messages(MessageSource.from_form_data(INBOUND))).is_success
+    assert (await connector.receive_messages(WebhookRequest.from_form_data(INBOUND))).is_success
     foreign = {**INBOUND, "AccountSid": FOREIGN}
-    refused = await connector.receive_messages(MessageSource.from_form_data(foreign))
+    refused = await connector.receive_messages(WebhookRequest.from_form_data(foreign))
     assert refused.error_code == ConnectorErrorCodes.UNEXPECTED_ACCOUNT
 
 
@@ -313,8 +305,8 @@ async def test_turning_validation_off_is_logged_once_with_the_connector_name(
             name="inbound-dev",
         )
         assert (await connector.initialize()).is_success
-        await connector.receive_messages(MessageSource.from_form_data(INBOUND))
-        await connector.receive_messages(MessageSource.from_form_data(INBOUND))
+        await connector.receive_messages(WebhookRequest.from_form_data(INBOUND))
+        await connector.receive_messages(WebhookRequest.from_form_data(INBOUND))
         await connector.shutdown()
         await make_connector()  # signatures on: no warning
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -340,7 +332,7 @@ def _host_app(mode: str, connector: TwilioSmsConnector) -> web.Application:
     return create_webhook_app({"sms": connector}, settings=settings, pipeline=pipeline)
 
 
-async def _post(client: TestClient[Any, Any], source: MessageSource) -> int:
+async def _post(client: TestClient[Any, Any], source: WebhookRequest) -> int:
     """Post ``source`` to the host at the path and query of the public URL it was built for."""
     assert source.url is not None
     path_qs = source.url.removeprefix(HOST_BASE)

@@ -29,13 +29,13 @@ from messaging_core import (
     ConnectorResult,
     IssueCodes,
     Message,
-    MessageSource,
     PluginHost,
     ReceiveResult,
     SendResult,
     StatusUpdate,
     StatusUpdatesResult,
     ValidationIssue,
+    WebhookRequest,
 )
 from messaging_twilio_sms import _api, webhooks
 from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
@@ -388,7 +388,7 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def _verified_fields(self, source: MessageSource, configured_url: str | None) -> dict[str, str] | ConnectorError:
+    def _verified_fields(self, source: WebhookRequest, configured_url: str | None) -> dict[str, str] | ConnectorError:
         """The webhook's fields, once it is proven to be Twilio's (the account is checked after parsing).
 
         With ``ValidateSignatures`` on (the default) every path fails closed: no URL, no signature,
@@ -399,7 +399,7 @@ class TwilioSmsConnector(ChannelConnector):
                 return ConnectorError(
                     TwilioErrorCodes.INVALID_SIGNATURE,
                     "cannot check the webhook's signature without the URL Twilio requested: pass the public "
-                    "URL, query string included, when building the source (e.g. MessageSource.from_form_data("
+                    "URL, query string included, when building the source (e.g. WebhookRequest.from_form_data("
                     "form, url=..., headers=...))",
                 )
             url = webhooks.signed_url(source.url, configured_url)
@@ -426,7 +426,7 @@ class TwilioSmsConnector(ChannelConnector):
             f"webhook refused: its AccountSid ({shown}) is neither AccountSid nor one of SubaccountSids",
         )
 
-    async def _receive_messages(self, source: MessageSource) -> ConnectorResult[ReceiveResult]:
+    async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
         fields = self._verified_fields(source, self.parameters.get("WebhookUrl"))
         if isinstance(fields, ConnectorError):
             return ConnectorResult.from_error(fields)
@@ -438,7 +438,7 @@ class TwilioSmsConnector(ChannelConnector):
             return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(ReceiveResult(parsed.id, (parsed,)))
 
-    async def _receive_message_status(self, source: MessageSource) -> ConnectorResult[StatusUpdate]:
+    async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
         fields = self._verified_fields(source, self.parameters.get("StatusCallback"))
         if isinstance(fields, ConnectorError):
             return ConnectorResult.from_error(fields)
@@ -450,7 +450,7 @@ class TwilioSmsConnector(ChannelConnector):
             return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(update)
 
-    def webhook_idempotency_key(self, source: MessageSource) -> str | None:
+    def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
         # Twilio sends the same token again when it retries a webhook delivery.
         return source.header("I-Twilio-Idempotency-Token")
 

@@ -23,10 +23,10 @@ from messaging_core import (
     EndpointType,
     MediaContent,
     Message,
-    MessageSource,
     MultipartContent,
     StatusUpdate,
     TextContent,
+    WebhookRequest,
 )
 from messaging_core.results import utc_now
 from messaging_twilio_sms._api import MESSAGE_ID_PARAM, map_status, parse_twilio_date
@@ -195,7 +195,7 @@ def _signed_params(params: Params | None) -> str:
     try:
         pairs: Iterable[tuple[str, str | Sequence[str]]]
         if isinstance(params, tuple | list):  # checked first: the webhook path passes pairs
-            # Pairs (MessageSource.form): sorting the distinct (key, value) pairs is exactly
+            # Pairs (WebhookRequest.form): sorting the distinct (key, value) pairs is exactly
             # "distinct keys sorted, then each key's distinct values sorted".
             return "".join([key + value for key, value in sorted(set(params))])
         if isinstance(params, Mapping):
@@ -307,7 +307,7 @@ def signed_url(request_url: str, configured_url: str | None) -> str:
     return urlunsplit((configured.scheme, configured.netloc, configured.path, query, ""))
 
 
-def fields_of(source: MessageSource) -> dict[str, str] | ConnectorError:
+def fields_of(source: WebhookRequest) -> dict[str, str] | ConnectorError:
     """The webhook's fields (form or JSON object; first value of repeated keys)."""
     if source.form is not None:
         return source.form_dict()

@@ -41,12 +41,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from messaging_core.campaigns.protocols import StatusStore
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
-from messaging_core.message import MessageSource
-from messaging_core.pipeline import StatusStore
 from messaging_core.results import ConnectorErrorCodes, ConnectorResult, MessageStatus, StatusUpdate
 from messaging_core.schema import Capability
+from messaging_core.webhook_request import WebhookRequest
 
 __all__ = ["CONNECTORS_KEY", "StatusReceiver", "WebhookStats", "create_webhook_app", "public_url_of"]
 
@@ -193,8 +193,8 @@ class _Handlers:
             raise web.HTTPServiceUnavailable(text=f"connector {name} is {connector.state.value}\n")
         return name, connector
 
-    async def _source(self, request: web.Request) -> MessageSource:
-        return await MessageSource.from_aiohttp_request(request, url=public_url_of(request, self.settings))
+    async def _source(self, request: web.Request) -> WebhookRequest:
+        return await WebhookRequest.from_aiohttp_request(request, url=public_url_of(request, self.settings))
 
     def _refuse(self, request: web.Request, result: ConnectorResult[Any]) -> web.Response:
         assert result.error is not None

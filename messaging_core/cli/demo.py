@@ -14,24 +14,27 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import click
 from rich.console import Console
 from rich.table import Table
 
+from messaging_core.cli._app import cli, console, registry_of, run_async
+from messaging_core.cli.send import print_batch_summary, send_with_progress
 from messaging_core.config import ConnectorSpec, MessagingConfig, WebhookSettings, load_config
 from messaging_core.connector import ChannelConnector
 from messaging_core.emulation import RunningEmulator
-from messaging_core.errors import ConfigurationError
+from messaging_core.errors import ConfigurationError, MessagingError
 from messaging_core.hookspecs import hookimpl
 from messaging_core.message import Message, MessageBatch, MessageBuilder
 from messaging_core.registry import ChannelRegistry
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_core.schema import Capability
-from messaging_core.web import STATS_KEY, create_webhook_app
+from messaging_core.webhooks.host import WebhookHost
 
 __all__ = ["run_demo"]
 
@@ -163,16 +166,13 @@ async def run_demo(
             console.print(f"emulator at {emulator.base_url}; webhook host at {webhook_base}")
 
         # 2. The webhook host on its socket, the connectors ready.
-        app = create_webhook_app(connectors, settings=config.webhooks)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.SockSite(runner, sock).start()
+        try:
+            served = await stack.enter_async_context(WebhookHost(connectors, settings=config.webhooks, sock=sock))
+        except MessagingError as err:
+            steps.check("start the webhook host and initialize the connectors", False, str(err))
+            return False
         for connector in connectors.values():
-            stack.push_async_callback(connector.shutdown)
-            started = await connector.initialize()
-            if not steps.check(f"initialize {connector.name}", started.is_success, started.error_message or ""):
-                return False
+            steps.check(f"initialize {connector.name}", connector.is_ready)
 
         sms_name, sms = _pick(connectors, Capability.SEND_MESSAGES, "sms")
         bulk_name, bulk_connector = _pick(connectors, Capability.BULK_MESSAGING, "bulk")
@@ -213,8 +213,6 @@ async def run_demo(
             sent_ids.append(mms.id)
 
         # 4. A bulk batch with a progress bar.
-        from messaging_core.cli import print_batch_summary, send_with_progress
-
         batch = MessageBatch(
             [
                 MessageBuilder()
@@ -237,7 +235,7 @@ async def run_demo(
         # 5. Signed status callbacks through the webhook host.
         arrived = await observer.wait_for(lambda: all(i in observer.final for i in sent_ids), wait_seconds)
         delivered = sum(1 for i in sent_ids if observer.final.get(i) is MessageStatus.DELIVERED)
-        stats = app[STATS_KEY]
+        stats = served.stats
         steps.check(
             "status callbacks received and verified",
             arrived and delivered == len(sent_ids) and stats.forbidden == 0,
@@ -297,3 +295,24 @@ def _describe(result: Any) -> str:
         value = result.value
         return f"{value.remote_message_id} {value.status.value}"
     return f"{result.error_code}: {result.error_message}"
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration (default: examples/messaging.toml).",
+)
+@click.option("--bulk", default=200, show_default=True, type=click.IntRange(1, 100_000), help="Bulk batch size.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for status callbacks.")
+@click.pass_context
+def demo(ctx: click.Context, config_file: Path | None, bulk: int, timeout: float) -> None:
+    """The end-to-end demo, offline: emulator + webhook host + SMS, MMS, bulk, callbacks, inbound, auto-reply.
+
+    \b
+    Example:
+      messaging demo
+    """
+    ok = run_async(ctx, run_demo(registry_of(ctx), config_file, console=console, bulk=bulk, wait_seconds=timeout))
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,233 @@
+"""``messaging send``, ``send-batch`` and ``status``: one message, many, and what became of one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from messaging_core.cli._app import (
+    cli,
+    config_option,
+    connector_from_config,
+    connector_option,
+    console,
+    fail,
+    message_properties,
+    open_connector,
+    print_issue,
+    report_failure,
+    run_async,
+)
+from messaging_core.connector import BatchProgress, ChannelConnector
+from messaging_core.message import Endpoint, MessageBatch, MessageBuilder
+from messaging_core.schema import Capability
+
+
+@cli.command()
+@config_option
+@connector_option
+@click.option("--to", "to", required=True, help="Receiver address (E.164 for SMS).")
+@click.option("--from", "from_", help="Sender address.")
+@click.option("--text", help="Message text.")
+@click.option("--media", multiple=True, help="Media URL (repeatable).")
+@click.option("--property", "properties", multiple=True, help="Message property NAME=VALUE (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Validate and print the request; send nothing.")
+@click.pass_context
+def send(
+    ctx: click.Context,
+    config_file: Path,
+    connector_name: str,
+    to: str,
+    from_: str | None,
+    text: str | None,
+    media: tuple[str, ...],
+    properties: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Send one message.
+
+    \b
+    Examples:
+      messaging send --config messaging.toml --connector sms --from +15005550006 --to +15551234567 --text Hi
+      messaging send --config messaging.toml --connector sms --to +15551234567 --text Hi --dry-run
+    """
+    connector = connector_from_config(ctx, config_file, connector_name)
+    builder = MessageBuilder().with_receiver(Endpoint.phone(to) if to.startswith("+") else Endpoint("any", to))
+    if from_:
+        builder.with_sender(Endpoint.phone(from_) if from_.startswith("+") else Endpoint("label", from_))
+    if text:
+        builder.with_text_content(text)
+    for url in media:
+        builder.with_media_content(url)
+    if not text and not media:
+        fail("give --text and/or --media")
+    message = builder.with_properties(message_properties(properties)).build()
+
+    async def run() -> None:
+        await open_connector(connector)
+        try:
+            if dry_run:
+                issues = connector.validate_message(message)
+                if issues:
+                    for issue in issues:
+                        print_issue(f"  {issue.path}: {issue.message}")
+                    fail(f"MESSAGE_VALIDATION_FAILED: {len(issues)} problem(s); nothing sent", 1)
+                click.echo(json.dumps(connector.preview_message(message), indent=2, default=str))
+                console.print("[green]valid[/] (dry run: nothing sent)")
+                return
+            result = await connector.send_message(message)
+            if not result.is_success:
+                report_failure(result)
+            assert result.value is not None
+            console.print(
+                f"[green]sent[/] {escape(str(result.value.remote_message_id))} status={result.value.status.value} "
+                f"id={escape(result.value.message_id)}",
+                soft_wrap=True,
+            )
+        finally:
+            await connector.shutdown()
+
+    run_async(ctx, run())
+
+
+@cli.command("send-batch")
+@config_option
+@connector_option
+@click.option("--to-file", required=True, type=click.File("r"), help="One receiver per line ('-' for stdin).")
+@click.option("--from", "from_", help="Sender address.")
+@click.option("--text", required=True, help="Message text.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), help="Sends in flight.")
+@click.option("--rate", type=click.FloatRange(0.01), help="Messages per second.")
+@click.pass_context
+def send_batch(
+    ctx: click.Context,
+    config_file: Path,
+    connector_name: str,
+    to_file: Any,
+    from_: str | None,
+    text: str,
+    concurrency: int | None,
+    rate: float | None,
+) -> None:
+    """Send the same text to many receivers, with a progress bar and a summary.
+
+    \b
+    Example:
+      messaging send-batch --config messaging.toml --connector bulk --to-file numbers.txt --text "Sale today"
+    """
+    numbers = [line.strip() for line in to_file if line.strip() and not line.startswith("#")]
+    if not numbers:
+        fail("--to-file has no receivers")
+    connector = connector_from_config(ctx, config_file, connector_name)
+    if Capability.BULK_MESSAGING not in connector.schema.capabilities:
+        fail(f"connector {connector_name!r} ({connector.schema.display_name}) does not support bulk messaging")
+    messages = []
+    for number in numbers:
+        builder = MessageBuilder().with_phone_receiver(number).with_text_content(text)
+        if from_:
+            builder.with_phone_sender(from_)
+        messages.append(builder.build())
+    batch = MessageBatch(messages)
+
+    async def run() -> None:
+        await open_connector(connector)
+        try:
+            result = await send_with_progress(connector, batch, concurrency=concurrency, rate=rate)
+        finally:
+            await connector.shutdown()
+        print_batch_summary(batch, result)
+        if result.failed:
+            sys.exit(1)
+
+    run_async(ctx, run())
+
+
+async def send_with_progress(
+    connector: ChannelConnector,
+    batch: MessageBatch,
+    *,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    output: Console | None = None,
+) -> Any:
+    """``send_batch`` with a rich progress bar."""
+    with Progress(
+        TextColumn("[bold]sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        console=output or console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("send", total=len(batch), ok=0, failed=0)
+
+        def on_progress(state: BatchProgress) -> None:
+            progress.update(task, completed=state.done, ok=state.succeeded, failed=state.failed)
+
+        return await connector.send_batch(
+            batch, concurrency=concurrency, messages_per_second=rate, on_progress=on_progress
+        )
+
+
+def print_batch_summary(batch: MessageBatch, result: Any, output: Console | None = None) -> None:
+    out = output or console
+    table = Table(title="Batch summary")
+    table.add_column("outcome")
+    table.add_column("messages", justify="right")
+    for outcome, count in sorted(result.counts().items()):
+        table.add_row(outcome, str(count))
+    out.print(table)
+    receivers = {m.id: m.receiver.address if m.receiver else "-" for m in batch.messages}
+    failures = [(mid, r) for mid, r in result.results.items() if not r.is_success]
+    for message_id, failure in failures[:20]:
+        out.print(
+            f"[red]failed[/] {escape(str(receivers.get(message_id)))}: "
+            f"{escape(str(failure.error_code))}: {escape(str(failure.error_message))}",
+            soft_wrap=True,
+        )
+    if len(failures) > 20:
+        out.print(f"... and {len(failures) - 20} more failures")
+
+
+@cli.command()
+@config_option
+@connector_option
+@click.argument("message_id")
+@click.pass_context
+def status(ctx: click.Context, config_file: Path, connector_name: str, message_id: str) -> None:
+    """Ask the provider for a message's status (by provider id, e.g. a Twilio SID).
+
+    \b
+    Example:
+      messaging status --config messaging.toml --connector sms SM0123456789abcdef0123456789abcdef
+    """
+    connector = connector_from_config(ctx, config_file, connector_name)
+
+    async def run() -> None:
+        await open_connector(connector)
+        try:
+            result = await connector.get_message_status(message_id)
+        finally:
+            await connector.shutdown()
+        if not result.is_success:
+            report_failure(result)
+        assert result.value is not None
+        for update in result.value.status_updates:
+            console.print(
+                f"{escape(update.remote_message_id or update.message_id)}: [bold]{update.status.value}[/] "
+                f"(raw {escape(str(update.raw_status))}) at {update.timestamp.isoformat()}",
+                soft_wrap=True,
+            )
+            for key, value in sorted(update.additional_data.items()):
+                console.print(f"  {escape(key)}: {escape(str(value))}", soft_wrap=True)
+
+    run_async(ctx, run())

@@ -1,0 +1,28 @@
+"""Webhooks: receiving what providers post, one way through.
+
+::
+
+    request ─▶ connector: verify + parse (pure; no hook) ─▶ dedupe + record (StatusStore) ─▶ dispatch (hooks) ─▶ answer
+
+- ``WebhookRequest`` (defined in the model layer, ``messaging_core.webhook_request``, because the
+  connector's receive methods take it): a provider's request as it arrived (raw body, public URL, headers);
+- ``app``: ``create_webhook_app``, the aiohttp application with the two routes per connector and
+  the health probes;
+- ``host``: ``WebhookHost``, the application served on a socket with its connectors and status
+  store opened and closed (``messaging serve`` and the demo).
+"""
+
+from __future__ import annotations
+
+from messaging_core.webhook_request import FORM_CONTENT_TYPE, JSON_CONTENT_TYPE, WebhookRequest
+from messaging_core.webhooks.app import StatusReceiver, WebhookStats, create_webhook_app, public_url_of
+
+__all__ = [
+    "FORM_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "StatusReceiver",
+    "WebhookRequest",
+    "WebhookStats",
+    "create_webhook_app",
+    "public_url_of",
+]
