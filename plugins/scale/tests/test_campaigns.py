@@ -38,8 +38,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
-from messaging_scale import PostgresLedger, TaskiqDispatcher
-from messaging_scale.taskiq import queued_chunks
+from messaging_scale import PostgresLedger, TaskiqDispatcher, queued_chunks
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 pytestmark = pytest.mark.services

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from messaging_core.pipeline import RateLimiter
+from messaging_core.campaigns import RateLimiter
 from messaging_core.testing import LedgerConformance, RateLimiterConformance, StatusStoreConformance
 from messaging_scale import PostgresLedger, PostgresStatusStore, RedisGcraLimiter
 

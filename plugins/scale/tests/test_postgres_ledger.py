@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from messaging_core.pipeline import CampaignProgress, Claim, LedgerEntry, SendLedger, SendOutcome, SendState
+from messaging_core.campaigns import CampaignProgress, Claim, LedgerEntry, SendLedger, SendOutcome, SendState
 from messaging_scale import COUNTER_SHARDS, PostgresLedger
 
 pytestmark = pytest.mark.services

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from messaging_core.pipeline import Claim, SendOutcome, SendState, StatusStore
+from messaging_core.campaigns import Claim, SendOutcome, SendState, StatusStore
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale import PostgresLedger, PostgresStatusStore, StatusWrite
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from messaging_core.pipeline import RateLimiter
+from messaging_core.campaigns import RateLimiter
 from messaging_scale import RedisConcurrencyLimit, RedisGcraLimiter
 
 pytestmark = pytest.mark.services

@@ -17,9 +17,15 @@ import pytest
 from taskiq.api import run_receiver_task
 
 from messaging_core import ChannelConnector, Endpoint, Message, TextContent
-from messaging_core.sending import SendPipeline
-from messaging_scale import PostgresLedger, RedisGcraLimiter
-from messaging_scale.taskiq import SEND_CHUNK_TASK, ChunkSender, create_broker, install_sender
+from messaging_core.campaigns import SendPipeline
+from messaging_scale import (
+    SEND_CHUNK_TASK,
+    ChunkSender,
+    PostgresLedger,
+    RedisGcraLimiter,
+    create_broker,
+    install_sender,
+)
 
 pytestmark = pytest.mark.services
 
@@ -99,7 +105,7 @@ async def test_a_chunk_cut_short_is_published_again_before_taskiq_acknowledges_i
     """Taskiq acknowledges a cancelled task (a worker stopping past its shutdown timeout): a copy goes first."""
     from types import SimpleNamespace
 
-    from messaging_scale.taskiq import _STATE_KEY, _send_chunk
+    from messaging_scale._chunks import _STATE_KEY, _send_chunk
 
     class Stuck:
         async def send(self, ids: list[str]) -> dict[str, str]:

@@ -16,18 +16,21 @@ import pytest
 from taskiq.api import run_receiver_task
 
 from messaging_core import ChannelConnector, ChannelRegistry, ConfigurationError, Endpoint, Message, TextContent
-from messaging_core.dispatcher import DispatcherSettings
-from messaging_core.pipeline import Claim, SendState
-from messaging_core.sending import SendPipeline
+from messaging_core.campaigns import Claim, DispatcherSettings, SendPipeline, SendState
 from messaging_scale import (
+    ChunkKicker,
+    ChunkSender,
     PostgresLedger,
     RedisConcurrencyLimit,
     RedisGcraLimiter,
+    Sweeper,
     TaskiqCampaign,
     TaskiqDispatcher,
     TaskiqSettings,
+    create_broker,
+    install_sender,
+    queued_chunks,
 )
-from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, create_broker, install_sender, queued_chunks
 
 SENDER = "+15550001111"
 

@@ -40,7 +40,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from messaging_core import Claim, Message, MessageStatus, SendOutcome, SendState
+from messaging_core import Message, MessageStatus
+from messaging_core.campaigns import Claim, SendOutcome, SendState
 from messaging_scale import PostgresLedger
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, compute_signature
 

@@ -28,18 +28,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from messaging_core.campaigns import CampaignProgress, LedgerEntry, SendState
 from messaging_core.config import MessagingConfig, load_config
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError
 from messaging_core.message import Message, MessageBuilder
-from messaging_core.pipeline import CampaignProgress, LedgerEntry, SendState
 from messaging_core.registry import ChannelRegistry
 from messaging_core.schema import Capability
-from messaging_scale._dispatcher import TaskiqCampaign, TaskiqDispatcher
+from messaging_scale._brokers import broker_from_settings
+from messaging_scale._campaign import TaskiqCampaign
+from messaging_scale._chunks import ChunkKicker
+from messaging_scale._dispatcher import TaskiqDispatcher
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._problems import service_problem
 from messaging_scale._settings import TaskiqSettings
-from messaging_scale.taskiq import ChunkKicker, broker_from_settings
 from messaging_scale.worker import CONFIG_ENV, preflight, taskiq_settings
 
 __all__ = ["campaign", "message_id_for", "worker"]

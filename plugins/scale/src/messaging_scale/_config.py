@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
+from messaging_core.campaigns import DispatcherRegistration, StoreRegistration
 from messaging_core.errors import ConfigurationError
 from messaging_scale._dispatcher import create_taskiq_dispatcher
 from messaging_scale._ledger import PostgresLedger

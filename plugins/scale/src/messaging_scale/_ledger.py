@@ -22,9 +22,9 @@ from typing import Any
 
 from attrs import frozen
 
+from messaging_core.campaigns import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
 from messaging_core.converters import structure, unstructure
 from messaging_core.message import Message
-from messaging_core.pipeline import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
 from messaging_core.results import MessageStatus
 from messaging_scale._schema import OPEN_STATES, check_schema_name, migrate
 from messaging_scale._urls import postgres_pool

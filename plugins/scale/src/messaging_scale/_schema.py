@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from messaging_core.pipeline import SendState
+from messaging_core.campaigns import SendState
 from messaging_core.results import MessageStatus
 
 __all__ = ["COUNTER_SHARDS", "OPEN_STATES", "check_schema_name", "ddl", "migrate"]

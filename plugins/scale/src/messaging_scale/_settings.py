@@ -11,9 +11,8 @@ from typing import Any
 
 from attrs import field, frozen
 
-from messaging_core.dispatcher import DispatcherSettings
+from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy
 from messaging_core.errors import ConfigurationError
-from messaging_core.pipeline import InDoubtPolicy
 
 __all__ = ["TaskiqSettings"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from messaging_core.dispatcher import DispatcherRegistration, StoreRegistration
+from messaging_core.campaigns import DispatcherRegistration, StoreRegistration
 from messaging_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:

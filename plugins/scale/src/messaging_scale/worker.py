@@ -41,18 +41,18 @@ from typing import Any
 
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
+from messaging_core.campaigns import Claim, DispatcherSettings, SendOutcome, SendPipeline, SendState
 from messaging_core.config import MessagingConfig, load_config
 from messaging_core.connector import ChannelConnector
-from messaging_core.dispatcher import DispatcherSettings
 from messaging_core.errors import ConfigurationError
-from messaging_core.pipeline import Claim, SendOutcome, SendState
 from messaging_core.registry import ChannelRegistry
-from messaging_core.sending import SendPipeline
+from messaging_scale._brokers import broker_from_settings
+from messaging_scale._chunks import ChunkKicker, ChunkSender, install_sender
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
 from messaging_scale._settings import TaskiqSettings
+from messaging_scale._sweeper import Sweeper
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
-from messaging_scale.taskiq import ChunkKicker, ChunkSender, Sweeper, broker_from_settings, install_sender
 
 __all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "preflight", "taskiq_settings"]
 
