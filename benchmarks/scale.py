@@ -50,7 +50,7 @@ import redis.asyncio as aioredis
 
 from benchmarks.__main__ import machine
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
-from messaging_core.pipeline import SendState
+from messaging_core.campaigns import SendState
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale import PostgresLedger, PostgresStatusStore, TaskiqDispatcher
 from messaging_twilio_sms.emulator import TwilioEmulator
