@@ -9,7 +9,8 @@ reconciliation did, and 100 concurrent tasks deadlocked a 10-connection pool
 State transitions are single ``update ... where`` statements whose conditions are the rules of
 the protocol (claim only PENDING and due rows; result writes only with the current fence), so two
 workers racing for one message are ordered by PostgreSQL's row lock and the loser's statement
-simply matches no row. The campaign counters follow by trigger, in the same transaction.
+simply matches no row. The campaign counters follow by trigger, in the same transaction. The
+statements are in ``messaging_scale._ledger_sql``, the tables in ``messaging_scale._schema``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ from messaging_core.campaigns import CampaignProgress, Claim, LedgerEntry, SendO
 from messaging_core.converters import structure, unstructure
 from messaging_core.message import Message
 from messaging_core.results import MessageStatus
-from messaging_scale._schema import OPEN_STATES, check_schema_name, migrate
+from messaging_scale._ledger_sql import CREATE_STAGING_TABLE, STAGING_COLUMNS, STAGING_TABLE, LedgerSql
+from messaging_scale._schema import check_schema_name, migrate
 from messaging_scale._urls import postgres_pool
 
 __all__ = ["CampaignInfo", "OpenMessage", "PostgresLedger"]
-
-_ENTRY_COLUMNS = (
-    "message_id, campaign_id, state, sender_key, segments, attempts, fence, provider_id, error_code, "
-    "reconciled, status, claimed_at, lease_until, retry_at"
-)
 
 # What ``record`` may write: the outcomes of one provider call.
 _RECORDABLE = frozenset({SendState.ACCEPTED, SendState.FAILED, SendState.PENDING, SendState.UNKNOWN})
@@ -114,135 +111,7 @@ class PostgresLedger:
         self._owns_pool = False
         self.schema = check_schema_name(schema)
         self._page_size = page_size
-        s = self.schema
-        self._sql_insert = (
-            f"insert into {s}.sends (message_id, campaign_id, sender_key, to_address, payload, segments) "
-            "select message_id, $1, sender_key, to_address, payload::jsonb, segments "
-            "from sends_staging order by ord on conflict (message_id) do nothing"
-        )
-        self._sql_claim = (
-            f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
-            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
-            "deferred = false "
-            "where message_id = $1 and state = 'pending' and (retry_at is null or retry_at <= now()) "
-            "returning fence, attempts, lease_until"
-        )
-        # Only the holder of the current claim writes, and only while the row is SUBMITTING: once
-        # mark_unknown or a status callback has moved it, reconciliation owns the message.
-        self._sql_record = (
-            f"update {s}.sends set state = $3, provider_id = coalesce($4, provider_id), error_code = $5, "
-            "retry_at = case when $3 = 'pending' then now() + make_interval(secs => $6) else retry_at end, "
-            "updated_at = now() "
-            "where message_id = $1 and fence = $2 and state = 'submitting'"
-        )
-        self._sql_mark_unknown = (
-            f"update {s}.sends set state = 'unknown', updated_at = now() "
-            "where message_id = $1 and fence = $2 and state = 'submitting' and lease_until <= now()"
-        )
-        # Both settle by a new fence, so the worker that held the claim can no longer write.
-        # Proof of existence settles any message not final; "absent" never releases a live lease.
-        self._sql_resolve_accepted = (
-            f"update {s}.sends set state = 'accepted', provider_id = $2, reconciled = $3, error_code = null, "
-            "fence = fence + 1, updated_at = now() "
-            "where message_id = $1 and state in ('pending', 'submitting', 'unknown') "
-            "and ($4::bigint is null or fence = $4)"
-        )
-        self._sql_resolve_absent = (
-            f"update {s}.sends set state = 'pending', retry_at = null, reconciled = $2, "
-            "fence = fence + 1, updated_at = now() "
-            "where message_id = $1 and (state = 'unknown' or (state = 'submitting' and lease_until <= now())) "
-            "and ($3::bigint is null or fence = $3)"
-        )
-        self._sql_cancel = (
-            f"update {s}.sends set state = 'cancelled', updated_at = now() where campaign_id = $1 and state = 'pending'"
-        )
-        self._sql_get = f"select {_ENTRY_COLUMNS} from {s}.sends where message_id = $1"
-        self._sql_load = f"select payload::text from {s}.sends where message_id = $1"
-        open_states = ", ".join(f"'{state.value}'" for state in OPEN_STATES)
-        self._sql_due = (
-            f"select message_id from {s}.sends "
-            f"where state in ({open_states}) and ($1::text is null or campaign_id = $1) and ("
-            "(state = 'pending' and (retry_at is null or retry_at <= now())) "
-            "or (state = 'submitting' and lease_until <= now()) "
-            "or state = 'unknown') "
-            "order by seq limit $2"
-        )
-        self._sql_progress = (
-            f"select state, sum(n)::bigint as n from {s}.campaign_counters "
-            "where campaign_id = $1 group by state having sum(n) <> 0"
-        )
-        self._sql_page = (
-            f"select seq, {_ENTRY_COLUMNS} from {s}.sends where campaign_id = $1 and seq > $2 order by seq limit $3"
-        )
-
-        # -- campaign control (the distributed dispatcher) --
-        self._sql_open_ids = (
-            f"select message_id from {s}.sends where message_id = any($1::text[]) and state in ({open_states})"
-        )
-        self._sql_open_messages = (
-            "select s.message_id, s.campaign_id, s.payload::text as payload, c.connector, "
-            "coalesce(c.paused, false) as paused, coalesce(c.cancelled, false) as cancelled "
-            f"from {s}.sends s left join {s}.campaigns c on c.campaign_id = s.campaign_id "
-            f"where s.message_id = any($1::text[]) and s.state in ({open_states})"
-        )
-        self._sql_campaign_connector = f"select connector from {s}.campaigns where campaign_id = $1 for update"
-        self._sql_campaign_upsert = (
-            f"insert into {s}.campaigns (campaign_id, connector) values ($1, $2) "
-            "on conflict (campaign_id) do update set paused = false, cancelled = false, updated_at = now()"
-        )
-        self._sql_campaign = (
-            f"select campaign_id, connector, paused, cancelled, created_at from {s}.campaigns where campaign_id = $1"
-        )
-        self._sql_campaign_flags = (
-            f"update {s}.campaigns set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled), "
-            "updated_at = now() where campaign_id = $1"
-        )
-        self._sql_take_turn = (
-            f"insert into {s}.sweeps as w (name, next_at) values ($1, now() + make_interval(secs => $2)) "
-            "on conflict (name) do update set next_at = excluded.next_at where w.next_at <= now() returning 1"
-        )
-        # Rows nobody has worked on for ``stale_after`` seconds although they need work. Paused
-        # campaigns are left alone; UNKNOWN rows only when the policy lets a worker reconcile them;
-        # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
-        # A row kicked by a sweep is left alone for ``stale_after`` (kicked_at): a row that stays in
-        # doubt, or held, does not crowd out the others sweep after sweep.
-        self._sql_stale = (
-            f"with picked as (select s.message_id from {s}.sends s "
-            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
-            f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
-            "and ($5::text is null or s.campaign_id = $5) "
-            "and (s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
-            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $1)) "
-            "or ($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
-            "or (s.state = 'pending' and (s.attempts > 0 or $3) "
-            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))"
-            ") order by s.seq limit $4 for update of s skip locked) "
-            f"update {s}.sends t set kicked_at = now() from picked where t.message_id = picked.message_id "
-            "returning t.message_id"
-        )
-        # Deferred rows whose time has come: a pace slot too far for a worker to sleep through, a
-        # retry due later than it would hold a chunk. Earliest first.
-        self._sql_defer = (
-            f"update {s}.sends set retry_at = now() + make_interval(secs => $2), deferred = true, updated_at = now() "
-            "where message_id = any($1::text[]) and state = 'pending'"
-        )
-        self._sql_wake = (
-            f"with picked as (select s.message_id from {s}.sends s "
-            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
-            "where s.deferred and s.state = 'pending' and s.retry_at <= now() and not coalesce(c.paused, false) "
-            "and (s.kicked_at is null or s.kicked_at < s.retry_at or s.kicked_at <= now() - make_interval(secs => $2)) "
-            "order by s.retry_at limit $1 for update of s skip locked) "
-            f"update {s}.sends t set kicked_at = now() from picked "
-            "where t.message_id = picked.message_id returning t.message_id"
-        )
-        self._sql_open_page = (
-            f"select seq, message_id from {s}.sends where campaign_id = $1 and seq > $2 "
-            f"and state in ({open_states}) order by seq limit $3"
-        )
-        self._sql_held = (
-            f"select {_ENTRY_COLUMNS} from {s}.sends where state = 'unknown' "
-            "and ($1::text is null or campaign_id = $1) order by seq limit $2"
-        )
+        self._sql = LedgerSql(self.schema)
 
     def __repr__(self) -> str:
         return f"<PostgresLedger schema={self.schema!r} pool={self._pool!r}>"
@@ -290,22 +159,15 @@ class PostgresLedger:
             for index, (message, sender_key, segments) in enumerate(entries)
         ]
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "create temp table sends_staging (ord int, message_id text, sender_key text, "
-                "to_address text, payload text, segments int) on commit drop"
-            )
-            await conn.copy_records_to_table(
-                "sends_staging",
-                records=records,
-                columns=["ord", "message_id", "sender_key", "to_address", "payload", "segments"],
-            )
-            status: str = await conn.execute(self._sql_insert, campaign_id)
+            await conn.execute(CREATE_STAGING_TABLE)
+            await conn.copy_records_to_table(STAGING_TABLE, records=records, columns=list(STAGING_COLUMNS))
+            status: str = await conn.execute(self._sql.insert, campaign_id)
         return int(status.rsplit(" ", 1)[-1])
 
     async def load(self, message_id: str) -> Message | None:
         """The message as it was added (workers receive ids, not messages)."""
         async with self._pool.acquire() as conn:
-            payload = await conn.fetchval(self._sql_load, message_id)
+            payload = await conn.fetchval(self._sql.load, message_id)
         return None if payload is None else structure(json.loads(payload), Message)
 
     async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
@@ -320,9 +182,9 @@ class PostgresLedger:
         """
         started = time.monotonic()
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._sql_claim, message_id, float(lease))
+            row = await conn.fetchrow(self._sql.claim, message_id, float(lease))
             if row is None:
-                current = await conn.fetchrow(self._sql_get, message_id)
+                current = await conn.fetchrow(self._sql.get, message_id)
         if row is None:
             if current is None:
                 raise KeyError(message_id)
@@ -342,7 +204,7 @@ class PostgresLedger:
         retry_after = float(outcome.retry_after or 0.0)
         async with self._pool.acquire() as conn:
             status: str = await conn.execute(
-                self._sql_record,
+                self._sql.record,
                 claim.message_id,
                 claim.fence,
                 outcome.state.value,
@@ -355,7 +217,7 @@ class PostgresLedger:
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
         """Move a SUBMITTING entry whose lease expired to UNKNOWN (fenced)."""
         async with self._pool.acquire() as conn:
-            status: str = await conn.execute(self._sql_mark_unknown, message_id, fence)
+            status: str = await conn.execute(self._sql.mark_unknown, message_id, fence)
         return _updated(status)
 
     async def resolve(
@@ -371,33 +233,33 @@ class PostgresLedger:
         """
         async with self._pool.acquire() as conn:
             if provider_id is not None:
-                status: str = await conn.execute(self._sql_resolve_accepted, message_id, provider_id, reconciled, fence)
+                status: str = await conn.execute(self._sql.resolve_accepted, message_id, provider_id, reconciled, fence)
             else:
-                status = await conn.execute(self._sql_resolve_absent, message_id, reconciled, fence)
+                status = await conn.execute(self._sql.resolve_absent, message_id, reconciled, fence)
         return _updated(status)
 
     async def cancel(self, campaign_id: str) -> int:
         """Move the campaign's PENDING entries to CANCELLED; returns how many."""
         async with self._pool.acquire() as conn:
-            status: str = await conn.execute(self._sql_cancel, campaign_id)
+            status: str = await conn.execute(self._sql.cancel, campaign_id)
         return int(status.rsplit(" ", 1)[-1])
 
     async def get(self, message_id: str) -> LedgerEntry | None:
         """One entry."""
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._sql_get, message_id)
+            row = await conn.fetchrow(self._sql.get, message_id)
         return None if row is None else _entry(row)
 
     async def due(self, *, campaign_id: str | None = None, limit: int = 500) -> list[str]:
         """Ids that need work: PENDING and due, SUBMITTING with an expired lease, UNKNOWN (oldest first)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_due, campaign_id, limit)
+            rows = await conn.fetch(self._sql.due, campaign_id, limit)
         return [row["message_id"] for row in rows]
 
     async def progress(self, campaign_id: str) -> CampaignProgress:
         """Counts by state, from the sharded counters (no scan of ``sends``)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_progress, campaign_id)
+            rows = await conn.fetch(self._sql.progress, campaign_id)
         return CampaignProgress(campaign_id, {row["state"]: row["n"] for row in rows})
 
     async def results(self, campaign_id: str) -> AsyncIterator[LedgerEntry]:
@@ -405,7 +267,7 @@ class PostgresLedger:
         after = 0
         while True:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(self._sql_page, campaign_id, after, self._page_size)
+                rows = await conn.fetch(self._sql.page, campaign_id, after, self._page_size)
             for row in rows:
                 yield _entry(row)
             if len(rows) < self._page_size:
@@ -417,7 +279,7 @@ class PostgresLedger:
     async def open_ids(self, ids: Sequence[str]) -> list[str]:
         """The ids among ``ids`` that still need work (PENDING, SUBMITTING or UNKNOWN), in no particular order."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_open_ids, list(ids))
+            rows = await conn.fetch(self._sql.open_ids, list(ids))
         return [row["message_id"] for row in rows]
 
     async def open_messages(self, ids: Sequence[str]) -> list[OpenMessage]:
@@ -426,7 +288,7 @@ class PostgresLedger:
         Final messages (a redelivered or overlapping chunk) are left out: they cost nothing more.
         """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_open_messages, list(ids))
+            rows = await conn.fetch(self._sql.open_messages, list(ids))
         by_id = {row["message_id"]: row for row in rows}
         found = []
         for message_id in dict.fromkeys(ids):
@@ -451,15 +313,15 @@ class PostgresLedger:
         :raises ValueError: the campaign is registered with another connector.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await conn.fetchval(self._sql_campaign_connector, campaign_id)
+            current = await conn.fetchval(self._sql.campaign_connector, campaign_id)
             if current is not None and current != connector:
                 raise ValueError(f"campaign {campaign_id!r} is sent by connector {current!r}, not {connector!r}")
-            await conn.execute(self._sql_campaign_upsert, campaign_id, connector)
+            await conn.execute(self._sql.campaign_upsert, campaign_id, connector)
 
     async def campaign(self, campaign_id: str) -> CampaignInfo | None:
         """The registered campaign, or None (not submitted through the distributed dispatcher)."""
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._sql_campaign, campaign_id)
+            row = await conn.fetchrow(self._sql.campaign, campaign_id)
         if row is None:
             return None
         return CampaignInfo(row["campaign_id"], row["connector"], row["paused"], row["cancelled"], row["created_at"])
@@ -469,7 +331,7 @@ class PostgresLedger:
     ) -> bool:
         """Set a registered campaign's flags (None: unchanged); False when it is not registered."""
         async with self._pool.acquire() as conn:
-            status: str = await conn.execute(self._sql_campaign_flags, campaign_id, paused, cancelled)
+            status: str = await conn.execute(self._sql.campaign_flags, campaign_id, paused, cancelled)
         return _updated(status)
 
     async def take_turn(self, name: str, interval: float) -> bool:
@@ -478,7 +340,7 @@ class PostgresLedger:
         Every process may ask as often as it likes: one wins per interval, on the database's clock.
         """
         async with self._pool.acquire() as conn:
-            won = await conn.fetchval(self._sql_take_turn, name, float(interval))
+            won = await conn.fetchval(self._sql.take_turn, name, float(interval))
         return won is not None
 
     async def defer(self, message_ids: Sequence[str], delay: float) -> int:
@@ -488,7 +350,7 @@ class PostgresLedger:
         ahead, a late retry). Nothing is claimed; the claim refuses the row until then.
         """
         async with self._pool.acquire() as conn:
-            status: str = await conn.execute(self._sql_defer, list(message_ids), max(0.0, float(delay)))
+            status: str = await conn.execute(self._sql.defer, list(message_ids), max(0.0, float(delay)))
         return int(status.rsplit(" ", 1)[-1])
 
     async def wake_deferred(self, *, limit: int = 5000, again_after: float = 300.0) -> list[str]:
@@ -498,7 +360,7 @@ class PostgresLedger:
         worker has claimed it (the publication was lost): a row stays deferred until its claim.
         """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_wake, limit, float(again_after))
+            rows = await conn.fetch(self._sql.wake, limit, float(again_after))
         return [row["message_id"] for row in rows]
 
     async def stale(
@@ -517,17 +379,17 @@ class PostgresLedger:
         tried (their chunk may have been lost). Paused campaigns are skipped.
         """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_stale, float(stale_after), unknown, unclaimed, limit, campaign_id)
+            rows = await conn.fetch(self._sql.stale, float(stale_after), unknown, unclaimed, limit, campaign_id)
         return [row["message_id"] for row in rows]
 
     async def open_page(self, campaign_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, str]]:
         """``(seq, message_id)`` of a campaign's messages that still need work, after ``seq`` ``after`` (keyset)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_open_page, campaign_id, after, limit)
+            rows = await conn.fetch(self._sql.open_page, campaign_id, after, limit)
         return [(row["seq"], row["message_id"]) for row in rows]
 
     async def held(self, *, campaign_id: str | None = None, limit: int = 1000) -> list[LedgerEntry]:
         """UNKNOWN entries (in doubt, waiting for a callback, a probe or an operator), oldest first."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql_held, campaign_id, limit)
+            rows = await conn.fetch(self._sql.held, campaign_id, limit)
         return [_entry(row) for row in rows]

@@ -25,7 +25,7 @@ from typing import Any
 from messaging_core.campaigns import SendState
 from messaging_core.results import MessageStatus
 
-__all__ = ["COUNTER_SHARDS", "OPEN_STATES", "check_schema_name", "ddl", "migrate"]
+__all__ = ["COUNTER_SHARDS", "OPEN_STATES", "check_schema_name", "ddl", "migrate", "sql_list"]
 
 COUNTER_SHARDS = 16
 """Rows per (campaign, state) in ``campaign_counters``."""
@@ -43,7 +43,8 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def _sql_list(values: Any) -> str:
+def sql_list(values: Any) -> str:
+    """``'a', 'b'``: values quoted for an ``in (...)`` list (trusted values only: enum members)."""
     return ", ".join(f"'{value}'" for value in values)
 
 
@@ -258,9 +259,9 @@ def ddl(schema: str) -> str:
     final_statuses = sorted(status.value for status in MessageStatus if status.is_final)
     replacements = {
         "{schema}": check_schema_name(schema),
-        "{all_states}": _sql_list(state.value for state in SendState),
-        "{open_states}": _sql_list(state.value for state in OPEN_STATES),
-        "{final_statuses}": _sql_list(final_statuses),
+        "{all_states}": sql_list(state.value for state in SendState),
+        "{open_states}": sql_list(state.value for state in OPEN_STATES),
+        "{final_statuses}": sql_list(final_statuses),
         "{shard_mask}": str(COUNTER_SHARDS - 1),
     }
     text = _DDL

@@ -1,0 +1,168 @@
+"""The SQL of ``PostgresLedger``: every statement it runs, for one schema.
+
+``PostgresLedger`` reads as logic; the statements are here. Each state transition is one
+``update ... where`` whose conditions are the rules of the protocol (claim only PENDING and due
+rows; result writes only with the current fence), so two workers racing for one message are
+ordered by PostgreSQL's row lock and the loser's statement simply matches no row. The tables,
+functions and triggers the statements rely on are in ``messaging_scale._schema``.
+"""
+
+from __future__ import annotations
+
+from messaging_scale._schema import OPEN_STATES, sql_list
+
+__all__ = ["CREATE_STAGING_TABLE", "ENTRY_COLUMNS", "STAGING_COLUMNS", "STAGING_TABLE", "LedgerSql"]
+
+ENTRY_COLUMNS = (
+    "message_id, campaign_id, state, sender_key, segments, attempts, fence, provider_id, error_code, "
+    "reconciled, status, claimed_at, lease_until, retry_at"
+)
+"""The columns of a ``LedgerEntry``, in every statement that returns one."""
+
+STAGING_TABLE = "sends_staging"
+"""Where ``add`` copies a batch (``COPY``) before one ``insert ... on conflict do nothing`` (``LedgerSql.insert``)."""
+
+STAGING_COLUMNS = ("ord", "message_id", "sender_key", "to_address", "payload", "segments")
+
+CREATE_STAGING_TABLE = (
+    f"create temp table {STAGING_TABLE} (ord int, message_id text, sender_key text, "
+    "to_address text, payload text, segments int) on commit drop"
+)
+
+
+class LedgerSql:
+    """The statements of one ledger schema, formatted once (the schema name is spliced into the text).
+
+    :param schema: a schema name already checked by ``check_schema_name``.
+    """
+
+    def __init__(self, schema: str) -> None:
+        s = schema
+        self.insert = (
+            f"insert into {s}.sends (message_id, campaign_id, sender_key, to_address, payload, segments) "
+            "select message_id, $1, sender_key, to_address, payload::jsonb, segments "
+            f"from {STAGING_TABLE} order by ord on conflict (message_id) do nothing"
+        )
+        self.claim = (
+            f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
+            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
+            "deferred = false "
+            "where message_id = $1 and state = 'pending' and (retry_at is null or retry_at <= now()) "
+            "returning fence, attempts, lease_until"
+        )
+        # Only the holder of the current claim writes, and only while the row is SUBMITTING: once
+        # mark_unknown or a status callback has moved it, reconciliation owns the message.
+        self.record = (
+            f"update {s}.sends set state = $3, provider_id = coalesce($4, provider_id), error_code = $5, "
+            "retry_at = case when $3 = 'pending' then now() + make_interval(secs => $6) else retry_at end, "
+            "updated_at = now() "
+            "where message_id = $1 and fence = $2 and state = 'submitting'"
+        )
+        self.mark_unknown = (
+            f"update {s}.sends set state = 'unknown', updated_at = now() "
+            "where message_id = $1 and fence = $2 and state = 'submitting' and lease_until <= now()"
+        )
+        # Both settle by a new fence, so the worker that held the claim can no longer write.
+        # Proof of existence settles any message not final; "absent" never releases a live lease.
+        self.resolve_accepted = (
+            f"update {s}.sends set state = 'accepted', provider_id = $2, reconciled = $3, error_code = null, "
+            "fence = fence + 1, updated_at = now() "
+            "where message_id = $1 and state in ('pending', 'submitting', 'unknown') "
+            "and ($4::bigint is null or fence = $4)"
+        )
+        self.resolve_absent = (
+            f"update {s}.sends set state = 'pending', retry_at = null, reconciled = $2, "
+            "fence = fence + 1, updated_at = now() "
+            "where message_id = $1 and (state = 'unknown' or (state = 'submitting' and lease_until <= now())) "
+            "and ($3::bigint is null or fence = $3)"
+        )
+        self.cancel = (
+            f"update {s}.sends set state = 'cancelled', updated_at = now() where campaign_id = $1 and state = 'pending'"
+        )
+        self.get = f"select {ENTRY_COLUMNS} from {s}.sends where message_id = $1"
+        self.load = f"select payload::text from {s}.sends where message_id = $1"
+        open_states = sql_list(state.value for state in OPEN_STATES)
+        self.due = (
+            f"select message_id from {s}.sends "
+            f"where state in ({open_states}) and ($1::text is null or campaign_id = $1) and ("
+            "(state = 'pending' and (retry_at is null or retry_at <= now())) "
+            "or (state = 'submitting' and lease_until <= now()) "
+            "or state = 'unknown') "
+            "order by seq limit $2"
+        )
+        self.progress = (
+            f"select state, sum(n)::bigint as n from {s}.campaign_counters "
+            "where campaign_id = $1 group by state having sum(n) <> 0"
+        )
+        self.page = (
+            f"select seq, {ENTRY_COLUMNS} from {s}.sends where campaign_id = $1 and seq > $2 order by seq limit $3"
+        )
+
+        # -- campaign control (the distributed dispatcher) --
+        self.open_ids = (
+            f"select message_id from {s}.sends where message_id = any($1::text[]) and state in ({open_states})"
+        )
+        self.open_messages = (
+            "select s.message_id, s.campaign_id, s.payload::text as payload, c.connector, "
+            "coalesce(c.paused, false) as paused, coalesce(c.cancelled, false) as cancelled "
+            f"from {s}.sends s left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            f"where s.message_id = any($1::text[]) and s.state in ({open_states})"
+        )
+        self.campaign_connector = f"select connector from {s}.campaigns where campaign_id = $1 for update"
+        self.campaign_upsert = (
+            f"insert into {s}.campaigns (campaign_id, connector) values ($1, $2) "
+            "on conflict (campaign_id) do update set paused = false, cancelled = false, updated_at = now()"
+        )
+        self.campaign = (
+            f"select campaign_id, connector, paused, cancelled, created_at from {s}.campaigns where campaign_id = $1"
+        )
+        self.campaign_flags = (
+            f"update {s}.campaigns set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled), "
+            "updated_at = now() where campaign_id = $1"
+        )
+        self.take_turn = (
+            f"insert into {s}.sweeps as w (name, next_at) values ($1, now() + make_interval(secs => $2)) "
+            "on conflict (name) do update set next_at = excluded.next_at where w.next_at <= now() returning 1"
+        )
+        # Rows nobody has worked on for ``stale_after`` seconds although they need work. Paused
+        # campaigns are left alone; UNKNOWN rows only when the policy lets a worker reconcile them;
+        # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
+        # A row kicked by a sweep is left alone for ``stale_after`` (kicked_at): a row that stays in
+        # doubt, or held, does not crowd out the others sweep after sweep.
+        self.stale = (
+            f"with picked as (select s.message_id from {s}.sends s "
+            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
+            "and ($5::text is null or s.campaign_id = $5) "
+            "and (s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
+            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $1)) "
+            "or ($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
+            "or (s.state = 'pending' and (s.attempts > 0 or $3) "
+            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))"
+            ") order by s.seq limit $4 for update of s skip locked) "
+            f"update {s}.sends t set kicked_at = now() from picked where t.message_id = picked.message_id "
+            "returning t.message_id"
+        )
+        self.defer = (
+            f"update {s}.sends set retry_at = now() + make_interval(secs => $2), deferred = true, updated_at = now() "
+            "where message_id = any($1::text[]) and state = 'pending'"
+        )
+        # Deferred rows whose time has come: a pace slot too far for a worker to sleep through, a
+        # retry due later than it would hold a chunk. Earliest first.
+        self.wake = (
+            f"with picked as (select s.message_id from {s}.sends s "
+            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
+            "where s.deferred and s.state = 'pending' and s.retry_at <= now() and not coalesce(c.paused, false) "
+            "and (s.kicked_at is null or s.kicked_at < s.retry_at or s.kicked_at <= now() - make_interval(secs => $2)) "
+            "order by s.retry_at limit $1 for update of s skip locked) "
+            f"update {s}.sends t set kicked_at = now() from picked "
+            "where t.message_id = picked.message_id returning t.message_id"
+        )
+        self.open_page = (
+            f"select seq, message_id from {s}.sends where campaign_id = $1 and seq > $2 "
+            f"and state in ({open_states}) order by seq limit $3"
+        )
+        self.held = (
+            f"select {ENTRY_COLUMNS} from {s}.sends where state = 'unknown' "
+            "and ($1::text is null or campaign_id = $1) order by seq limit $2"
+        )
