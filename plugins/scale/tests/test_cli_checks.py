@@ -98,6 +98,16 @@ async def _messaging(*args: str, stdin: bytes | None = None, within: float = 60)
     return process.returncode, output.decode()
 
 
+async def _submit_from_stdin(config: Path, campaign_id: str, receivers: int) -> tuple[int, str]:
+    """``messaging campaign submit`` of ``receivers`` numbers read from stdin."""
+    numbers = "".join(f"+1415555{i:04d}\n" for i in range(receivers)).encode()
+    return await _messaging(
+        "campaign", "submit", "--config", str(config), "--connector", "sms", "--to-file", "-",
+        "--text", "hi", "--from", "+15005550006", "--campaign-id", campaign_id,
+        stdin=numbers,
+    )  # fmt: skip
+
+
 async def test_worker_refuses_to_start_naming_every_unreachable_service(
     emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path
 ) -> None:
@@ -190,13 +200,40 @@ async def test_submit_reads_receivers_from_stdin(
     emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path, ledger: Any
 ) -> None:
     config = _write_config(tmp_path / "messaging.toml", emulator, services)
-    numbers = "".join(f"+1415555{i:04d}\n" for i in range(30)).encode()
-    code, output = await _messaging(
-        "campaign", "submit", "--config", str(config), "--connector", "sms", "--to-file", "-",
-        "--text", "hi", "--from", "+15005550006", "--campaign-id", "from-stdin",
-        stdin=numbers,
-    )  # fmt: skip
+    code, output = await _submit_from_stdin(config, "from-stdin", 30)
     assert code == 0, output
     assert "30 message(s) submitted" in output
     assert output.strip().splitlines()[-1] == "from-stdin"
     assert (await ledger.progress("from-stdin")).counts == {"pending": 30}  # no worker runs here
+
+
+async def test_pause_resume_and_cancel_commands(
+    emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path, ledger: Any
+) -> None:
+    """The commands act through the campaign handle; no worker runs, so nothing is sent."""
+    config = _write_config(tmp_path / "messaging.toml", emulator, services)
+    code, output = await _submit_from_stdin(config, "control", 12)
+    assert code == 0, output
+    code, output = await _messaging("campaign", "pause", "--config", str(config), "control")
+    assert code == 0, output
+    assert "control: paused" in output
+    assert (info := await ledger.campaign("control")) is not None
+    assert info.paused
+    code, output = await _messaging("campaign", "resume", "--config", str(config), "control")
+    assert code == 0, output
+    assert "control: resumed" in output
+    assert (info := await ledger.campaign("control")) is not None
+    assert not info.paused
+    code, output = await _messaging("campaign", "cancel", "--config", str(config), "control")
+    assert code == 0, output
+    assert "control: 12 message(s) cancelled" in output
+    assert "cancelled 12" in output
+    assert (await ledger.progress("control")).counts == {"cancelled": 12}
+    for command in ("pause", "resume"):
+        code, output = await _messaging("campaign", command, "--config", str(config), "nope")
+        assert code == 1, output
+        assert "no campaign 'nope' was submitted through the taskiq dispatcher" in output
+    code, output = await _messaging("campaign", "cancel", "--config", str(config), "nope")
+    assert code == 1, output
+    assert "no campaign 'nope' in the ledger" in output
+    assert emulator.messages == {}

@@ -162,6 +162,33 @@ async def test_campaign_control_in_the_ledger(ledger: PostgresLedger, pg_pool: A
 
 
 @pytest.mark.services
+async def test_handle_pauses_resumes_and_cancels_through_the_ledger(ledger: PostgresLedger) -> None:
+    """What ``messaging campaign pause/resume/cancel`` calls: the handle alone, no dispatcher, no kicker."""
+    messages = _messages(5, "hc")
+    await ledger.register_campaign("hc", "sms")
+    await ledger.add("hc", [(m, SENDER, 1) for m in messages])
+    handle = TaskiqCampaign("hc", ledger=ledger)
+    info = await handle.info()
+    assert info is not None
+    assert (info.connector, info.paused, info.cancelled) == ("sms", False, False)
+    assert await TaskiqCampaign("nope", ledger=ledger).info() is None
+
+    await handle.pause()
+    assert (info := await handle.info()) is not None
+    assert info.paused
+    await handle.resume()  # no kicker: the sweeper publishes the rows
+    assert (info := await handle.info()) is not None
+    assert not info.paused
+
+    assert isinstance(await ledger.claim(messages[0].id, lease=30, request_timeout=5), Claim)
+    assert await handle.cancel_and_count() == 4  # the claimed one keeps its outcome
+    assert (await handle.progress()).counts == {"cancelled": 4, "submitting": 1}
+    assert (info := await handle.info()) is not None
+    assert info.cancelled
+    assert await handle.cancel_and_count() == 0
+
+
+@pytest.mark.services
 async def test_one_process_wins_each_turn(ledger: PostgresLedger) -> None:
     wins = await asyncio.gather(*(ledger.take_turn("job", 5.0) for _ in range(10)))
     assert sum(wins) == 1

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from messaging_core.campaigns import CampaignProgress, InDoubtPolicy, LedgerEntry, SendState, not_attempted
 from messaging_core.results import ConnectorResult, SendResult
 from messaging_scale._chunks import ChunkKicker
-from messaging_scale._ledger import PostgresLedger
+from messaging_scale._ledger import CampaignInfo, PostgresLedger
 
 __all__ = ["TaskiqCampaign"]
 
@@ -97,10 +97,22 @@ class TaskiqCampaign:
     def _entry_settled(self, entry: LedgerEntry) -> bool:
         return entry.state.is_final or (entry.state is SendState.UNKNOWN and self.in_doubt == "hold")
 
+    async def info(self) -> CampaignInfo | None:
+        """The campaign as ``TaskiqDispatcher.submit`` registered it (connector, flags); None when it did not.
+
+        Rows added by another dispatcher kind have no registration: ``cancel`` still works on
+        them, ``pause`` and ``resume`` do nothing (workers read the flags from the registration).
+        """
+        return await self.ledger.campaign(self.campaign_id)
+
     async def cancel(self) -> None:
         """PENDING messages become CANCELLED; workers cancel the ones that come back to PENDING."""
+        await self.cancel_and_count()
+
+    async def cancel_and_count(self) -> int:
+        """``cancel``, and how many PENDING messages this call moved to CANCELLED (the command line says it)."""
         await self.ledger.set_campaign_flags(self.campaign_id, cancelled=True)
-        await self.ledger.cancel(self.campaign_id)
+        return await self.ledger.cancel(self.campaign_id)
 
     async def pause(self) -> None:
         """Workers start no new provider call for this campaign (calls in flight finish)."""

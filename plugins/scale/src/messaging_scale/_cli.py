@@ -113,17 +113,16 @@ async def _campaigns(settings: TaskiqSettings) -> AsyncIterator[_Campaigns]:
         await campaigns.close()
 
 
-async def _known(campaigns: _Campaigns, campaign_id: str) -> None:
-    if (
-        await campaigns.ledger.campaign(campaign_id) is None
-        and not (await campaigns.ledger.progress(campaign_id)).total
-    ):
-        raise click.ClickException(f"no campaign {campaign_id!r} in the ledger")
+async def _require_known(handle: TaskiqCampaign) -> None:
+    """The campaign is in the ledger: registered, or with messages (added by another dispatcher kind)."""
+    if await handle.info() is None and not (await handle.progress()).total:
+        raise click.ClickException(f"no campaign {handle.campaign_id!r} in the ledger")
 
 
-def _not_submitted(campaign_id: str) -> click.ClickException:
+async def _require_submitted(handle: TaskiqCampaign) -> None:
     """Pause and resume need a campaign the taskiq dispatcher registered (its flags live there)."""
-    return click.ClickException(f"no campaign {campaign_id!r} was submitted through the taskiq dispatcher")
+    if await handle.info() is None:
+        raise click.ClickException(f"no campaign {handle.campaign_id!r} was submitted through the taskiq dispatcher")
 
 
 def message_id_for(campaign_id: str, sender: str | None, receiver: str, text: str) -> str:
@@ -365,8 +364,8 @@ def progress_command(config_file: Path, campaign_id: str, no_follow: bool, timeo
 
     async def run() -> bool:
         async with _campaigns(settings) as campaigns:
-            await _known(campaigns, campaign_id)
             handle = campaigns.handle(campaign_id)
+            await _require_known(handle)
             if no_follow:
                 progress = await handle.progress()
                 console.print(f"{escape(campaign_id)}: {progress.done}/{progress.total} done", soft_wrap=True)
@@ -398,7 +397,7 @@ def results_command(config_file: Path, campaign_id: str, as_json: bool, states: 
 
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
-            await _known(campaigns, campaign_id)
+            await _require_known(campaigns.handle(campaign_id))
             if not as_json:
                 click.echo("message_id\tstate\tprovider_id\terror_code\tstatus\tattempts\treconciled")
             async for entry in campaigns.ledger.results(campaign_id):
@@ -430,10 +429,10 @@ def cancel_command(config_file: Path, campaign_id: str) -> None:
 
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
-            await _known(campaigns, campaign_id)
-            await campaigns.ledger.set_campaign_flags(campaign_id, cancelled=True)
-            cancelled = await campaigns.ledger.cancel(campaign_id)
-            progress = await campaigns.ledger.progress(campaign_id)
+            handle = campaigns.handle(campaign_id)
+            await _require_known(handle)
+            cancelled = await handle.cancel_and_count()
+            progress = await handle.progress()
             console.print(f"{escape(campaign_id)}: {cancelled} message(s) cancelled", soft_wrap=True)
             console.print(f"  {_counts(progress)}", soft_wrap=True, highlight=False)
 
@@ -449,8 +448,9 @@ def pause_command(config_file: Path, campaign_id: str) -> None:
 
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
-            if not await campaigns.ledger.set_campaign_flags(campaign_id, paused=True):
-                raise _not_submitted(campaign_id)
+            handle = campaigns.handle(campaign_id)
+            await _require_submitted(handle)
+            await handle.pause()
             console.print(f"{escape(campaign_id)}: paused", soft_wrap=True)
 
     _run(run())
@@ -465,9 +465,9 @@ def resume_command(config_file: Path, campaign_id: str) -> None:
 
     async def run() -> None:
         async with _campaigns(settings) as campaigns:
-            if await campaigns.ledger.campaign(campaign_id) is None:
-                raise _not_submitted(campaign_id)
-            await campaigns.handle(campaign_id).resume()
+            handle = campaigns.handle(campaign_id)
+            await _require_submitted(handle)
+            await handle.resume()
             console.print(f"{escape(campaign_id)}: resumed", soft_wrap=True)
 
     _run(run())
