@@ -13,13 +13,18 @@ initialized again (create a new one). Every public operation checks, in this ord
 schema (a failed result with ``MESSAGE_VALIDATION_FAILED`` listing every issue) — all before any I/O.
 
 Providers subclass ``ChannelConnector`` and implement the small protected methods
-(``_initialize``, ``_send_message``, ``_get_message_status``, ``_receive_messages``,
-``_receive_message_status``, ``_test_connection``, ``_check_health``, ``_shutdown``), and may
-refine what the send pipeline asks of them (``rate_limit_key``, ``send_cost``, ``send_timeout``,
-``find_sent``).
+(``_initialize``, ``_validate``, ``_send_message``, ``_get_message_status``, ``_receive_messages``,
+``_receive_message_status``, ``_test_connection``, ``_check_health``, ``_shutdown``). They may
+also override, never call, the public hooks of the provider seam grouped under "override, don't
+call" below: what the send pipeline asks (``rate_limit_key``, ``send_cost``, ``send_timeout``,
+``find_sent``), the batch defaults (``batch_concurrency``, ``batch_rate``), the webhook policy
+(``webhook_response``, ``webhook_idempotency_key``) and ``preview_message``.
 
-``send_batch`` and ``send_stream`` run every message through ``SendPipeline`` (without a ledger:
-nothing is recorded), the same code ``InProcessDispatcher`` runs campaigns with.
+Sending has one seam, ``attempt(message)``: validation and the provider call, no capability check
+and no hook. ``send_message`` is capability check + ``attempt`` + ``message_sent``; ``send_batch``
+and ``send_stream`` pace and run ``attempt`` on a pool of workers; the campaign pipeline
+(``messaging_core.campaigns``, which this module does not import) claims, calls ``attempt``
+within its lease, records, then fires ``message_sent`` itself.
 """
 
 from __future__ import annotations
@@ -31,12 +36,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, final
 
 from messaging_core import converters
 from messaging_core._batching import drive, not_attempted
 from messaging_core._ratelimit import MemoryRateLimiter
-from messaging_core.campaigns.pipeline import SendPipeline
 from messaging_core.errors import CapabilityNotSupportedError, ConfigurationError, ConnectorStateError
 from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
 from messaging_core.plugins import PluginHost
@@ -284,7 +288,12 @@ class ChannelConnector(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
-    def _require(self, capability: Capability) -> None:
+    def require(self, capability: Capability) -> None:
+        """Raise unless the schema has ``capability`` (``CapabilityNotSupportedError``) and the connector is ready.
+
+        Every public operation calls it first; code that drives ``attempt`` itself (a dispatcher)
+        calls it for the capability it relies on (``BULK_MESSAGING``) before any I/O.
+        """
         # Integer test instead of Flag.__contains__: this runs on every send and every webhook.
         if capability.value & self._capability_bits != capability.value:
             raise CapabilityNotSupportedError(
@@ -295,12 +304,19 @@ class ChannelConnector(abc.ABC):
 
     # -- validation --------------------------------------------------------------------------------
 
+    @final
     def validate_message(self, message: Message) -> list[ValidationIssue]:
-        """Every problem of ``message`` for this schema, plus the plugins' policy issues."""
+        """Every problem of ``message`` for this connector: the schema's, the provider's, the plugins' policy.
+
+        Providers add their own rules in ``_validate`` (called only when the schema's checks pass);
+        this method is not overridden.
+        """
         if not isinstance(message, Message):
             raise TypeError(f"expected a Message, not {type(message).__name__}")
         instance = converters.unstructure(message)
-        issues = [] if self._message_validator.is_valid(instance) else self._message_validator.issues(instance)
+        if not self._message_validator.is_valid(instance):
+            return self._message_validator.issues(instance)
+        issues = self._validate(message)
         if not issues and self.plugins.has_observers("validate_message"):
             issues = self.plugins.validate_message(self, message)
         return issues
@@ -318,18 +334,24 @@ class ChannelConnector(abc.ABC):
     # -- sending -----------------------------------------------------------------------------------
 
     async def send_message(self, message: Message) -> ConnectorResult[SendResult]:
-        """Validate and send one message; the outcome is a result, never an exception."""
-        self._require(Capability.SEND_MESSAGES)
-        return await self._send_observed(message)
+        """Validate and send one message; the outcome is a result, never an exception.
 
-    async def _send_observed(self, message: Message) -> ConnectorResult[SendResult]:
-        """Validate, send, fire ``message_sent``: the send step of ``SendPipeline`` (no capability check)."""
-        result = await self._validated_send(message)
-        if self.plugins.has_observers("message_sent"):
-            await self.plugins.message_sent(self, message, result)
+        Capability check, ``attempt``, then the ``message_sent`` hook.
+        """
+        self.require(Capability.SEND_MESSAGES)
+        result = await self.attempt(message)
+        await self._report_sent(message, result)
         return result
 
-    async def _validated_send(self, message: Message) -> ConnectorResult[SendResult]:
+    async def attempt(self, message: Message) -> ConnectorResult[SendResult]:
+        """Validate ``message`` and make the provider call: the send pipeline's seam.
+
+        No capability check and no hook: the caller (``send_message``, a batch, the campaign
+        pipeline) checks what it needs and fires ``message_sent`` once, after it has decided
+        what the result means. Refuses (``NOT_ATTEMPTED``) once the connector is no longer
+        ready; an unexpected error inside the provider's code is ``SEND_MESSAGE_ERROR``, and
+        the message may have been sent.
+        """
         issues = self.validate_message(message)
         if issues:
             return self._validation_failure(issues)
@@ -351,6 +373,10 @@ class ChannelConnector(abc.ABC):
             if not self._in_flight:
                 self._idle.set()
 
+    async def _report_sent(self, message: Message, result: ConnectorResult[SendResult]) -> None:
+        if self.plugins.has_observers("message_sent"):
+            await self.plugins.message_sent(self, message, result)
+
     async def send_batch(
         self,
         batch: MessageStream,
@@ -368,7 +394,7 @@ class ChannelConnector(abc.ABC):
         (async) iterable of messages; use ``send_stream`` to consume results as they come
         without keeping them all in memory.
         """
-        self._require(Capability.BULK_MESSAGING)
+        self.require(Capability.BULK_MESSAGING)
         batch_id = batch.id if isinstance(batch, MessageBatch) else new_message_id()
         if isinstance(batch, MessageBatch):
             ids = [m.id for m in batch.messages]
@@ -399,7 +425,7 @@ class ChannelConnector(abc.ABC):
         cancel: asyncio.Event | None = None,
     ) -> AsyncIterator[tuple[Message, ConnectorResult[SendResult]]]:
         """Like ``send_batch`` but yields ``(message, result)`` as each completes; memory stays flat."""
-        self._require(Capability.BULK_MESSAGING)
+        self.require(Capability.BULK_MESSAGING)
         width = concurrency or self.batch_concurrency()
         out: asyncio.Queue[tuple[Message, ConnectorResult[SendResult]] | None] = asyncio.Queue(maxsize=width * 2)
 
@@ -422,14 +448,6 @@ class ChannelConnector(abc.ABC):
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
 
-    def batch_concurrency(self) -> int:
-        """How many sends a batch keeps in flight by default (providers may read a setting)."""
-        return self.default_batch_concurrency
-
-    def batch_rate(self) -> float | None:
-        """Default messages-per-second limit of a batch (None: unlimited)."""
-        return None
-
     async def _run_batch(
         self,
         messages: MessageStream,
@@ -439,17 +457,27 @@ class ChannelConnector(abc.ABC):
         on_progress: ProgressCallback | None,
         cancel: asyncio.Event | None,
     ) -> None:
-        """The batch: ``SendPipeline`` without a ledger (pace → send → report) on N workers."""
+        """The batch on ``width`` workers: pace (one schedule for the whole batch) → ``attempt`` → hook → sink.
+
+        Nothing is recorded: a batch is fire-and-report. Campaigns, which keep a ledger and retry
+        or reconcile, run ``messaging_core.campaigns.SendPipeline`` on the same ``attempt``.
+        """
         width = max(1, concurrency or self.batch_concurrency())
         rate = messages_per_second if messages_per_second is not None else self.batch_rate()
-        pipeline = SendPipeline(
-            self,
-            limiter=MemoryRateLimiter(rate) if rate else None,
-            limiter_key=_BATCH_PACE_KEY,
-            cancel_reason="batch cancelled",
-        )
+        limiter = MemoryRateLimiter(rate) if rate else None
         total = len(messages) if isinstance(messages, MessageBatch | list | tuple) else None
         progress = BatchProgress(total)
+
+        async def send(message: Message) -> ConnectorResult[SendResult]:
+            if limiter is not None:
+                wait = await limiter.reserve(_BATCH_PACE_KEY, self.send_cost(message))
+                if wait:
+                    await asyncio.sleep(wait)
+            if cancel is not None and cancel.is_set():
+                return not_attempted("batch cancelled")
+            result = await self.attempt(message)
+            await self._report_sent(message, result)
+            return result
 
         async def one(index: int, message: Message) -> None:
             if cancel is not None and cancel.is_set():
@@ -457,7 +485,7 @@ class ChannelConnector(abc.ABC):
             elif not isinstance(message, Message):
                 raise TypeError(f"batch item {index} is a {type(message).__name__}, not a Message")
             else:
-                result = await pipeline.send(message, cancel=cancel)
+                result = await send(message)
             pending = sink(index, message, result)
             if pending is not None:
                 await pending
@@ -471,7 +499,36 @@ class ChannelConnector(abc.ABC):
 
         await drive(messages, one, width)
 
-    # -- what the send pipeline asks of a provider -------------------------------------------------
+    # -- override, don't call: the provider seam ---------------------------------------------------
+    #
+    # Providers override these to describe themselves; the framework calls them.
+
+    def batch_concurrency(self) -> int:
+        """How many sends a batch keeps in flight by default (providers may read a setting)."""
+        return self.default_batch_concurrency
+
+    def batch_rate(self) -> float | None:
+        """Default messages-per-second limit of a batch (None: unlimited)."""
+        return None
+
+    def preview_message(self, message: Message) -> dict[str, Any]:
+        """What sending ``message`` would do, without doing it (``messaging send --dry-run``).
+
+        Providers override it to show the request they would make (secrets left out).
+        """
+        return {"message": converters.unstructure(message)}
+
+    def webhook_response(self, kind: str) -> tuple[int, str | None, bytes]:
+        """What the webhook host answers after handling a webhook: ``(status, content type, body)``.
+
+        ``kind`` is ``"messages"`` or ``"status"``. Providers override it when they expect a
+        particular answer (Twilio: an empty TwiML document for inbound messages).
+        """
+        return (200, None, b"") if kind == "messages" else (204, None, b"")
+
+    def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
+        """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""
+        return None
 
     def rate_limit_key(self, message: Message) -> str:
         """The key a shared rate limiter paces ``message`` under: its sender (default: the address).
@@ -502,7 +559,7 @@ class ChannelConnector(abc.ABC):
 
     async def get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
         """The provider's current status of a message (by our id or the provider's id)."""
-        self._require(Capability.MESSAGE_STATUS_QUERY)
+        self.require(Capability.MESSAGE_STATUS_QUERY)
         if not isinstance(message_id, str) or not message_id:
             raise TypeError("message_id must be a non-empty string")
         try:
@@ -515,7 +572,7 @@ class ChannelConnector(abc.ABC):
 
         ``notify=False`` parses only (the webhook host deduplicates, then calls ``notify_received``).
         """
-        self._require(Capability.RECEIVE_MESSAGES)
+        self.require(Capability.RECEIVE_MESSAGES)
         if not isinstance(source, WebhookRequest):
             raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
@@ -531,7 +588,7 @@ class ChannelConnector(abc.ABC):
         self, source: WebhookRequest, *, notify: bool = True
     ) -> ConnectorResult[StatusUpdate]:
         """Parse (and authenticate) a status callback; fires ``message_status_changed``."""
-        self._require(Capability.HANDLE_MESSAGE_STATE)
+        self.require(Capability.HANDLE_MESSAGE_STATE)
         if not isinstance(source, WebhookRequest):
             raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
@@ -549,25 +606,6 @@ class ChannelConnector(abc.ABC):
     async def notify_status_changed(self, update: StatusUpdate) -> None:
         """Fire ``message_status_changed``; an observer's exception propagates."""
         await self.plugins.notify_strict("message_status_changed", {"connector": self, "update": update})
-
-    def preview_message(self, message: Message) -> dict[str, Any]:
-        """What sending ``message`` would do, without doing it (``messaging send --dry-run``).
-
-        Providers override it to show the request they would make (secrets left out).
-        """
-        return {"message": converters.unstructure(message)}
-
-    def webhook_response(self, kind: str) -> tuple[int, str | None, bytes]:
-        """What the webhook host answers after handling a webhook: ``(status, content type, body)``.
-
-        ``kind`` is ``"messages"`` or ``"status"``. Providers override it when they expect a
-        particular answer (Twilio: an empty TwiML document for inbound messages).
-        """
-        return (200, None, b"") if kind == "messages" else (204, None, b"")
-
-    def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
-        """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""
-        return None
 
     async def test_connection(self) -> ConnectorResult[bool]:
         """Check that the provider answers with these credentials."""
@@ -617,6 +655,14 @@ class ChannelConnector(abc.ABC):
     async def _initialize(self) -> ConnectorResult[bool]:
         """Acquire resources (sessions, pools). ``self.parameters`` holds the validated settings."""
         return ConnectorResult.success(True)
+
+    def _validate(self, message: Message) -> list[ValidationIssue]:
+        """The provider's own rules, beyond the schema's (called once the schema's checks pass).
+
+        Rules that depend on the settings or span parts (a body limit over joined text parts).
+        Runs before any I/O, also before ``initialize()`` (``self.parameters`` may be empty then).
+        """
+        return []
 
     @abc.abstractmethod
     async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:

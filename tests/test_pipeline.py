@@ -40,6 +40,7 @@ from messaging_core.campaigns import (
     SendState,
 )
 from messaging_core.default_plugins.memory import MemoryConnector
+from messaging_core.testing import HookRecorder
 
 SENDER = "+15550001111"
 
@@ -549,9 +550,6 @@ async def test_pace_by_sender_at_the_message_cost_before_the_claim() -> None:
     assert attempt.state is SendState.ACCEPTED
     assert limiter.calls == [(SENDER, 3, 2.0)]
     assert limiter.tokens == [message.id]  # booked under the message id: a second pass shares the slot
-    # Without a ledger (send_batch) ids need not be unique: no token.
-    await SendPipeline(connector, limiter=limiter).send(message)
-    assert limiter.tokens == [message.id, None]
     await connector.shutdown()
 
 
@@ -581,27 +579,42 @@ async def test_a_cancellation_before_the_claim_sends_nothing(connector: Recordin
     assert connector.calls == []
 
 
-# -- send_batch runs the same pipeline -------------------------------------------------------------------------
+# -- every send path goes through the connector's one seam ------------------------------------------------------
 
 
-async def test_send_batch_and_send_stream_run_the_pipeline(
+async def test_every_send_path_makes_one_attempt_and_fires_message_sent_once(
     connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    passes: Counter[str] = Counter()
-    original = SendPipeline.send
+    """send_message, send_batch, send_stream and the campaign pipeline: one ``attempt``, one hook, per message."""
+    attempts: Counter[str] = Counter()
+    original = connector.attempt
 
-    async def counted(self: SendPipeline, message: Message, **kwargs: Any) -> ConnectorResult[SendResult]:
-        passes[message.id] += 1
-        assert self.ledger is None, "a plain batch records nothing"
-        return await original(self, message, **kwargs)
+    async def counted(message: Message) -> ConnectorResult[SendResult]:
+        attempts[message.id] += 1
+        return await original(message)
 
-    monkeypatch.setattr(SendPipeline, "send", counted)
-    messages = [sms(f"+1555000{i:04d}") for i in range(5)]
-    batch = await connector.send_batch(messages)
-    streamed = [m.id async for m, _ in connector.send_stream(messages)]
-    assert list(batch.results) == [m.id for m in messages]
-    assert sorted(streamed) == sorted(m.id for m in messages)
-    assert passes == Counter({m.id: 2 for m in messages})
+    monkeypatch.setattr(connector, "attempt", counted)
+    recorder = HookRecorder()
+    connector.plugins.register(recorder)
+    single, batched, streamed, campaign = (
+        [sms("+15550000900")],
+        [sms(f"+1555000091{i}") for i in range(3)],
+        [sms(f"+1555000092{i}") for i in range(3)],
+        [sms("+15550000930"), sms("+15550000931")],
+    )
+    connector.script["+15550000931"] = ["invalid"]
+    assert (await connector.send_message(single[0])).is_success
+    assert (await connector.send_batch(batched)).is_complete_success
+    assert len([m async for m, _ in connector.send_stream(streamed)]) == 3
+    ledger = MemoryLedger()
+    connector.ledger = ledger
+    await _added(ledger, *campaign)
+    for message in campaign:
+        await _pipeline(connector, ledger).run(message)
+    everything = [m.id for m in single + batched + streamed + campaign]
+    assert attempts == Counter(everything)
+    sent_hooks = Counter(call.arguments["message"].id for call in recorder.named("message_sent"))
+    assert sent_hooks == Counter(everything)
 
 
 async def test_send_batch_pace_is_batch_wide(connector: RecordingConnector) -> None:
@@ -617,6 +630,6 @@ def test_pipeline_arguments_are_checked(connector: RecordingConnector) -> None:
     with pytest.raises(ValueError, match="lease"):
         SendPipeline(connector, ledger=MemoryLedger(), lease=10.0, request_timeout=10.0)
     with pytest.raises(ValueError, match="in_doubt"):
-        SendPipeline(connector, in_doubt="resend")  # type: ignore[arg-type]
+        SendPipeline(connector, ledger=MemoryLedger(), in_doubt="resend")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_attempts"):
-        SendPipeline(connector, max_attempts=0)
+        SendPipeline(connector, ledger=MemoryLedger(), max_attempts=0)

@@ -193,7 +193,7 @@ class InProcessDispatcher:
         unknown = set(options) - {"concurrency"}
         if unknown:
             raise TypeError(f"submit() got unknown options {sorted(unknown)}")
-        self.connector._require(Capability.BULK_MESSAGING)
+        self.connector.require(Capability.BULK_MESSAGING)
         campaign_id = campaign_id or new_message_id()
         if campaign_id in self._campaigns:
             raise ValueError(f"campaign {campaign_id!r} is already running")

@@ -1,10 +1,11 @@
 """The send pipeline, written once: pace → claim → send → record (fenced) → report.
 
-``SendPipeline`` runs one message through the protocol of ``docs/scale-out.md`` (§ "The send
-pipeline"). Without a ledger (``send_batch``, ``send_stream``) the claim and record steps are
-skipped and nothing is stored; with one (``InProcessDispatcher``, distributed workers) no provider
-call starts without a committed claim, results are written fenced, and a message whose outcome
-is unknown is reconciled, never resent blindly. ``drive`` is the worker pool both modes share.
+``SendPipeline`` runs one message of a campaign through the protocol of ``docs/scale-out.md``
+(§ "The send pipeline"): no provider call starts without a committed claim, results are written
+fenced, and a message whose outcome is unknown is reconciled, never resent blindly. The provider
+call is the connector's seam, ``ChannelConnector.attempt``; the pipeline fires ``message_sent``
+once the call is over. ``InProcessDispatcher`` and the scale-out workers run it; ``send_batch``
+(no ledger, nothing recorded) does not.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SendAttempt:
     result: ConnectorResult[SendResult]
     """The provider's answer when it was called, else what the ledger says (``LedgerEntry.to_result``)."""
     state: SendState
-    """The message's ledger state after the pass (without a ledger: the state its outcome stands for)."""
+    """The message's ledger state after the pass."""
     retry_after: float | None = None
     """For PENDING and SUBMITTING (another worker's lease): seconds before another pass makes sense."""
     called_provider: bool = False
@@ -67,10 +68,11 @@ class SendAttempt:
 class SendPipeline:
     """One message at a time through pace → claim → deadline check → send → record → report.
 
-    :param connector: sends (``validate``, ``message_sent`` hook, provider call: the same code as
-        ``send_message``), and provides the rate-limit key, the cost, the request timeout and the
-        probe (``ChannelConnector.rate_limit_key``, ``send_cost``, ``send_timeout``, ``find_sent``).
-    :param ledger: the send ledger; None sends without recording anything (``send_batch``).
+    :param connector: sends through its seam (``ChannelConnector.attempt``: validation and the
+        provider call; the pipeline fires ``message_sent`` once the call is over), and provides
+        the rate-limit key, the cost, the request timeout and the probe (``rate_limit_key``,
+        ``send_cost``, ``send_timeout``, ``find_sent``).
+    :param ledger: the send ledger: no provider call starts without a committed claim in it.
     :param limiter: paces sends; None sends as fast as the callers go.
     :param limiter_key: one key for every message (a batch-wide pace); None: the connector's
         ``rate_limit_key(message)`` (the sender).
@@ -98,7 +100,7 @@ class SendPipeline:
         self,
         connector: ChannelConnector,
         *,
-        ledger: SendLedger | None = None,
+        ledger: SendLedger,
         limiter: RateLimiter | None = None,
         limiter_key: str | None = None,
         max_wait: float | None = None,
@@ -128,8 +130,8 @@ class SendPipeline:
         self.limiter = limiter
         self.limiter_key = limiter_key
         self.max_wait = max_wait
-        if defer_beyond is not None and (ledger is None or defer_beyond < 0):
-            raise ValueError("defer_beyond needs a ledger (the slot is kept under the message id) and is >= 0")
+        if defer_beyond is not None and defer_beyond < 0:
+            raise ValueError("defer_beyond must be >= 0")
         self.defer_beyond = defer_beyond
         self.lease = lease
         self.max_attempts = max_attempts
@@ -159,17 +161,16 @@ class SendPipeline:
 
         :param cancel: when set (before the claim), the message is not sent.
         :param running: cleared while paused: the pass waits for it before pacing.
-        :param admit: with a ledger, asked after the pace wait and the slots, right before the
-            claim; False leaves the message PENDING, unclaimed (a campaign paused or cancelled
-            while the pass was waiting).
+        :param admit: asked after the pace wait and the slots, right before the claim; False
+            leaves the message PENDING, unclaimed (a campaign paused or cancelled while the pass
+            was waiting).
         """
         if running is not None and not running.is_set():
             await running.wait()
-        connector = self.connector
         ledger = self.ledger
         if self.limiter is not None:
-            # With a ledger, message ids are unique: a message paced twice (a redelivered chunk) keeps one slot.
-            wait = await self._reserve(message, ledger is not None)
+            # Message ids are unique in the ledger: a message paced twice (a redelivered chunk) keeps one slot.
+            wait = await self._reserve(message)
             if wait is None:
                 return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
             if self.defer_beyond is not None and wait > self.defer_beyond:
@@ -178,10 +179,6 @@ class SendPipeline:
                 await asyncio.sleep(wait)
         if cancel is not None and cancel.is_set():
             return await self._cancelled(message)
-        if ledger is None:
-            result = await connector._send_observed(message)
-            state = SendState.ACCEPTED if result.error is None else SendOutcome.from_result(result).state
-            return SendAttempt(message.id, result, state, None, True)
         # The slot is taken before the claim, so that waiting for it does not use up the lease.
         async with self.call_slot() if self.call_slot is not None else contextlib.nullcontext():
             # Asked after every wait (the pace, the account slot), right before the claim.
@@ -217,24 +214,6 @@ class SendPipeline:
         log.warning("send %s: result not recorded (the claim's fence was lost)", message.id)
         return SendAttempt(message.id, result, entry.state if entry else outcome.state, None, called)
 
-    async def send(self, message: Message, *, cancel: asyncio.Event | None = None) -> ConnectorResult[SendResult]:
-        """One pass, answering with the result only: what ``send_batch`` and ``send_stream`` run.
-
-        Without a ledger (their case) this is pace → send, with no per-message allocation
-        beyond the connector's own.
-        """
-        if self.ledger is not None:
-            return (await self.process(message, cancel=cancel)).result
-        if self.limiter is not None:
-            wait = await self._reserve(message)
-            if wait is None:
-                return _deferred()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        if cancel is not None and cancel.is_set():
-            return not_attempted(self.cancel_reason)
-        return await self.connector._send_observed(message)
-
     async def _send_within_lease(self, message: Message, claim: Claim) -> ConnectorResult[SendResult]:
         """The provider call, cut off when the claim's lease ends (I2).
 
@@ -247,7 +226,7 @@ class SendPipeline:
         remaining = claim.deadline + self.request_timeout - time.monotonic()
         try:
             async with asyncio.timeout(remaining):
-                result = await connector._validated_send(message)
+                result = await connector.attempt(message)
         except TimeoutError:
             log.warning("send %s: still running when its lease ended; cut off, outcome unknown", message.id)
             result = ConnectorResult.failure(
@@ -261,29 +240,27 @@ class SendPipeline:
             await connector.plugins.message_sent(connector, message, result)
         return result
 
-    async def _reserve(self, message: Message, by_id: bool = False) -> float | None:
+    async def _reserve(self, message: Message) -> float | None:
         """Reserve the message's slot; the wait until it, or None when it would exceed ``max_wait``.
 
-        ``by_id``: book the slot under the message id, so another pass of the same message before
-        the slot starts gets that slot instead of a second one.
+        The slot is booked under the message id, so another pass of the same message before the
+        slot starts gets that slot instead of a second one.
         """
         assert self.limiter is not None
         connector = self.connector
         key = self.limiter_key or connector.rate_limit_key(message)
-        token = message.id if by_id else None
-        return await self.limiter.reserve(key, connector.send_cost(message), max_wait=self.max_wait, token=token)
+        cost = connector.send_cost(message)
+        return await self.limiter.reserve(key, cost, max_wait=self.max_wait, token=message.id)
 
     async def _cancelled(self, message: Message) -> SendAttempt:
         state = SendState.CANCELLED
-        if self.ledger is not None:
-            entry = await self.ledger.get(message.id)
-            if entry is not None:
-                state = entry.state
+        entry = await self.ledger.get(message.id)
+        if entry is not None:
+            state = entry.state
         return SendAttempt(message.id, not_attempted(self.cancel_reason), state)
 
     async def _unclaimable(self, entry: LedgerEntry) -> SendAttempt:
         """Someone else owns the message, or it needs no pass (final, in doubt, not due)."""
-        assert self.ledger is not None
         state = entry.state
         if state is SendState.SUBMITTING:
             if await self.ledger.mark_unknown(entry.message_id, entry.fence):
@@ -314,11 +291,11 @@ class SendPipeline:
     ) -> SendAttempt:
         """Passes until the message is settled: retries when due, reconciles when in doubt.
 
-        Without a ledger this is one pass. A cancellation ends it at the next pass.
+        A cancellation ends it at the next pass.
         """
         while True:
             attempt = await self.process(message, cancel=cancel, running=running)
-            if self.ledger is None or attempt.state.is_final or (cancel is not None and cancel.is_set()):
+            if attempt.state.is_final or (cancel is not None and cancel.is_set()):
                 return attempt
             if attempt.state is SendState.UNKNOWN:
                 reconciled = await self.reconcile(message)
@@ -335,7 +312,7 @@ class SendPipeline:
         several, or a connector that cannot tell → held.
         """
         ledger = self.ledger
-        if ledger is None or self.in_doubt == "hold":
+        if self.in_doubt == "hold":
             return None
         entry = await ledger.get(message.id)
         if entry is None or entry.state is not SendState.UNKNOWN:
@@ -362,7 +339,6 @@ class SendPipeline:
         return SendAttempt(message.id, not_attempted("the provider has no trace of it; resending"), SendState.PENDING)
 
     async def _entry_attempt(self, message_id: str) -> SendAttempt:
-        assert self.ledger is not None
         entry = await self.ledger.get(message_id)
         assert entry is not None
         return SendAttempt(message_id, _result_of(entry), entry.state)
@@ -380,7 +356,7 @@ class SendPipeline:
         changed = False
         if self.status_store is not None:
             changed = await self.status_store.apply(update, idempotency_key=idempotency_key)
-        if self.ledger is not None and update.remote_message_id:
+        if update.remote_message_id:
             changed = await self.ledger.resolve(update.message_id, provider_id=update.remote_message_id) or changed
         return changed
 

@@ -187,11 +187,9 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def validate_message(self, message: Message) -> list[ValidationIssue]:
-        """The schema's checks, plus Twilio's rules that depend on the settings or span parts."""
-        issues = super().validate_message(message)
-        if issues:
-            return issues
+    def _validate(self, message: Message) -> list[ValidationIssue]:
+        """Twilio's rules that depend on the settings or span parts (the schema's checks passed)."""
+        issues: list[ValidationIssue] = []
         settings = self.parameters or self.settings  # validation is allowed before initialize()
         if message.sender is None and not settings.get("MessagingServiceSid"):
             issues.append(ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED))
