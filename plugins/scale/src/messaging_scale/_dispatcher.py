@@ -83,7 +83,7 @@ class TaskiqDispatcher:
         """
         if options:
             raise TypeError(f"submit() got unknown options {sorted(options)}")
-        self.connector._require(Capability.BULK_MESSAGING)
+        self.connector.require(Capability.BULK_MESSAGING)
         campaign_id = campaign_id or new_message_id()
         await self.ledger.register_campaign(campaign_id, self.connector.name)
         batch: list[Message] = []
