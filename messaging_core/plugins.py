@@ -1,7 +1,8 @@
 """The plugin host: owns the pluggy ``PluginManager``; one typed method per hook.
 
 Nothing else in the framework touches ``pm.hook``. There is no global plugin manager: each
-``ChannelRegistry`` (and each test) builds its own host.
+``ChannelRegistry`` (and each test) builds its own host, and the registry, not the host, chooses
+the built-in plugins (``PluginHost()`` has none).
 """
 
 from __future__ import annotations
@@ -46,23 +47,14 @@ class PluginLoadError:
     error: str
 
 
-def _builtin_plugins() -> list[tuple[str, object]]:
-    from messaging_core.default_plugins import dispatchers, environment, memory
-
-    return [("environment", environment), ("memory", memory), ("dispatchers", dispatchers)]
-
-
 class PluginHost:
     """Loads plugins and calls their hooks, one typed method per hook."""
 
-    def __init__(self, plugins: Iterable[object] = (), *, builtins: bool = True) -> None:
+    def __init__(self, plugins: Iterable[object] = ()) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: list[PluginLoadError] = []
         self._implemented: dict[str, bool] = {}
-        if builtins:
-            for name, plugin in _builtin_plugins():
-                self.register(plugin, name=name)
         for plugin in plugins:
             self.register(plugin)
 

@@ -21,6 +21,7 @@ from messaging_core.campaigns.protocols import Dispatcher, StatusStore
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, config_json_schema, load_config
 from messaging_core.connector import ChannelConnector
+from messaging_core.default_plugins import dispatchers, environment, memory
 from messaging_core.emulation import EmulatorRegistration
 from messaging_core.errors import ConfigurationError, PluginError
 from messaging_core.plugins import PluginHost, PluginLoadError
@@ -29,6 +30,14 @@ from messaging_core.settings import ConnectionSettings
 from messaging_core.validation import IssueCodes, ValidationIssue
 
 __all__ = ["ChannelInfo", "ChannelRegistry"]
+
+
+_BUILTIN_PLUGINS: tuple[tuple[str, object], ...] = (
+    ("environment", environment),
+    ("memory", memory),
+    ("dispatchers", dispatchers),
+)
+"""The plugins every registry starts with (unless ``builtins=False``), by name, in order."""
 
 
 @frozen
@@ -57,10 +66,15 @@ class ChannelRegistry:
     def __init__(
         self, plugins: Iterable[object] = (), *, host: PluginHost | None = None, builtins: bool = True
     ) -> None:
-        self.host = host if host is not None else PluginHost(plugins, builtins=builtins)
-        if host is not None:
-            for plugin in plugins:
-                self.host.register(plugin)
+        """Register ``plugins`` on ``host``, or on a new host holding the built-in plugins (unless
+        ``builtins=False``: then no channel, not even ``memory``, and no environment lookup)."""
+        if host is None:
+            host = PluginHost()
+            for name, plugin in _BUILTIN_PLUGINS if builtins else ():
+                host.register(plugin, name=name)
+        self.host = host
+        for plugin in plugins:
+            host.register(plugin)
         self._channels: dict[str, ChannelInfo] | None = None
         self._dispatchers: tuple[dict[str, DispatcherRegistration], dict[str, StoreRegistration]] | None = None
 
@@ -72,9 +86,9 @@ class ChannelRegistry:
 
         ``blocked`` names entry points to skip (default: ``$MESSAGING_BLOCK_PLUGINS``, comma-separated).
         """
-        host = PluginHost(plugins, builtins=builtins)
-        host.load_entrypoints(blocked=blocked)
-        return cls(host=host)
+        registry = cls(plugins, builtins=builtins)
+        registry.host.load_entrypoints(blocked=blocked)
+        return registry
 
     @property
     def load_errors(self) -> list[PluginLoadError]:

@@ -14,7 +14,6 @@ from messaging_core import (
     ConnectionSettings,
     ConnectorErrorCodes,
     ConnectorState,
-    PluginHost,
 )
 from messaging_core.settings import interpolate_env
 
@@ -199,7 +198,7 @@ async def test_a_reference_to_a_missing_variable_fails_initialize(
     acme: types.SimpleNamespace, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     connector = acme.connector_class(
-        acme.schema, {"AccountId": "AC0123abcd", "AuthToken": "${ACME_UNSET_TOKEN}"}, plugins=PluginHost()
+        acme.schema, {"AccountId": "AC0123abcd", "AuthToken": "${ACME_UNSET_TOKEN}"}, plugins=ChannelRegistry().host
     )
     with caplog.at_level(logging.DEBUG):
         result = await connector.initialize()
