@@ -1,8 +1,41 @@
 """The plugin host: owns the pluggy ``PluginManager``; one typed method per hook.
 
-Nothing else in the framework touches ``pm.hook``. There is no global plugin manager: each
+Nothing else in the framework touches the plugin manager. There is no global one: each
 ``ChannelRegistry`` (and each test) builds its own host, and the registry, not the host, chooses
 the built-in plugins (``PluginHost()`` has none).
+
+How hooks are called, and why not through ``pm.hook.<name>(...)``
+-------------------------------------------------------------------
+
+The host calls each implementation itself, in pluggy's order, instead of handing the call to
+pluggy's caller. pluggy's caller runs every implementation in one go: the first exception stops
+the others and arrives without the name of the plugin that raised it, and ``async def``
+implementations come back as bare coroutines in a list that drops the ``None`` results, so they can
+no longer be matched to a plugin either. The host's promises need both:
+
+- observer hooks isolate failures: an observer that raises (at call or when awaited) is logged with
+  its plugin's name and the next observer still runs; ``notify_strict`` lets the first failure
+  propagate instead (the webhook host answers 500 so the provider retries), and the exception
+  carries a note naming the plugin;
+- ``async def`` observers are awaited one after the other, in order, before the method returns;
+- contribution hooks are synchronous: an awaitable returned by one is closed and refused with a
+  ``PluginError`` naming the plugin, as is any failure of a ``register_*`` hook;
+- each registration is attributed to the plugin that made it (a channel registered twice names
+  both plugins).
+
+What pluggy promises is kept: specs and argument checks at registration (``PluginError`` naming
+the plugin), arguments passed by name, ``firstresult``, and the call order of
+``HookCaller.get_hookimpls()`` reversed: ``tryfirst`` first, ``trylast`` last, otherwise the last
+registered first. Two things pluggy would otherwise let slip are refused at registration with a
+``PluginError`` naming the plugin and the hook, so no plugin is accepted whose hooks would never
+run:
+
+- **hook wrappers** (``wrapper=True``, ``hookwrapper=True``). Their protocol belongs to pluggy's
+  caller, which the host does not use; and a wrapper is a generator, so it could not surround the
+  ``async def`` observers anyway (those finish after pluggy's call has returned).
+- **unknown hooks** (``mesage_sent``): ``PluginManager.check_pending()`` runs at every
+  registration, so after the built-ins and each entry point too. An entry point refused this way is
+  recorded in ``load_errors`` like any plugin that fails to load.
 """
 
 from __future__ import annotations
@@ -10,7 +43,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -51,33 +84,42 @@ class PluginHost:
     """Loads plugins and calls their hooks, one typed method per hook."""
 
     def __init__(self, plugins: Iterable[object] = ()) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
         self.load_errors: list[PluginLoadError] = []
         self._implemented: dict[str, bool] = {}
         for plugin in plugins:
             self.register(plugin)
 
     def register(self, plugin: object, *, name: str | None = None) -> None:
-        """Register a plugin object (a module or an instance with hookimpls); takes effect at once."""
+        """Register a plugin object (a module or an instance with hookimpls); takes effect at once.
+
+        Raises ``PluginError`` naming the plugin when an implementation does not match its hook's
+        arguments, names no hook (a misspelling), or is a hook wrapper.
+        """
+        label = repr(name or plugin)
         try:
-            self.pm.register(plugin, name=name)
+            self._pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as err:
-            raise PluginError(f"plugin {name or plugin!r} is invalid: {err}") from err
+            raise PluginError(f"plugin {label} is invalid: {err}") from err
         finally:
             self._implemented.clear()
+        problem = self._refusal(plugin)
+        if problem is not None:
+            self.unregister(plugin)
+            raise PluginError(f"plugin {label} {problem}")
 
     def unregister(self, plugin: object) -> None:
         """Remove a registered plugin object."""
-        self.pm.unregister(plugin)
+        self._pm.unregister(plugin)
         self._implemented.clear()
 
     def load_entrypoints(self, *, blocked: Iterable[str] | None = None) -> None:
         """Load every plugin of the ``messaging_core`` entry-point group.
 
-        A plugin that fails to import is recorded in ``load_errors`` by name and logged; the
-        others still load. ``blocked`` (default: the ``MESSAGING_BLOCK_PLUGINS`` variable) names
-        entry points to skip.
+        A plugin that fails to import or is refused at registration is recorded in
+        ``load_errors`` by name and logged; the others still load. ``blocked`` (default: the
+        ``MESSAGING_BLOCK_PLUGINS`` variable) names entry points to skip.
         """
         if blocked is None:
             blocked = [n.strip() for n in os.environ.get(BLOCK_PLUGINS_ENV, "").split(",") if n.strip()]
@@ -86,7 +128,7 @@ class PluginHost:
             if entry_point.name in skip:
                 log.info("plugin %s blocked by %s", entry_point.name, BLOCK_PLUGINS_ENV)
                 continue
-            if self.pm.has_plugin(entry_point.name) or self.pm.is_blocked(entry_point.name):
+            if self._pm.has_plugin(entry_point.name) or self._pm.is_blocked(entry_point.name):
                 continue
             try:
                 plugin = entry_point.load()
@@ -99,70 +141,43 @@ class PluginHost:
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, in registration order."""
-        return [name for name, _ in self.pm.list_name_plugin()]
+        return [name for name, _ in self._pm.list_name_plugin()]
 
     def name_of(self, plugin: object) -> str:
-        return self.pm.get_name(plugin) or repr(plugin)
+        return self._pm.get_name(plugin) or repr(plugin)
 
     # -- contribution hooks ------------------------------------------------------------------------
 
     def register_connectors(self) -> list[tuple[str, type[ChannelConnector]]]:
         """Every connector class registered, with the name of the plugin that registered it."""
-        found: list[tuple[str, type[ChannelConnector]]] = []
-        for impl in reversed(self.pm.hook.register_connectors.get_hookimpls()):
-            name = impl.plugin_name
-
-            def register(cls: type[ChannelConnector], _plugin: str = name) -> None:
-                found.append((_plugin, cls))
-
-            try:
-                self._call_sync(impl, {"register": register})
-            except PluginError:
-                raise
-            except Exception as err:
-                raise PluginError(f"plugin {name!r} failed in register_connectors: {err}") from err
-        return found
+        return self._registrations("register_connectors")
 
     def register_dispatchers(self) -> list[tuple[str, DispatcherRegistration | StoreRegistration]]:
         """Every dispatcher kind and store scheme registered, with the name of the plugin that registered it."""
-        found: list[tuple[str, DispatcherRegistration | StoreRegistration]] = []
-        for impl in reversed(self.pm.hook.register_dispatchers.get_hookimpls()):
-            name = impl.plugin_name
-
-            def register(registration: DispatcherRegistration | StoreRegistration, _plugin: str = name) -> None:
-                found.append((_plugin, registration))
-
-            try:
-                self._call_sync(impl, {"register": register})
-            except PluginError:
-                raise
-            except Exception as err:
-                raise PluginError(f"plugin {name!r} failed in register_dispatchers: {err}") from err
-        return found
+        return self._registrations("register_dispatchers")
 
     def register_commands(self, cli: click.Group) -> None:
-        self._call_all_sync("register_commands", {"cli": cli})
+        for impl in self._implementations("register_commands"):
+            self._contribute(impl, "register_commands", {"cli": cli})
 
     def register_emulators(self) -> list[EmulatorRegistration]:
-        found: list[EmulatorRegistration] = []
-        self._call_all_sync("register_emulators", {"register": found.append})
-        return found
+        return [registration for _, registration in self._registrations("register_emulators")]
 
     def resolve_parameter(self, schema: ChannelSchema, parameter: str, value: Any) -> Any:
         """The first non-None answer of the ``resolve_parameter`` hook."""
-        result = self.pm.hook.resolve_parameter(schema=schema, parameter=parameter, value=value)
-        if inspect.isawaitable(result):
-            _close(result)
-            raise PluginError(f"resolve_parameter must not be async (parameter {parameter!r})")
-        return result
+        kwargs = {"schema": schema, "parameter": parameter, "value": value}
+        for impl in self._implementations("resolve_parameter"):
+            result = self._call_sync(impl, "resolve_parameter", kwargs)
+            if result is not None:
+                return result
+        return None
 
     def validate_message(self, connector: ChannelConnector, message: Message) -> list[ValidationIssue]:
+        """Every issue found by every ``validate_message`` implementation."""
         issues: list[ValidationIssue] = []
-        for found in self.pm.hook.validate_message(connector=connector, message=message):
-            if inspect.isawaitable(found):
-                _close(found)
-                raise PluginError("validate_message must not be async")
-            issues.extend(found or ())
+        kwargs = {"connector": connector, "message": message}
+        for impl in self._implementations("validate_message"):
+            issues.extend(self._call_sync(impl, "validate_message", kwargs) or ())
         return issues
 
     # -- observer hooks ----------------------------------------------------------------------------
@@ -174,7 +189,7 @@ class PluginHost:
         """
         found = self._implemented.get(hook_name)
         if found is None:
-            found = self._implemented[hook_name] = bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+            found = self._implemented[hook_name] = bool(getattr(self._pm.hook, hook_name).get_hookimpls())
         return found
 
     async def connector_state_changed(
@@ -198,39 +213,76 @@ class PluginHost:
     async def notify_strict(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         """Call an observer hook and let the first failure propagate (the webhook host answers 500
         then, so the provider retries)."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            if inspect.isawaitable(result):
-                await result
+        await self._notify(hook_name, kwargs, strict=True)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    async def _notify(self, hook_name: str, kwargs: dict[str, Any]) -> None:
-        """Call every implementation; await async ones; log and swallow failures."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+    def _refusal(self, plugin: object) -> str | None:
+        """Why a just-registered plugin cannot be kept (an unknown hook, a wrapper), or None."""
+        callers = self._pm.get_hookcallers(plugin) or []
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError:
+            unknown = sorted(caller.name for caller in callers if not caller.has_spec())
+            return f"implements unknown hook {', '.join(map(repr, unknown))}: no such hookspec (a misspelling?)"
+        wrappers = sorted(
+            caller.name
+            for caller in callers
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+        )
+        if wrappers:
+            return (
+                f"wraps hook {', '.join(map(repr, wrappers))}: hook wrappers (wrapper=True, hookwrapper=True) "
+                "are not supported, the host calls each implementation itself; implement the hook plainly"
+            )
+        return None
+
+    def _implementations(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """A hook's implementations in pluggy's call order: tryfirst first, trylast last, else newest first."""
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
+        return caller.get_hookimpls()[::-1]
+
+    def _registrations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """Call a ``register_*`` hook: everything registered, with the name of the plugin that did."""
+        found: list[tuple[str, Any]] = []
+        for impl in self._implementations(hook_name):
+
+            def register(registration: Any, _plugin: str = impl.plugin_name) -> None:
+                found.append((_plugin, registration))
+
+            self._contribute(impl, hook_name, {"register": register})
+        return found
+
+    def _contribute(self, impl: pluggy.HookImpl, hook_name: str, kwargs: Mapping[str, Any]) -> None:
+        """Call a ``register_*`` implementation; any failure is a ``PluginError`` naming the plugin."""
+        try:
+            self._call_sync(impl, hook_name, kwargs)
+        except PluginError:
+            raise
+        except Exception as err:
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {err}") from err
+
+    def _call_sync(self, impl: pluggy.HookImpl, hook_name: str, kwargs: Mapping[str, Any]) -> Any:
+        """Call a synchronous hook's implementation; an awaitable is closed and refused."""
+        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        if inspect.isawaitable(result):
+            _close(result)
+            raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must not be async")
+        return result
+
+    async def _notify(self, hook_name: str, kwargs: Mapping[str, Any], *, strict: bool = False) -> None:
+        """Call every observer in order and await async ones; log and go on when one fails, unless ``strict``."""
+        for impl in self._implementations(hook_name):
             try:
                 result = impl.function(*[kwargs[arg] for arg in impl.argnames])
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
-                log.exception("observer %s.%s failed (ignored)", impl.plugin_name, hook_name)
-
-    def _call_all_sync(self, hook_name: str, kwargs: dict[str, Any]) -> None:
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                self._call_sync(impl, kwargs)
-            except PluginError:
-                raise
             except Exception as err:
-                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {err}") from err
-
-    @staticmethod
-    def _call_sync(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
-        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        if inspect.isawaitable(result):
-            _close(result)
-            raise PluginError(f"plugin {impl.plugin_name!r}: {impl.function.__name__} must not be async")
-        return result
+                if strict:
+                    err.add_note(f"raised by the {hook_name} hook of plugin {impl.plugin_name!r}")
+                    raise
+                log.exception("observer %s.%s failed (ignored)", impl.plugin_name, hook_name)
 
 
 def _close(awaitable: Any) -> None:

@@ -150,10 +150,13 @@ async def test_strict_notifications_let_observer_errors_propagate() -> None:
         def message_status_changed(self, connector: ChannelConnector, update: StatusUpdate) -> None:
             raise OSError("database down")
 
-    connector = _memory(ChannelRegistry(plugins=[Failing()]))
+    registry = ChannelRegistry()
+    registry.host.register(Failing(), name="failing")
+    connector = _memory(registry)
     async with connector:
-        with pytest.raises(OSError, match="database down"):
+        with pytest.raises(OSError, match="database down") as raised:
             await connector.notify_received(_message())
+        assert raised.value.__notes__ == ["raised by the message_received hook of plugin 'failing'"]
         with pytest.raises(OSError, match="database down"):
             await connector.notify_status_changed(StatusUpdate("m", "sent"))  # type: ignore[arg-type]
         # The lenient path used by receive_messages() swallows it.
@@ -303,13 +306,18 @@ def test_builtins_can_be_left_out() -> None:
 
 @pytest.fixture
 def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A distribution with three entry points in ``messaging_core``: one good, one broken, one blocked.
+    """A distribution with four entry points in ``messaging_core``: good, broken on import, blocked, misspelled.
 
     Written to ``tmp_path`` as ``<name>.dist-info`` plus modules, and found by importlib.metadata
     through ``sys.path`` like any installed package.
     """
     suffix = uuid.uuid4().hex[:8]
-    names = {"good": f"acme_good_{suffix}", "broken": f"acme_broken_{suffix}", "other": f"acme_other_{suffix}"}
+    names = {
+        "good": f"acme_good_{suffix}",
+        "broken": f"acme_broken_{suffix}",
+        "other": f"acme_other_{suffix}",
+        "typo": f"acme_typo_{suffix}",
+    }
     (tmp_path / f"{names['good']}.py").write_text(
         textwrap.dedent(
             """
@@ -326,6 +334,9 @@ def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     )
     (tmp_path / f"{names['broken']}.py").write_text("raise RuntimeError('acme plugin is broken on import')\n")
     (tmp_path / f"{names['other']}.py").write_text("from messaging_core import hookimpl\n")
+    (tmp_path / f"{names['typo']}.py").write_text(
+        "from messaging_core import hookimpl\n\n@hookimpl\ndef mesage_sent(message):\n    pass\n"
+    )
     dist_info = tmp_path / f"acme_plugins_{suffix}-1.0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: acme-plugins-{suffix}\nVersion: 1.0\n")
@@ -352,6 +363,21 @@ def test_discover_loads_entry_points_and_reports_broken_ones_by_name(
     assert errors[installed_plugins["broken"]] == "RuntimeError: acme plugin is broken on import"
     assert any(installed_plugins["broken"] in r.getMessage() for r in caplog.records)
     assert "memory" in [c.name for c in registry.channels()]  # the others still work
+
+
+def test_a_misspelled_hook_in_an_entry_point_is_a_load_error_naming_plugin_and_hook(
+    installed_plugins: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="messaging_core.plugins"):
+        registry = ChannelRegistry.discover()
+    typo = installed_plugins["typo"]
+    assert typo not in registry.host.plugin_names()
+    errors = {e.name: e.error for e in registry.load_errors}
+    assert errors[typo] == (
+        f"PluginError: plugin {typo!r} implements unknown hook 'mesage_sent': no such hookspec (a misspelling?)"
+    )
+    assert any(typo in r.getMessage() and "mesage_sent" in r.getMessage() for r in caplog.records)
+    assert installed_plugins["good"] in registry.host.plugin_names()  # the others still load
 
 
 def test_block_plugins_variable(installed_plugins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

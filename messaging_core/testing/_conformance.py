@@ -285,7 +285,7 @@ class ConnectorConformance:
             await connector.shutdown()
             assert _state(connector) is ConnectorState.SHUTDOWN
         finally:
-            connector.plugins.pm.unregister(recorder)
+            connector.plugins.unregister(recorder)
         assert recorder.transitions(connector) == [
             (ConnectorState.UNINITIALIZED, ConnectorState.INITIALIZING),
             (ConnectorState.INITIALIZING, ConnectorState.READY),
