@@ -36,6 +36,10 @@ run:
 - **unknown hooks** (``mesage_sent``): ``PluginManager.check_pending()`` runs at every
   registration, so after the built-ins and each entry point too. An entry point refused this way is
   recorded in ``load_errors`` like any plugin that fails to load.
+
+Set ``MESSAGING_TRACE_HOOKS=1`` to log every hook call, which implementations it reaches and what
+each returned (logger ``messaging_core.plugins``, level INFO). pluggy's own tracing
+(``pm.enable_tracing()``) would stay silent: it only sees calls made through ``pm.hook``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -64,12 +69,15 @@ if TYPE_CHECKING:
     from messaging_core.schema import ChannelSchema
     from messaging_core.validation import ValidationIssue
 
-__all__ = ["BLOCK_PLUGINS_ENV", "PluginHost", "PluginLoadError"]
+__all__ = ["BLOCK_PLUGINS_ENV", "TRACE_HOOKS_ENV", "PluginHost", "PluginLoadError"]
 
 log = logging.getLogger(__name__)
 
 BLOCK_PLUGINS_ENV = "MESSAGING_BLOCK_PLUGINS"
 """Comma-separated entry-point names that ``discover()`` must not load."""
+
+TRACE_HOOKS_ENV = "MESSAGING_TRACE_HOOKS"
+"""Set to ``1`` (when the host is built) to log every hook call and its results."""
 
 
 @attrs.frozen
@@ -86,6 +94,7 @@ class PluginHost:
     def __init__(self, plugins: Iterable[object] = ()) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
+        self._trace = os.environ.get(TRACE_HOOKS_ENV, "").strip() not in ("", "0")
         self.load_errors: list[PluginLoadError] = []
         self._implemented: dict[str, bool] = {}
         for plugin in plugins:
@@ -241,7 +250,10 @@ class PluginHost:
     def _implementations(self, hook_name: str) -> list[pluggy.HookImpl]:
         """A hook's implementations in pluggy's call order: tryfirst first, trylast last, else newest first."""
         caller: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
-        return caller.get_hookimpls()[::-1]
+        found = caller.get_hookimpls()[::-1]
+        if self._trace:
+            log.info("hook %s: calling %s", hook_name, ", ".join(i.plugin_name for i in found) or "nothing")
+        return found
 
     def _registrations(self, hook_name: str) -> list[tuple[str, Any]]:
         """Call a ``register_*`` hook: everything registered, with the name of the plugin that did."""
@@ -269,6 +281,8 @@ class PluginHost:
         if inspect.isawaitable(result):
             _close(result)
             raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must not be async")
+        if self._trace:
+            self._trace_result(impl, hook_name, result)
         return result
 
     async def _notify(self, hook_name: str, kwargs: Mapping[str, Any], *, strict: bool = False) -> None:
@@ -277,12 +291,21 @@ class PluginHost:
             try:
                 result = impl.function(*[kwargs[arg] for arg in impl.argnames])
                 if inspect.isawaitable(result):
-                    await result
+                    result = await result
             except Exception as err:
                 if strict:
                     err.add_note(f"raised by the {hook_name} hook of plugin {impl.plugin_name!r}")
                     raise
                 log.exception("observer %s.%s failed (ignored)", impl.plugin_name, hook_name)
+            else:
+                if self._trace:
+                    self._trace_result(impl, hook_name, result)
+
+    @staticmethod
+    def _trace_result(impl: pluggy.HookImpl, hook_name: str, result: Any) -> None:
+        # A resolved parameter may be a secret: the trace tells which plugin answered, not what.
+        shown = "<a value>" if hook_name == "resolve_parameter" and result is not None else reprlib.repr(result)
+        log.info("hook %s: %s returned %s", hook_name, impl.plugin_name, shown)
 
 
 def _close(awaitable: Any) -> None:

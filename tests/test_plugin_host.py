@@ -1,4 +1,4 @@
-"""The host keeps pluggy's promises: call order, no wrapper or misspelled hook accepted in silence.
+"""The host keeps pluggy's promises: call order, no wrapper or misspelled hook accepted in silence, tracing.
 
 Every hook is called here through its typed ``PluginHost`` method; the table below must name them all.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import logging
 import re
 import types
 from collections.abc import Callable
@@ -162,6 +163,52 @@ def test_an_optional_hook_for_a_later_version_is_accepted() -> None:
     host = PluginHost()
     host.register(Ahead(), name="ahead")
     assert host.plugin_names() == ["ahead"]
+
+
+# -- tracing -----------------------------------------------------------------------------------------
+
+
+class Resolver:
+    @hookimpl
+    def resolve_parameter(self, parameter: str) -> str | None:
+        return "s3cret-token" if parameter == "Mailbox" else None
+
+    @hookimpl
+    async def message_sent(self, message: Any) -> str:
+        return f"seen {message.id}"
+
+
+async def test_the_trace_variable_logs_every_call_and_result_but_no_parameter_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MESSAGING_TRACE_HOOKS", "1")
+    host = PluginHost()
+    host.register(Resolver(), name="vault")
+    with caplog.at_level(logging.INFO, logger="messaging_core.plugins"):
+        assert host.resolve_parameter(_SCHEMA, "Mailbox", None) == "s3cret-token"
+        await _call(host, "message_sent")
+        await _call(host, "message_received")
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "hook resolve_parameter: calling vault",
+        "hook resolve_parameter: vault returned <a value>",
+        "hook message_sent: calling vault",
+        "hook message_sent: vault returned 'seen m-1'",  # the awaited result
+        "hook message_received: calling nothing",
+    ]
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+async def test_tracing_is_off_unless_asked(
+    value: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MESSAGING_TRACE_HOOKS", value)
+    host = PluginHost([Resolver()])
+    with caplog.at_level(logging.DEBUG, logger="messaging_core.plugins"):
+        assert host.resolve_parameter(_SCHEMA, "Mailbox", None) == "s3cret-token"
+        await _call(host, "message_sent")
+    assert caplog.records == []
 
 
 # -- layering ----------------------------------------------------------------------------------------
