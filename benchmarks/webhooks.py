@@ -58,14 +58,12 @@ async def receive_cost(n: int = 20_000, rounds: int = 5) -> dict[str, float]:
         for _ in range(rounds):
             started = time.perf_counter()
             for source in sources:
-                result = await sms.receive_messages(source, notify=False)
+                result = await sms.receive_messages(source)
                 assert result.is_success, result.error
             receive_only.append((time.perf_counter() - started) / n * 1e6)
             started = time.perf_counter()
             for body, headers in prepared:
-                result = await sms.receive_messages(
-                    WebhookRequest.from_form(body, url=PUBLIC_URL, headers=headers), notify=False
-                )
+                result = await sms.receive_messages(WebhookRequest.from_form(body, url=PUBLIC_URL, headers=headers))
                 assert result.is_success
             with_parse.append((time.perf_counter() - started) / n * 1e6)
     finally:

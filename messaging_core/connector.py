@@ -49,6 +49,7 @@ from messaging_core.results import (
     ConnectorErrorCodes,
     ConnectorHealth,
     ConnectorResult,
+    FailureOutcome,
     ReceiveResult,
     SendResult,
     StatusUpdate,
@@ -367,6 +368,7 @@ class ChannelConnector(abc.ABC):
             return ConnectorResult.failure(
                 ConnectorErrorCodes.SEND_MESSAGE_ERROR,
                 f"unexpected {type(err).__name__} while sending; the message may or may not have been sent",
+                outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
             )
         finally:
             self._in_flight -= 1
@@ -567,45 +569,32 @@ class ChannelConnector(abc.ABC):
         except Exception as err:
             return self._unexpected(err, ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query")
 
-    async def receive_messages(self, source: WebhookRequest, *, notify: bool = True) -> ConnectorResult[ReceiveResult]:
-        """Parse (and authenticate) an inbound-message webhook; fires ``message_received`` per message.
+    async def receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
+        """Verify and parse an inbound-message webhook; no hook fires.
 
-        ``notify=False`` parses only (the webhook host deduplicates, then calls ``notify_received``).
+        Pure with respect to hooks: recording and dispatching (``message_received``) are the
+        webhook service's (``messaging_core.webhooks.WebhookService``), so that a refused,
+        duplicate or failed webhook never reaches an observer. A connector that checks signatures
+        answers a refusal (``INVALID_SIGNATURE``, ``UNEXPECTED_ACCOUNT``) whenever it cannot prove
+        the request is the provider's.
         """
         self.require(Capability.RECEIVE_MESSAGES)
         if not isinstance(source, WebhookRequest):
             raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
-            result = await self._receive_messages(source)
+            return await self._receive_messages(source)
         except Exception as err:  # CancelledError is a BaseException: it propagates
-            result = self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "receive")
-        if notify and result.value is not None:
-            for message in result.value.messages:
-                await self.plugins.message_received(self, message)
-        return result
+            return self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "receive")
 
-    async def receive_message_status(
-        self, source: WebhookRequest, *, notify: bool = True
-    ) -> ConnectorResult[StatusUpdate]:
-        """Parse (and authenticate) a status callback; fires ``message_status_changed``."""
+    async def receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
+        """Verify and parse a status callback; no hook fires (see ``receive_messages``)."""
         self.require(Capability.HANDLE_MESSAGE_STATE)
         if not isinstance(source, WebhookRequest):
             raise TypeError(f"expected a WebhookRequest, not {type(source).__name__}")
         try:
-            result = await self._receive_message_status(source)
+            return await self._receive_message_status(source)
         except Exception as err:
-            result = self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "status callback")
-        if notify and result.value is not None:
-            await self.plugins.message_status_changed(self, result.value)
-        return result
-
-    async def notify_received(self, message: Message) -> None:
-        """Fire ``message_received``; an observer's exception propagates (webhook host: 500, provider retries)."""
-        await self.plugins.notify_strict("message_received", {"connector": self, "message": message})
-
-    async def notify_status_changed(self, update: StatusUpdate) -> None:
-        """Fire ``message_status_changed``; an observer's exception propagates."""
-        await self.plugins.notify_strict("message_status_changed", {"connector": self, "update": update})
+            return self._unexpected(err, ConnectorErrorCodes.RECEIVE_ERROR, "status callback")
 
     async def test_connection(self) -> ConnectorResult[bool]:
         """Check that the provider answers with these credentials."""

@@ -87,11 +87,11 @@ configure_tagged_union(
 def _structure_result(value: Any, cls: Any) -> ConnectorResult[Any]:
     (inner,) = getattr(cls, "__args__", (Any,))
     error = value.get("error")
-    from messaging_core.results import ConnectorError
+    from messaging_core.results import Failure
 
     return ConnectorResult(
         None if value.get("value") is None else converter.structure(value["value"], inner),
-        None if error is None else converter.structure(error, ConnectorError),
+        None if error is None else converter.structure(error, Failure),
     )
 
 

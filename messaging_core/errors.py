@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from messaging_core.results import ConnectorError
+    from messaging_core.results import Failure
     from messaging_core.validation import ValidationIssue
 
 __all__ = [
@@ -86,7 +86,7 @@ class ConnectorOperationError(MessagingError):
     ``error`` carries the stable code, message, validation issues and provider details.
     """
 
-    def __init__(self, error: ConnectorError) -> None:
+    def __init__(self, error: Failure) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
 

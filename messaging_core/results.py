@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from attrs import field, frozen
+from attrs import Factory, evolve, field, frozen
 
 from messaging_core.errors import (
     AuthenticationError,
@@ -27,10 +27,11 @@ from messaging_core.validation import ValidationIssue
 
 __all__ = [
     "BatchSendResult",
-    "ConnectorError",
     "ConnectorErrorCodes",
     "ConnectorHealth",
     "ConnectorResult",
+    "Failure",
+    "FailureOutcome",
     "MessageStatus",
     "ReceiveResult",
     "SendResult",
@@ -103,9 +104,31 @@ def _mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value or {})
 
 
+class FailureOutcome(enum.StrEnum):
+    """What a failed send means for the message: may it have been sent, may it be sent again."""
+
+    NOT_SENT = "not_sent"
+    """The provider did not create it (never reached, refused before creating, not attempted):
+    sending it again cannot make a duplicate."""
+    MAY_HAVE_BEEN_SENT = "may_have_been_sent"
+    """The request may have reached the provider and created it (a timeout after the request
+    left, a 5xx, a 2xx that cannot be read, an unexpected error in the connector): reconcile,
+    never resend blindly."""
+    REJECTED = "rejected"
+    """Refused for good (invalid input, a permanent provider error): as it is, it fails again."""
+
+
+def _default_outcome(failure: Failure) -> FailureOutcome:
+    return FailureOutcome.NOT_SENT if failure.retryable else FailureOutcome.REJECTED
+
+
 @frozen
-class ConnectorError:
-    """Why an operation failed."""
+class Failure:
+    """Why an operation failed: a stable code, a message for people, and what it means for a send.
+
+    Not an exception: operations answer with a ``ConnectorResult`` whose ``error`` is a
+    ``Failure``; ``ConnectorResult.unwrap()`` raises the matching exception.
+    """
 
     code: str
     message: str
@@ -113,7 +136,18 @@ class ConnectorError:
     retryable: bool = False
     """Sending the same request again later may succeed, and cannot duplicate a message."""
     details: Mapping[str, Any] = field(factory=dict, converter=_mapping)
-    """Provider details (e.g. ``{"twilio_code": 21211, "http_status": 400, "more_info": ...}``)."""
+    """Provider data only (e.g. ``{"twilio_code": 21211, "http_status": 400, "more_info": ...}``)."""
+    outcome: FailureOutcome = field(default=Factory(_default_outcome, takes_self=True))
+    """For a send: whether the message may have been created. By default ``NOT_SENT`` when
+    ``retryable``, else ``REJECTED``; a connector that cannot tell says ``MAY_HAVE_BEEN_SENT``."""
+    throttled: bool = False
+    """The provider says the sender is over its pace (Twilio's 21611): slow that sender down."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT and self.retryable:
+            raise ValueError(
+                "a failure that may have sent the message cannot be retryable (a retry could duplicate it)"
+            )
 
     def exception(self) -> ConnectorOperationError:
         """The exception that stands for this error."""
@@ -125,7 +159,7 @@ class ConnectorResult(Generic[T]):
     """The value of a successful operation, or the error of a failed one."""
 
     value: T | None = None
-    error: ConnectorError | None = None
+    error: Failure | None = None
 
     @classmethod
     def success(cls, value: T) -> ConnectorResult[T]:
@@ -140,11 +174,17 @@ class ConnectorResult(Generic[T]):
         issues: Iterable[ValidationIssue] = (),
         retryable: bool = False,
         details: Mapping[str, Any] | None = None,
+        outcome: FailureOutcome | None = None,
+        throttled: bool = False,
     ) -> ConnectorResult[T]:
-        return cls(None, ConnectorError(code, message, tuple(issues), retryable, dict(details or {})))
+        """A failed result; ``outcome`` defaults as ``Failure.outcome`` does."""
+        failure = Failure(code, message, tuple(issues), retryable, dict(details or {}), throttled=throttled)
+        if outcome is not None:
+            failure = evolve(failure, outcome=outcome)
+        return cls(None, failure)
 
     @classmethod
-    def from_error(cls, error: ConnectorError) -> ConnectorResult[T]:
+    def from_error(cls, error: Failure) -> ConnectorResult[T]:
         return cls(None, error)
 
     @property
@@ -182,7 +222,7 @@ class MessageStatus(enum.StrEnum):
     SENT = "sent"
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
-    CANCELED = "canceled"
+    CANCELLED = "cancelled"
     RECEIVED = "received"
     READ = "read"
     DELETED = "deleted"
@@ -197,7 +237,7 @@ class MessageStatus(enum.StrEnum):
 
     @property
     def is_failure(self) -> bool:
-        return self in (MessageStatus.ROUTE_FAILED, MessageStatus.DELIVERY_FAILED, MessageStatus.CANCELED)
+        return self in (MessageStatus.ROUTE_FAILED, MessageStatus.DELIVERY_FAILED, MessageStatus.CANCELLED)
 
     def can_become(self, new: MessageStatus) -> bool:
         """Whether moving from this status to ``new`` is forward progress."""
@@ -225,7 +265,7 @@ _RANK = {
     MessageStatus.QUEUED: 2,
     MessageStatus.ROUTED: 3,
     MessageStatus.ROUTE_FAILED: 4,
-    MessageStatus.CANCELED: 4,
+    MessageStatus.CANCELLED: 4,
     MessageStatus.SENT: 4,
     MessageStatus.DELIVERED: 5,
     MessageStatus.DELIVERY_FAILED: 5,
@@ -238,7 +278,7 @@ _FINAL = frozenset(
         MessageStatus.ROUTE_FAILED,
         MessageStatus.DELIVERED,
         MessageStatus.DELIVERY_FAILED,
-        MessageStatus.CANCELED,
+        MessageStatus.CANCELLED,
         MessageStatus.RECEIVED,
         MessageStatus.READ,
         MessageStatus.DELETED,

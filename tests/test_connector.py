@@ -20,6 +20,7 @@ from messaging_core import (
     ConnectorState,
     ConnectorStateError,
     Endpoint,
+    FailureOutcome,
     Message,
     MessageBatch,
     PluginHost,
@@ -246,6 +247,8 @@ async def test_an_unexpected_exception_in_a_send_becomes_a_result(
         result = await probe.send_message(_message(1))
     assert result.error_code == ConnectorErrorCodes.SEND_MESSAGE_ERROR
     assert result.error_message == "unexpected RuntimeError while sending; the message may or may not have been sent"
+    assert result.error is not None
+    assert (result.error.outcome, result.error.retryable) == (FailureOutcome.MAY_HAVE_BEEN_SENT, False)
     assert any("unexpected error while sending m1" in r.getMessage() for r in caplog.records)
 
 

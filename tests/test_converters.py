@@ -15,11 +15,11 @@ from messaging_core import (
     BatchSendResult,
     BinaryContent,
     Capability,
-    ConnectorError,
     ConnectorHealth,
     ConnectorResult,
     Endpoint,
     EndpointType,
+    Failure,
     HtmlContent,
     JsonContent,
     MediaContent,
@@ -70,7 +70,7 @@ simple_contents = st.one_of(
 contents = simple_contents | st.builds(MultipartContent, st.lists(simple_contents, min_size=1, max_size=3))
 messages = st.builds(Message, names, st.none() | endpoints, st.none() | endpoints, contents, json_objects)
 issues = st.builds(ValidationIssue, text.map(lambda t: f"$.{t}"), text, st.sampled_from(["REQUIRED", "INVALID_TYPE"]))
-errors = st.builds(ConnectorError, names, text, st.lists(issues, max_size=3), st.booleans(), json_objects)
+errors = st.builds(Failure, names, text, st.lists(issues, max_size=3), st.booleans(), json_objects)
 send_results = st.builds(SendResult, names, st.none() | names, st.sampled_from(MessageStatus), instants, json_objects)
 send_outcomes = st.builds(ConnectorResult.success, send_results) | st.builds(ConnectorResult.from_error, errors)
 updates = st.builds(

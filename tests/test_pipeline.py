@@ -22,6 +22,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorResult,
     Endpoint,
+    FailureOutcome,
     Message,
     MessageStatus,
     SendResult,
@@ -106,7 +107,9 @@ class RecordingConnector(MemoryConnector):
 
 
 def _in_doubt() -> ConnectorResult[SendResult]:
-    return ConnectorResult.failure(ConnectorErrorCodes.OUTCOME_UNKNOWN, "no answer", details={"outcome_unknown": True})
+    return ConnectorResult.failure(
+        ConnectorErrorCodes.OUTCOME_UNKNOWN, "no answer", outcome=FailureOutcome.MAY_HAVE_BEEN_SENT
+    )
 
 
 @pytest.fixture
@@ -147,7 +150,14 @@ async def _state(ledger: SendLedger, message_id: str) -> SendState:
         (ConnectorResult.failure(ConnectorErrorCodes.RATE_LIMITED, "429", retryable=True), SendState.PENDING),
         (ConnectorResult.failure(ConnectorErrorCodes.NOT_ATTEMPTED, "stopped", retryable=True), SendState.PENDING),
         (_in_doubt(), SendState.UNKNOWN),
-        (ConnectorResult.failure(ConnectorErrorCodes.SEND_MESSAGE_ERROR, "bug in the connector"), SendState.UNKNOWN),
+        (
+            ConnectorResult.failure(
+                ConnectorErrorCodes.SEND_MESSAGE_ERROR, "bug", outcome=FailureOutcome.MAY_HAVE_BEEN_SENT
+            ),
+            SendState.UNKNOWN,
+        ),
+        # The typed outcome decides, not the code: a plugin's SEND_MESSAGE_ERROR it knows was refused is FAILED.
+        (ConnectorResult.failure(ConnectorErrorCodes.SEND_MESSAGE_ERROR, "refused"), SendState.FAILED),
     ],
 )
 def test_outcome_table(result: ConnectorResult[SendResult], state: SendState) -> None:
@@ -167,15 +177,15 @@ def test_entries_read_as_results() -> None:
     assert (accepted.value.remote_message_id, accepted.value.status) == ("SM1", MessageStatus.QUEUED)
     assert entry(SendState.PENDING).to_result() is None
     codes = {
-        state: (result.error_code, result.error.retryable, result.error.details.get("outcome_unknown"))
+        state: (result.error_code, result.error.retryable, result.error.outcome)
         for state in (SendState.FAILED, SendState.CANCELLED, SendState.UNKNOWN, SendState.SUBMITTING)
         if (result := entry(state, error_code="INVALID_RECIPIENT").to_result()) is not None and result.error
     }
     assert codes == {
-        SendState.FAILED: ("INVALID_RECIPIENT", False, None),
-        SendState.CANCELLED: (ConnectorErrorCodes.NOT_ATTEMPTED, True, None),
-        SendState.UNKNOWN: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, True),
-        SendState.SUBMITTING: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, True),
+        SendState.FAILED: ("INVALID_RECIPIENT", False, FailureOutcome.REJECTED),
+        SendState.CANCELLED: (ConnectorErrorCodes.NOT_ATTEMPTED, True, FailureOutcome.NOT_SENT),
+        SendState.UNKNOWN: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, FailureOutcome.MAY_HAVE_BEEN_SENT),
+        SendState.SUBMITTING: (ConnectorErrorCodes.OUTCOME_UNKNOWN, False, FailureOutcome.MAY_HAVE_BEEN_SENT),
     }
 
 
@@ -258,7 +268,7 @@ async def test_an_expired_lease_is_never_resent_without_resolve(connector: Recor
     assert connector.calls == []
     assert attempt.state is SendState.UNKNOWN
     assert attempt.result.error is not None
-    assert attempt.result.error.details["outcome_unknown"] is True
+    assert attempt.result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     assert await _state(ledger, message.id) is SendState.UNKNOWN
     assert len(connector.probes) == 1, "the provider was asked, and could not tell"
     assert (await pipeline.run(message)).state is SendState.UNKNOWN
@@ -455,7 +465,7 @@ async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
     assert connector.calls == []  # cut off before the (slow) provider call completed: nothing created
     assert attempt.state is SendState.UNKNOWN  # the request may have left: in doubt, never resent blindly
     assert attempt.result.error is not None
-    assert attempt.result.error.details["outcome_unknown"] is True
+    assert attempt.result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     await connector.shutdown()
 
 

@@ -24,6 +24,7 @@ from messaging_core import (
     IssueCodes,
     Message,
     MessageBuilder,
+    MessageStatus,
     PluginError,
     PluginHost,
     SendResult,
@@ -35,6 +36,7 @@ from messaging_core import (
 )
 from messaging_core.converters import unstructure
 from messaging_core.testing import HookRecorder
+from messaging_core.webhooks import WebhookService
 
 
 def _message(receiver: str = "+15550000002") -> Message:
@@ -128,15 +130,20 @@ async def test_status_and_inbound_observers(messaging_registry: ChannelRegistry,
         inbound = Message("in-1", Endpoint.phone("+15550000009"), Endpoint.phone("+15550000001"), TextContent("yo"))
         received = await connector.receive_messages(WebhookRequest.from_json(unstructure(inbound)))
         assert received.unwrap().messages == (inbound,)
-        assert [c.arguments["message"] for c in messaging_hooks.named("message_received")] == [inbound]
+        assert messaging_hooks.named("message_received") == []  # parsing never dispatches
 
-        quiet = await connector.receive_messages(WebhookRequest.from_json(unstructure(inbound)), notify=False)
-        assert quiet.is_success
-        assert len(messaging_hooks.named("message_received")) == 1
+        # The webhook service verifies, records and dispatches: once per message.
+        service = WebhookService({"memory": connector})
+        for _ in range(2):
+            answer = await service.handle("memory", "messages", WebhookRequest.from_json(unstructure(inbound)))
+            assert answer.status == 200
+        assert [c.arguments["message"] for c in messaging_hooks.named("message_received")] == [inbound]
 
         callback = StatusUpdate("m-9", sent.unwrap().status)
         status = await connector.receive_message_status(WebhookRequest.from_json(unstructure(callback)))
         assert status.unwrap() == callback
+        answer = await service.handle("memory", "status", WebhookRequest.from_json(unstructure(callback)))
+        assert answer.status == 204
         assert messaging_hooks.named("message_status_changed")[-1].arguments["update"] == callback
 
 
@@ -155,12 +162,15 @@ async def test_strict_notifications_let_observer_errors_propagate() -> None:
     connector = _memory(registry)
     async with connector:
         with pytest.raises(OSError, match="database down") as raised:
-            await connector.notify_received(_message())
+            await registry.host.notify_strict("message_received", {"connector": connector, "message": _message()})
         assert raised.value.__notes__ == ["raised by the message_received hook of plugin 'failing'"]
+        update = StatusUpdate("m", MessageStatus.SENT)
         with pytest.raises(OSError, match="database down"):
-            await connector.notify_status_changed(StatusUpdate("m", "sent"))  # type: ignore[arg-type]
-        # The lenient path used by receive_messages() swallows it.
-        await connector.receive_messages(WebhookRequest.from_json(unstructure(_message())))
+            await registry.host.notify_strict("message_status_changed", {"connector": connector, "update": update})
+        # The webhook service turns it into a 500, so that the provider retries.
+        service = WebhookService({"memory": connector})
+        answer = await service.handle("memory", "messages", WebhookRequest.from_json(unstructure(_message())))
+        assert answer.status == 500
 
 
 def test_has_observers(plugin_host: PluginHost) -> None:

@@ -11,11 +11,11 @@ import messaging_core
 from messaging_core import (
     CapabilityNotSupportedError,
     ConfigurationError,
-    ConnectorError,
     ConnectorErrorCodes,
     ConnectorOperationError,
     ConnectorResult,
     ConnectorStateError,
+    Failure,
     MessagingError,
     PluginError,
     SchemaError,
@@ -114,7 +114,7 @@ def test_configuration_error_carries_its_issues() -> None:
 
 
 def test_operation_error_exposes_code_and_error() -> None:
-    error = ConnectorError(ConnectorErrorCodes.INVALID_RECIPIENT, "bad number")
+    error = Failure(ConnectorErrorCodes.INVALID_RECIPIENT, "bad number")
     raised = error.exception()
     assert isinstance(raised, ValidationFailedError)
     assert isinstance(raised, ConnectorOperationError)

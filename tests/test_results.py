@@ -15,6 +15,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorOperationError,
     ConnectorResult,
+    FailureOutcome,
     MessageStatus,
     ProviderError,
     RateLimitedError,
@@ -142,15 +143,15 @@ def test_forward_moves_and_refusals() -> None:
     assert S.reconcile(S.DELIVERED, S.READ) is S.READ  # read receipts after delivery
     assert S.reconcile(S.DELIVERED, S.DELIVERY_FAILED) is S.DELIVERED  # final sticks
     assert S.reconcile(S.DELIVERY_FAILED, S.DELIVERED) is S.DELIVERY_FAILED
-    assert S.reconcile(S.CANCELED, S.SENT) is S.CANCELED
+    assert S.reconcile(S.CANCELLED, S.SENT) is S.CANCELLED
     assert S.reconcile(S.READ, S.DELETED) is S.DELETED
     assert not S.SENT.can_become(S.SENT)
 
 
 def test_final_and_failure_sets() -> None:
     S = MessageStatus
-    assert {S.ROUTE_FAILED, S.DELIVERED, S.DELIVERY_FAILED, S.CANCELED, S.RECEIVED, S.READ, S.DELETED} == FINAL
-    assert {s for s in S if s.is_failure} == {S.ROUTE_FAILED, S.DELIVERY_FAILED, S.CANCELED}
+    assert {S.ROUTE_FAILED, S.DELIVERED, S.DELIVERY_FAILED, S.CANCELLED, S.RECEIVED, S.READ, S.DELETED} == FINAL
+    assert {s for s in S if s.is_failure} == {S.ROUTE_FAILED, S.DELIVERY_FAILED, S.CANCELLED}
     assert all(s.rank >= S.UNKNOWN.rank for s in S)
 
 
@@ -198,3 +199,18 @@ def test_reconcile_result_is_one_of_the_updates_and_at_least_as_advanced_as_the_
 def test_final_statuses_stick(final: MessageStatus, update: MessageStatus) -> None:
     if update is not MessageStatus.DELETED:
         assert MessageStatus.reconcile(final, update) is final
+
+
+def test_failure_outcome_defaults_from_retryable_and_refuses_a_retryable_maybe_sent() -> None:
+    assert ConnectorResult.failure("X", "x", retryable=True).error.outcome is FailureOutcome.NOT_SENT  # type: ignore[union-attr]
+    assert ConnectorResult.failure("X", "x").error.outcome is FailureOutcome.REJECTED  # type: ignore[union-attr]
+    maybe = ConnectorResult.failure("X", "x", outcome=FailureOutcome.MAY_HAVE_BEEN_SENT, throttled=True).error
+    assert maybe is not None
+    assert (maybe.outcome, maybe.retryable, maybe.throttled, maybe.details) == (
+        FailureOutcome.MAY_HAVE_BEEN_SENT,
+        False,
+        True,
+        {},
+    )
+    with pytest.raises(ValueError, match="retryable"):
+        ConnectorResult.failure("X", "x", retryable=True, outcome=FailureOutcome.MAY_HAVE_BEEN_SENT)

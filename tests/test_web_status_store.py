@@ -286,24 +286,28 @@ async def test_a_store_slower_than_the_request_timeout_is_a_503_and_the_retry_re
     assert host.recorder.of(sid(5)) == [MessageStatus.DELIVERED]
 
 
-async def test_an_observer_failure_is_a_500_but_the_status_is_recorded_and_not_dispatched_again(
+async def test_an_observer_failure_is_a_500_the_status_is_recorded_and_its_retry_dispatched(
     make_host: HostFactory,
 ) -> None:
+    """The one rule for observers: recorded first; a failure is a 500; the provider's retry is dispatched."""
     store = MemoryStatusStore()
     host = await make_host(status_store=store)
     host.recorder.fail_next = 1
     token = str(uuid.uuid4())
     assert await host.status("sent", sid(6), token=token) == 500
     assert await store.get(sid(6)) is MessageStatus.SENT
-    # With a shared store a recorded status cannot be taken back: observers see it at most once.
+    # The store has it (a replay for the store), but its observers never finished: dispatched again.
     assert await host.status("sent", sid(6), token=token) == 204
-    assert host.recorder.statuses == []
+    assert host.recorder.of(sid(6)) == [MessageStatus.SENT]
+    # Once dispatched, a further copy is a plain replay.
+    assert await host.status("sent", sid(6), token=token) == 204
+    assert host.recorder.of(sid(6)) == [MessageStatus.SENT]
     assert await host.status("delivered", sid(6)) == 204
-    assert host.recorder.of(sid(6)) == [MessageStatus.DELIVERED]
+    assert host.recorder.of(sid(6)) == [MessageStatus.SENT, MessageStatus.DELIVERED]
 
 
-async def test_without_a_store_the_in_memory_table_decides_per_host(make_host: HostFactory) -> None:
-    # The default is unchanged: each host reconciles on its own, so both dispatch.
+async def test_without_a_store_each_host_has_its_own_memory_store(make_host: HostFactory) -> None:
+    # The default is a MemoryStatusStore per host: each reconciles on its own, so both dispatch.
     a, b = await make_host(), await make_host()
     token = str(uuid.uuid4())
     assert await a.status("sent", sid(7), token=token) == 204

@@ -28,7 +28,6 @@ from messaging_core.campaigns.protocols import (
 )
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.errors import ConfigurationError
-from messaging_core.hookspecs import hookimpl
 from messaging_core.message import Message, MessageStream, iterate_messages, new_message_id
 from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
 from messaging_core.schema import Capability
@@ -137,9 +136,10 @@ class InProcessDispatcher:
     :param pipeline_options: more ``SendPipeline`` options (``lease``, ``max_attempts``,
         ``backoff``, ``probe_grace``, ``request_timeout``, ``max_wait``).
 
-    To let this process's webhook host settle messages in doubt, register the dispatcher as a
-    plugin on the host the webhook connectors use (``registry.host.register(dispatcher)``): its
-    ``message_status_changed`` hook calls ``status_received``.
+    To let status callbacks settle messages in doubt, give the dispatcher to the webhook host as
+    its ``pipeline`` (``WebhookHost(..., pipeline=dispatcher)``, ``create_webhook_app(...,
+    pipeline=dispatcher)`` or ``WebhookService(..., pipeline=dispatcher)``): each verified callback
+    then goes through ``status_received``.
     """
 
     kind = "inprocess"
@@ -214,11 +214,6 @@ class InProcessDispatcher:
             for handle in self._campaigns.values():
                 handle._notify()
         return changed
-
-    @hookimpl
-    async def message_status_changed(self, connector: ChannelConnector, update: StatusUpdate) -> None:
-        """Hook: a status callback received by a connector of this process."""
-        await self.status_received(update)
 
     async def _run(self, handle: InProcessCampaign, messages: MessageStream, width: int) -> None:
         connector, ledger = self.connector, self.ledger

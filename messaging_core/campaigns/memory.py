@@ -30,6 +30,7 @@ class _Row:
         "attempts",
         "campaign_id",
         "claimed_at",
+        "cost",
         "error_code",
         "fence",
         "lease_end",
@@ -39,16 +40,15 @@ class _Row:
         "reconciled",
         "retry_at",
         "retry_due",
-        "segments",
         "sender_key",
         "state",
     )
 
-    def __init__(self, message: Message, campaign_id: str, sender_key: str, segments: int) -> None:
+    def __init__(self, message: Message, campaign_id: str, sender_key: str, cost: int) -> None:
         self.message = message
         self.campaign_id = campaign_id
         self.sender_key = sender_key
-        self.segments = segments
+        self.cost = cost
         self.state = SendState.PENDING
         self.attempts = 0
         self.fence = 0
@@ -67,7 +67,7 @@ class _Row:
             campaign_id=self.campaign_id,
             state=self.state,
             sender_key=self.sender_key,
-            segments=self.segments,
+            cost=self.cost,
             attempts=self.attempts,
             fence=self.fence,
             provider_id=self.provider_id,
@@ -100,10 +100,10 @@ class MemoryLedger:
     async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
         order = self._campaigns.setdefault(campaign_id, [])
         added = 0
-        for message, sender_key, segments in entries:
+        for message, sender_key, cost in entries:
             if message.id in self._rows:
                 continue
-            self._rows[message.id] = _Row(message, campaign_id, sender_key, segments)
+            self._rows[message.id] = _Row(message, campaign_id, sender_key, cost)
             order.append(message.id)
             added += 1
         return added

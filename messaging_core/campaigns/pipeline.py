@@ -33,7 +33,14 @@ from messaging_core.campaigns.protocols import (
     StatusStore,
 )
 from messaging_core.message import Message
-from messaging_core.results import ConnectorErrorCodes, ConnectorResult, SendResult, StatusUpdate, utc_now
+from messaging_core.results import (
+    ConnectorErrorCodes,
+    ConnectorResult,
+    FailureOutcome,
+    SendResult,
+    StatusUpdate,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from messaging_core.connector import ChannelConnector
@@ -232,7 +239,7 @@ class SendPipeline:
             result = ConnectorResult.failure(
                 ConnectorErrorCodes.SEND_MESSAGE_ERROR,
                 "the provider call outlasted the claim's lease and was cut off; the message may have been sent",
-                details={"outcome_unknown": True},
+                outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
             )
         # The hook runs after the call, outside the cut-off: a slow observer cannot turn a known
         # answer into an unknown one.

@@ -26,7 +26,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from attrs import field, frozen
 
 from messaging_core.message import Message, MessageStream
-from messaging_core.results import ConnectorErrorCodes, ConnectorResult, MessageStatus, SendResult, StatusUpdate
+from messaging_core.results import (
+    ConnectorErrorCodes,
+    ConnectorResult,
+    FailureOutcome,
+    MessageStatus,
+    SendResult,
+    StatusUpdate,
+)
 
 __all__ = [
     "CampaignHandle",
@@ -79,8 +86,8 @@ class LedgerEntry:
     state: SendState
     sender_key: str
     """Rate-limit key: the sender number or Messaging Service."""
-    segments: int = 1
-    """Cost for the rate limiter."""
+    cost: int = 1
+    """What sending it costs against the sender's rate limit (``ChannelConnector.send_cost``: SMS segments)."""
     attempts: int = 0
     fence: int = 0
     """Incremented by every claim; a result write must carry the current value."""
@@ -100,8 +107,8 @@ class LedgerEntry:
         """The entry as a send result, or None while the message is PENDING (not sent yet).
 
         ACCEPTED is a success (the provider's id, status ``queued``); CANCELLED is
-        ``NOT_ATTEMPTED``; UNKNOWN and SUBMITTING are ``OUTCOME_UNKNOWN`` (``outcome_unknown``
-        in the details: never resend blindly); FAILED carries the recorded error code.
+        ``NOT_ATTEMPTED``; UNKNOWN and SUBMITTING are ``OUTCOME_UNKNOWN`` (outcome
+        ``MAY_HAVE_BEEN_SENT``: never resend blindly); FAILED carries the recorded error code.
         """
         state = self.state
         if state is SendState.ACCEPTED:
@@ -122,7 +129,8 @@ class LedgerEntry:
         return ConnectorResult.failure(
             ConnectorErrorCodes.OUTCOME_UNKNOWN,
             f"the message {what}; it is reconciled, never resent blindly",
-            details={"outcome_unknown": True, "ledger_state": state.value},
+            details={"ledger_state": state.value},
+            outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
         )
 
 
@@ -153,16 +161,16 @@ class SendOutcome:
     def from_result(cls, result: ConnectorResult[SendResult]) -> SendOutcome:
         """Classify a connector result (see the table in ``docs/scale-out.md``).
 
-        A success is ACCEPTED. A failure whose details say ``outcome_unknown`` (a timeout or a
-        reset after the request left, a 5xx, an unreadable 201), or an unexpected error inside
-        the connector (``SEND_MESSAGE_ERROR``), is UNKNOWN. Other retryable failures (429,
+        A success is ACCEPTED. A failure that may have sent the message (``outcome`` is
+        ``MAY_HAVE_BEEN_SENT``: a timeout or a reset after the request left, a 5xx, an unreadable
+        201, an unexpected error inside the connector) is UNKNOWN. Other retryable failures (429,
         connection refused, ``NOT_ATTEMPTED``) are PENDING; the rest FAILED.
         """
         if result.value is not None:
             return cls(SendState.ACCEPTED, provider_id=result.value.remote_message_id)
         error = result.error
         assert error is not None
-        if error.details.get("outcome_unknown") or error.code == ConnectorErrorCodes.SEND_MESSAGE_ERROR:
+        if error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT:
             return cls(SendState.UNKNOWN, error_code=error.code)
         if error.retryable:
             return cls(SendState.PENDING, error_code=error.code, retry_after=1.0)
@@ -215,7 +223,7 @@ class SendLedger(Protocol):
     """
 
     async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
-        """Insert ``(message, sender_key, segments)`` rows as PENDING; existing ids are left alone.
+        """Insert ``(message, sender_key, cost)`` rows as PENDING; existing ids are left alone.
 
         :returns: how many rows were new.
         """

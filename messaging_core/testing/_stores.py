@@ -156,7 +156,7 @@ class LedgerConformance:
         assert _counts(await ledger.progress(campaign)) == {"pending": 4}
         entry = await _entry(ledger, first[0].id)
         assert (entry.message_id, entry.campaign_id, entry.state) == (first[0].id, campaign, SendState.PENDING)
-        assert (entry.sender_key, entry.segments, entry.attempts) == ("S1", 2, 0)
+        assert (entry.sender_key, entry.cost, entry.attempts) == ("S1", 2, 0)
         assert entry.provider_id is None
         assert entry.error_code is None
         assert not entry.reconciled
@@ -605,7 +605,7 @@ _LIFECYCLES: tuple[tuple[MessageStatus, ...], ...] = (
     (MessageStatus.SCHEDULED, MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERY_FAILED),
     (MessageStatus.QUEUED, MessageStatus.ROUTE_FAILED),
     (MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.DELETED),
-    (MessageStatus.SCHEDULED, MessageStatus.CANCELED),
+    (MessageStatus.SCHEDULED, MessageStatus.CANCELLED),
 )
 
 

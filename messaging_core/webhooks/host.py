@@ -27,7 +27,8 @@ from messaging_core.campaigns.protocols import StatusStore
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError, ConnectorStateError
-from messaging_core.webhooks.app import STATS_KEY, StatusReceiver, WebhookStats, create_webhook_app
+from messaging_core.webhooks.app import STATS_KEY, create_webhook_app
+from messaging_core.webhooks.service import StatusReceiver, WebhookStats
 
 __all__ = ["WebhookHost"]
 

@@ -1,7 +1,7 @@
 """A 5,000-message batch with 10 % injected faults, cancelled halfway: nothing lost, nothing doubled.
 
 Every message id appears exactly once in the result with a truthful outcome: sent (with the SID the
-emulator created for that receiver), failed (with a stable code; ``outcome_unknown`` exactly where
+emulator created for that receiver), failed (with a stable code; outcome ``MAY_HAVE_BEEN_SENT`` exactly where
 the emulator did create the message), or not attempted (and then the emulator never saw it).
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections import Counter
 
-from messaging_core import BatchProgress, ConnectorErrorCodes, MessageBatch, MessageBuilder
+from messaging_core import BatchProgress, ConnectorErrorCodes, FailureOutcome, MessageBatch, MessageBuilder
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms.emulator import POST_CREATE_FAULTS, TwilioEmulator
 
@@ -86,7 +86,7 @@ async def test_batch_with_faults_and_cancellation_accounts_for_every_message() -
                 assert outcome.error is not None
                 created = to in created_by_receiver
                 assert created == (faulted[index] in POST_CREATE_FAULTS)
-                assert bool(outcome.error.details.get("outcome_unknown")) == created or faulted[index] in (
+                assert (outcome.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT) == created or faulted[index] in (
                     "500",
                     "502",
                     "503",

@@ -60,6 +60,20 @@ async def test_migrate_is_idempotent_and_safe_concurrently(ledger: PostgresLedge
     assert (await ledger.progress("c1")).counts == {"pending": 3}
 
 
+async def test_migrate_renames_the_old_segments_column_to_cost(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """A ledger created before the rename (column ``segments``) is brought up to date in place."""
+    async with pg_pool.acquire() as conn:
+        await conn.execute(f"alter table {pg_schema}.sends rename column cost to segments")
+    await ledger.migrate()
+    (message, sender, cost) = make_messages(2)[1]  # cost 2: not the column default
+    assert await ledger.add("c-old", [(message, sender, cost)]) == 1
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert entry.cost == cost
+
+
 async def test_add_is_idempotent_and_load_returns_the_message(ledger: PostgresLedger, make_messages: Any) -> None:
     entries = make_messages(120)
     assert await ledger.add("c1", entries[:100]) == 100
@@ -71,7 +85,7 @@ async def test_add_is_idempotent_and_load_returns_the_message(ledger: PostgresLe
     assert await ledger.load(message.id) == message
     entry = await ledger.get(message.id)
     assert entry is not None
-    assert (entry.state, entry.campaign_id, entry.sender_key, entry.segments) == (
+    assert (entry.state, entry.campaign_id, entry.sender_key, entry.cost) == (
         SendState.PENDING,
         "c1",
         sender,

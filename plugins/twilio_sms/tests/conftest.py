@@ -35,6 +35,7 @@ from messaging_core import (
     TextContent,
     WebhookRequest,
 )
+from messaging_core.webhooks import WebhookKind, WebhookService
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 
@@ -177,8 +178,9 @@ def backoff_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 class WebhookServer:
     """A small aiohttp app on loopback that hands webhooks to a connector, as a web host would.
 
-    ``POST /sms`` calls ``receive_messages`` and ``POST /status`` calls ``receive_message_status``
-    with ``WebhookRequest.from_aiohttp_request``; ``source_url`` (if set) rewrites the URL the
+    ``POST /sms`` and ``POST /status`` build ``WebhookRequest.from_aiohttp_request``, keep what
+    ``receive_messages`` / ``receive_message_status`` parse, and answer through a
+    ``WebhookService`` (which records and dispatches the hooks); ``source_url`` (if set) rewrites the URL the
     source carries, as a proxy in front of the app would. Every result is kept in ``results``.
     """
 
@@ -187,6 +189,7 @@ class WebhookServer:
         self.source_url: Callable[[str], str] | None = None
         self.results: list[tuple[str, ConnectorResult[Any]]] = []
         self.sources: list[WebhookRequest] = []
+        self._services: dict[int, WebhookService] = {}
         self.base = ""
         self._runner: web.AppRunner | None = None
 
@@ -196,18 +199,18 @@ class WebhookServer:
         source = await WebhookRequest.from_aiohttp_request(request, url=url)
         self.sources.append(source)
         kind = request.match_info["kind"]
-        if kind == "sms":
+        webhook: WebhookKind = "messages" if kind == "sms" else "status"
+        if webhook == "messages":
             result: ConnectorResult[Any] = await self.connector.receive_messages(source)
-            answer = "messages"
         else:
             result = await self.connector.receive_message_status(source)
-            answer = "status"
-        self.results.append((kind, result))
-        if result.error is not None:
-            status = 403 if result.error.code == "INVALID_SIGNATURE" else 400
-            return web.Response(status=status, text=result.error.code)
-        status, content_type, body = self.connector.webhook_response(answer)
-        return web.Response(status=status, body=body, content_type=content_type)
+        self.results.append((kind, result))  # what the connector parsed, for the tests to inspect
+        # Recording, dispatching and answering are the webhook service's, as in the web host.
+        service = self._services.get(id(self.connector))
+        if service is None:
+            service = self._services[id(self.connector)] = WebhookService({"twilio": self.connector})
+        answer = await service.handle("twilio", webhook, source)
+        return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
 
     async def start(self) -> None:
         app = web.Application()

@@ -18,6 +18,7 @@ from messaging_core import (
     Capability,
     ChannelRegistry,
     ConnectionSettings,
+    FailureOutcome,
     Message,
     MessageStatus,
     MultipartContent,
@@ -190,7 +191,7 @@ def test_status_table_covers_the_oai_status_enum(oai: dict[str, Any]) -> None:
         ("receiving", MessageStatus.QUEUED),
         ("received", MessageStatus.RECEIVED),
         ("read", MessageStatus.READ),
-        ("canceled", MessageStatus.CANCELED),
+        ("canceled", MessageStatus.CANCELLED),
         ("partially_delivered", MessageStatus.SENT),
     ],
 )
@@ -268,11 +269,11 @@ def test_error_from_response(http_status: int, body: bytes, operation: str, code
 def test_error_text_falls_back_to_the_http_status() -> None:
     error = _api.error_from_response(502, b"<html>Bad Gateway</html>")
     assert error.message == "HTTP 502 from Twilio"
-    assert error.details["outcome_unknown"] is True  # a 5xx to a create may have been processed
+    assert error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT  # a 5xx to a create may have been processed
 
 
-def test_server_errors_of_status_queries_are_not_outcome_unknown() -> None:
-    assert _api.error_from_response(500, b"", operation="status").details["outcome_unknown"] is False
+def test_server_errors_of_status_queries_are_not_in_doubt() -> None:
+    assert _api.error_from_response(500, b"", operation="status").outcome is not FailureOutcome.MAY_HAVE_BEEN_SENT
 
 
 def test_error_code_must_be_an_integer() -> None:

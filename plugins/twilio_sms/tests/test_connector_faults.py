@@ -22,7 +22,7 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from messaging_core import ConnectorResult, Message, MessageStatus, SendResult
+from messaging_core import ConnectorResult, FailureOutcome, Message, MessageStatus, SendResult
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 
@@ -142,7 +142,7 @@ async def test_faults_fail_without_duplicates(
     assert len(emulator.messages) == created
     if created:
         # The message exists at Twilio: the result must not claim it was not sent.
-        assert result.error.details["outcome_unknown"] is True
+        assert result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     # The fault is used up: the next message goes through, once.
     sent = await connector.send_message(sms())
     assert sent.is_success, sent.error
@@ -159,7 +159,7 @@ async def test_timeout_after_the_request_was_sent_is_not_resent(
     result = await connector.send_message(sms())
     assert result.error is not None
     assert result.error.code == TwilioErrorCodes.NETWORK_ERROR
-    assert result.error.details["outcome_unknown"] is True
+    assert result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     assert result.error.retryable is False
     assert emulator.create_requests == 1
     assert len(emulator.messages) == 1
@@ -223,7 +223,7 @@ async def test_queue_full_21611_is_retried_and_says_the_sender_is_throttled(
     assert (refused.error.code, refused.error.retryable) == (TwilioErrorCodes.RATE_LIMITED, True)
     assert refused.error.details["twilio_code"] == 21611
     # The From number's queue is full: a signal to slow this sender down, which a 20429 is not.
-    assert refused.error.details["sender_throttled"] is True
+    assert refused.error.throttled is True
     assert (emulator.create_requests, emulator.messages) == (2, {})
     sent = await connector.send_message(sms())  # the third fault, then a free queue
     assert sent.is_success, sent.error
@@ -239,7 +239,7 @@ async def test_concurrency_429_does_not_say_the_sender_is_throttled(
     result = await connector.send_message(sms())
     assert result.error is not None
     assert result.error.details["twilio_code"] == 20429
-    assert "sender_throttled" not in result.error.details
+    assert result.error.throttled is False
 
 
 async def test_max_retries_zero_means_one_request(
@@ -309,7 +309,7 @@ async def test_connection_refused_every_time(sms: Sms, backoff_sleeps: list[floa
     assert result.error is not None
     assert result.error.code == TwilioErrorCodes.NETWORK_ERROR
     assert result.error.retryable is True  # nothing reached Twilio
-    assert result.error.details == {"outcome_unknown": False, "attempts": 3}
+    assert (result.error.details, result.error.outcome) == ({"attempts": 3}, FailureOutcome.NOT_SENT)
     assert len(backoff_sleeps) == 2
 
 
@@ -431,7 +431,7 @@ async def test_unreadable_success_is_not_a_success(
     result = await _send_with(mock_http, mocked_connector, sms(), answer)
     assert result.error is not None
     assert result.error.code == TwilioErrorCodes.INVALID_PROVIDER_RESPONSE
-    assert result.error.details["outcome_unknown"] is True
+    assert result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     assert _calls(mock_http) == 1
 
 
@@ -457,7 +457,7 @@ async def test_lost_answers_are_not_resent(
     )
     assert result.error is not None
     assert result.error.code == TwilioErrorCodes.NETWORK_ERROR
-    assert result.error.details["outcome_unknown"] is True
+    assert result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
     assert _calls(mock_http) == 1
 
 

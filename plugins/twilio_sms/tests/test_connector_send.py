@@ -13,6 +13,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorState,
     Endpoint,
+    FailureOutcome,
     Message,
     MessageStatus,
     MultipartContent,
@@ -426,7 +427,7 @@ async def test_shared_session_still_gets_the_request_timeout(emulator: TwilioEmu
             result = await connector.send_message(sms())
     assert result.error_code == TwilioErrorCodes.NETWORK_ERROR
     assert result.error is not None
-    assert result.error.details["outcome_unknown"] is True
+    assert result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
 
 
 async def test_sending_after_shutdown_raises(make_connector: Maker, sms: Sms) -> None:

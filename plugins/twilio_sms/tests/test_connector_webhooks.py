@@ -24,6 +24,7 @@ from messaging_core import (
     MessageStatus,
     MultipartContent,
     PluginHost,
+    StatusUpdate,
     TextContent,
     WebhookRequest,
 )
@@ -173,7 +174,7 @@ async def test_missing_or_wrong_signature_dispatches_nothing(make_connector: Mak
 
     signed = await connector.receive_messages(_signed_form(emulator.auth_token, INBOUND))
     assert signed.is_success, signed.error
-    assert len(recorder.named("message_received")) == 1
+    assert recorder.named("message_received") == []  # parsing dispatches nothing: the webhook service does
 
 
 async def test_validation_can_be_turned_off(make_connector: Maker) -> None:
@@ -363,7 +364,11 @@ async def test_status_callbacks_become_status_updates(
         assert re.fullmatch(r"\d{10}", final.additional_data["raw_dlr_done_date"])
     else:
         assert "raw_dlr_done_date" not in final.additional_data
-    assert [c.arguments["update"] for c in recorder.named("message_status_changed")] == updates
+
+    def key(update: StatusUpdate) -> tuple[object, ...]:  # parsed again by the service: another timestamp
+        return (update.message_id, update.status, update.raw_status, update.remote_message_id)
+
+    assert [key(c.arguments["update"]) for c in recorder.named("message_status_changed")] == list(map(key, updates))
     assert all(record.status == 204 for record in emulator.callback_log)
 
 

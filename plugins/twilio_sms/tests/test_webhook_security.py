@@ -3,10 +3,12 @@
 Every forged, tampered or unsigned webhook below goes through each way a user can hand a webhook
 to a Twilio connector:
 
-- ``connector.receive_messages(source)`` and ``receive_message_status(source)``, with and
-  without ``notify``, for every ``WebhookRequest`` constructor (``from_form``, ``from_form_data``,
-  ``from_json``, the raw constructor, ``from_aiohttp_request``);
-- the webhook host's two routes, with the in-memory table, a status store, and a pipeline.
+- ``connector.receive_messages(source)`` and ``receive_message_status(source)`` (verify + parse),
+  for every ``WebhookRequest`` constructor (``from_form``, ``from_form_data``, ``from_json``, the
+  raw constructor, ``from_aiohttp_request``);
+- ``WebhookService.handle`` (what a framework integration calls), with those same requests;
+- the webhook host's two routes, with the default memory store, a status store, and a pipeline;
+- ``messaging serve`` (``tests/test_cli_subprocess.py``).
 
 Each must be refused with the core's refusal code and dispatch nothing. The accepted cases are
 signed with Twilio's own ``twilio.request_validator.RequestValidator`` (the official package, a
@@ -30,7 +32,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from messaging_core import ConnectorErrorCodes, PluginHost, WebhookRefusedError, WebhookRequest, WebhookSettings
 from messaging_core.campaigns import InProcessDispatcher, MemoryLedger, MemoryStatusStore
 from messaging_core.testing import HookRecorder
-from messaging_core.webhooks import create_webhook_app
+from messaging_core.webhooks import WebhookService, create_webhook_app
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256
@@ -224,39 +226,46 @@ async def _observed(make_connector: Maker, **parameters: Any) -> tuple[TwilioSms
     return connector, recorder
 
 
-@pytest.mark.parametrize("notify", [True, False])
 @pytest.mark.parametrize("case", sorted(REFUSED))
-async def test_receive_messages_refuses_and_dispatches_nothing(make_connector: Maker, case: str, notify: bool) -> None:
+async def test_receive_methods_refuse(make_connector: Maker, case: str) -> None:
+    """The connector's verify + parse step answers the refusal (it never dispatches anything)."""
     build, code = REFUSED[case]
     connector, recorder = await _observed(make_connector)
-    result = await connector.receive_messages(build(INBOUND, PUBLIC), notify=notify)
-    assert result.value is None
-    assert result.error_code == code, result.error
-    assert recorder.named("message_received") == []
-    with pytest.raises(WebhookRefusedError):
-        result.unwrap()
+    inbound = await connector.receive_messages(build(INBOUND, PUBLIC))
+    status = await connector.receive_message_status(build(STATUS, PUBLIC))
+    for result in (inbound, status):
+        assert result.value is None
+        assert result.error_code == code, result.error
+        with pytest.raises(WebhookRefusedError):
+            result.unwrap()
+    assert recorder.named("message_received") + recorder.named("message_status_changed") == []
 
 
-@pytest.mark.parametrize("notify", [True, False])
 @pytest.mark.parametrize("case", sorted(REFUSED))
-async def test_receive_message_status_refuses_and_dispatches_nothing(
-    make_connector: Maker, case: str, notify: bool
-) -> None:
-    build, code = REFUSED[case]
+async def test_the_webhook_service_answers_403_and_dispatches_nothing(make_connector: Maker, case: str) -> None:
+    """What a framework integration calls with the request it built: refused, nothing recorded or dispatched."""
+    build, _ = REFUSED[case]
     connector, recorder = await _observed(make_connector)
-    result = await connector.receive_message_status(build(STATUS, PUBLIC), notify=notify)
-    assert result.value is None
-    assert result.error_code == code, result.error
-    assert recorder.named("message_status_changed") == []
+    service = WebhookService({"sms": connector})
+    for kind, fields in (("messages", INBOUND), ("status", STATUS)):
+        answer = await service.handle("sms", kind, build(fields, PUBLIC))  # type: ignore[arg-type]
+        assert answer.status == 403, (kind, answer)
+        assert answer.body in (b"invalid signature\n", b"unexpected account\n")
+    assert recorder.named("message_received") + recorder.named("message_status_changed") == []
+    assert service.stats.forbidden == 2
+    assert await service.status_store.get(STATUS["MessageSid"]) is None  # nothing recorded
 
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
-async def test_officially_signed_webhooks_are_accepted(make_connector: Maker, case: str) -> None:
+async def test_officially_signed_webhooks_are_accepted_and_dispatched(make_connector: Maker, case: str) -> None:
     connector, recorder = await _observed(make_connector)
     inbound = await connector.receive_messages(ACCEPTED[case](INBOUND, PUBLIC))
     assert inbound.is_success, inbound.error
     status = await connector.receive_message_status(ACCEPTED[case](STATUS, PUBLIC))
     assert status.is_success, status.error
+    service = WebhookService({"sms": connector})
+    assert (await service.handle("sms", "messages", ACCEPTED[case](INBOUND, PUBLIC))).status == 200
+    assert (await service.handle("sms", "status", ACCEPTED[case](STATUS, PUBLIC))).status == 204
     assert len(recorder.named("message_received")) == 1
     assert len(recorder.named("message_status_changed")) == 1
 
@@ -324,7 +333,7 @@ HOST_BASE = "https://hooks.example.com"
 
 def _host_app(mode: str, connector: TwilioSmsConnector) -> web.Application:
     settings = WebhookSettings(public_url=HOST_BASE)
-    if mode == "memory table":
+    if mode == "memory store":
         return create_webhook_app({"sms": connector}, settings=settings)
     if mode == "status store":
         return create_webhook_app({"sms": connector}, settings=settings, status_store=MemoryStatusStore())
@@ -344,7 +353,7 @@ async def _post(client: TestClient[Any, Any], source: WebhookRequest) -> int:
 ROUTES = (("/webhooks/sms/messages", INBOUND, 200), ("/webhooks/sms/status", STATUS, 204))
 
 
-@pytest.mark.parametrize("mode", ["memory table", "status store", "pipeline"])
+@pytest.mark.parametrize("mode", ["memory store", "status store", "pipeline"])
 async def test_host_routes_refuse_with_403_and_dispatch_nothing(make_connector: Maker, mode: str) -> None:
     connector, recorder = await _observed(make_connector)
     async with TestClient(TestServer(_host_app(mode, connector))) as client:

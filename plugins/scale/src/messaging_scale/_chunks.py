@@ -65,7 +65,7 @@ class ChunkSender:
       before its slot, which stays booked under its id) and the sweeper publishes it again
       then, so that a chunk is never held unacknowledged for minutes;
     - the campaign's flags are checked again after the pace wait, right before the claim;
-    - an answer that says the sender is throttled (``details["sender_throttled"]``: Twilio's 21611,
+    - an answer that says the sender is throttled (``Failure.throttled``: Twilio's 21611,
       a From number's full queue) halves the sender's pace for ``slow_down_for`` seconds on every
       worker (when the limiter is a ``RedisGcraLimiter``). An account's concurrency limit (20429)
       is not the sender's pace and leaves it alone.
@@ -249,7 +249,7 @@ class ChunkSender:
 
 def _sender_throttled(attempt: SendAttempt) -> bool:
     error = attempt.result.error
-    return error is not None and error.details.get("sender_throttled") is True
+    return error is not None and error.throttled
 
 
 async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dict[str, str]:  # noqa: B008 - taskiq's injection

@@ -69,7 +69,7 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
         campaign_id=row["campaign_id"],
         state=SendState(row["state"]),
         sender_key=row["sender_key"],
-        segments=row["segments"],
+        cost=row["cost"],
         attempts=row["attempts"],
         fence=row["fence"],
         provider_id=row["provider_id"],
@@ -137,7 +137,7 @@ class PostgresLedger:
         await migrate(self._pool, self.schema)
 
     async def add(self, campaign_id: str, entries: list[tuple[Message, str, int]]) -> int:
-        """Insert ``(message, sender_key, segments)`` rows as PENDING; existing ids are left alone.
+        """Insert ``(message, sender_key, cost)`` rows as PENDING; existing ids are left alone.
 
         Rows go in with ``COPY`` into a temporary staging table, then one ``insert ... on conflict
         do nothing``: re-submitting a campaign inserts nothing twice, and the first occurrence of
@@ -154,9 +154,9 @@ class PostgresLedger:
                 sender_key,
                 message.receiver.address if message.receiver is not None else "",
                 json.dumps(unstructure(message)),
-                segments,
+                cost,
             )
-            for index, (message, sender_key, segments) in enumerate(entries)
+            for index, (message, sender_key, cost) in enumerate(entries)
         ]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(CREATE_STAGING_TABLE)

@@ -14,7 +14,7 @@ from messaging_scale._schema import OPEN_STATES, sql_list
 __all__ = ["CREATE_STAGING_TABLE", "ENTRY_COLUMNS", "STAGING_COLUMNS", "STAGING_TABLE", "LedgerSql"]
 
 ENTRY_COLUMNS = (
-    "message_id, campaign_id, state, sender_key, segments, attempts, fence, provider_id, error_code, "
+    "message_id, campaign_id, state, sender_key, cost, attempts, fence, provider_id, error_code, "
     "reconciled, status, claimed_at, lease_until, retry_at"
 )
 """The columns of a ``LedgerEntry``, in every statement that returns one."""
@@ -22,11 +22,11 @@ ENTRY_COLUMNS = (
 STAGING_TABLE = "sends_staging"
 """Where ``add`` copies a batch (``COPY``) before one ``insert ... on conflict do nothing`` (``LedgerSql.insert``)."""
 
-STAGING_COLUMNS = ("ord", "message_id", "sender_key", "to_address", "payload", "segments")
+STAGING_COLUMNS = ("ord", "message_id", "sender_key", "to_address", "payload", "cost")
 
 CREATE_STAGING_TABLE = (
     f"create temp table {STAGING_TABLE} (ord int, message_id text, sender_key text, "
-    "to_address text, payload text, segments int) on commit drop"
+    "to_address text, payload text, cost int) on commit drop"
 )
 
 
@@ -39,8 +39,8 @@ class LedgerSql:
     def __init__(self, schema: str) -> None:
         s = schema
         self.insert = (
-            f"insert into {s}.sends (message_id, campaign_id, sender_key, to_address, payload, segments) "
-            "select message_id, $1, sender_key, to_address, payload::jsonb, segments "
+            f"insert into {s}.sends (message_id, campaign_id, sender_key, to_address, payload, cost) "
+            "select message_id, $1, sender_key, to_address, payload::jsonb, cost "
             f"from {STAGING_TABLE} order by ord on conflict (message_id) do nothing"
         )
         self.claim = (

@@ -58,7 +58,7 @@ create table if not exists {schema}.sends (
     sender_key   text not null,
     to_address   text not null default '',
     payload      jsonb not null,
-    segments     int not null default 1,
+    cost         int not null default 1,
     state        text not null default 'pending' check (state in ({all_states})),
     attempts     int not null default 0,
     fence        bigint not null default 0,
@@ -76,6 +76,13 @@ create table if not exists {schema}.sends (
 -- deferred: a worker left the row until retry_at (a pace slot or a retry too far ahead to hold
 -- its chunk for); the sweeper publishes it again then. kicked_at: when a sweep last published
 -- the row; a stale row is published again only once stale_after has passed since.
+-- cost was called segments (an SMS word in a channel-neutral ledger) until 0.1: rename it in place.
+do $$ begin
+    if exists (select 1 from information_schema.columns
+               where table_schema = '{schema}' and table_name = 'sends' and column_name = 'segments') then
+        alter table {schema}.sends rename column segments to cost;
+    end if;
+end $$;
 alter table {schema}.sends add column if not exists deferred boolean not null default false;
 alter table {schema}.sends add column if not exists kicked_at timestamptz;
 create index if not exists sends_campaign_seq on {schema}.sends (campaign_id, seq);

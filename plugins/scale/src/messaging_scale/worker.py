@@ -254,6 +254,8 @@ class WorkerRuntime:
         async with self._lock:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
+                if self.ledger is None:
+                    raise RuntimeError("the worker's services are not open (call start() first)")
                 connector = await self._open_connector(name)
                 pipeline = SendPipeline(
                     connector,

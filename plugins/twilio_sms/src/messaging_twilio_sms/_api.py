@@ -14,7 +14,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunsplit
 
-from messaging_core import ConnectorError, ConnectorErrorCodes, Message, MessageStatus
+from attrs import evolve
+
+from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus
 
 __all__ = [
     "STATUS_TABLE",
@@ -92,7 +94,7 @@ STATUS_TABLE: dict[str, MessageStatus] = {
     "receiving": MessageStatus.QUEUED,  # inbound, still being assembled
     "received": MessageStatus.RECEIVED,
     "read": MessageStatus.READ,  # RCS / WhatsApp only
-    "canceled": MessageStatus.CANCELED,  # a scheduled message was canceled
+    "canceled": MessageStatus.CANCELLED,  # a scheduled message was canceled
     "partially_delivered": MessageStatus.SENT,  # deprecated by Twilio; some parts arrived, not final
 }
 """Every Twilio message status (OAI ``message_enum_status``) and the core status it means."""
@@ -263,8 +265,8 @@ _RATE_CODES = frozenset({20429, 21611})  # 20429: concurrency, never processed; 
 _CONTENT_CODES = frozenset({21602, 21617, 21619, 21620, 21623})
 
 
-def error_from_response(http_status: int, body: bytes, *, operation: str = "send") -> ConnectorError:
-    """A ``ConnectorError`` for a non-success API answer (Twilio error JSON, or whatever came back)."""
+def error_from_response(http_status: int, body: bytes, *, operation: str = "send") -> Failure:
+    """A ``Failure`` for a non-success API answer (Twilio error JSON, or whatever came back)."""
     data = parse_json_object(body) or {}
     raw_code = data.get("code")
     twilio_code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
@@ -277,7 +279,8 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
     if isinstance(data.get("details"), dict):
         details["twilio_details"] = data["details"]  # newer error bodies explain the code here: keep it raw
     text = message or f"HTTP {http_status} from Twilio"
-    retryable = False
+    retryable = throttled = False
+    outcome: FailureOutcome | None = None
     if twilio_code == 20003 or http_status == 401:
         code = TwilioErrorCodes.AUTHENTICATION_FAILED
     elif twilio_code in _RECIPIENT_CODES:
@@ -293,17 +296,19 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
         if twilio_code == 21611:
             # The From number's queue is full: this sender is over its rate (a 20429 is the account's
             # concurrency instead). A shared pace (messaging_scale) slows the sender down on it.
-            details["sender_throttled"] = True
+            throttled = True
     elif http_status >= 500:
         # The request reached Twilio (or a proxy in front of it): it may have been processed.
         # Not retried automatically; the caller (or the scale-out ledger) settles it.
         code = TwilioErrorCodes.TEMPORARY_FAILURE
-        details["outcome_unknown"] = operation == "send"
+        if operation == "send":
+            outcome = FailureOutcome.MAY_HAVE_BEEN_SENT
     elif operation == "status":
         code = TwilioErrorCodes.STATUS_QUERY_FAILED
     else:
         code = TwilioErrorCodes.SEND_MESSAGE_FAILED
-    return ConnectorError(code, text, (), retryable, details)
+    failure = Failure(code, text, (), retryable, details, throttled=throttled)
+    return failure if outcome is None else evolve(failure, outcome=outcome)
 
 
 def retry_after_seconds(value: str | None, *, cap: float = 60.0) -> float | None:

@@ -25,8 +25,9 @@ from messaging_core import (
     ChannelConnector,
     ChannelSchema,
     ConnectionSettings,
-    ConnectorError,
     ConnectorResult,
+    Failure,
+    FailureOutcome,
     IssueCodes,
     Message,
     PluginHost,
@@ -229,21 +230,21 @@ class TwilioSmsConnector(ChannelConnector):
                     await self._backoff(attempt, None)
                     continue
                 return self._failed(
-                    ConnectorError(
+                    Failure(
                         TwilioErrorCodes.NETWORK_ERROR,
                         f"cannot connect to the Twilio API: {type(err).__name__}",
                         retryable=True,
-                        details={"outcome_unknown": False, "attempts": attempt + 1},
+                        details={"attempts": attempt + 1},
                     )
                 )
             except (TimeoutError, aiohttp.ClientError) as err:
                 # The request may have been written and processed: never resend blindly.
                 return self._failed(
-                    ConnectorError(
+                    Failure(
                         TwilioErrorCodes.NETWORK_ERROR,
                         f"no answer from the Twilio API ({type(err).__name__}); the message may have been sent",
-                        retryable=False,
-                        details={"outcome_unknown": True, "attempts": attempt + 1},
+                        details={"attempts": attempt + 1},
+                        outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
                     )
                 )
             if 200 <= answer.status < 300:
@@ -276,10 +277,11 @@ class TwilioSmsConnector(ChannelConnector):
         if not isinstance(sid, str) or not sid:
             # Twilio said yes, but we cannot tell which message it created: report, don't resend.
             return self._failed(
-                ConnectorError(
+                Failure(
                     TwilioErrorCodes.INVALID_PROVIDER_RESPONSE,
                     f"HTTP {answer.status} without a readable message resource; the message was probably created",
-                    details={"http_status": answer.status, "outcome_unknown": True},
+                    details={"http_status": answer.status},
+                    outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
                 )
             )
         assert data is not None
@@ -301,7 +303,7 @@ class TwilioSmsConnector(ChannelConnector):
             extra["segments"] = segments.segments
         return ConnectorResult.success(SendResult(message.id, sid, _api.map_status(raw_status), additional_data=extra))
 
-    def _failed(self, error: ConnectorError) -> ConnectorResult[SendResult]:
+    def _failed(self, error: Failure) -> ConnectorResult[SendResult]:
         self._counters["failed"] += 1
         log.debug("send failed: %s %s", error.code, error.details.get("twilio_code", ""))
         return ConnectorResult.from_error(error)
@@ -372,7 +374,7 @@ class TwilioSmsConnector(ChannelConnector):
         if data is None:
             error = _api.error_from_response(answer.status, answer.body, operation="status")
             return ConnectorResult.from_error(
-                ConnectorError(
+                Failure(
                     TwilioErrorCodes.STATUS_QUERY_FAILED
                     if error.code not in (TwilioErrorCodes.AUTHENTICATION_FAILED, TwilioErrorCodes.RATE_LIMITED)
                     else error.code,
@@ -386,7 +388,7 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def _verified_fields(self, source: WebhookRequest, configured_url: str | None) -> dict[str, str] | ConnectorError:
+    def _verified_fields(self, source: WebhookRequest, configured_url: str | None) -> dict[str, str] | Failure:
         """The webhook's fields, once it is proven to be Twilio's (the account is checked after parsing).
 
         With ``ValidateSignatures`` on (the default) every path fails closed: no URL, no signature,
@@ -394,7 +396,7 @@ class TwilioSmsConnector(ChannelConnector):
         """
         if self._signatures is not None:
             if source.url is None:
-                return ConnectorError(
+                return Failure(
                     TwilioErrorCodes.INVALID_SIGNATURE,
                     "cannot check the webhook's signature without the URL Twilio requested: pass the public "
                     "URL, query string included, when building the source (e.g. WebhookRequest.from_form_data("
@@ -408,10 +410,10 @@ class TwilioSmsConnector(ChannelConnector):
                     url, None, source.header(webhooks.SIGNATURE_HEADER), body=source.body
                 )
             if refusal is not None:
-                return ConnectorError(TwilioErrorCodes.INVALID_SIGNATURE, f"webhook refused: {refusal}")
+                return Failure(TwilioErrorCodes.INVALID_SIGNATURE, f"webhook refused: {refusal}")
         return webhooks.fields_of(source)
 
-    def _foreign(self, fields: Mapping[str, str]) -> ConnectorError | None:
+    def _foreign(self, fields: Mapping[str, str]) -> Failure | None:
         """A refusal when the webhook names an account other than this connector's, else None."""
         account = fields.get("AccountSid")
         if account in self._accounts:
@@ -419,17 +421,17 @@ class TwilioSmsConnector(ChannelConnector):
         # Signed or not, a webhook for another account is not ours to act on (a shared URL, a
         # copied configuration, a replay from another tenant); one without an account is not Twilio's.
         shown = repr(account[:40]) if account else "none"
-        return ConnectorError(
+        return Failure(
             TwilioErrorCodes.UNEXPECTED_ACCOUNT,
             f"webhook refused: its AccountSid ({shown}) is neither AccountSid nor one of SubaccountSids",
         )
 
     async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
         fields = self._verified_fields(source, self.parameters.get("WebhookUrl"))
-        if isinstance(fields, ConnectorError):
+        if isinstance(fields, Failure):
             return ConnectorResult.from_error(fields)
         parsed = webhooks.parse_inbound(fields)
-        if isinstance(parsed, ConnectorError):
+        if isinstance(parsed, Failure):
             return ConnectorResult.from_error(parsed)
         foreign = self._foreign(fields)
         if foreign is not None:
@@ -438,10 +440,10 @@ class TwilioSmsConnector(ChannelConnector):
 
     async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
         fields = self._verified_fields(source, self.parameters.get("StatusCallback"))
-        if isinstance(fields, ConnectorError):
+        if isinstance(fields, Failure):
             return ConnectorResult.from_error(fields)
         update = webhooks.parse_status_callback(fields, source.url)
-        if isinstance(update, ConnectorError):
+        if isinstance(update, Failure):
             return ConnectorResult.from_error(update)
         foreign = self._foreign(fields)
         if foreign is not None:

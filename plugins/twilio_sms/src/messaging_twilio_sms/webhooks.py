@@ -17,10 +17,10 @@ from typing import Final, TypeAlias, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from messaging_core import (
-    ConnectorError,
     Content,
     Endpoint,
     EndpointType,
+    Failure,
     MediaContent,
     Message,
     MultipartContent,
@@ -307,7 +307,7 @@ def signed_url(request_url: str, configured_url: str | None) -> str:
     return urlunsplit((configured.scheme, configured.netloc, configured.path, query, ""))
 
 
-def fields_of(source: WebhookRequest) -> dict[str, str] | ConnectorError:
+def fields_of(source: WebhookRequest) -> dict[str, str] | Failure:
     """The webhook's fields (form or JSON object; first value of repeated keys)."""
     if source.form is not None:
         return source.form_dict()
@@ -315,27 +315,27 @@ def fields_of(source: WebhookRequest) -> dict[str, str] | ConnectorError:
         try:
             data = source.json()
         except ValueError:
-            return ConnectorError("INVALID_WEBHOOK_DATA", "body is not valid JSON")
+            return Failure("INVALID_WEBHOOK_DATA", "body is not valid JSON")
         if not isinstance(data, dict):
-            return ConnectorError("INVALID_WEBHOOK_DATA", "JSON body is not an object")
+            return Failure("INVALID_WEBHOOK_DATA", "JSON body is not an object")
         return {str(k): "" if v is None else str(v) for k, v in data.items() if not isinstance(v, dict | list)}
-    return ConnectorError(
+    return Failure(
         "UNSUPPORTED_CONTENT_TYPE",
         f"unsupported content type {source.content_type!r}; Twilio sends application/x-www-form-urlencoded",
     )
 
 
-def _missing(fields: Mapping[str, str], names: Iterable[str]) -> ConnectorError | None:
+def _missing(fields: Mapping[str, str], names: Iterable[str]) -> Failure | None:
     absent = [n for n in names if not fields.get(n)]
     if absent:
-        return ConnectorError("INVALID_WEBHOOK_DATA", f"missing field(s) {', '.join(absent)}")
+        return Failure("INVALID_WEBHOOK_DATA", f"missing field(s) {', '.join(absent)}")
     return None
 
 
-def parse_inbound(fields: Mapping[str, str]) -> Message | ConnectorError:
+def parse_inbound(fields: Mapping[str, str]) -> Message | Failure:
     """An inbound SMS/MMS webhook → a ``Message`` (text plus ``MediaUrl{N}`` parts; every field kept)."""
     if not (fields.get("MessageSid") and fields.get("From") and fields.get("To")):
-        return _missing(fields, _REQUIRED_INBOUND) or ConnectorError("INVALID_WEBHOOK_DATA", "missing fields")
+        return _missing(fields, _REQUIRED_INBOUND) or Failure("INVALID_WEBHOOK_DATA", "missing fields")
     parts: list[Content] = []
     body = fields.get("Body", "")
     if body:
@@ -343,7 +343,7 @@ def parse_inbound(fields: Mapping[str, str]) -> Message | ConnectorError:
     try:
         int(fields.get("NumMedia") or 0)
     except ValueError:
-        return ConnectorError("INVALID_WEBHOOK_DATA", "NumMedia is not a number")
+        return Failure("INVALID_WEBHOOK_DATA", "NumMedia is not a number")
     # MediaUrl{N} is zero-based; trust the keys present rather than NumMedia alone (a JSON
     # webhook or a relay may leave NumMedia out). Twilio carries at most ten.
     if "MediaUrl0" in fields or fields.get("NumMedia", "0") not in ("0", ""):  # most messages: text only
@@ -364,14 +364,14 @@ def parse_inbound(fields: Mapping[str, str]) -> Message | ConnectorError:
     )
 
 
-def parse_status_callback(fields: Mapping[str, str], url: str | None) -> StatusUpdate | ConnectorError:
+def parse_status_callback(fields: Mapping[str, str], url: str | None) -> StatusUpdate | Failure:
     """A status callback → a ``StatusUpdate``; our message id comes from the callback URL when present."""
     problem = _missing(fields, ("MessageSid",))
     if problem is not None:
         return problem
     raw = fields.get("MessageStatus") or fields.get("SmsStatus")
     if not raw:
-        return ConnectorError("INVALID_WEBHOOK_DATA", "missing field(s) MessageStatus")
+        return Failure("INVALID_WEBHOOK_DATA", "missing field(s) MessageStatus")
     sid = fields["MessageSid"]
     our_id = None
     if url:
