@@ -43,7 +43,7 @@ from messaging_core.message import (
     iterate_messages,
     new_message_id,
 )
-from messaging_core.plugins import PluginHost, PluginLoadError
+from messaging_core.plugins import PluginHost, PluginLoadFailure
 from messaging_core.registry import ChannelInfo, ChannelRegistry
 from messaging_core.results import (
     BatchSendResult,
@@ -115,7 +115,7 @@ __all__ = [
     "ParameterSpec",
     "PluginError",
     "PluginHost",
-    "PluginLoadError",
+    "PluginLoadFailure",
     "PropertySpec",
     "ProviderError",
     "RateLimitedError",

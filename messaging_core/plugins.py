@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from messaging_core.schema import ChannelSchema
     from messaging_core.validation import ValidationIssue
 
-__all__ = ["BLOCK_PLUGINS_ENV", "TRACE_HOOKS_ENV", "PluginHost", "PluginLoadError"]
+__all__ = ["BLOCK_PLUGINS_ENV", "TRACE_HOOKS_ENV", "PluginHost", "PluginLoadFailure"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ TRACE_HOOKS_ENV = "MESSAGING_TRACE_HOOKS"
 
 
 @attrs.frozen
-class PluginLoadError:
+class PluginLoadFailure:
     """A plugin that could not be loaded, and why (reported, never fatal for the others)."""
 
     name: str
@@ -95,7 +95,7 @@ class PluginHost:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._trace = os.environ.get(TRACE_HOOKS_ENV, "").strip() not in ("", "0")
-        self.load_errors: list[PluginLoadError] = []
+        self.load_errors: list[PluginLoadFailure] = []
         self._implemented: dict[str, bool] = {}
         for plugin in plugins:
             self.register(plugin)
@@ -146,7 +146,7 @@ class PluginHost:
                 dist = entry_point.dist.name if entry_point.dist else "?"
                 message = f"{type(err).__name__}: {err}"
                 log.error("plugin %s (from %s) failed to load: %s", entry_point.name, dist, message)
-                self.load_errors.append(PluginLoadError(entry_point.name, message))
+                self.load_errors.append(PluginLoadFailure(entry_point.name, message))
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, in registration order."""

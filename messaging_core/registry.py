@@ -24,7 +24,7 @@ from messaging_core.connector import ChannelConnector
 from messaging_core.default_plugins import dispatchers, environment, memory
 from messaging_core.emulation import EmulatorRegistration
 from messaging_core.errors import ConfigurationError, PluginError
-from messaging_core.plugins import PluginHost, PluginLoadError
+from messaging_core.plugins import PluginHost, PluginLoadFailure
 from messaging_core.schema import Capability, ChannelSchema
 from messaging_core.settings import ConnectionSettings
 from messaging_core.validation import IssueCodes, ValidationIssue
@@ -91,7 +91,7 @@ class ChannelRegistry:
         return registry
 
     @property
-    def load_errors(self) -> list[PluginLoadError]:
+    def load_errors(self) -> list[PluginLoadFailure]:
         """Plugins that failed to load, by name, with the error."""
         return list(self.host.load_errors)
 

@@ -92,7 +92,8 @@ class ConnectionSettings(Mapping[str, Any]):
         """Values with references resolved and the schema's defaults applied.
 
         ``resolve(schema, name, value)`` (the ``resolve_parameter`` hook) gets every parameter of
-        the schema, with the value given or None, and returns the value to use (None: keep).
+        the schema, with the value given or None, and returns the value to use (None: keep). A
+        ``${VAR}`` reference left unresolved is a ``ConfigurationError``, never a value.
         """
         values = dict(self._values)
         for spec in schema.parameters:
@@ -105,6 +106,13 @@ class ConnectionSettings(Mapping[str, Any]):
                 current = spec.default
             if current is not None:
                 values[spec.name] = current
+            if isinstance(current, str) and (reference := _ENV_REFERENCE.search(current)) is not None:
+                # Nothing resolved it (a connector built without a registry has no environment
+                # plugin): never hand the provider the literal reference as a credential.
+                raise ConfigurationError(
+                    f"parameter {spec.name}: ${{{reference.group(1)}}} was not resolved; create the connector "
+                    "through a ChannelRegistry (its environment plugin expands it) or pass the value itself"
+                )
         return values
 
     def issues(self, schema: ChannelSchema, *, root: str = "$") -> list[ValidationIssue]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import builtins
+import importlib
 import re
+import types
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +49,180 @@ def test_public_classes_live_in_public_modules_and_are_documented() -> None:
 
 def test_version_is_a_string() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", messaging_core.__version__)
+
+
+# -- every package's API, pinned (httpx style) -----------------------------------------------------------
+
+PINNED = {
+    "messaging_core": [
+        "AuthenticationError",
+        "BatchProgress",
+        "BatchSendResult",
+        "BinaryContent",
+        "Capability",
+        "CapabilityNotSupportedError",
+        "ChannelConnector",
+        "ChannelInfo",
+        "ChannelRegistry",
+        "ChannelSchema",
+        "ConfigurationError",
+        "ConnectionSettings",
+        "ConnectorErrorCodes",
+        "ConnectorHealth",
+        "ConnectorOperationError",
+        "ConnectorResult",
+        "ConnectorSpec",
+        "ConnectorState",
+        "ConnectorStateError",
+        "Content",
+        "ContentType",
+        "DataType",
+        "EmulatorRegistration",
+        "Endpoint",
+        "EndpointSpec",
+        "EndpointType",
+        "Failure",
+        "FailureOutcome",
+        "HtmlContent",
+        "IssueCodes",
+        "JsonContent",
+        "MediaContent",
+        "Message",
+        "MessageBatch",
+        "MessageBuilder",
+        "MessageStatus",
+        "MessagingConfig",
+        "MessagingError",
+        "MultipartContent",
+        "ParameterSpec",
+        "PluginError",
+        "PluginHost",
+        "PluginLoadFailure",
+        "PropertySpec",
+        "ProviderError",
+        "RateLimitedError",
+        "ReceiveResult",
+        "RunningEmulator",
+        "SchemaError",
+        "SendResult",
+        "StatusUpdate",
+        "StatusUpdatesResult",
+        "TemplateContent",
+        "TextContent",
+        "ValidationFailedError",
+        "ValidationIssue",
+        "WebhookRefusedError",
+        "WebhookRequest",
+        "WebhookSettings",
+        "__version__",
+        "hookimpl",
+        "hookspec",
+        "iterate_messages",
+        "load_config",
+        "new_message_id",
+    ],
+    "messaging_core.campaigns": [
+        "CampaignHandle",
+        "CampaignProgress",
+        "Claim",
+        "Dispatcher",
+        "DispatcherRegistration",
+        "DispatcherSettings",
+        "InDoubtPolicy",
+        "InProcessCampaign",
+        "InProcessDispatcher",
+        "LedgerEntry",
+        "MemoryLedger",
+        "MemoryRateLimiter",
+        "MemoryStatusStore",
+        "RateLimiter",
+        "SendAttempt",
+        "SendLedger",
+        "SendOutcome",
+        "SendPipeline",
+        "SendState",
+        "StatusStore",
+        "StoreRegistration",
+        "not_attempted",
+    ],
+    "messaging_core.webhooks": [
+        "FORM_CONTENT_TYPE",
+        "JSON_CONTENT_TYPE",
+        "StatusReceiver",
+        "WebhookAnswer",
+        "WebhookHost",
+        "WebhookKind",
+        "WebhookRequest",
+        "WebhookService",
+        "WebhookStats",
+        "create_webhook_app",
+        "public_url_of",
+    ],
+    "messaging_core.testing": [
+        "ConnectorConformance",
+        "ConnectorFactory",
+        "HookCall",
+        "HookRecorder",
+        "LedgerConformance",
+        "LedgerFactory",
+        "RateLimiterConformance",
+        "RateLimiterFactory",
+        "StatusStoreConformance",
+        "StatusStoreFactory",
+        "StoreConformance",
+        "VALIDATION_ERROR_CODES",
+        "find_secrets",
+    ],
+    "messaging_core.cli": ["cli", "main"],
+}
+"""What each package exports: a change to a public API shows up here as a diff, on purpose."""
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_each_package_exports_exactly_its_pinned_api(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == PINNED[package]
+    assert len(set(module.__all__)) == len(module.__all__)
+    for name in module.__all__:
+        getattr(module, name)  # resolves (lazily loaded names included)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+    }
+    assert public <= set(module.__all__), f"public names missing from {package}.__all__: {public - set(module.__all__)}"
+
+
+def _private_core_imports(path: Path) -> list[str]:
+    """The private names of ``messaging_core`` that a source file imports (modules or names with ``_``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "messaging_core":
+            parts = node.module.split(".")
+            if any(part.startswith("_") for part in parts):
+                found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_")]
+        elif isinstance(node, ast.Import):
+            found += [
+                alias.name
+                for alias in node.names
+                if alias.name.split(".")[0] == "messaging_core"
+                and any(p.startswith("_") for p in alias.name.split("."))
+            ]
+    return found
+
+
+def test_no_plugin_of_this_repository_imports_a_private_name_of_the_core() -> None:
+    sources = sorted((Path(__file__).resolve().parents[1] / "plugins").glob("*/src/**/*.py"))
+    assert len(sources) > 20  # both plugins' sources are seen
+    offenders = {str(path): names for path in sources if (names := _private_core_imports(path))}
+    assert offenders == {}
+
+
+def test_the_private_import_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from messaging_core._batching import drive\nfrom messaging_core.connector import _TRANSITIONS\n")
+    assert _private_core_imports(bad) == ["messaging_core._batching", "messaging_core.connector._TRANSITIONS"]
 
 
 # -- the exception tree ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorState,
 )
+from messaging_core.default_plugins.memory import MemoryConnector
 from messaging_core.settings import interpolate_env
 
 SECRET = "acme-secret-token-42"
@@ -90,6 +91,19 @@ def test_resolved_asks_the_resolver_for_every_parameter(acme: types.SimpleNamesp
     assert asked[0] == ("AccountId", "${X}")
     assert values["AccountId"] == "AC99999999"
     assert "AuthToken" not in values
+
+
+def test_an_unresolved_reference_is_an_error_not_a_value(acme: types.SimpleNamespace) -> None:
+    """Without an environment plugin (a connector built without a registry) ``${X}`` is refused, not sent."""
+    with pytest.raises(ConfigurationError, match=r"AuthToken: \$\{SECRET_TOKEN\} was not resolved"):
+        ConnectionSettings({"AccountId": "AC1", "AuthToken": "${SECRET_TOKEN}"}).resolved(acme.schema)
+
+
+async def test_a_connector_without_a_registry_refuses_an_unresolved_reference() -> None:
+    connector = MemoryConnector(ChannelRegistry().schema("memory"), {"Mailbox": "${MAILBOX_NAME}"})
+    result = await connector.initialize()
+    assert result.error_code == ConnectorErrorCodes.INVALID_CONNECTION_SETTINGS
+    assert "MAILBOX_NAME" in (result.error_message or "")
 
 
 # -- ${VAR} interpolation ----------------------------------------------------------------------------

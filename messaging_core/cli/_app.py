@@ -163,3 +163,17 @@ config_option = click.option(
     help="Configuration file.",
 )
 connector_option = click.option("--connector", "connector_name", required=True, help="Connector name in the config.")
+
+
+def _load_plugin_commands() -> None:
+    try:
+        registry = ChannelRegistry.discover()
+        registry.host.register_commands(cli)
+    except MessagingError as err:  # a broken plugin must not break the CLI
+        err_console.print(f"[yellow]warning:[/] plugin commands not loaded: {escape(str(err))}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    _load_plugin_commands()
+    cli.main(args=argv, prog_name="messaging")

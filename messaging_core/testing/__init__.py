@@ -17,12 +17,12 @@ pytest run, so importing the package must not import the suite (nor pytest-async
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 import pytest
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from messaging_core.testing._conformance import (
         VALIDATION_ERROR_CODES,
         ConnectorConformance,
@@ -75,11 +75,11 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 
