@@ -21,8 +21,8 @@ response is lost or mangled on the way back."""
 FAULTS = PRE_CREATE_FAULTS | POST_CREATE_FAULTS
 """Every fault name :meth:`TwilioEmulator.inject` accepts."""
 
-# status, Twilio code, message. 20429 means the request was never processed (facts §4 "429 / Retry-After");
-# 21611 is a From number's full queue, answered with HTTP 429 and "SMS queue is full." (facts §4): a
+# status, Twilio code, message. 20429 means the request was never processed (Twilio's error docs "429 / Retry-After");
+# 21611 is a From number's full queue, answered with HTTP 429 and "SMS queue is full." (Twilio's error docs): a
 # transient version of the +15005550008 magic number. "500_after_create" answers like "500" after the
 # message was stored (an upstream that failed on the way back).
 # Twilio documents no code of its own for a 502; the generic internal-error code keeps the shape uniform.

@@ -1,6 +1,6 @@
 """Records kept by the emulator and the Twilio 2010-04-01 JSON shapes rendered from them (no I/O).
 
-Every shape here follows the OpenAPI file `twilio_api_v2010.json` (facts §2, §8): message
+Every shape here follows the OpenAPI file `twilio_api_v2010.json` (Twilio's Message resource): message
 `api.v2010.account.message`, media `api.v2010.account.message.media`, account `api.v2010.account`,
 and the 2010 paging envelope.
 """
@@ -32,7 +32,7 @@ PRICE_UNIT = "USD"
 
 MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
 
-# Descriptions for the asynchronous error codes a message can end with (facts §4 code table). Twilio says
+# Descriptions for the asynchronous error codes a message can end with (Twilio's error docs code table). Twilio says
 # `error_message` must not be used programmatically, so these are only for humans reading records.
 ASYNC_ERROR_MESSAGES: dict[int, str] = {
     14107: "SMS send rate limit exceeded",
@@ -118,7 +118,7 @@ class EmulatedMessage:
     segments: int
     """Segments the body needs (`count_segments`), charged once sent."""
     num_segments: int
-    """Segments shown in `num_segments`: 0 until a Messaging Service send is queued (facts §2)."""
+    """Segments shown in `num_segments`: 0 until a Messaging Service send is queued (Twilio's Message resource docs)."""
     date_created: float
     date_updated: float
     messaging_service_sid: str | None = None
@@ -162,7 +162,7 @@ class CallbackRecord:
 
 
 def message_resource(message: EmulatedMessage) -> dict[str, Any]:
-    """Render the Message JSON: every property of `api.v2010.account.message` (facts §2), sorted."""
+    """Render the Message JSON: every property of `api.v2010.account.message` (the OpenAPI file), sorted."""
     uri = message.uri
     error_code = message.error_code
     return {
@@ -228,7 +228,7 @@ def account_resource(account_sid: str, auth_token: str, created: float) -> dict[
 
 
 def error_payload(status: int, code: int, message: str) -> bytes:
-    """Encode Twilio's REST error object (facts §4 "Shape"): code, message, more_info, status."""
+    """Encode Twilio's REST error object (Twilio's error docs "Shape"): code, message, more_info, status."""
     return json.dumps(
         {"code": code, "message": message, "more_info": MORE_INFO.format(code=code), "status": status}
     ).encode()
@@ -298,7 +298,7 @@ def page_payload(
 ) -> dict[str, Any]:
     """Wrap records in the 2010 paging envelope.
 
-    twilio-python's `Page` finds the records as the single key that is not a paging key (facts §2),
+    twilio-python's `Page` finds the records as the single key that is not a paging key,
     so the envelope carries exactly the eight paging keys below plus `key`.
     """
 

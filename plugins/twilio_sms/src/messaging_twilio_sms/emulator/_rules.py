@@ -1,6 +1,6 @@
 """Twilio's rules as the emulator applies them: create validation, test numbers, lifecycle, webhook fields.
 
-Pure functions and tables, no I/O; section numbers refer to `docs/twilio-api-facts.md`.
+Pure functions and tables, no I/O; comments name the Twilio documentation each rule follows.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ._resources import API_VERSION, PRICE_PER_SEGMENT, EmulatedMessage, Params
 
 @frozen
 class ApiError:
-    """An error answer of the REST API: HTTP status, Twilio error code and message (facts §4)."""
+    """An error answer of the REST API: HTTP status, Twilio error code and message (Twilio's error docs)."""
 
     status: int
     code: int
@@ -35,13 +35,13 @@ INVALID_PARAMETER = 60200
 """Twilio's generic "Invalid parameter" code.
 
 The 2010 Messages API's code for an out-of-range `ValidityPeriod`, `PageSize` or a bad update is not
-documented (facts "Open points"), so the emulator answers those with this one code.
+documented by Twilio, so the emulator answers those with this one code.
 """
 
-BODY_MAX_CHARS = 1600  # facts §1: "Can be up to 1,600 characters"; longer => 21617
-MEDIA_MAX_COUNT = 10  # facts §1: "up to ten media_url parameters per message"; more => 21623
-VALIDITY_MIN, VALIDITY_MAX = 1, 36000  # facts §1: ValidityPeriod 1 ... 36000 s
-SCHEDULE_MIN_AHEAD, SCHEDULE_MAX_AHEAD = 300, 35 * 86400  # facts §1 SendAt window: > 5 min, <= 35 days
+BODY_MAX_CHARS = 1600  # Twilio's Create Message docs: "Can be up to 1,600 characters"; longer => 21617
+MEDIA_MAX_COUNT = 10  # Twilio's Create Message docs: "up to ten media_url parameters per message"; more => 21623
+VALIDITY_MIN, VALIDITY_MAX = 1, 36000  # Twilio's Create Message docs: ValidityPeriod 1 ... 36000 s
+SCHEDULE_MIN_AHEAD, SCHEDULE_MAX_AHEAD = 300, 35 * 86400  # SendAt window: > 5 min, <= 35 days
 
 STATUS_CALLBACK_MAX_CHARS = 4000  # error 21609 page: "Keep the URL at 4000 characters or fewer"
 
@@ -51,12 +51,12 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # A DNS label; the underscore is tolerated here and refused for StatusCallback only, where Twilio says so.
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
-# E.164 for SMS/MMS, or a channel address such as `whatsapp:+1555...` (facts §1 `To`).
+# E.164 for SMS/MMS, or a channel address such as `whatsapp:+1555...` (Twilio's Create Message docs `To`).
 _TO_PATTERN = re.compile(r"^(?:whatsapp:)?\+[1-9]\d{1,14}$")
 _SERVICE_SID_PATTERN = re.compile(r"^MG[0-9a-fA-F]{32}$")
 _TEST_NUMBER_PATTERN = re.compile(r"^\+1500555000\d$")
 
-# Test-credential magic numbers (facts §4 "Magic numbers") with the observed message texts. The emulator
+# Test-credential magic numbers (Twilio's error docs "Magic numbers") with the observed message texts. The emulator
 # applies the From rules to +1500555000X numbers only and accepts every other sender: it does not model
 # which numbers an account owns.
 _MAGIC_FROM_PASS = "+15005550006"
@@ -66,7 +66,7 @@ _MAGIC_FROM: dict[str, ApiError] = {
         21212,
         "The 'From' number +15005550001 is not a valid phone number, shortcode, or alphanumeric sender ID.",
     ),
-    # Observed with HTTP 429, not 400: the sender's queue is over its 10 h budget (facts §6).
+    # Observed with HTTP 429, not 400: the sender's queue is over its 10 h budget (Twilio's queueing docs).
     "+15005550008": ApiError(429, 21611, "SMS queue is full."),
 }
 _NOT_OWNED_MESSAGE = (
@@ -87,7 +87,7 @@ _MAGIC_TO: dict[str, tuple[int, str]] = {
     "+15005550009": (21614, "To number: {to}, is not a mobile number"),
 }
 
-_TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})  # twilio-python sends lowercase "true" (facts §1)
+_TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})  # twilio-python sends lowercase "true"
 
 
 @frozen
@@ -122,14 +122,14 @@ def all_values(params: Params, key: str) -> list[str]:
 
 
 def utf16_length(text: str) -> int:
-    """Count UTF-16 code units: Twilio's 1,600 limit counts an emoji as two (facts §4, 21617)."""
+    """Count UTF-16 code units: Twilio's 1,600 limit counts an emoji as two (Twilio's error docs, 21617)."""
     if text.isascii():
         return len(text)
     return len(text.encode("utf-16-le")) // 2
 
 
 def parse_create(params: Params, *, now: float) -> CreateRequest | ApiError:
-    """Validate a Create Message form (facts §1) and return the parsed request or the first error.
+    """Validate a Create Message form (Twilio's Create Message docs) and return the parsed request or the first error.
 
     Order: required parameters, then address formats, then the test numbers, then content limits.
     """
@@ -155,7 +155,7 @@ def parse_create(params: Params, *, now: float) -> CreateRequest | ApiError:
     media_urls = all_values(params, "MediaUrl")
     # One of Body, MediaUrl, ContentSid is required (OAI x-twilio.conditional). Of the two candidate codes
     # 21602 "Message body is required" and 21619 "Unable to create record - body or media required"
-    # (facts §4), 21619 describes exactly this either-or rule, and it is what Twilio answers today with
+    # (Twilio's error docs), 21619 describes exactly this either-or rule, and it is what Twilio answers today with
     # the message text below (public bug reports, e.g. twilio/twilio-php#810).
     if not body and not media_urls and not first(params, "ContentSid"):
         return ApiError(400, 21619, "A text message body or media urls must be specified.")
@@ -205,7 +205,7 @@ def parse_create(params: Params, *, now: float) -> CreateRequest | ApiError:
 
 
 def _parse_send_at(params: Params, service_sid: str | None, now: float) -> float | ApiError:
-    """Check a scheduled send (facts §1 `SendAt`: 35111, 35118, window errors)."""
+    """Check a scheduled send (Twilio's Create Message docs `SendAt`: 35111, 35118, window errors)."""
     raw = first(params, "SendAt")
     if not raw:
         return ApiError(400, 35111, "SendAt is required when ScheduleType is fixed.")
@@ -218,7 +218,7 @@ def _parse_send_at(params: Params, service_sid: str | None, now: float) -> float
     if parsed is not None and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     ahead = None if parsed is None else parsed.timestamp() - now
-    # The facts name three window codes (35114/35115/35117) without saying which is which; one code
+    # Twilio's error pages name three window codes (35114/35115/35117) without saying which is which; one code
     # for "outside the window" is enough for a client that only needs to know the request was refused.
     if ahead is None or not SCHEDULE_MIN_AHEAD < ahead <= SCHEDULE_MAX_AHEAD:
         return ApiError(
@@ -377,7 +377,7 @@ def parse_page(raw: str | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Lifecycle (facts §3)
+# Lifecycle (Twilio's message status docs)
 # ----------------------------------------------------------------------------------------------------------
 
 DEFAULT_UNDELIVERED_NUMBERS: frozenset[str] = frozenset({"+15559990001"})
@@ -450,7 +450,7 @@ def apply_status(
     message.date_updated = now
     message.history.append(status)
     if status == "queued" and message.messaging_service_sid is not None:
-        # The service has picked a sender now: `from` and `num_segments` become known (facts §2).
+        # The service has picked a sender now: `from` and `num_segments` become known (Twilio's Message resource docs).
         if message.from_ is None:
             message.from_ = service_sender
         message.num_segments = message.segments
@@ -466,12 +466,12 @@ def apply_status(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Webhook fields (facts §5)
+# Webhook fields (Twilio's webhook docs)
 # ----------------------------------------------------------------------------------------------------------
 
 
 def status_callback_params(message: EmulatedMessage, *, now: float) -> dict[str, str]:
-    """Build the form a status callback posts for the message's current status (facts §5)."""
+    """Build the form a status callback posts for the message's current status (Twilio's webhook docs)."""
     status = message.status
     params = {
         "AccountSid": message.account_sid,
@@ -496,7 +496,7 @@ def status_callback_params(message: EmulatedMessage, *, now: float) -> dict[str,
 def inbound_params(
     message: EmulatedMessage, *, geo: Mapping[str, str], media: Sequence[tuple[str, str]]
 ) -> dict[str, str]:
-    """Build the form of an incoming-message webhook (facts §5 "Inbound message webhook").
+    """Build the form of an incoming-message webhook (Twilio's webhook docs "Inbound message webhook").
 
     Includes the fields real captures show beside the documented ones (`SmsStatus`, `ApiVersion`,
     `ReferralNumMedia`) and geo keys that are present with empty values.

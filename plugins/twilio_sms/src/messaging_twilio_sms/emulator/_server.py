@@ -98,7 +98,7 @@ def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> w
 
 
 def _not_found(path: str) -> web.Response:
-    # Observed text for 20404 (facts §4 code table).
+    # Observed text for 20404 (Twilio's error docs code table).
     return _error_response(ApiError(404, 20404, f"The requested resource {path} was not found"))
 
 
@@ -556,7 +556,7 @@ class TwilioEmulator:
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         if not self._authenticated(request.headers.get(hdrs.AUTHORIZATION)):
-            # Observed 401 body (facts §4, 20003).
+            # Observed 401 body (Twilio's error docs, 20003).
             return _error_response(
                 ApiError(401, 20003, "Authenticate"), headers={"WWW-Authenticate": 'Basic realm="Twilio API"'}
             )
@@ -652,7 +652,7 @@ class TwilioEmulator:
         # A media-only message is still one (MMS) segment.
         segments = max(info.segments, 1)
         service_sid = parsed.messaging_service_sid
-        # Initial status (facts §3): `scheduled` for a scheduled send, `accepted` with a Messaging Service,
+        # Initial status (Twilio's status docs): `scheduled` for a scheduled send, `accepted` with a Messaging Service,
         # else `queued`.
         if parsed.send_at is not None:
             status = "scheduled"
@@ -666,12 +666,12 @@ class TwilioEmulator:
             direction="outbound-api",
             to=parsed.to,
             from_=parsed.from_,
-            # Smart Encoding replaces look-alike characters before sending (facts §7).
+            # Smart Encoding replaces look-alike characters before sending (Twilio's Smart Encoding docs).
             body=info.text if parsed.smart_encoded else parsed.body,
             status=status,
             params=params,
             segments=segments,
-            # Messaging Service sends report 0 segments until a sender is picked (facts §2).
+            # Messaging Service sends report 0 segments until a sender is picked (Twilio's Message resource docs).
             num_segments=0 if service_sid is not None else segments,
             date_created=now,
             date_updated=now,
@@ -835,7 +835,7 @@ class TwilioEmulator:
         for wanted, future in self._waiters.get(message.sid, ()):
             if wanted == status and not future.done():
                 future.set_result(None)
-        # No callback for the initial status, one for every later change (facts §3).
+        # No callback for the initial status, one for every later change (Twilio's message status docs).
         if message.status_callback is not None and not self.fast:
             params = status_callback_params(message, now=now)
             await self._post_webhook("status", message.status_callback, params, message.sid)
@@ -860,7 +860,7 @@ class TwilioEmulator:
         text = ""
         problem = url_problem(url)
         if problem is not None:
-            # Refused, never re-encoded: the signature covers the URL exactly as written (facts §5).
+            # Refused, never re-encoded: the signature covers the URL exactly as written (Twilio's webhook docs).
             error = f"not a valid webhook URL: {problem}"
             logger.warning("%s webhook for %s not sent to %r: %s", kind, sid, url, error)
         else:
