@@ -9,6 +9,7 @@ shape (facts §4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
@@ -39,6 +40,7 @@ from messaging_twilio_sms.emulator import (
     DEFAULT_FAILED_NUMBERS,
     DEFAULT_UNDELIVERED_NUMBERS,
     FAULTS,
+    HELD_FAULTS,
     POST_CREATE_FAULTS,
     TwilioEmulator,
     main,
@@ -1009,7 +1011,7 @@ JSON_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS - {"timeout"}))
+@pytest.mark.parametrize("fault", sorted(FAULTS - HELD_FAULTS))  # held ones: test_emulator_faults.py
 async def test_injected_fault_shapes(emulator: TwilioEmulator, api: Api, fault: str) -> None:
     emulator.inject(fault)
     try:
@@ -1044,21 +1046,6 @@ async def test_injected_fault_shapes(emulator: TwilioEmulator, api: Api, fault: 
 
     # The fault was used up: the next create is normal.
     assert (await api.create(sms()))[0] == 201
-
-
-async def test_timeout_fault_creates_then_holds_the_answer(emulator: TwilioEmulator, api: Api) -> None:
-    emulator.fault_delay = 0.3
-    emulator.inject("timeout", count=2)
-
-    with pytest.raises(TimeoutError):
-        await api.request("POST", "/Messages.json", form=sms(), time_limit=0.05)
-    assert len(emulator.messages) == 1  # Twilio accepted it even though the client gave up
-
-    started = time.monotonic()
-    status, _, body = await api.request("POST", "/Messages.json", form=sms())
-    assert status == 201
-    assert time.monotonic() - started >= 0.25
-    assert_message(json.loads(body))
 
 
 async def test_faults_match_recipient_and_count(emulator: TwilioEmulator, api: Api) -> None:
@@ -1201,16 +1188,14 @@ async def test_official_twilio_client_round_trip(emulator: TwilioEmulator) -> No
         client.http_client.session.close()
 
 
-async def test_command_line_serves_until_interrupted() -> None:
+@contextlib.asynccontextmanager
+async def command_line(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, aiohttp.ClientSession, str]]:
+    """Run ``python -m messaging_twilio_sms.emulator *args``; yield it, a client with its credentials, its account URL.
+
+    The process is killed on the way out unless the test stopped it.
+    """
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "messaging_twilio_sms.emulator",
-        "--port",
-        "0",
-        "--status-interval",
-        "0.01",
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "messaging_twilio_sms.emulator", "--port", "0", *args, stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None
@@ -1218,20 +1203,51 @@ async def test_command_line_serves_until_interrupted() -> None:
         base_url = lines[0].split()[-1]
         account_sid = lines[1].strip().split("=", 1)[1]
         auth_token = lines[2].strip().split("=", 1)[1]
-        headers = {"Authorization": aiohttp.encode_basic_auth(account_sid, auth_token)}
-        async with (
-            aiohttp.ClientSession(headers=headers) as session,
-            session.get(f"{base_url}/2010-04-01/Accounts/{account_sid}.json") as response,
-        ):
-            assert response.status == 200
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 10) == 0
+        async with aiohttp.ClientSession(
+            headers={"Authorization": aiohttp.encode_basic_auth(account_sid, auth_token)},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as session:
+            yield process, session, f"{base_url}/2010-04-01/Accounts/{account_sid}"
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
 
+async def test_command_line_serves_until_interrupted() -> None:
+    async with command_line("--status-interval", "0.01") as (process, session, account):
+        async with session.get(f"{account}.json") as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_command_line_sets_the_list_lag_and_queues_faults() -> None:
+    """What `TwilioEmulator(list_lag=..., fault_delay=...)` and `inject` do, for an emulator in its own process."""
+    flags = ["--list-lag", "600", "--fault-delay", "0.1", "--fault", "timeout_before_create:2@+15550000002"]
+    async with command_line(*flags) as (_, session, account):
+        for _ in range(2):  # held 0.1 s, then dropped: nothing created
+            with pytest.raises(aiohttp.ClientError):
+                async with session.post(f"{account}/Messages.json", data=sms(to="+15550000002")):
+                    pass
+        async with session.post(f"{account}/Messages.json", data=sms(to="+15550000002")) as response:
+            assert response.status == 201
+            sid = (await response.json())["sid"]
+        async with session.get(f"{account}/Messages.json") as response:
+            assert (await response.json())["messages"] == []  # 600 s of lag
+        async with session.get(f"{account}/Messages/{sid}.json") as response:
+            assert response.status == 200
+
+
 def test_command_line_rejects_bad_credentials(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--account-sid", "nope"]) == 2
     assert "account_sid" in capsys.readouterr().out
+
+
+def test_command_line_rejects_unknown_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--fault", "teapot"]) == 2
+    assert "unknown fault 'teapot'" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["--fault", "500:many"])
+    assert exited.value.code == 2
+    assert "is not NAME[:COUNT][@TO]" in capsys.readouterr().err

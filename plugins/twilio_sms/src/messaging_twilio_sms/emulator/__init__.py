@@ -28,7 +28,7 @@ test numbers, lifecycle and webhook fields), ``_resources`` (records and JSON sh
 from __future__ import annotations
 
 from ._cli import main
-from ._faults import FAULTS, POST_CREATE_FAULTS, PRE_CREATE_FAULTS
+from ._faults import FAULTS, HELD_FAULTS, POST_CREATE_FAULTS, PRE_CREATE_FAULTS
 from ._resources import CallbackRecord, EmulatedMedia, EmulatedMessage
 from ._rules import DEFAULT_FAILED_NUMBERS, DEFAULT_UNDELIVERED_NUMBERS
 from ._server import TwilioEmulator
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_FAILED_NUMBERS",
     "DEFAULT_UNDELIVERED_NUMBERS",
     "FAULTS",
+    "HELD_FAULTS",
     "POST_CREATE_FAULTS",
     "PRE_CREATE_FAULTS",
     "CallbackRecord",

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from collections.abc import Sequence
+
+_FAULT_SPEC = re.compile(r"(?P<name>[^:@]+)(?::(?P<count>\d+))?(?:@(?P<to>.+))?")
+
+
+def _fault_spec(text: str) -> tuple[str, int, str | None]:
+    """Read `--fault NAME[:COUNT][@TO]` as the arguments of `TwilioEmulator.inject`."""
+    match = _FAULT_SPEC.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME[:COUNT][@TO]")
+    return match["name"], int(match["count"] or 1), match["to"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API answer (default: %(default)s)"
     )
+    parser.add_argument(
+        "--list-lag",
+        type=float,
+        default=0.0,
+        help="seconds before a new message shows in the Messages list; fetch finds it at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fault-delay",
+        type=float,
+        default=30.0,
+        help="seconds a timeout fault holds a create request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault_spec,
+        metavar="NAME[:COUNT][@TO]",
+        help="queue a fault for the next COUNT (1) creates, to TO only if given; repeatable, applied in order",
+    )
     parser.add_argument("--fast", action="store_true", help="benchmark mode: no status lifecycle, no callbacks")
     return parser
 
@@ -41,8 +72,12 @@ async def _serve(args: argparse.Namespace) -> None:
         status_interval=args.status_interval,
         sms_url=args.sms_url,
         latency=args.latency,
+        list_lag=args.list_lag,
+        fault_delay=args.fault_delay,
         fast=args.fast,
     )
+    for name, count, to in args.fault:
+        emulator.inject(name, count=count, match_to=to)
     async with emulator:
         # Printing the token is the point here: it is a throw-away credential for a local emulator.
         print(f"Twilio emulator listening on {emulator.base_url}")

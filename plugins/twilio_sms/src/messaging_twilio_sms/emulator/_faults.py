@@ -9,14 +9,35 @@ from attrs import define
 
 from ._resources import error_payload
 
-PRE_CREATE_FAULTS = frozenset({"429", "429_retry_after", "21611", "500", "502", "503", "html_error", "reset_before"})
+PRE_CREATE_FAULTS = frozenset(
+    {"429", "429_retry_after", "21611", "500", "502", "503", "html_error", "reset_before", "timeout_before_create"}
+)
 """Faults answered before the request is processed: the message is NOT created."""
 
 POST_CREATE_FAULTS = frozenset(
-    {"500_after_create", "malformed_json", "truncated_json", "no_sid", "reset_after_create", "timeout"}
+    {
+        "500_after_create",
+        "malformed_json",
+        "truncated_json",
+        "no_sid",
+        "reset_after_create",
+        "create_then_timeout",
+        "timeout",
+    }
 )
 """Faults that spoil the answer of a create that succeeded: the message IS created, as at Twilio when the
 response is lost or mangled on the way back."""
+
+HELD_FAULTS = frozenset({"timeout_before_create", "create_then_timeout", "timeout"})
+"""Faults that hold the request for the emulator's `fault_delay` seconds, so a client with a shorter
+timeout gives up without an answer: the two sides of a timeout's doubt.
+
+- `timeout_before_create`: nothing is stored, ever; after the delay the connection is dropped
+  (a request lost or stuck in front of the API).
+- `create_then_timeout`: the message is stored first (its status lifecycle and callbacks run as
+  usual) and then its 201 is held; a client still waiting after the delay gets it.
+- `timeout`: the older name of `create_then_timeout`, same behaviour.
+"""
 
 FAULTS = PRE_CREATE_FAULTS | POST_CREATE_FAULTS
 """Every fault name :meth:`TwilioEmulator.inject` accepts."""

@@ -11,10 +11,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import attrs
@@ -22,6 +23,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDictProxy
 from yarl import URL
 
+from .._api import MESSAGE_ID_PARAM
 from ..segments import count_segments
 from ..webhooks import SIGNATURE_HEADER, compute_signature
 from ._faults import FAULT_ERRORS, FAULT_PAYLOADS, HTML_ERROR_PAGE, PRE_CREATE_FAULTS, FaultQueue
@@ -69,7 +71,7 @@ _API_KEY_SID_PATTERN = re.compile(r"^SK[0-9a-fA-F]{32}$")
 _JSON = "application/json"
 _FORM = "application/x-www-form-urlencoded"
 _SHUTDOWN_TIMEOUT = 2.0
-"""Seconds `stop()` waits for in-flight requests; the `timeout` fault is woken up well before that."""
+"""Seconds `stop()` waits for in-flight requests; requests held by a fault are let go well before that."""
 
 _MESSAGE_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 """List filters in the order Twilio writes them into page URIs (OAI ListMessage examples)."""
@@ -174,8 +176,9 @@ class TwilioEmulator:
     It authenticates like Twilio (HTTP Basic with the account SID and auth token, or an API key pair),
     validates creates with Twilio's error codes and test-credential magic numbers, advances each message
     through its status lifecycle while posting signed status callbacks, simulates inbound messages, and
-    can inject faults (see :data:`FAULTS`). Everything it created is kept in :attr:`messages`, every
-    webhook it sent in :attr:`callback_log`.
+    can inject faults (see :data:`FAULTS`) and let its Messages list lag behind its writes (`list_lag`),
+    as Twilio's does. Everything it created is kept in :attr:`messages` (counted per our message id by
+    :meth:`creates_by_message_id`), every webhook it sent in :attr:`callback_log`.
 
     It serves from the event loop that starts it, so the client talking to it must not block that loop:
     use an async client, as here with the official ``twilio`` package's, or run synchronous code
@@ -226,6 +229,8 @@ class TwilioEmulator:
         latency: float = 0.0,
         rate_limit_every: int | None = None,
         fault_delay: float = 30.0,
+        list_lag: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
         callback_timeout: float = 5.0,
         fast: bool = False,
     ) -> None:
@@ -247,7 +252,11 @@ class TwilioEmulator:
         :param failed_numbers: recipients whose messages end `failed` (30008).
         :param latency: seconds added before every API answer.
         :param rate_limit_every: answer every Nth create request with 429/20429 (None: never).
-        :param fault_delay: how long the `timeout` fault holds its answer.
+        :param fault_delay: seconds the faults in :data:`HELD_FAULTS` hold a create request.
+        :param list_lag: seconds a new message stays out of the Messages list (fetch by SID finds it at
+            once), as Twilio's list lags behind its writes.
+        :param clock: the time source of `list_lag`, in seconds from any origin; tests pass one they
+            move by hand instead of sleeping.
         :param callback_timeout: total timeout of each webhook request the emulator makes.
         :param fast: benchmark mode: no lifecycle tasks, no callbacks, messages keep their first status.
         """
@@ -273,6 +282,10 @@ class TwilioEmulator:
         self.latency = latency
         self.rate_limit_every = rate_limit_every
         self.fault_delay = fault_delay
+        self.list_lag = list_lag
+        """Seconds a message created from now on waits before the Messages list shows it."""
+        self.clock = clock
+        """The time source of `list_lag` (seconds from any origin)."""
         self.callback_timeout = callback_timeout
         self.fast = fast
 
@@ -285,6 +298,8 @@ class TwilioEmulator:
         self._created = time.time()
         self._create_requests = 0
         self._faults = FaultQueue()
+        self._unlisted: dict[str, float] = {}
+        """SIDs the Messages list does not show yet, with the `clock` time it starts showing them."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -331,6 +346,26 @@ class TwilioEmulator:
     def create_requests(self) -> int:
         """How many create requests arrived, including refused and faulted ones (retries show up here)."""
         return self._create_requests
+
+    def creates_by_message_id(self) -> Counter[str]:
+        """Outbound messages created, counted per our message id, for "created once" checks.
+
+        The Twilio connector appends `MessageId=<our id>` to each message's `StatusCallback` query;
+        Twilio knows nothing of it, so this is the one place a test sees which of our messages a
+        create stored. Every stored message counts, whether or not its answer reached the client
+        (the faults in :data:`POST_CREATE_FAULTS`) and whether or not it was deleted since; refused
+        creates do not. Messages without a `MessageId` (no `StatusCallback`, or a client other than
+        the connector) are left out.
+        """
+        counts: Counter[str] = Counter()
+        for message in self.messages.values():
+            if message.direction == "inbound" or message.status_callback is None:
+                continue
+            # The connector appends its parameter, so the last one is ours if the URL had one already.
+            ids = parse_qs(urlsplit(message.status_callback).query).get(MESSAGE_ID_PARAM)
+            if ids:
+                counts[ids[-1]] += 1
+        return counts
 
     def __repr__(self) -> str:
         # The auth token stays out (STYLE habit 13).
@@ -379,6 +414,7 @@ class TwilioEmulator:
             task.cancel()
         self.messages.clear()
         self.callback_log.clear()
+        self._unlisted.clear()
         self._faults.clear()
         self._create_requests = 0
 
@@ -386,7 +422,10 @@ class TwilioEmulator:
         """Make the next `count` create requests (to `match_to` only, if given) fail with `fault`.
 
         Faults in :data:`PRE_CREATE_FAULTS` answer without creating the message; the others create it
-        and then spoil the answer. Queued faults apply first-in first-out. A `reset_before` can only cut
+        and then spoil the answer. Those in :data:`HELD_FAULTS` hold the request for :attr:`fault_delay`
+        seconds: `timeout_before_create` creates nothing and then drops the connection;
+        `create_then_timeout` (or its older name `timeout`) creates the message first and answers its
+        201 late. Queued faults apply first-in first-out. A `reset_before` can only cut
         the connection before the body is read when it is first in the queue and has no `match_to`;
         otherwise it cuts it right after reading the body (still creating nothing). A request that fails
         validation gets its validation error and still uses up the fault it matched.
@@ -499,7 +538,7 @@ class TwilioEmulator:
             price=f"{-PRICE_PER_SEGMENT * segments:.5f}",
             history=["received"],
         )
-        self.messages[message.sid] = message
+        self._keep(message)
         geo = {
             "FromCountry": "US" if from_.startswith("+1") else "",
             "ToCountry": "US" if to.startswith("+1") else "",
@@ -540,7 +579,7 @@ class TwilioEmulator:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         if self._stopping is not None:
-            self._stopping.set()  # releases requests held by the `timeout` fault
+            self._stopping.set()  # releases requests held by the faults in HELD_FAULTS
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -597,7 +636,7 @@ class TwilioEmulator:
         if fault is None and self.rate_limit_every and self._create_requests % self.rate_limit_every == 0:
             fault = "429"
         if fault is not None and fault in PRE_CREATE_FAULTS:
-            return self._refuse(request, fault)
+            return await self._refuse(request, fault)
 
         now = time.time()
         parsed = parse_create(params, now=now)
@@ -609,10 +648,13 @@ class TwilioEmulator:
             return web.Response(body=payload, status=201, content_type=_JSON)
         return await self._spoil(request, fault, message, payload)
 
-    def _refuse(self, request: web.Request, fault: str) -> web.StreamResponse:
+    async def _refuse(self, request: web.Request, fault: str) -> web.StreamResponse:
         """Answer a fault that prevents the create (the message is not stored)."""
         if fault == "reset_before":
             return _abort(request)
+        if fault == "timeout_before_create":
+            await self._hold()
+            return _abort(request)  # nothing to answer: the request never reached the API
         if fault == "html_error":
             return web.Response(body=HTML_ERROR_PAGE, status=502, content_type="text/html")
         status = FAULT_ERRORS[fault][0]
@@ -627,15 +669,9 @@ class TwilioEmulator:
             return _abort(request)
         if fault == "500_after_create":
             return web.Response(body=FAULT_PAYLOADS[fault], status=500, content_type=_JSON)
-        if fault == "timeout":
-            stopping = self._stopping
-            if stopping is not None:
-                try:
-                    await asyncio.wait_for(stopping.wait(), self.fault_delay)
-                except TimeoutError:
-                    pass
-                else:
-                    return _abort(request)  # shutting down: do not hold the server
+        if fault in ("create_then_timeout", "timeout"):
+            if not await self._hold():
+                return _abort(request)  # shutting down: do not hold the server
             return web.Response(body=payload, status=201, content_type=_JSON)
         if fault == "truncated_json":
             body = payload[: len(payload) // 2]
@@ -646,6 +682,31 @@ class TwilioEmulator:
         else:  # malformed_json: Python-repr-like quoting, which no JSON parser accepts
             body = payload.replace(b'"', b"'")
         return web.Response(body=body, status=201, content_type=_JSON)
+
+    async def _hold(self) -> bool:
+        """Hold a faulted request for :attr:`fault_delay` seconds; False when the emulator began stopping first."""
+        stopping = self._stopping
+        if stopping is None:  # set on startup, before any request is served
+            return True
+        try:
+            await asyncio.wait_for(stopping.wait(), self.fault_delay)
+        except TimeoutError:
+            return True
+        return False
+
+    def _keep(self, message: EmulatedMessage) -> None:
+        """Store a new message; the Messages list shows it once :attr:`list_lag` has passed."""
+        self.messages[message.sid] = message
+        if self.list_lag > 0:
+            self._unlisted[message.sid] = self.clock() + self.list_lag
+
+    def _hidden_from_list(self) -> Container[str]:
+        """SIDs the Messages list must not show yet (forgetting those whose lag has passed)."""
+        if not self._unlisted:
+            return self._unlisted
+        now = self.clock()
+        self._unlisted = {sid: shown_at for sid, shown_at in self._unlisted.items() if shown_at > now}
+        return self._unlisted
 
     def _store_outbound(self, parsed: CreateRequest, params: Params, now: float) -> EmulatedMessage:
         info = count_segments(parsed.body, smart_encoded=parsed.smart_encoded)
@@ -681,7 +742,7 @@ class TwilioEmulator:
             send_at=parsed.send_at,
             history=[status],
         )
-        self.messages[message.sid] = message
+        self._keep(message)
         if self.auto_advance and not self.fast:
             self._start_lifecycle(message)
         return message
@@ -692,11 +753,13 @@ class TwilioEmulator:
         if isinstance(sent, ApiError):
             return _error_response(sent)
         to, from_ = query.get("To"), query.get("From")
+        hidden = self._hidden_from_list()
         # A message's position in `messages` (which keeps deleted ones) is its paging sort key.
         selected = [
             (position, message)
             for position, message in enumerate(self.messages.values())
             if not message.deleted
+            and message.sid not in hidden
             and (to is None or message.to == to)
             and (from_ is None or message.from_ == from_)
             and sent.holds(message.date_sent)

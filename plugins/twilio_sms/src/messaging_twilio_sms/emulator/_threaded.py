@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,7 +34,11 @@ T = TypeVar("T")
 
 
 class ThreadedTwilioEmulator:
-    """A ``TwilioEmulator`` (built with ``options``) served from a daemon thread's event loop."""
+    """A ``TwilioEmulator`` (built with ``options``) served from a daemon thread's event loop.
+
+    ``options`` are :class:`TwilioEmulator`'s (``fault_delay``, ``list_lag``, ``clock``...); the
+    methods here read or change the emulator on its own loop, safely from any thread.
+    """
 
     def __init__(self, **options: Any) -> None:
         self._options = {"status_interval": 0.01, **options}
@@ -83,6 +88,22 @@ class ThreadedTwilioEmulator:
             return self.emulator.create_requests
 
         return self.run(count)
+
+    def creates_by_message_id(self) -> Counter[str]:
+        """:meth:`TwilioEmulator.creates_by_message_id`, read on the emulator's loop."""
+
+        async def count() -> Counter[str]:
+            return self.emulator.creates_by_message_id()
+
+        return self.run(count)
+
+    def inject(self, fault: str, *, count: int = 1, match_to: str | None = None) -> None:
+        """:meth:`TwilioEmulator.inject`, queued on the emulator's loop (the queue is not thread-safe)."""
+
+        async def inject() -> None:
+            self.emulator.inject(fault, count=count, match_to=match_to)
+
+        self.run(inject)
 
     def wait_for_status(self, sid: str, status: str, timeout: float = 4.0) -> None:
         """Block until message ``sid`` reaches ``status`` (bounded)."""
