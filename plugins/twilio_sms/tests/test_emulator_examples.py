@@ -98,6 +98,7 @@ def test_the_documented_examples_are_all_found() -> None:
         "messaging_twilio_sms.emulator._threaded",
         "twilio-sms.md[0]",
         "twilio-sms.md[1]",
+        "twilio-sms.md[2]",
     ]
 
 
