@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -112,6 +113,9 @@ class BatchProgress:
 
 ProgressCallback = Callable[[BatchProgress], Any]
 
+
+_SEND_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("send_deadline", default=None)
+"""The deadline of the ``attempt`` running in this task (see ``ChannelConnector._deadline_passed``)."""
 
 _BATCH_PACE_KEY = "batch"
 """The rate-limit key of a batch's own limiter: ``messages_per_second`` paces the whole batch."""
@@ -344,7 +348,7 @@ class ChannelConnector(abc.ABC):
         await self._report_sent(message, result)
         return result
 
-    async def attempt(self, message: Message) -> ConnectorResult[SendResult]:
+    async def attempt(self, message: Message, *, deadline: float | None = None) -> ConnectorResult[SendResult]:
         """Validate ``message`` and make the provider call: the send pipeline's seam.
 
         No capability check and no hook: the caller (``send_message``, a batch, the campaign
@@ -352,6 +356,11 @@ class ChannelConnector(abc.ABC):
         what the result means. Refuses (``NOT_ATTEMPTED``) once the connector is no longer
         ready; an unexpected error inside the provider's code is ``SEND_MESSAGE_ERROR``, and
         the message may have been sent.
+
+        :param deadline: a ``time.monotonic()`` instant after which no request may be written
+            (the campaign pipeline's claim): checked right before the provider call, and
+            available to the provider through ``_deadline_passed()`` for a last check right
+            before it writes (after its own queueing).
         """
         issues = self.validate_message(message)
         if issues:
@@ -359,8 +368,11 @@ class ChannelConnector(abc.ABC):
         if self._state is not ConnectorState.READY:
             # A batch still running when shutdown() began: the message was not sent, and may be.
             return not_attempted(f"connector is {self._state.value}")
+        if deadline is not None and time.monotonic() > deadline:
+            return not_attempted("the claim's deadline passed")
         self._in_flight += 1
         self._idle.clear()
+        token = _SEND_DEADLINE.set(deadline)
         try:
             return await self._send_message(message)
         except Exception as err:  # CancelledError is a BaseException: it propagates
@@ -371,9 +383,20 @@ class ChannelConnector(abc.ABC):
                 outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
             )
         finally:
+            _SEND_DEADLINE.reset(token)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    def _deadline_passed(self) -> bool:
+        """Whether the current ``attempt`` has a deadline that has passed: call it right before writing a request.
+
+        A provider that queues a call (a concurrency limit, a retry after a backoff) checks here
+        last, and reports ``not_attempted`` instead of writing: the campaign pipeline's guarantee
+        that no request leaves after its claim's deadline then holds up to the write itself.
+        """
+        deadline = _SEND_DEADLINE.get()
+        return deadline is not None and time.monotonic() > deadline
 
     async def _report_sent(self, message: Message, result: ConnectorResult[SendResult]) -> None:
         if self.plugins.has_observers("message_sent"):

@@ -359,7 +359,10 @@ async def test_probe_then_resend_settles_without_duplicates(harness_factory: Cal
     harness = await harness_factory(auto_advance=False, connector_class=ProbingTwilioConnector)
     assert isinstance(harness.connector, ProbingTwilioConnector)
     harness.connector.emulator = harness.emulator
-    dispatcher = harness.dispatcher(concurrency=4, in_doubt="probe_then_resend", probe_grace=0.05)
+    # A short lease and quiet period: "absent" is concluded a second after the call, not minutes.
+    dispatcher = harness.dispatcher(
+        concurrency=4, in_doubt="probe_then_resend", probe_grace=0.05, lease=1.0, request_timeout=0.5, absent_after=0.2
+    )
     messages = [sms(i) for i in range(6)]
     created_but_lost, never_created = messages[1], messages[2]
     assert created_but_lost.receiver is not None

@@ -61,7 +61,9 @@ class RecordingConnector(MemoryConnector):
 
     ledger: SendLedger | None = None
     probe: str = "unsupported"
-    """What ``find_sent`` does: ``unsupported`` (None), ``truthful`` (the created ids), ``several``."""
+    """What ``find_sent`` does: ``unsupported`` (None), ``truthful`` (the created ids), ``several``,
+    ``by_content`` (every message created with the same receiver, sender and content: the
+    provider's list knows no ids, so identical messages are indistinguishable)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,6 +73,8 @@ class RecordingConnector(MemoryConnector):
         self.created: dict[str, list[str]] = {}
         """Provider ids created per message id (two entries would be a duplicate SMS)."""
         self.probes: list[tuple[str, datetime]] = []
+        self.sent_messages: dict[str, Message] = {}
+        """Messages the provider created, by our id (what a probe by content can see)."""
 
     async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
         entry = await self.ledger.get(message.id) if self.ledger is not None else None
@@ -81,6 +85,7 @@ class RecordingConnector(MemoryConnector):
         await asyncio.sleep(0)
         if word in ("ok", "created_no_answer", "callback_first"):
             sid = f"SM{uuid.uuid4().hex}"
+            self.sent_messages[message.id] = message
             self.created.setdefault(message.id, []).append(sid)
             if word == "ok":
                 return ConnectorResult.success(SendResult(message.id, sid, MessageStatus.QUEUED))
@@ -99,8 +104,19 @@ class RecordingConnector(MemoryConnector):
         self.probes.append((message.id, since))
         if self.probe == "unsupported":
             return None
+        if self.probe == "by_content":
+            # As Twilio's list does: it knows receivers, senders and bodies, not our ids.
+            return [sid for other_id, sids in self.created.items() if self._same(other_id, message) for sid in sids]
         found = list(self.created.get(message.id, []))
         return found * 2 if self.probe == "several" else found
+
+    def _same(self, message_id: str, message: Message) -> bool:
+        sent = self.sent_messages.get(message_id)
+        return sent is not None and (sent.receiver, sent.sender, sent.content) == (
+            message.receiver,
+            message.sender,
+            message.content,
+        )
 
     def call_count(self, message_id: str) -> int:
         return sum(1 for mid, _ in self.calls if mid == message_id)
@@ -130,6 +146,10 @@ def _pipeline(connector: RecordingConnector, ledger: SendLedger | None = None, *
     connector.ledger = ledger
     options.setdefault("backoff", 0.01)
     options.setdefault("probe_grace", 0.01)
+    # A short lease and no extra quiet period: "absent" may be concluded once the lease has ended.
+    options.setdefault("request_timeout", 0.5)
+    options.setdefault("lease", 1.0)
+    options.setdefault("absent_after", 0.0)
     return SendPipeline(connector, ledger=ledger, **options)
 
 
@@ -284,7 +304,7 @@ async def test_a_live_lease_elsewhere_is_waited_for(connector: RecordingConnecto
     await _added(ledger, message)
     other = await ledger.claim(message.id, lease=30.0, request_timeout=5.0)
     assert isinstance(other, Claim)
-    attempt = await _pipeline(connector, ledger).process(message)
+    attempt = await _pipeline(connector, ledger, lease=300.0, request_timeout=30.0).process(message)
     assert connector.calls == []
     assert attempt.state is SendState.SUBMITTING
     assert attempt.retry_after is not None
@@ -397,7 +417,8 @@ async def test_probe_then_resend(
     entry = await ledger.get(message.id)
     assert entry is not None
     assert entry.reconciled == (probe == "truthful")
-    assert len(connector.probes) == (2 if word == "lost_before" else 1)
+    # Absent: one probe right away (found nothing), then two after the quiet period (the lease's end).
+    assert len(connector.probes) == (3 if word == "lost_before" else 1)
 
 
 async def test_a_stale_absent_verdict_does_not_reopen_a_later_attempt(connector: RecordingConnector) -> None:
@@ -411,6 +432,7 @@ async def test_a_stale_absent_verdict_does_not_reopen_a_later_attempt(connector:
     worker_a = _pipeline(connector, ledger, in_doubt="probe_then_resend")
     worker_b = _pipeline(connector, ledger, in_doubt="probe_then_resend")
     assert (await worker_a.process(message)).state is SendState.UNKNOWN
+    await asyncio.sleep(1.05)  # A's lease (1 s) is over: "absent" may now be concluded
     probe = connector.find_sent
     interleaved = False
 
@@ -599,9 +621,9 @@ async def test_every_send_path_makes_one_attempt_and_fires_message_sent_once(
     attempts: Counter[str] = Counter()
     original = connector.attempt
 
-    async def counted(message: Message) -> ConnectorResult[SendResult]:
+    async def counted(message: Message, *, deadline: float | None = None) -> ConnectorResult[SendResult]:
         attempts[message.id] += 1
-        return await original(message)
+        return await original(message, deadline=deadline)
 
     monkeypatch.setattr(connector, "attempt", counted)
     recorder = HookRecorder()
@@ -643,3 +665,122 @@ def test_pipeline_arguments_are_checked(connector: RecordingConnector) -> None:
         SendPipeline(connector, ledger=MemoryLedger(), in_doubt="resend")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_attempts"):
         SendPipeline(connector, ledger=MemoryLedger(), max_attempts=0)
+
+
+# -- issue #12: the probe holds whenever it is not sure ----------------------------------------------------
+
+
+async def test_two_identical_messages_in_doubt_are_both_held(connector: RecordingConnector) -> None:
+    """One was created, one was not; the list cannot tell them apart: neither is taken as sent."""
+    ledger = MemoryLedger()
+    created, lost = sms("+15550000040", "same text"), sms("+15550000040", "same text")
+    await _added(ledger, created, lost)
+    connector.script["+15550000040"] = ["created_no_answer", "lost_before"]
+    connector.probe = "by_content"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    for message in (created, lost):
+        assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    for message in (lost, created):
+        assert await pipeline.reconcile(message) is None, "held: the one candidate could be either"
+        entry = await ledger.get(message.id)
+        assert entry is not None
+        assert (entry.state, entry.provider_id) == (SendState.UNKNOWN, None)
+    assert connector.call_count(lost.id) == 1  # never resent, never recorded as sent
+
+
+async def test_a_provider_id_recorded_for_another_message_is_never_taken(connector: RecordingConnector) -> None:
+    """The same text to the same number, sent before: its id is not proof that the lost one was sent."""
+    ledger = MemoryLedger()
+    earlier, lost = sms("+15550000041", "same text"), sms("+15550000041", "same text")
+    await _added(ledger, earlier, lost)
+    connector.script["+15550000041"] = ["ok", "lost_before", "ok"]
+    connector.probe = "by_content"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    assert (await pipeline.run(earlier)).state is SendState.ACCEPTED
+    attempt = await pipeline.run(lost)
+    assert attempt.state is SendState.ACCEPTED
+    entries = [await ledger.get(m.id) for m in (earlier, lost)]
+    assert entries[0] is not None
+    assert entries[1] is not None
+    assert entries[1].provider_id != entries[0].provider_id
+    assert len(connector.created[lost.id]) == 1, "sent again once, after the quiet period"
+    assert await ledger.owner(entries[0].provider_id or "") == earlier.id
+
+
+async def test_absent_is_concluded_only_after_the_quiet_period(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000042")
+    await _added(ledger, message)
+    connector.script["+15550000042"] = ["lost_before"]
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", absent_after=0.4)
+    assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    waiting = await pipeline.reconcile(message)
+    assert waiting is not None
+    assert waiting.state is SendState.UNKNOWN
+    assert waiting.retry_after is not None
+    assert 0.4 < waiting.retry_after <= 1.0 + 0.4, "the lease's end (1 s) plus absent_after"
+    assert connector.call_count(message.id) == 1
+    await asyncio.sleep(waiting.retry_after)
+    proven = await pipeline.reconcile(message)
+    assert proven is not None
+    assert proven.state is SendState.PENDING
+    # One probe before the quiet period ended, then two empty probes after it.
+    assert len(connector.probes) == 3
+
+
+async def test_no_request_is_written_once_the_deadline_has_passed(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process frozen between the pipeline's deadline check and the call, thawed after the deadline."""
+    ledger = MemoryLedger()
+    message = sms("+15550000043")
+    await _added(ledger, message)
+
+    class Thawed:
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + 3600.0  # what the clock says in the connector, after the thaw
+
+    monkeypatch.setattr("messaging_core.connector.time", Thawed)
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert connector.calls == []
+    assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    assert attempt.state is SendState.PENDING  # nothing was sent: a later pass may send it
+
+
+async def test_an_outcome_is_recorded_once_the_ledger_answers_again(connector: RecordingConnector) -> None:
+    class Flaky(MemoryLedger):
+        failures = 2
+
+        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("database restarting")
+            return await super().record(claim, outcome)
+
+    ledger = Flaky()
+    message = sms("+15550000044")
+    await _added(ledger, message)
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert attempt.state is SendState.ACCEPTED
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, connector.created[message.id][0])
+
+
+async def test_an_outcome_that_cannot_be_recorded_is_logged_for_an_operator(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(MemoryLedger):
+        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+            raise ConnectionError("database down")
+
+    ledger = Down()
+    message = sms("+15550000045")
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError):
+        await _pipeline(connector, ledger, lease=0.6, request_timeout=0.5).process(message)
+    (line,) = [r.getMessage() for r in caplog.records if "NOT RECORDED" in r.getMessage()]
+    assert message.id in line
+    assert connector.created[message.id][0] in line  # the provider id an operator settles it with

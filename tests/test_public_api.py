@@ -135,6 +135,7 @@ PINNED = {
         "MemoryLedger",
         "MemoryRateLimiter",
         "MemoryStatusStore",
+        "PROVIDER_ID_COLLISION",
         "RateLimiter",
         "SendAttempt",
         "SendLedger",

@@ -26,6 +26,7 @@ from messaging_core.campaigns.inprocess import InProcessCampaign, InProcessDispa
 from messaging_core.campaigns.memory import MemoryLedger, MemoryStatusStore
 from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline
 from messaging_core.campaigns.protocols import (
+    PROVIDER_ID_COLLISION,
     CampaignHandle,
     CampaignProgress,
     Claim,
@@ -41,6 +42,7 @@ from messaging_core.campaigns.protocols import (
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 
 __all__ = [
+    "PROVIDER_ID_COLLISION",
     "CampaignHandle",
     "CampaignProgress",
     "Claim",

@@ -134,7 +134,7 @@ class InProcessDispatcher:
     :param messages_per_second: the pace of each sender with the default limiter.
     :param in_doubt: ``"hold"`` or ``"probe_then_resend"`` (see ``SendPipeline``).
     :param pipeline_options: more ``SendPipeline`` options (``lease``, ``max_attempts``,
-        ``backoff``, ``probe_grace``, ``request_timeout``, ``max_wait``).
+        ``backoff``, ``probe_grace``, ``absent_after``, ``request_timeout``, ``max_wait``).
 
     To let status callbacks settle messages in doubt, give the dispatcher to the webhook host as
     its ``pipeline`` (``WebhookHost(..., pipeline=dispatcher)``, ``create_webhook_app(...,
@@ -280,6 +280,7 @@ _INPROCESS_OPTIONS = frozenset(
         "max_attempts",
         "backoff",
         "probe_grace",
+        "absent_after",
         "request_timeout",
         "max_wait",
     }

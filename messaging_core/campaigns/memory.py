@@ -14,7 +14,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
-from messaging_core.campaigns.protocols import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
+from messaging_core.campaigns.protocols import (
+    PROVIDER_ID_COLLISION,
+    CampaignProgress,
+    Claim,
+    LedgerEntry,
+    SendOutcome,
+    SendState,
+)
 from messaging_core.message import Message
 from messaging_core.results import MessageStatus, StatusUpdate, utc_now
 
@@ -90,6 +97,8 @@ class MemoryLedger:
         self._clock = clock
         self._rows: dict[str, _Row] = {}
         self._campaigns: dict[str, list[str]] = {}
+        self._owners: dict[str, str] = {}
+        """Provider id → the message id recorded with it (unique, as PostgreSQL's index makes it)."""
 
     def __repr__(self) -> str:
         return f"<MemoryLedger {len(self._rows)} message(s), {len(self._campaigns)} campaign(s)>"
@@ -137,10 +146,14 @@ class MemoryLedger:
         row = self._rows.get(claim.message_id)
         if row is None or row.state is not SendState.SUBMITTING or row.fence != claim.fence:
             return False
+        owner = self._owners.get(outcome.provider_id) if outcome.provider_id is not None else None
+        if owner is not None and owner != claim.message_id:
+            self._collision(row, self._rows[owner])
+            return True
         row.state = outcome.state
         row.error_code = outcome.error_code
         if outcome.provider_id is not None:
-            row.provider_id = outcome.provider_id
+            self._own(row, outcome.provider_id)
         if outcome.state is SendState.PENDING:
             delay = outcome.retry_after or 0.0
             row.retry_due = self._clock() + delay
@@ -165,8 +178,10 @@ class MemoryLedger:
         if provider_id is not None:
             if row.state not in (SendState.PENDING, SendState.SUBMITTING, SendState.UNKNOWN):
                 return False
+            if self._owners.get(provider_id, message_id) != message_id:
+                return False  # another message holds that provider id: this one is not proven by it
             row.state = SendState.ACCEPTED
-            row.provider_id = provider_id
+            self._own(row, provider_id)
             row.error_code = None
         else:
             expired = row.state is SendState.SUBMITTING and row.lease_end <= self._clock()
@@ -178,6 +193,47 @@ class MemoryLedger:
         row.fence += 1
         row.reconciled = reconciled
         return True
+
+    async def owner(self, provider_id: str) -> str | None:
+        return self._owners.get(provider_id)
+
+    async def open_to(self, receiver: str) -> list[str]:
+        open_states = (SendState.SUBMITTING, SendState.UNKNOWN)
+        return [
+            message_id
+            for message_id, row in self._rows.items()
+            if row.state in open_states
+            and row.message.receiver is not None
+            and row.message.receiver.address == receiver
+        ]
+
+    def _own(self, row: _Row, provider_id: str) -> None:
+        row.provider_id = provider_id
+        self._owners[provider_id] = row.message.id
+
+    def _collision(self, recording: _Row, holder: _Row) -> None:
+        """A provider call answered with a provider id another message already holds.
+
+        The answer of a call is the provider's word; a holder that got the id from a probe was
+        matched to a message that was not its own: it is in doubt again. A holder that got it
+        otherwise (its own answer, a status callback naming it) contradicts the answer: both are
+        held, with a reason an operator can read.
+        """
+        provider_id = holder.provider_id
+        assert provider_id is not None
+        holder.fence += 1
+        holder.state = SendState.UNKNOWN
+        holder.error_code = PROVIDER_ID_COLLISION
+        holder.provider_id = None
+        del self._owners[provider_id]
+        if holder.reconciled:
+            holder.reconciled = False
+            self._own(recording, provider_id)
+            recording.state = SendState.ACCEPTED
+            recording.error_code = None
+        else:
+            recording.state = SendState.UNKNOWN
+            recording.error_code = PROVIDER_ID_COLLISION
 
     async def cancel(self, campaign_id: str) -> int:
         cancelled = 0

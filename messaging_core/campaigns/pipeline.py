@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -95,7 +95,11 @@ class SendPipeline:
     :param backoff: seconds before the first retry of a retryable failure; doubles per attempt, up to ``max_backoff``.
     :param in_doubt: ``"hold"`` (default) leaves UNKNOWN messages for a status callback or an
         operator; ``"probe_then_resend"`` asks ``connector.find_sent`` and resends only when two
-        probes ``probe_grace`` seconds apart found nothing.
+        probes ``probe_grace`` seconds apart found nothing after the quiet period (``reconcile``).
+    :param absent_after: the quiet period, in seconds from the end of the call's lease, before
+        "not found" may mean "never created" (default 300: a request that timed out may still be
+        processed, and Twilio documents no bound on how soon a new message is listed; minutes
+        leave room for both, and a status callback settles the message sooner when it comes).
     :param status_store: where ``status_received`` records delivery statuses.
     :param cancel_reason: how a message skipped by a cancellation is described.
     :param call_slot: with a ledger, a context manager factory held around the claim and the
@@ -120,6 +124,7 @@ class SendPipeline:
         in_doubt: InDoubtPolicy = "hold",
         probe_grace: float = 5.0,
         probe_skew: float = 60.0,
+        absent_after: float = 300.0,
         status_store: StatusStore | None = None,
         cancel_reason: str = "cancelled",
         call_slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
@@ -147,6 +152,9 @@ class SendPipeline:
         self.in_doubt: InDoubtPolicy = in_doubt
         self.probe_grace = probe_grace
         self.probe_skew = probe_skew
+        if absent_after < 0:
+            raise ValueError("absent_after must be >= 0")
+        self.absent_after = absent_after
         self.status_store = status_store
         self.cancel_reason = cancel_reason
         self.call_slot = call_slot
@@ -213,7 +221,7 @@ class SendPipeline:
             else:
                 delay = min(self.max_backoff, self.backoff * 2 ** (claim.attempts - 1))
                 outcome = SendOutcome(SendState.PENDING, error_code=outcome.error_code, retry_after=delay)
-        if await ledger.record(claim, outcome):
+        if await self._record(claim, outcome):
             return SendAttempt(message.id, result, outcome.state, outcome.retry_after, called)
         # The fence moved while we sent: a status callback settled the message, or our lease ran
         # out and another worker took it over. The ledger's state is the truth; keep our answer.
@@ -231,9 +239,13 @@ class SendPipeline:
         """
         connector = self.connector
         remaining = claim.deadline + self.request_timeout - time.monotonic()
+        if remaining <= self.request_timeout:
+            # Past the deadline already (a process frozen after the check, thawed now): nothing is
+            # written. ``attempt`` checks the deadline once more right before the provider call.
+            return not_attempted("the claim's deadline passed")
         try:
             async with asyncio.timeout(remaining):
-                result = await connector.attempt(message)
+                result = await connector.attempt(message, deadline=claim.deadline)
         except TimeoutError:
             log.warning("send %s: still running when its lease ended; cut off, outcome unknown", message.id)
             result = ConnectorResult.failure(
@@ -246,6 +258,35 @@ class SendPipeline:
         if connector.plugins.has_observers("message_sent"):
             await connector.plugins.message_sent(connector, message, result)
         return result
+
+    async def _record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        """``ledger.record``, tried again with a backoff while the ledger does not answer, until the lease ends.
+
+        The outcome of a provider call is known only here: dropping it would leave a message in
+        doubt that need not be. If the ledger is still unreachable when the lease ends (another
+        worker may then take the message over), the outcome is logged, with what an operator needs
+        to settle it (``ledger.resolve``), and the error is raised.
+        """
+        delay = 0.05
+        while True:
+            try:
+                return await self.ledger.record(claim, outcome)
+            except Exception:
+                left = claim.deadline + self.request_timeout - time.monotonic()
+                if left <= delay:
+                    log.error(
+                        "send %s: the ledger did not answer before the lease ended; outcome NOT RECORDED: "
+                        "state=%s provider_id=%s error_code=%s attempt=%d (settle it with ledger.resolve)",
+                        claim.message_id,
+                        outcome.state.value,
+                        outcome.provider_id,
+                        outcome.error_code,
+                        claim.attempts,
+                    )
+                    raise
+                log.warning("send %s: recording the outcome failed; trying again in %.2f s", claim.message_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0, left / 2)
 
     async def _reserve(self, message: Message) -> float | None:
         """Reserve the message's slot; the wait until it, or None when it would exceed ``max_wait``.
@@ -304,19 +345,41 @@ class SendPipeline:
             attempt = await self.process(message, cancel=cancel, running=running)
             if attempt.state.is_final or (cancel is not None and cancel.is_set()):
                 return attempt
-            if attempt.state is SendState.UNKNOWN:
-                reconciled = await self.reconcile(message)
-                if reconciled is None or reconciled.state is not SendState.PENDING:
-                    return reconciled or attempt
-                continue  # proven absent: send again
-            await _sleep(attempt.retry_after or 0.0, cancel)
+            if attempt.state is not SendState.UNKNOWN:
+                await _sleep(attempt.retry_after or 0.0, cancel)
+                continue
+            settled = await self._settle(message, cancel)
+            if settled is None or settled.state is not SendState.PENDING:
+                return settled or attempt
+            # proven absent: send again
+
+    async def _settle(self, message: Message, cancel: asyncio.Event | None) -> SendAttempt | None:
+        """``reconcile`` until it has a verdict, sleeping through the quiet period it asks for."""
+        while True:
+            reconciled = await self.reconcile(message)
+            waiting = reconciled is not None and reconciled.state is SendState.UNKNOWN
+            if not waiting or reconciled is None or reconciled.retry_after is None:
+                return reconciled
+            await _sleep(reconciled.retry_after, cancel)
+            if cancel is not None and cancel.is_set():
+                return reconciled
 
     async def reconcile(self, message: Message) -> SendAttempt | None:
         """Settle an UNKNOWN message by the in-doubt policy; None when it stays held.
 
-        ``probe_then_resend``: one candidate found by ``connector.find_sent`` → ACCEPTED
-        (reconciled); none in two probes ``probe_grace`` apart → PENDING (resend allowed);
-        several, or a connector that cannot tell → held.
+        ``probe_then_resend`` asks ``connector.find_sent`` which provider messages could be this
+        one, and holds whenever it is not sure:
+
+        - the connector cannot tell (None), or the probe fails: held;
+        - candidates whose provider id the ledger records for another message are never taken;
+        - one candidate left, and no other message to the same receiver whose call may be under
+          way or in doubt (``SendLedger.open_to``) that has the same sender and content (it could
+          equally be that one's): ACCEPTED (reconciled); such a twin, or several candidates: held;
+        - none: the message is proven absent only once ``absent_after`` seconds have passed since
+          the end of the call's lease (a request that timed out may still be processed, and the
+          provider's list may lag), by two empty probes ``probe_grace`` apart, both after that
+          quiet period: then PENDING, resend allowed. Before that, the answer is UNKNOWN with
+          ``retry_after`` = the quiet time left (probe again then).
         """
         ledger = self.ledger
         if self.in_doubt == "hold":
@@ -327,23 +390,56 @@ class SendPipeline:
         since = (entry.claimed_at or utc_now()) - timedelta(seconds=self.probe_skew)
         for probe in range(2):
             if probe:
-                # The provider's message list may lag behind its creates: look once more before resending.
+                # The provider's list may lag behind its creates: look once more before resending.
                 await asyncio.sleep(self.probe_grace)
-            try:
-                found = await self.connector.find_sent(message, since)
-            except Exception:
-                log.exception("send %s: probing the provider failed; the message stays in doubt", message.id)
-                return None
+            found = await self._candidates(message, since)
             if found is None or len(found) > 1:
                 return None
             if found:
+                if await self._twin_in_doubt(message):
+                    log.warning("send %s: a probe candidate could be another message in doubt; held", message.id)
+                    return None
                 await ledger.resolve(message.id, provider_id=found[0], fence=entry.fence)
                 return await self._entry_attempt(message.id)
+            quiet_left = self._quiet_left(entry)
+            if quiet_left > 0:
+                return SendAttempt(message.id, _result_of(entry), SendState.UNKNOWN, quiet_left)
         # Only the attempt we probed: if another worker resent it meanwhile (a new fence), "absent"
         # says nothing about that attempt.
         if not await ledger.resolve(message.id, provider_id=None, fence=entry.fence):
             return await self._entry_attempt(message.id)  # a status callback or another worker settled it
         return SendAttempt(message.id, not_attempted("the provider has no trace of it; resending"), SendState.PENDING)
+
+    async def _candidates(self, message: Message, since: datetime) -> list[str] | None:
+        """The provider ids the probe found that no other message of the ledger holds; None: cannot tell."""
+        try:
+            found = await self.connector.find_sent(message, since)
+        except Exception:
+            log.exception("send %s: probing the provider failed; the message stays in doubt", message.id)
+            return None
+        if found is None:
+            return None
+        owners = [await self.ledger.owner(provider_id) for provider_id in found]
+        return [pid for pid, owner in zip(found, owners, strict=True) if owner in (None, message.id)]
+
+    async def _twin_in_doubt(self, message: Message) -> bool:
+        """Whether another message to the same receiver, same sender and content, may be under way or in doubt."""
+        if message.receiver is None:
+            return True
+        for other_id in await self.ledger.open_to(message.receiver.address):
+            if other_id == message.id:
+                continue
+            other = await self.ledger.load(other_id)
+            if other is None or (other.sender, other.content) == (message.sender, message.content):
+                return True
+        return False
+
+    def _quiet_left(self, entry: LedgerEntry) -> float:
+        """Seconds until ``absent_after`` has passed since the end of the call's lease (0 when it has)."""
+        ended = entry.lease_until or entry.claimed_at
+        if ended is None:
+            return 0.0
+        return max(0.0, self.absent_after - (utc_now() - ended).total_seconds())
 
     async def _entry_attempt(self, message_id: str) -> SendAttempt:
         entry = await self.ledger.get(message_id)

@@ -36,6 +36,7 @@ from messaging_core.results import (
 )
 
 __all__ = [
+    "PROVIDER_ID_COLLISION",
     "CampaignHandle",
     "CampaignProgress",
     "Claim",
@@ -132,6 +133,11 @@ class LedgerEntry:
             details={"ledger_state": state.value},
             outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
         )
+
+
+PROVIDER_ID_COLLISION = "PROVIDER_ID_COLLISION"
+"""Error code of a message held because a provider call answered with a provider id another message
+holds (``SendLedger.record``): an operator settles both."""
 
 
 @frozen
@@ -249,6 +255,11 @@ class SendLedger(Protocol):
 
         PENDING sets ``retry_at`` to now + ``outcome.retry_after`` (now when None).
 
+        A provider id is recorded for one message only. When the call answers with an id another
+        message holds: if that message got it from a probe, it was matched wrongly and goes back
+        to UNKNOWN (its fence moves), and this one is ACCEPTED; otherwise both are held UNKNOWN
+        with ``error_code`` ``PROVIDER_ID_COLLISION``. Nothing is left stuck. Returns True then.
+
         :raises ValueError: ``outcome.state`` is SUBMITTING or CANCELLED.
         """
 
@@ -261,8 +272,9 @@ class SendLedger(Protocol):
         """Settle a message in doubt; increments the fence, so a late ``record`` of the old claim is refused.
 
         With a ``provider_id`` (a status callback or a probe found it): PENDING, SUBMITTING or
-        UNKNOWN become ACCEPTED. With None (a probe proved it absent): UNKNOWN or an expired
-        SUBMITTING become PENDING, resend allowed. Final entries are never changed.
+        UNKNOWN become ACCEPTED, unless another message holds that provider id (False). With None
+        (a probe proved it absent): UNKNOWN or an expired SUBMITTING become PENDING, resend
+        allowed. Final entries are never changed.
 
         ``fence``: only when the entry still has this fence (the one the probe looked at). A
         verdict of "absent" must not apply to a later attempt another worker made meanwhile.
@@ -273,6 +285,15 @@ class SendLedger(Protocol):
 
     async def get(self, message_id: str) -> LedgerEntry | None:
         """One entry."""
+
+    async def owner(self, provider_id: str) -> str | None:
+        """The message id recorded with this provider id, if any (a probe never takes another's)."""
+
+    async def open_to(self, receiver: str) -> list[str]:
+        """Ids of the messages to ``receiver`` whose provider call may be under way or in doubt (SUBMITTING, UNKNOWN).
+
+        A probe candidate that one of them could equally be is nobody's proof: the probe holds.
+        """
 
     async def due(self, *, campaign_id: str | None = None, limit: int = 500) -> list[str]:
         """Ids that need work: PENDING and due, SUBMITTING with an expired lease, UNKNOWN."""

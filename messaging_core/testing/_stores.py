@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar, cast
 import pytest
 
 from messaging_core.campaigns.protocols import (
+    PROVIDER_ID_COLLISION,
     CampaignProgress,
     Claim,
     LedgerEntry,
@@ -405,6 +406,83 @@ class LedgerConformance:
         await self._expire(ledger, message_id)
         assert await ledger.resolve(message_id, provider_id=None)
         assert (await _entry(ledger, message_id)).state is SendState.PENDING
+
+    # -- provider ids: one message each ------------------------------------------------------------------
+
+    async def _accepted(self, ledger: SendLedger, message_id: str, provider_id: str) -> None:
+        claim = await _claimed(ledger, message_id)
+        assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id=provider_id))
+
+    async def _in_doubt(self, ledger: SendLedger, message_id: str) -> None:
+        claim = await _claimed(ledger, message_id)
+        assert await ledger.record(claim, SendOutcome(SendState.UNKNOWN, error_code="OUTCOME_UNKNOWN"))
+
+    @_asyncio
+    async def test_owner_names_the_message_holding_a_provider_id(self, ledger: SendLedger) -> None:
+        _, (message_id,) = await _added(ledger)
+        provider_id = _uid("SM")
+        assert await ledger.owner(provider_id) is None
+        await self._accepted(ledger, message_id, provider_id)
+        assert await ledger.owner(provider_id) == message_id
+
+    @_asyncio
+    async def test_open_to_lists_calls_under_way_or_in_doubt_to_a_receiver(self, ledger: SendLedger) -> None:
+        receiver = "+1555" + str(uuid.uuid4().int)[:7]
+        campaign = _uid("c")
+        pending, live, doubt, done, elsewhere = [_message("x", receiver) for _ in range(4)] + [_message("x")]
+        assert await ledger.add(campaign, [(m, "S1", 1) for m in (pending, live, doubt, done, elsewhere)]) == 5
+        await _claimed(ledger, live.id)
+        await self._in_doubt(ledger, doubt.id)
+        await self._accepted(ledger, done.id, _uid("SM"))
+        await _claimed(ledger, elsewhere.id)
+        assert sorted(await ledger.open_to(receiver)) == sorted([live.id, doubt.id])
+
+    @_asyncio
+    async def test_resolve_refuses_a_provider_id_another_message_holds(self, ledger: SendLedger) -> None:
+        _, (holder, other) = await _added(ledger, 2)
+        provider_id = _uid("SM")
+        await self._accepted(ledger, holder, provider_id)
+        await self._in_doubt(ledger, other)
+        assert not await ledger.resolve(other, provider_id=provider_id), "that id proves the other message"
+        entry = await _entry(ledger, other)
+        assert (entry.state, entry.provider_id) == (SendState.UNKNOWN, None)
+        assert await ledger.owner(provider_id) == holder
+
+    @_asyncio
+    async def test_a_call_answering_an_id_a_probe_gave_another_message_reopens_that_one(
+        self, ledger: SendLedger
+    ) -> None:
+        """A probe matched the id to the wrong message (it was this call's): that one is in doubt again."""
+        _, (probed, calling) = await _added(ledger, 2)
+        provider_id = _uid("SM")
+        await self._in_doubt(ledger, probed)
+        claim = await _claimed(ledger, calling)
+        assert await ledger.resolve(probed, provider_id=provider_id, reconciled=True)
+        fence = (await _entry(ledger, probed)).fence
+        assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id=provider_id))
+        reopened, accepted = await _entry(ledger, probed), await _entry(ledger, calling)
+        assert (reopened.state, reopened.provider_id, reopened.error_code) == (
+            SendState.UNKNOWN,
+            None,
+            PROVIDER_ID_COLLISION,
+        )
+        assert reopened.fence > fence, "a verdict on the old match is refused"
+        assert (accepted.state, accepted.provider_id) == (SendState.ACCEPTED, provider_id)
+        assert await ledger.owner(provider_id) == calling
+
+    @_asyncio
+    async def test_a_call_answering_an_id_held_otherwise_holds_both(self, ledger: SendLedger) -> None:
+        """A status callback gave the id to another message: the answers contradict, an operator decides."""
+        _, (called_back, calling) = await _added(ledger, 2)
+        provider_id = _uid("SM")
+        await self._in_doubt(ledger, called_back)
+        claim = await _claimed(ledger, calling)
+        assert await ledger.resolve(called_back, provider_id=provider_id, reconciled=False)
+        assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id=provider_id))
+        for message_id in (called_back, calling):
+            entry = await _entry(ledger, message_id)
+            assert (entry.state, entry.error_code) == (SendState.UNKNOWN, PROVIDER_ID_COLLISION), message_id
+        assert await ledger.owner(provider_id) is None
 
     # -- cancel, due, progress, results ----------------------------------------------------------------
 

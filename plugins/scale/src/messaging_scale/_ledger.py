@@ -16,20 +16,31 @@ statements are in ``messaging_scale._ledger_sql``, the tables in ``messaging_sca
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from attrs import frozen
 
-from messaging_core.campaigns import CampaignProgress, Claim, LedgerEntry, SendOutcome, SendState
+from messaging_core.campaigns import (
+    PROVIDER_ID_COLLISION,
+    CampaignProgress,
+    Claim,
+    LedgerEntry,
+    SendOutcome,
+    SendState,
+)
 from messaging_core.converters import structure, unstructure
 from messaging_core.message import Message
 from messaging_core.results import MessageStatus
 from messaging_scale._ledger_sql import CREATE_STAGING_TABLE, STAGING_COLUMNS, STAGING_TABLE, LedgerSql
 from messaging_scale._schema import check_schema_name, migrate
 from messaging_scale._urls import postgres_pool
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CampaignInfo", "OpenMessage", "PostgresLedger"]
 
@@ -202,17 +213,45 @@ class PostgresLedger:
         if outcome.state not in _RECORDABLE:
             raise ValueError(f"record() takes the outcome of a provider call, not {outcome.state!r}")
         retry_after = float(outcome.retry_after or 0.0)
+        arguments = (
+            claim.message_id,
+            claim.fence,
+            outcome.state.value,
+            outcome.provider_id,
+            outcome.error_code,
+            retry_after,
+        )
         async with self._pool.acquire() as conn:
-            status: str = await conn.execute(
-                self._sql.record,
-                claim.message_id,
-                claim.fence,
-                outcome.state.value,
-                outcome.provider_id,
-                outcome.error_code,
-                retry_after,
-            )
+            try:
+                status: str = await conn.execute(self._sql.record, *arguments)
+            except asyncpg.UniqueViolationError:
+                assert outcome.provider_id is not None
+                return await self._collision(conn, claim, outcome.provider_id, arguments)
         return _updated(status)
+
+    async def _collision(self, conn: Any, claim: Claim, provider_id: str, arguments: tuple[Any, ...]) -> bool:
+        """The call answered with a provider id another message holds: see ``SendLedger.record``."""
+        async with conn.transaction():
+            holder = await conn.fetchrow(self._sql.holder_for_update, provider_id, claim.message_id)
+            if holder is None:  # released meanwhile: record as usual
+                return _updated(await conn.execute(self._sql.record, *arguments))
+            await conn.execute(self._sql.reopen_holder, holder["message_id"], PROVIDER_ID_COLLISION)
+            if holder["reconciled"]:
+                log.warning(
+                    "send %s: a probe had matched %s's provider id to it; in doubt again",
+                    holder["message_id"],
+                    claim.message_id,
+                )
+                return _updated(await conn.execute(self._sql.record, *arguments))
+            log.error(
+                "sends %s and %s: the provider answered one with the id the other holds; both held for an operator",
+                holder["message_id"],
+                claim.message_id,
+            )
+            status: str = await conn.execute(
+                self._sql.hold_recording, claim.message_id, claim.fence, PROVIDER_ID_COLLISION
+            )
+            return _updated(status)
 
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
         """Move a SUBMITTING entry whose lease expired to UNKNOWN (fenced)."""
@@ -233,10 +272,27 @@ class PostgresLedger:
         """
         async with self._pool.acquire() as conn:
             if provider_id is not None:
-                status: str = await conn.execute(self._sql.resolve_accepted, message_id, provider_id, reconciled, fence)
+                try:
+                    status: str = await conn.execute(
+                        self._sql.resolve_accepted, message_id, provider_id, reconciled, fence
+                    )
+                except asyncpg.UniqueViolationError:
+                    return False  # another message took that provider id at the same moment
             else:
                 status = await conn.execute(self._sql.resolve_absent, message_id, reconciled, fence)
         return _updated(status)
+
+    async def owner(self, provider_id: str) -> str | None:
+        """The message id recorded with this provider id, if any."""
+        async with self._pool.acquire() as conn:
+            found: str | None = await conn.fetchval(self._sql.owner, provider_id)
+        return found
+
+    async def open_to(self, receiver: str) -> list[str]:
+        """Ids of the messages to ``receiver`` that are SUBMITTING or UNKNOWN."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql.open_to, receiver)
+        return [row["message_id"] for row in rows]
 
     async def cancel(self, campaign_id: str) -> int:
         """Move the campaign's PENDING entries to CANCELLED; returns how many."""

@@ -64,11 +64,28 @@ class LedgerSql:
         )
         # Both settle by a new fence, so the worker that held the claim can no longer write.
         # Proof of existence settles any message not final; "absent" never releases a live lease.
+        # A provider id proves one message only: never one that another message holds.
         self.resolve_accepted = (
             f"update {s}.sends set state = 'accepted', provider_id = $2, reconciled = $3, error_code = null, "
             "fence = fence + 1, updated_at = now() "
             "where message_id = $1 and state in ('pending', 'submitting', 'unknown') "
-            "and ($4::bigint is null or fence = $4)"
+            "and ($4::bigint is null or fence = $4) "
+            f"and not exists (select 1 from {s}.sends held where held.provider_id = $2 and held.message_id <> $1)"
+        )
+        self.owner = f"select message_id from {s}.sends where provider_id = $1"
+        self.open_to = f"select message_id from {s}.sends where to_address = $1 and state in ('submitting', 'unknown')"
+        # A call answered with a provider id another message holds (see SendLedger.record): the
+        # holder loses it and is in doubt again, under a new fence.
+        self.holder_for_update = (
+            f"select message_id, reconciled from {s}.sends where provider_id = $1 and message_id <> $2 for update"
+        )
+        self.reopen_holder = (
+            f"update {s}.sends set state = 'unknown', provider_id = null, reconciled = false, "
+            "error_code = $2, fence = fence + 1, updated_at = now() where message_id = $1"
+        )
+        self.hold_recording = (
+            f"update {s}.sends set state = 'unknown', error_code = $3, updated_at = now() "
+            "where message_id = $1 and fence = $2 and state = 'submitting'"
         )
         self.resolve_absent = (
             f"update {s}.sends set state = 'pending', retry_at = null, reconciled = $2, "

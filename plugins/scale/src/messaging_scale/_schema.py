@@ -87,6 +87,8 @@ alter table {schema}.sends add column if not exists deferred boolean not null de
 alter table {schema}.sends add column if not exists kicked_at timestamptz;
 create index if not exists sends_campaign_seq on {schema}.sends (campaign_id, seq);
 create index if not exists sends_deferred on {schema}.sends (retry_at) where deferred;
+-- A probe asks which calls to the same receiver may be under way or in doubt (open_to): rare, small.
+create index if not exists sends_open_to on {schema}.sends (to_address) where state in ('submitting', 'unknown');
 create index if not exists sends_open on {schema}.sends (seq) where state in ({open_states});
 
 create table if not exists {schema}.campaign_counters (

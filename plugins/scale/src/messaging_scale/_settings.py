@@ -57,6 +57,9 @@ class TaskiqSettings:
     backoff: float = 1.0
     max_backoff: float = 300.0
     probe_grace: float = 5.0
+    absent_after: float = 300.0
+    """With ``probe_then_resend``: seconds after the end of a call's lease before "not found" may mean
+    "never created" (``SendPipeline``'s quiet period)."""
     max_wait: float | None = None
     sweep_interval: float = 10.0
     """Seconds between two sweeps (one process sweeps per interval, whichever it is)."""
@@ -74,6 +77,7 @@ class TaskiqSettings:
         "backoff",
         "max_backoff",
         "probe_grace",
+        "absent_after",
         "max_wait",
         "sweep_interval",
         "stale_after",
@@ -164,9 +168,10 @@ class TaskiqSettings:
     def settle_time(self) -> float:
         """How long an unchanged number of UNKNOWN messages means they are held (``probe_then_resend``).
 
-        Longer than a sweep plus two probes: by then every one of them was reconciled at least once.
+        Longer than a sweep, the quiet period and two probes: by then every one of them was
+        reconciled at least once.
         """
-        return self.stale_after + 2 * self.sweep_interval + 2 * self.probe_grace
+        return self.stale_after + 2 * self.sweep_interval + 2 * self.probe_grace + self.absent_after
 
     def pipeline_options(self) -> dict[str, Any]:
         """The ``SendPipeline`` keyword arguments these settings name."""
@@ -177,6 +182,7 @@ class TaskiqSettings:
             "backoff": self.backoff,
             "max_backoff": self.max_backoff,
             "probe_grace": self.probe_grace,
+            "absent_after": self.absent_after,
         }
         if self.request_timeout is not None:
             options["request_timeout"] = self.request_timeout
