@@ -193,23 +193,32 @@ async def test_a_campaign_creates_every_message_exactly_once(
 async def test_results_stream_while_the_campaign_runs(harness_factory: Callable[..., Awaitable[Harness]]) -> None:
     harness = await harness_factory(latency=0.01)
     dispatcher = harness.dispatcher(concurrency=4)
+    first_result = asyncio.Event()
+    produced = 0
 
     async def produce() -> AsyncIterator[Message]:
+        # The second half is produced only once a result has come out: if results waited for the
+        # whole campaign, this would never finish (no timing involved, only the order of events).
+        nonlocal produced
         for i in range(600):
+            if i == 300:
+                await first_result.wait()
+            produced += 1
             yield sms(i)
 
     handle = await dispatcher.submit(produce())
-    first = None
+    produced_at_first = None
     count = 0
     async with asyncio.timeout(20):
         async for _, result in handle.results():
-            if first is None:
-                first = harness.emulator.create_requests
+            if produced_at_first is None:
+                produced_at_first = produced
+                first_result.set()
             assert result.is_success, result.error
             count += 1
     assert count == 600
-    assert first is not None
-    assert first < 600, "the first result came before the last send"
+    assert produced_at_first is not None
+    assert produced_at_first <= 300, "the first result came before the input was read to its end"
     assert harness.created_per_receiver().most_common(1)[0][1] == 1
 
 
