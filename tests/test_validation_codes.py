@@ -1,0 +1,122 @@
+"""Issue codes, paths and wording are public API: a table of schemas, values and the exact issues they give.
+
+Each case goes through ``validator_for(schema)``: the compiled fast predicate (``is_valid``) and
+the jsonschema-backed explanation (``issues``) must agree, and the issues are compared whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from messaging_core import IssueCodes
+from messaging_core.validation import validator_for
+
+OBJECT = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+CONTENT = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"type": {"const": "text"}, "text": {"type": "string", "maxLength": 3}},
+            "required": ["type", "text"],
+        },
+        {
+            "type": "object",
+            "properties": {"type": {"const": "media"}, "url": {"type": "string", "pattern": "^https://"}},
+            "required": ["type", "url"],
+        },
+    ]
+}
+NULLABLE = {"type": "object", "properties": {"to": {"anyOf": [{"type": "null"}, {"type": "string"}]}}}
+
+CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
+    (
+        "missing required fields",
+        OBJECT,
+        {},
+        [("$.age", "is required", "REQUIRED"), ("$.name", "is required", "REQUIRED")],
+    ),
+    ("null where a value is required", {"type": "string"}, None, [("$", "is required", "REQUIRED")]),
+    ("unknown field", OBJECT, {"name": "a", "age": 1, "x": 2}, [("$.x", "is not a known field", "UNKNOWN_FIELD")]),
+    (
+        "wrong type",
+        OBJECT,
+        {"name": 5, "age": 1},
+        [("$.name", "must be of type string (got integer)", "INVALID_TYPE")],
+    ),
+    ("below minimum", OBJECT, {"name": "a", "age": -1}, [("$.age", "must be >= 0", "OUT_OF_RANGE")]),
+    (
+        "the meant branch explains",
+        CONTENT,
+        {"type": "text", "text": "long"},
+        [("$.text", "must have at most 3 characters", "TOO_LONG")],
+    ),
+    (
+        "the other branch explains",
+        CONTENT,
+        {"type": "media", "url": "http://x"},
+        [("$.url", "must match the pattern ^https://", "INVALID_FORMAT")],
+    ),
+    (
+        "no branch meant: the discriminator is wrong",
+        CONTENT,
+        {"type": "video"},
+        [("$.type", 'must be one of ["media", "text"]', "NOT_ALLOWED")],
+    ),
+    (
+        "null alternative of an anyOf",
+        NULLABLE,
+        {"to": 5},
+        [("$.to", "must be of type string (got integer)", "INVALID_TYPE")],
+    ),
+    ("not", {"not": {"type": "integer"}}, 3, [("$", "is not allowed here", "NOT_ALLOWED")]),
+    ("enum", {"enum": ["a", "b"]}, "c", [("$", 'must be one of ["a", "b"]', "NOT_ALLOWED")]),
+    ("const", {"const": "x"}, "y", [("$", 'must be "x"', "NOT_ALLOWED")]),
+    # json_equal on lists and objects: a shorter or longer list, a missing or extra key is not equal.
+    ("enum of lists, shorter", {"enum": [[1, 2]]}, [1], [("$", "must be one of [[1, 2]]", "NOT_ALLOWED")]),
+    ("enum of lists, longer", {"enum": [[1, 2]]}, [1, 2, 3], [("$", "must be one of [[1, 2]]", "NOT_ALLOWED")]),
+    (
+        "const object, missing key",
+        {"const": {"a": 1, "b": 2}},
+        {"a": 1},
+        [("$", 'must be {"a": 1, "b": 2}', "NOT_ALLOWED")],
+    ),
+    ("const object, extra key", {"const": {"a": 1}}, {"a": 1, "b": 2}, [("$", 'must be {"a": 1}', "NOT_ALLOWED")]),
+    ("const 1 is not true", {"const": 1}, True, [("$", "must be 1", "NOT_ALLOWED")]),
+]
+
+VALID: list[tuple[str, dict[str, Any], Any]] = [
+    ("enum of lists, equal", {"enum": [[1, 2]]}, [1, 2]),
+    ("const object, key order", {"const": {"a": 1, "b": 2}}, {"b": 2, "a": 1}),
+    ("const 1.0 is 1", {"const": 1}, 1.0),
+    ("text branch", CONTENT, {"type": "text", "text": "hi"}),
+    ("null alternative", NULLABLE, {"to": None}),
+]
+
+
+@pytest.mark.parametrize(("schema", "instance", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_issues_have_stable_paths_wording_and_codes(
+    schema: dict[str, Any], instance: Any, expected: list[tuple[str, str, str]]
+) -> None:
+    validator = validator_for(schema)
+    assert not validator.is_valid(instance)
+    issues = sorted((i.path, i.message, i.code) for i in validator.issues(instance))
+    assert issues == sorted(expected)
+
+
+@pytest.mark.parametrize(("schema", "instance"), [c[1:] for c in VALID], ids=[c[0] for c in VALID])
+def test_equal_values_are_valid(schema: dict[str, Any], instance: Any) -> None:
+    validator = validator_for(schema)
+    assert validator.is_valid(instance)
+    assert validator.issues(instance) == []
+
+
+def test_the_codes_used_above_are_the_public_ones() -> None:
+    public = {value for name, value in vars(IssueCodes).items() if name.isupper()}
+    assert {code for *_, issues in CASES for _, _, code in issues} <= public
