@@ -2,8 +2,9 @@
 
 Each test gets its own PostgreSQL schema (``t_<uuid>``, dropped afterwards) and its own Redis key
 prefix (its keys deleted afterwards), so tests never see each other's rows or keys and can run
-against the shared development services. A test is skipped only when a service is unreachable
-(``plugins/scale/ci_services.sh`` starts them); any other failure is a failure.
+against the shared development services. An unreachable service goes through ``unreachable``
+(the root conftest's rule: a failure under CI, a skip with the service, address and start command
+elsewhere; ``plugins/scale/ci_services.sh`` starts them); any other failure is a failure.
 
 Tests run with ``--import-mode=importlib``: test modules cannot import this file, so shared
 helpers reach them as fixtures (``make_messages``).
@@ -15,7 +16,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import aio_pika
 import aio_pika.exceptions
@@ -30,11 +32,29 @@ from messaging_scale import PostgresLedger, PostgresStatusStore
 PG_DSN = os.environ.get("MESSAGING_SCALE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("MESSAGING_SCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("MESSAGING_SCALE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-START_HINT = "start it with plugins/scale/ci_services.sh"
+START_HINT = "start it with `bash plugins/scale/ci_services.sh` (PostgreSQL, Redis, RabbitMQ and NATS)"
+
+Unreachable = Callable[[str, str, BaseException], NoReturn]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "services: needs PostgreSQL and/or Redis on loopback (real servers)")
+    config.addinivalue_line("markers", "services: needs PostgreSQL, Redis, RabbitMQ or NATS on loopback (real servers)")
+
+
+@pytest.fixture
+def unreachable(cannot_run: Callable[[str], NoReturn]) -> Unreachable:
+    """``unreachable(service, url, error)``: the test needs ``service`` at ``url`` and could not connect.
+
+    A failure under CI, a skip elsewhere (``cannot_run``); the reason names the service, the
+    address and the command that starts it. The URL's password is masked: reports are printed.
+    """
+
+    def report(service: str, url: str, error: BaseException) -> NoReturn:
+        reason = f"{service} unreachable at {url} ({error!r}); {START_HINT}"
+        password = urlsplit(url).password
+        cannot_run(reason.replace(password, "***") if password else reason)
+
+    return report
 
 
 @pytest.fixture
@@ -44,12 +64,12 @@ def pg_dsn() -> str:
 
 
 @pytest.fixture
-async def pg_pool() -> AsyncIterator[Any]:
+async def pg_pool(unreachable: Unreachable) -> AsyncIterator[Any]:
     """An asyncpg pool on the test database (20 connections at most)."""
     try:
         pool = await asyncio.wait_for(asyncpg.create_pool(PG_DSN, min_size=1, max_size=20), timeout=10)
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as err:
-        pytest.skip(f"PostgreSQL unreachable at {PG_DSN} ({err!r}); {START_HINT}")
+        unreachable("PostgreSQL", PG_DSN, err)
     try:
         yield pool
     finally:
@@ -81,14 +101,14 @@ def status_store(pg_pool: Any, pg_schema: str) -> PostgresStatusStore:
 
 
 @pytest.fixture
-async def redis_client() -> AsyncIterator[Any]:
+async def redis_client(unreachable: Unreachable) -> AsyncIterator[Any]:
     """A ``redis.asyncio`` client on the test server."""
     client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     try:
         await client.ping()
     except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
         await client.aclose()
-        pytest.skip(f"Redis unreachable at {REDIS_URL} ({err!r}); {START_HINT}")
+        unreachable("Redis", REDIS_URL, err)
     try:
         yield client
     finally:
@@ -114,7 +134,7 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-async def amqp_names() -> AsyncIterator[tuple[str, str]]:
+async def amqp_names(unreachable: Unreachable) -> AsyncIterator[tuple[str, str]]:
     """``(amqp_url, name)``: a RabbitMQ server and a name for the test's queues and exchange.
 
     Everything named ``<name>`` or ``<name>.*`` (queues) and the exchange ``<name>`` is deleted
@@ -123,7 +143,7 @@ async def amqp_names() -> AsyncIterator[tuple[str, str]]:
     try:
         connection = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as err:
-        pytest.skip(f"RabbitMQ unreachable at {AMQP_URL} ({err!r}); {START_HINT}")
+        unreachable("RabbitMQ", AMQP_URL, err)
     await connection.close()
     name = f"t-{uuid.uuid4().hex}"
     try:

@@ -53,14 +53,14 @@ async def redis_stream(scene: Any) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def nats_stream(scene: Any) -> AsyncIterator[str]:
+async def nats_stream(scene: Any, unreachable: Any) -> AsyncIterator[str]:
     """The broker URL; the JetStream stream (named after the test's queue) is deleted afterwards."""
     import nats
 
     try:
         client = await asyncio.wait_for(nats.connect(NATS_URL), timeout=10)
     except Exception as err:
-        pytest.skip(f"NATS unreachable at {NATS_URL} ({err!r}); .ci/run starts it")
+        unreachable("NATS (JetStream)", NATS_URL, err)
     try:
         yield f"{NATS_URL}?ack_wait=3"
     finally:

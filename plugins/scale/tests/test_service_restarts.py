@@ -7,8 +7,9 @@ emulator, the counters equal to the rows (T11). The scene (emulator, configurati
 ``--import-mode=importlib``).
 
 The service is always brought back in ``finally`` (``start_app`` + ``await_startup``; ``pg_isready``)
-so that later tests never see it stopped. The tests skip, with the reason, when the service
-control commands are missing or not permitted (they need root, as on the CI machine).
+so that later tests never see it stopped. The service control commands need root, as on the CI
+machine: when they are missing or not permitted, or the service is not running, the test goes
+through ``cannot_run`` (the root conftest): a failure under CI, a skip with the reason elsewhere.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -44,25 +46,27 @@ def _run(*command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _require(command: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        pytest.skip(f"{command} not found on PATH: cannot restart the service")
+CannotRun = Callable[[str], NoReturn]
+
+
+def _require(command: str, cannot_run: CannotRun) -> None:
+    """``command`` is on PATH and this process may use it (root)."""
+    if shutil.which(command) is None:
+        cannot_run(f"{command} not found on PATH: cannot restart the service")
     if os.geteuid() != 0:
-        pytest.skip(f"{command} needs root here (running as uid {os.geteuid()})")
-    return path
+        cannot_run(f"{command} needs root to restart the service (running as uid {os.geteuid()}); CI runs as root")
 
 
-def _pg_cluster() -> tuple[str, str]:
+def _pg_cluster(cannot_run: CannotRun) -> tuple[str, str]:
     """``(version, name)`` of the one local PostgreSQL cluster (``pg_lsclusters``)."""
-    _require("pg_ctlcluster")
-    _require("pg_isready")
+    _require("pg_ctlcluster", cannot_run)
+    _require("pg_isready", cannot_run)
     listed = _run("pg_lsclusters", "--no-header") if shutil.which("pg_lsclusters") else None
     if listed is None or listed.returncode != 0:
-        pytest.skip("pg_lsclusters is missing or failed: cannot find the PostgreSQL cluster to restart")
+        cannot_run("pg_lsclusters is missing or failed: cannot find the PostgreSQL cluster to restart")
     clusters = [line.split()[:2] for line in listed.stdout.splitlines() if line.strip()]
     if len(clusters) != 1:
-        pytest.skip(f"expected one local PostgreSQL cluster, pg_lsclusters lists {clusters}")
+        cannot_run(f"expected one local PostgreSQL cluster, pg_lsclusters lists {clusters}")
     version, name = clusters[0]
     return version, name
 
@@ -108,15 +112,18 @@ async def _wait_some_sent(scene: Any, campaign_id: str, at_least: int, within: f
 # -- T7: RabbitMQ stopped and started mid-campaign ----------------------------------------------------------
 
 
-async def test_t7_rabbitmq_stop_start_mid_campaign(scene: Any) -> None:
+async def test_t7_rabbitmq_stop_start_mid_campaign(scene: Any, cannot_run: CannotRun) -> None:
     """T7: ``rabbitmqctl stop_app`` for 3 s while 2 worker processes send, then ``start_app``.
 
     Pass: no loss (every row accepted), 0 duplicates at the emulator, counters == rows, and the
     same worker processes finish the campaign after RabbitMQ is back (no worker restarted).
     """
-    _require("rabbitmqctl")
+    _require("rabbitmqctl", cannot_run)
     if not _rabbit_up():
-        pytest.skip("rabbitmqctl await_startup failed before the test: RabbitMQ is not running under rabbitmqctl")
+        cannot_run(
+            "rabbitmqctl await_startup failed before the test: RabbitMQ is not running under rabbitmqctl; "
+            "start it with `rabbitmq-server -detached`"
+        )
     # Small chunks and prefetch: most of the campaign is still on the queue when RabbitMQ stops
     # (2 processes x qos 2 x 10 ids = 40 messages held by the workers), so it must be delivered
     # after start_app, to the same worker processes.
@@ -167,7 +174,7 @@ async def test_t7_rabbitmq_stop_start_mid_campaign(scene: Any) -> None:
 # -- T8: PostgreSQL restarted mid-campaign ------------------------------------------------------------------
 
 
-async def test_t8_postgresql_restart_mid_campaign(scene: Any) -> None:
+async def test_t8_postgresql_restart_mid_campaign(scene: Any, cannot_run: CannotRun) -> None:
     """T8: restart PostgreSQL (``pg_ctlcluster … restart``) while 2 worker processes send.
 
     Pass: the chunks that fail while PostgreSQL is away are requeued after a backoff
@@ -176,9 +183,12 @@ async def test_t8_postgresql_restart_mid_campaign(scene: Any) -> None:
     the campaign. The sweeper's ``stale_after`` is set beyond the test's length, so the requeued
     copies alone must carry the campaign through the restart.
     """
-    version, name = _pg_cluster()
+    version, name = _pg_cluster(cannot_run)
     if not _pg_ready():
-        pytest.skip("pg_isready fails before the test: PostgreSQL is not running")
+        cannot_run(
+            "pg_isready -h 127.0.0.1 fails before the test: PostgreSQL is not running; "
+            f"start it with `pg_ctlcluster --skip-systemctl-redirect {version} {name} start`"
+        )
     scene.write_config(messages_per_second=PACE, stale_after=600)
     messages = campaign("t8", N)
     ids = [m.id for m in messages]
