@@ -12,7 +12,9 @@ Real PostgreSQL, Redis and RabbitMQ on loopback, each test in its own schema, ke
 queue. The Twilio emulator runs in the test's event loop (so every wait here is an ``await``);
 it counts creates per ``MessageId`` (our id, carried in the StatusCallback URL). Workers are real
 ``messaging worker`` processes (Taskiq's process manager and its children) started in a session of
-their own; a test kills children by their pids, and the whole group by its id when it ends.
+their own; a test kills children by their pids, and the whole group by its id when it ends. T3 and
+T4 start ``taskiq worker`` on a broker factory of ``chaos_worker.py`` instead, whose ledger crashes
+(and, for T4, claims unsafely): the fault lives in the tests, never in the worker's code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -28,8 +30,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,14 +40,24 @@ import pytest
 import redis.asyncio as aioredis
 
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
+from messaging_core.campaigns import Claim, SendOutcome, SendState
 from messaging_scale import PostgresLedger, TaskiqDispatcher, queued_chunks
+from messaging_scale.worker import CONFIG_ENV
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 pytestmark = pytest.mark.services
 
 MESSAGING = str(Path(sys.executable).with_name("messaging"))
+TASKIQ = str(Path(sys.executable).with_name("taskiq"))
+HERE = Path(__file__).parent
 SENDERS = ("+14155550100", "+14155550101")
-CRASH_MODULUS = 50  # about 2 % of the ids
+
+# The chaos workers' module, loaded from its file (it is not importable under --import-mode=importlib).
+_spec = importlib.util.spec_from_file_location("_scale_chaos_worker", HERE / "chaos_worker.py")
+assert _spec is not None
+assert _spec.loader is not None
+chaos: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(chaos)
 
 
 # -- the scene: emulator, configuration, workers -------------------------------------------------------
@@ -142,6 +154,7 @@ class Scene:
             "in_doubt": "probe_then_resend",
             "lease": 4,
             "probe_grace": 0.5,
+            "absent_after": 1,
             "chunk_size": 50,
             "concurrency": 50,
             "backoff": 0.2,
@@ -164,14 +177,28 @@ class Scene:
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return self.config_path
 
-    def start_workers(self, workers: int = 2, env: Mapping[str, str] | None = None) -> Workers:
+    def start_workers(
+        self, workers: int = 2, chaos_broker: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Workers:
+        """``messaging worker``; with ``chaos_broker`` (a factory of ``chaos_worker.py``), ``taskiq worker``.
+
+        The chaos workers get the options ``messaging worker`` gives Taskiq (its defaults,
+        ``when_executed`` acks) and the same configuration file, without the start-up checks.
+        """
         log = self.tmp_path / f"workers-{len(self.workers)}.log"
+        if chaos_broker is None:
+            command = [MESSAGING, "worker", "--config", str(self.config_path), "--workers", str(workers)]
+        else:
+            command = [
+                TASKIQ, "worker", f"chaos_worker:{chaos_broker}", "--app-dir", str(HERE), "--workers", str(workers),
+                "--max-async-tasks", "100", "--shutdown-timeout", "30", "--ack-type", "when_executed",
+            ]  # fmt: skip
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [MESSAGING, "worker", "--config", str(self.config_path), "--workers", str(workers)],
+                command,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", CONFIG_ENV: str(self.config_path), **(env or {})},
                 start_new_session=True,
             )
         group = Workers(process, log)
@@ -272,8 +299,8 @@ def campaign(prefix: str, n: int, senders: tuple[str, ...] = SENDERS) -> list[Me
 
 
 def crash_hits(ids: list[str]) -> set[str]:
-    """The ids the crash hook picks (as the worker computes them)."""
-    return {mid for mid in ids if int(hashlib.sha1(mid.encode()).hexdigest(), 16) % CRASH_MODULUS == 0}
+    """The ids the chaos workers' ledger crashes on (``chaos_worker.crash_hit``)."""
+    return {mid for mid in ids if chaos.crash_hit(mid)}
 
 
 @pytest.fixture
@@ -380,8 +407,7 @@ async def test_t3_crash_after_provider_accepted_is_reconciled_without_duplicates
     hits = crash_hits(ids)
     assert len(hits) >= 5
     crash_log = scene.tmp_path / "crashes.txt"
-    env = {"MESSAGING_SCALE_TEST_CRASH_MODULUS": str(CRASH_MODULUS), "MESSAGING_SCALE_TEST_CRASH_LOG": str(crash_log)}
-    workers = scene.start_workers(2, env=env)
+    workers = scene.start_workers(2, chaos_broker="crash_after_accept", env={chaos.CRASH_LOG_ENV: str(crash_log)})
     await workers.wait_children(2)
     await scene.submit(messages, "t3")
     counts = await scene.wait_done("t3", within=150)
@@ -402,15 +428,10 @@ async def test_t4_control_without_the_ledger_check_shows_duplicates(scene: Scene
     messages = campaign("t4", 600)
     ids = [m.id for m in messages]
     crash_log = scene.tmp_path / "crashes.txt"
-    env = {
-        "MESSAGING_SCALE_TEST_CRASH_MODULUS": str(CRASH_MODULUS),
-        "MESSAGING_SCALE_TEST_CRASH_LOG": str(crash_log),
-        "MESSAGING_SCALE_TEST_UNSAFE_CLAIM": "1",
-    }
     # The unsafe claim counts an attempt for every copy of a chunk that reaches a message, so the
     # attempt cap (3 here) would fail messages unsent and hide what the control must show.
     scene.write_config(max_attempts=100)
-    workers = scene.start_workers(2, env=env)
+    workers = scene.start_workers(2, chaos_broker="unsafe_claim", env={chaos.CRASH_LOG_ENV: str(crash_log)})
     await workers.wait_children(2)
     await scene.submit(messages, "t4")
     await scene.wait_done("t4", within=150)
@@ -688,13 +709,38 @@ async def test_reconcile_command_settles_held_messages(scene: Scene) -> None:
     await scene.assert_counters_match_rows("ho")
 
 
-def test_crash_prediction_agrees_with_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests predict the crash hook's victims with the worker's own rule."""
-    from messaging_scale.worker import _crash_hit
+async def test_chaos_ledger_crashes_the_first_accepted_attempt_of_predicted_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """T3's premises, in this process: the crash picks ``crash_hits``, on an accepted first attempt only."""
 
-    ids = [uuid.uuid4().hex for _ in range(2000)]
-    assert not any(_crash_hit(mid) for mid in ids)  # unset: the hook never fires
-    monkeypatch.setenv("MESSAGING_SCALE_TEST_CRASH_MODULUS", str(CRASH_MODULUS))
-    predicted = crash_hits(ids)
-    assert predicted
-    assert {mid for mid in ids if _crash_hit(mid)} == predicted
+    class Crashed(Exception):
+        pass
+
+    def crash(code: int) -> None:
+        raise Crashed(code)
+
+    async def recorded(self: Any, claim: Any, outcome: Any) -> bool:
+        return True
+
+    crash_log = tmp_path / "crashes.txt"
+    monkeypatch.setenv(chaos.CRASH_LOG_ENV, str(crash_log))
+    monkeypatch.setattr(chaos.os, "_exit", crash)
+    monkeypatch.setattr(PostgresLedger, "record", recorded)  # the write that the crash cuts off
+    ledger = chaos.CrashAfterAcceptLedger(None, schema="t_chaos")
+    ids = [f"p-{i:05d}" for i in range(2000)]
+    hits = crash_hits(ids)
+    assert 20 <= len(hits) <= 60  # about 2 %
+    accepted = SendOutcome(SendState.ACCEPTED, provider_id="SM1")
+    lease = datetime.now(UTC)
+    for mid in ids:
+        first = Claim(mid, fence=1, attempts=1, lease_until=lease, deadline=0.0)
+        if mid in hits:
+            with pytest.raises(Crashed):
+                await ledger.record(first, accepted)
+        else:
+            assert await ledger.record(first, accepted)
+        # A later attempt, or an outcome other than accepted, never crashes.
+        assert await ledger.record(Claim(mid, fence=2, attempts=2, lease_until=lease, deadline=0.0), accepted)
+        assert await ledger.record(first, SendOutcome(SendState.UNKNOWN, error_code="TIMEOUT"))
+    assert crash_log.read_text().split() == [mid for mid in ids if mid in hits]

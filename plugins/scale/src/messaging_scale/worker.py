@@ -16,32 +16,26 @@ Each worker process, at start-up (``WorkerRuntime``):
   on calls in flight, the table's lease, retry and in-doubt options);
 - starts a ``Sweeper`` (one process of the fleet sweeps per interval).
 
-Test-only hooks (environment variables read here, in worker processes, and nowhere else; never
-set them in production):
-
-- ``MESSAGING_SCALE_TEST_CRASH_MODULUS=N``: the process ends with ``os._exit(1)`` right after the
-  provider accepted the first attempt of a message whose SHA-1 is 0 modulo N, before the ledger
-  records it (the crash window of the design). ``MESSAGING_SCALE_TEST_CRASH_LOG`` names a file
-  that gets the message id first.
-- ``MESSAGING_SCALE_TEST_UNSAFE_CLAIM=1``: the claim ignores the message's state (the ledger
-  check disabled): the control run that must show duplicates.
+The ledger each process opens is chosen by the code that builds the runtime (``ledger_factory``
+of ``WorkerRuntime`` and ``broker_from_environment``), never by the environment: the chaos tests
+start workers through their own broker factory with a ledger that crashes or claims unsafely
+(``plugins/scale/tests/chaos_worker.py``). No setting and no environment variable weakens the
+ledger's no-double-send check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
-from messaging_core.campaigns import Claim, DispatcherSettings, SendOutcome, SendPipeline, SendState
+from messaging_core.campaigns import DispatcherSettings, SendPipeline
 from messaging_core.config import MessagingConfig, load_config
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError
@@ -54,14 +48,21 @@ from messaging_scale._settings import TaskiqSettings
 from messaging_scale._sweeper import Sweeper
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
-__all__ = ["CONFIG_ENV", "WorkerRuntime", "broker_from_environment", "preflight", "taskiq_settings"]
+__all__ = [
+    "CONFIG_ENV",
+    "LedgerFactory",
+    "WorkerRuntime",
+    "broker_from_environment",
+    "preflight",
+    "taskiq_settings",
+]
 
 CONFIG_ENV = "MESSAGING_WORKER_CONFIG"
 """The environment variable naming the configuration file of ``broker_from_environment``."""
 
-CRASH_MODULUS_ENV = "MESSAGING_SCALE_TEST_CRASH_MODULUS"
-CRASH_LOG_ENV = "MESSAGING_SCALE_TEST_CRASH_LOG"
-UNSAFE_CLAIM_ENV = "MESSAGING_SCALE_TEST_UNSAFE_CLAIM"
+LedgerFactory = Callable[[str], PostgresLedger]
+"""Opens a worker process's ledger from the ``[dispatcher]`` table's ``ledger`` URL (default:
+``PostgresLedger.from_url``). The runtime closes that ledger at shutdown: it should own its pool."""
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,16 @@ async def _connector_ready(registry: ChannelRegistry, name: str, spec: Any) -> N
         await connector.shutdown()
 
 
-def broker_from_environment() -> AsyncBroker:
-    """The broker of a worker process, from the file ``$MESSAGING_WORKER_CONFIG`` (Taskiq's broker factory)."""
+def broker_from_environment(ledger_factory: LedgerFactory = PostgresLedger.from_url) -> AsyncBroker:
+    """The broker of a worker process, from the file ``$MESSAGING_WORKER_CONFIG`` (Taskiq's broker factory).
+
+    :param ledger_factory: how the process opens its ledger (see ``WorkerRuntime``). Taskiq
+        calls the factory without arguments; a broker factory of your own may pass one.
+    """
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigurationError(f"set {CONFIG_ENV} to the configuration file (or run `messaging worker --config`)")
-    return WorkerRuntime(load_config(path), ChannelRegistry.discover()).broker
+    return WorkerRuntime(load_config(path), ChannelRegistry.discover(), ledger_factory=ledger_factory).broker
 
 
 class WorkerRuntime:
@@ -164,11 +169,22 @@ class WorkerRuntime:
 
     Built before the event loop runs (Taskiq imports the broker first); everything that connects
     is opened in the broker's ``WORKER_STARTUP`` event and closed in ``WORKER_SHUTDOWN``.
+
+    :param ledger_factory: opens the ledger from the ``[dispatcher]`` table's URL at start-up
+        (default ``PostgresLedger.from_url``). The one seam for another ledger class; the chaos
+        tests use it for ledgers that crash between the provider's answer and the record.
     """
 
-    def __init__(self, config: MessagingConfig, registry: ChannelRegistry) -> None:
+    def __init__(
+        self,
+        config: MessagingConfig,
+        registry: ChannelRegistry,
+        *,
+        ledger_factory: LedgerFactory = PostgresLedger.from_url,
+    ) -> None:
         self.config = config
         self.registry = registry
+        self.ledger_factory = ledger_factory
         _, self.settings = taskiq_settings(config, registry)
         settings = self.settings
         self.broker = broker_from_settings(settings)
@@ -188,8 +204,7 @@ class WorkerRuntime:
     async def startup(self, state: TaskiqState | None = None) -> None:
         """Open the stores, install the chunk sender, start the sweeper."""
         settings = self.settings
-        ledger_class = _test_ledger_class()
-        self.ledger = ledger = ledger_class.from_url(settings.ledger)
+        self.ledger = ledger = self.ledger_factory(settings.ledger)
         if settings.limiter is not None:
             assert settings.messages_per_second is not None
             self.limiter = RedisGcraLimiter.from_url(
@@ -316,54 +331,3 @@ async def _after(delay: float, job: Coroutine[Any, Any, None]) -> None:
         await job
     finally:
         job.close()
-
-
-# -- test-only hooks ------------------------------------------------------------------------------------
-
-
-def _test_ledger_class() -> type[PostgresLedger]:
-    """The ledger class of this process: the real one unless a test hook is set."""
-    if os.environ.get(UNSAFE_CLAIM_ENV) == "1":
-        log.warning("TEST HOOK: the ledger's claim ignores the message state (duplicates expected)")
-        return _UnsafeClaimLedger
-    if os.environ.get(CRASH_MODULUS_ENV):
-        log.warning("TEST HOOK: crashing right after the provider accepted some first attempts")
-        return _CrashAfterAcceptLedger
-    return PostgresLedger
-
-
-def _crash_hit(message_id: str) -> bool:
-    modulus = int(os.environ.get(CRASH_MODULUS_ENV) or 0)
-    return modulus > 0 and int(hashlib.sha1(message_id.encode()).hexdigest(), 16) % modulus == 0
-
-
-def _note_crash(message_id: str) -> None:
-    # Synchronous on purpose: the process ends right after, nothing else may run in between.
-    crash_log = os.environ.get(CRASH_LOG_ENV)
-    if crash_log:
-        with Path(crash_log).open("a", encoding="utf-8") as file:
-            file.write(message_id + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-
-
-class _CrashAfterAcceptLedger(PostgresLedger):
-    """Ends the process between the provider's 201 and the ledger write, for some first attempts."""
-
-    async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
-        if outcome.state is SendState.ACCEPTED and claim.attempts == 1 and _crash_hit(claim.message_id):
-            _note_crash(claim.message_id)
-            os._exit(1)
-        return await super().record(claim, outcome)
-
-
-class _UnsafeClaimLedger(_CrashAfterAcceptLedger):
-    """The control: a claim that ignores the state (a live lease, a message in doubt), crashes included."""
-
-    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000) -> None:
-        super().__init__(pool, schema=schema, page_size=page_size)
-        self._sql.claim = (
-            f"update {self.schema}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
-            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now() "
-            "where message_id = $1 and state <> 'cancelled' returning fence, attempts, lease_until"
-        )
