@@ -553,3 +553,22 @@ async def test_submit_refuses_unknown_options(memory_connector: ChannelConnector
     dispatcher = InProcessDispatcher(memory_connector)
     with pytest.raises(TypeError, match="unknown options"):
         await dispatcher.submit([], priority=1)
+
+
+async def test_submit_reports_ids_already_in_the_ledger(memory_connector: ChannelConnector) -> None:
+    dispatcher = InProcessDispatcher(memory_connector)
+
+    def hello(ids: range) -> list[Message]:
+        return [Message(f"reused-{i}", None, Endpoint.phone(f"+1555{i:07d}"), TextContent("hi")) for i in ids]
+
+    first = await dispatcher.submit(hello(range(5)), campaign_id="first")
+    assert (await first.submitted()).describe() == "5 new"
+    await _wait(first)
+    later = await dispatcher.submit(hello(range(3, 8)), campaign_id="later")
+    submission = await later.submitted()
+    assert (submission.new, dict(submission.existing)) == (3, {"first": 2})
+    assert submission.describe() == "3 new, 2 already in the ledger (campaign first: 2)"
+    await _wait(later)
+    again = await dispatcher.submit(hello(range(3, 8)), campaign_id="later")
+    assert (await again.submitted()).existing == {"first": 2, "later": 3}, "the same campaign again"
+    assert (await again.wait()).total == 3

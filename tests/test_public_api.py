@@ -144,6 +144,8 @@ PINNED = {
         "SendState",
         "StatusStore",
         "StoreRegistration",
+        "Submission",
+        "add_messages",
         "not_attempted",
     ],
     "messaging_core.webhooks": [

@@ -24,7 +24,7 @@ from messaging_core._batching import not_attempted
 from messaging_core._ratelimit import MemoryRateLimiter
 from messaging_core.campaigns.inprocess import InProcessCampaign, InProcessDispatcher
 from messaging_core.campaigns.memory import MemoryLedger, MemoryStatusStore
-from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline
+from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline, add_messages
 from messaging_core.campaigns.protocols import (
     PROVIDER_ID_COLLISION,
     CampaignHandle,
@@ -38,6 +38,7 @@ from messaging_core.campaigns.protocols import (
     SendOutcome,
     SendState,
     StatusStore,
+    Submission,
 )
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 
@@ -64,5 +65,7 @@ __all__ = [
     "SendState",
     "StatusStore",
     "StoreRegistration",
+    "Submission",
+    "add_messages",
     "not_attempted",
 ]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from messaging_core._batching import drive, not_attempted
 from messaging_core._ratelimit import MemoryRateLimiter
 from messaging_core.campaigns.memory import MemoryLedger, MemoryStatusStore
-from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline
+from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline, add_messages
 from messaging_core.campaigns.protocols import (
     CampaignProgress,
     InDoubtPolicy,
@@ -25,6 +25,7 @@ from messaging_core.campaigns.protocols import (
     SendLedger,
     SendState,
     StatusStore,
+    Submission,
 )
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.errors import ConfigurationError
@@ -46,11 +47,16 @@ log = logging.getLogger(__name__)
 class InProcessCampaign:
     """A campaign running in this process (the ``CampaignHandle`` of ``InProcessDispatcher``).
 
-    ``results()`` yields in input order, each message once it is settled.
+    ``results()`` yields in input order, each message once it is settled. ``submission`` counts
+    the ids read so far that were new to the ledger and those it already held (by campaign);
+    ``submitted()`` waits until the whole input has been read.
     """
 
     def __init__(self, dispatcher: InProcessDispatcher, campaign_id: str) -> None:
         self.campaign_id = campaign_id
+        self.submission = Submission()
+        """Ids new to the ledger and ids already there, for the input read so far."""
+        self._loaded = asyncio.Event()
         self._dispatcher = dispatcher
         self._ids: list[str] = []
         """Message ids in input order, each once."""
@@ -98,6 +104,11 @@ class InProcessCampaign:
                 continue
             yield message_id, entry.to_result() or not_attempted("the campaign ended")
             index += 1
+
+    async def submitted(self) -> Submission:
+        """Once the whole input is in the ledger (or the campaign ended): how many ids were new, how many were there."""
+        await self._loaded.wait()
+        return self.submission
 
     async def wait(self) -> CampaignProgress:
         assert self._task is not None
@@ -188,7 +199,9 @@ class InProcessDispatcher:
 
         Messages are read lazily, ``chunk_size`` at a time, added to the ledger (ids already
         there are left alone: submitting a campaign again resumes it, never resends what was
-        sent), then sent. ``concurrency`` may be overridden per campaign.
+        sent), then sent. The handle's ``submission`` (``await handle.submitted()`` for the
+        whole input) says how many ids were new and which campaigns already held the others.
+        ``concurrency`` may be overridden per campaign.
         """
         unknown = set(options) - {"concurrency"}
         if unknown:
@@ -223,8 +236,8 @@ class InProcessDispatcher:
             index = 0
 
             async def flush() -> list[Message]:
-                entries = [(m, connector.rate_limit_key(m), connector.send_cost(m)) for m in chunk]
-                await ledger.add(handle.campaign_id, entries)
+                added = await add_messages(ledger, connector, handle.campaign_id, chunk)
+                handle.submission = handle.submission.plus(added)
                 for message in chunk:
                     if message.id not in handle._seen:
                         handle._seen.add(message.id)
@@ -246,6 +259,7 @@ class InProcessDispatcher:
                         yield ready
             for ready in await flush():
                 yield ready
+            handle._loaded.set()
 
         async def one(index: int, message: Message) -> None:
             handle._working.add(message.id)
@@ -264,6 +278,7 @@ class InProcessDispatcher:
                 # Rows a slow ledger added while the cancellation ran are cancelled too.
                 await ledger.cancel(handle.campaign_id)
             handle._finished = True
+            handle._loaded.set()
             handle._notify()
             if self._campaigns.get(handle.campaign_id) is handle:
                 del self._campaigns[handle.campaign_id]

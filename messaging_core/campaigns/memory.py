@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 
 from messaging_core.campaigns.protocols import (
@@ -116,6 +116,14 @@ class MemoryLedger:
             order.append(message.id)
             added += 1
         return added
+
+    async def campaigns_of(self, message_ids: Sequence[str]) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for message_id in dict.fromkeys(message_ids):
+            row = self._rows.get(message_id)
+            if row is not None:
+                held[row.campaign_id] = held.get(row.campaign_id, 0) + 1
+        return held
 
     async def load(self, message_id: str) -> Message | None:
         row = self._rows.get(message_id)

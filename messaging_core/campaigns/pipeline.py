@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from messaging_core.campaigns.protocols import (
     SendOutcome,
     SendState,
     StatusStore,
+    Submission,
 )
 from messaging_core.message import Message
 from messaging_core.results import (
@@ -45,7 +46,7 @@ from messaging_core.results import (
 if TYPE_CHECKING:
     from messaging_core.connector import ChannelConnector
 
-__all__ = ["SendAttempt", "SendPipeline"]
+__all__ = ["SendAttempt", "SendPipeline", "add_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +463,26 @@ class SendPipeline:
         if update.remote_message_id:
             changed = await self.ledger.resolve(update.message_id, provider_id=update.remote_message_id) or changed
         return changed
+
+
+async def add_messages(
+    ledger: SendLedger, connector: ChannelConnector, campaign_id: str, messages: Sequence[Message]
+) -> Submission:
+    """Add ``messages`` to the ledger as ``connector`` sends them; which ids were new and which were there.
+
+    Each row keeps the connector's ``rate_limit_key`` and ``send_cost``. Ids already in the
+    ledger are left alone (``SendLedger.add``) and counted per campaign holding them, asked after
+    the add so that a concurrent submission of the same ids is counted once, by whoever lost.
+    """
+    if not messages:
+        return Submission()
+    entries = [(m, connector.rate_limit_key(m), connector.send_cost(m)) for m in messages]
+    new = await ledger.add(campaign_id, entries)
+    held = await ledger.campaigns_of(list(dict.fromkeys(m.id for m in messages)))
+    own = held.pop(campaign_id, 0) - new  # the rows just added are this campaign's too
+    if own > 0:
+        held[campaign_id] = own
+    return Submission(new, held)
 
 
 def _deferred() -> ConnectorResult[SendResult]:

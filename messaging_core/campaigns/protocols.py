@@ -19,7 +19,7 @@ conformance suites in ``messaging_core.testing`` pin the semantics every impleme
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -48,6 +48,7 @@ __all__ = [
     "SendOutcome",
     "SendState",
     "StatusStore",
+    "Submission",
 ]
 
 
@@ -212,6 +213,38 @@ class CampaignProgress:
         return self.counts.get(str(state), 0)
 
 
+@frozen
+class Submission:
+    """What adding a campaign's messages to the ledger found: ids new to it, and ids it already held.
+
+    Message ids are global in a ledger: an id already there (from another campaign, or this one
+    submitted before) is never added or sent again, and is counted here instead.
+    """
+
+    new: int = 0
+    """Ids added by this submission."""
+    existing: Mapping[str, int] = field(factory=dict, converter=_counts)
+    """Ids the ledger already held, per campaign holding them (this campaign's own: a resubmission)."""
+
+    @property
+    def existing_total(self) -> int:
+        return sum(self.existing.values())
+
+    def plus(self, other: Submission) -> Submission:
+        """Both submissions' counts together (one campaign added in several batches)."""
+        existing = dict(self.existing)
+        for campaign_id, count in other.existing.items():
+            existing[campaign_id] = existing.get(campaign_id, 0) + count
+        return Submission(self.new + other.new, existing)
+
+    def describe(self) -> str:
+        """One line for people: ``"3 new, 2 already in the ledger (campaign c1: 2)"``."""
+        if not self.existing_total:
+            return f"{self.new} new"
+        held = ", ".join(f"campaign {campaign_id}: {n}" for campaign_id, n in sorted(self.existing.items()))
+        return f"{self.new} new, {self.existing_total} already in the ledger ({held})"
+
+
 @runtime_checkable
 class SendLedger(Protocol):
     """Durable record of every message of every campaign; the source of the no-double-send guarantee.
@@ -232,6 +265,13 @@ class SendLedger(Protocol):
         """Insert ``(message, sender_key, cost)`` rows as PENDING; existing ids are left alone.
 
         :returns: how many rows were new.
+        """
+
+    async def campaigns_of(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """How many of ``message_ids`` the ledger holds, per campaign holding them (each id counted once).
+
+        Asked after ``add``, it tells a submitter which ids were already there (``Submission``);
+        before, whether a submission would add nothing new.
         """
 
     async def load(self, message_id: str) -> Message | None:

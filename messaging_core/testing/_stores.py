@@ -163,6 +163,16 @@ class LedgerConformance:
         assert not entry.reconciled
 
     @_asyncio
+    async def test_campaigns_of_counts_the_ids_held_per_campaign(self, ledger: SendLedger) -> None:
+        first, ids_first = await _added(ledger, 3)
+        second, ids_second = await _added(ledger, 2)
+        unknown = _uid("m")
+        asked = [ids_first[0], ids_first[1], ids_second[0], unknown, ids_first[0]]
+        assert await ledger.campaigns_of(asked) == {first: 2, second: 1}, "each id once, per campaign holding it"
+        assert await ledger.campaigns_of([unknown]) == {}
+        assert await ledger.campaigns_of([]) == {}
+
+    @_asyncio
     async def test_add_leaves_an_existing_row_untouched(self, ledger: SendLedger) -> None:
         campaign, (message_id,) = await _added(ledger)
         claim = await _claimed(ledger, message_id)

@@ -11,7 +11,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from messaging_core.campaigns import CampaignProgress, InDoubtPolicy, LedgerEntry, SendState, not_attempted
+from messaging_core.campaigns import (
+    CampaignProgress,
+    InDoubtPolicy,
+    LedgerEntry,
+    SendState,
+    Submission,
+    not_attempted,
+)
 from messaging_core.results import ConnectorResult, SendResult
 from messaging_scale._chunks import ChunkKicker
 from messaging_scale._ledger import CampaignInfo, PostgresLedger
@@ -47,6 +54,8 @@ class TaskiqCampaign:
         self.in_doubt: InDoubtPolicy = in_doubt
         self.poll_interval = poll_interval
         self.settle_time = settle_time
+        self.submission: Submission | None = None
+        """From ``TaskiqDispatcher.submit``: ids new to the ledger and ids it already held; None for other handles."""
         self._unknown: tuple[int, float] = (-1, 0.0)
         """The last UNKNOWN count seen, and since when (``time.monotonic``)."""
 

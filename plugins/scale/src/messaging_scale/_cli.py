@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from messaging_core.campaigns import CampaignProgress, LedgerEntry, SendState
+from messaging_core.campaigns import CampaignProgress, LedgerEntry, SendState, Submission
 from messaging_core.config import MessagingConfig, load_config
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError
@@ -224,6 +225,11 @@ def campaign() -> None:
 @click.option("--from", "senders", multiple=True, help="Sender address; repeat it to spread receivers over senders.")
 @click.option("--campaign-id", help="Campaign id (default: a new one). Submitting again with it resumes the campaign.")
 @click.option("--follow", is_flag=True, help="Show the progress bar until the campaign is settled.")
+@click.option(
+    "--fail-on-existing",
+    is_flag=True,
+    help="Submit nothing (exit 1) when any message id is already in the ledger (this campaign run before, or another).",
+)
 def submit(
     config_file: Path,
     connector_name: str,
@@ -232,11 +238,14 @@ def submit(
     senders: tuple[str, ...],
     campaign_id: str | None,
     follow: bool,
+    fail_on_existing: bool,
 ) -> None:
     """Load a campaign into the ledger and queue it for the workers; prints the campaign id.
 
     Message ids are derived from the campaign id, sender, receiver and text, so running the
-    same command again with the same --campaign-id sends nothing twice.
+    same command again with the same --campaign-id sends nothing twice. It prints how many ids
+    were new and how many the ledger already held (by campaign); --fail-on-existing refuses the
+    whole submission instead.
     """
     config, registry, _ = _settings(config_file)
     connector = _connector(config, registry, connector_name)
@@ -285,9 +294,16 @@ def submit(
             raise
         assert isinstance(dispatcher, TaskiqDispatcher)
         try:
+            if fail_on_existing:
+                await _refuse_existing(dispatcher.ledger, (message.id for _, _, message in messages()))
             handle = await dispatcher.submit((message for _, _, message in messages()), campaign_id=campaign_id)
             progress = await handle.progress()
-            console.print(f"campaign {escape(campaign_id)}: {count} message(s) submitted", soft_wrap=True)
+            assert handle.submission is not None
+            console.print(
+                f"campaign {escape(campaign_id)}: {count} message(s) submitted: {escape(handle.submission.describe())}",
+                soft_wrap=True,
+                highlight=False,
+            )
             console.print(f"  {_counts(progress)}", soft_wrap=True, highlight=False)
             click.echo(campaign_id)
             if follow:
@@ -297,6 +313,24 @@ def submit(
             await connector.shutdown()
 
     _run(run())
+
+
+async def _refuse_existing(ledger: PostgresLedger, ids: Iterable[str], batch: int = 10_000) -> None:
+    """Raise (nothing submitted) when the ledger already holds any of ``ids``; the ids are read once, in batches.
+
+    A check before the submission: ids another submitter adds meanwhile are counted by the
+    submission's own report, not refused.
+    """
+    held = Submission()
+    iterator = iter(ids)
+    while chunk := list(itertools.islice(iterator, batch)):
+        held = held.plus(Submission(0, await ledger.campaigns_of(chunk)))
+    if held.existing_total:
+        campaigns = ", ".join(f"{escape(c)}: {n}" for c, n in sorted(held.existing.items()))
+        raise click.ClickException(
+            f"{held.existing_total} message id(s) already in the ledger (campaign {campaigns}); "
+            "nothing submitted (--fail-on-existing)"
+        )
 
 
 def _rereadable(file: Any) -> Any:

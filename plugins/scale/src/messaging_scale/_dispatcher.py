@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy
+from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy, Submission, add_messages
 from messaging_core.errors import ConfigurationError
 from messaging_core.message import Message, MessageStream, iterate_messages, new_message_id
 from messaging_core.schema import Capability
@@ -79,7 +79,8 @@ class TaskiqDispatcher:
 
         Ids already in the ledger are left alone, and only messages that still need work are
         published: submitting a campaign again resumes it (and clears its pause and cancel
-        flags), never resends what was sent.
+        flags), never resends what was sent. The handle's ``submission`` says how many ids were
+        new and which campaigns already held the others.
         """
         if options:
             raise TypeError(f"submit() got unknown options {sorted(options)}")
@@ -87,6 +88,7 @@ class TaskiqDispatcher:
         campaign_id = campaign_id or new_message_id()
         await self.ledger.register_campaign(campaign_id, self.connector.name)
         batch: list[Message] = []
+        submission = Submission()
         index = 0
         async for message in iterate_messages(messages):
             if not isinstance(message, Message):
@@ -94,20 +96,21 @@ class TaskiqDispatcher:
             index += 1
             batch.append(message)
             if len(batch) >= self.copy_size:
-                await self._load(campaign_id, batch)
+                submission = submission.plus(await self._load(campaign_id, batch))
                 batch = []
-        await self._load(campaign_id, batch)
-        return self.campaign(campaign_id)
+        submission = submission.plus(await self._load(campaign_id, batch))
+        handle = self.campaign(campaign_id)
+        handle.submission = submission
+        return handle
 
-    async def _load(self, campaign_id: str, batch: list[Message]) -> None:
+    async def _load(self, campaign_id: str, batch: list[Message]) -> Submission:
         if not batch:
-            return
-        connector = self.connector
-        entries = [(m, connector.rate_limit_key(m), connector.send_cost(m)) for m in batch]
-        await self.ledger.add(campaign_id, entries)
+            return Submission()
+        submission = await add_messages(self.ledger, self.connector, campaign_id, batch)
         ids = list(dict.fromkeys(m.id for m in batch))
         open_ids = set(await self.ledger.open_ids(ids))
         await self.kicker.kick([message_id for message_id in ids if message_id in open_ids])
+        return submission
 
     def campaign(self, campaign_id: str) -> TaskiqCampaign:
         """The handle of a campaign in the ledger (submitted by this process or any other)."""

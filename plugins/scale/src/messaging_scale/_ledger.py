@@ -175,6 +175,12 @@ class PostgresLedger:
             status: str = await conn.execute(self._sql.insert, campaign_id)
         return int(status.rsplit(" ", 1)[-1])
 
+    async def campaigns_of(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """How many of ``message_ids`` the ledger holds, per campaign holding them (one indexed query)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self._sql.campaigns_of, list(dict.fromkeys(message_ids)))
+        return {row["campaign_id"]: row["n"] for row in rows}
+
     async def load(self, message_id: str) -> Message | None:
         """The message as it was added (workers receive ids, not messages)."""
         async with self._pool.acquire() as conn:

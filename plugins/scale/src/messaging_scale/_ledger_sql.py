@@ -43,6 +43,10 @@ class LedgerSql:
             "select message_id, $1, sender_key, to_address, payload::jsonb, cost "
             f"from {STAGING_TABLE} order by ord on conflict (message_id) do nothing"
         )
+        self.campaigns_of = (
+            f"select campaign_id, count(*)::bigint as n from {s}.sends where message_id = any($1::text[]) "
+            "group by campaign_id"
+        )
         self.claim = (
             f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
             "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
