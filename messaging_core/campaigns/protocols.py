@@ -96,6 +96,9 @@ class LedgerEntry:
     provider_id: str | None = None
     error_code: str | None = None
     reconciled: bool = False
+    error: str | None = None
+    """What went wrong, for people, when the ledger keeps it (a message failed after the same error
+    ``max_attempts`` times without a provider call: an unreadable row, a connector that raises)."""
     status: MessageStatus | None = None
     """Latest delivery status (monotonic), kept apart from the sending state.
 
@@ -118,7 +121,8 @@ class LedgerEntry:
             return ConnectorResult.success(SendResult(self.message_id, self.provider_id, status))
         if state is SendState.FAILED:
             code = self.error_code or ConnectorErrorCodes.SEND_MESSAGE_ERROR
-            return ConnectorResult.failure(code, f"the message failed ({code})")
+            why = f": {self.error}" if self.error else ""
+            return ConnectorResult.failure(code, f"the message failed ({code}){why}")
         if state is SendState.CANCELLED:
             return ConnectorResult.failure(
                 ConnectorErrorCodes.NOT_ATTEMPTED,
@@ -195,6 +199,10 @@ class CampaignProgress:
     campaign_id: str
     counts: Mapping[str, int] = field(factory=dict, converter=_counts)
     """Messages per ``SendState`` value; states with no message may be absent."""
+    failure: str | None = None
+    """Why the campaign stopped as a whole (its workers cannot send it: a connector they lack), or None.
+
+    A failed campaign is settled: nothing more happens until it is fixed and resumed or submitted again."""
 
     @property
     def total(self) -> int:

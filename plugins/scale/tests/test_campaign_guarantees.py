@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-from messaging_core import ChannelConnector, Endpoint, Message, TextContent
-from messaging_scale import PostgresLedger, TaskiqDispatcher, create_broker
+from messaging_core import ChannelConnector, ConfigurationError, Endpoint, Message, TextContent
+from messaging_core.campaigns import SendPipeline, SendState
+from messaging_scale import ChunkSender, PostgresLedger, TaskiqCampaign, TaskiqDispatcher, create_broker
+from messaging_scale._chunks import WORKER_ERROR
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 pytestmark = pytest.mark.services
@@ -122,3 +124,72 @@ async def test_the_command_line_reports_reused_ids_and_can_refuse_them(
     code, output = await _messaging(*submit)
     assert "3 new, 2 already in the ledger (campaign reused: 2)" in output
     assert (await ledger.progress("reused")).total == 8
+
+
+# -- 2. poison isolation ----------------------------------------------------------------------------------
+
+
+async def test_an_unreadable_row_fails_alone_after_max_attempts(
+    memory_connector: ChannelConnector, ledger: PostgresLedger, pg_pool: Any, pg_schema: str
+) -> None:
+    prefix = uuid.uuid4().hex[:8]
+    messages = _messages(5, prefix)
+    await ledger.register_campaign(prefix, memory_connector.name)
+    await ledger.add(prefix, [(m, SENDER, 1) for m in messages])
+    poison = messages[2].id
+    async with pg_pool.acquire() as conn:
+        await conn.execute(f"update {pg_schema}.sends set payload = '{{\"id\": 1}}' where message_id = $1", poison)
+    sender = ChunkSender(ledger, SendPipeline(memory_connector, ledger=ledger), max_attempts=3)
+    ids = [m.id for m in messages]
+    for _ in range(2):  # the chunk is tried again (its task raises), the others are sent the first time
+        with pytest.raises(RuntimeError, match="cannot be read"):
+            await sender.send(ids)
+        assert (await ledger.progress(prefix)).counts == {"accepted": 4, "pending": 1}
+    assert await sender.send(ids) == {poison: "failed"}
+    entry = await ledger.get(poison)
+    assert entry is not None
+    assert (entry.state, entry.error_code) == (SendState.FAILED, WORKER_ERROR)
+    assert entry.error is not None
+    assert "unreadable message" in entry.error
+    progress = await TaskiqCampaign(prefix, ledger=ledger, poll_interval=0.05).wait()
+    assert progress.counts == {"accepted": 4, "failed": 1}
+    results = dict([item async for item in TaskiqCampaign(prefix, ledger=ledger).results()])
+    error = results[poison].error
+    assert error is not None
+    assert "unreadable message" in error.message
+
+
+async def test_a_campaign_whose_connector_is_missing_fails_visibly(
+    emulator: TwilioEmulator,
+    memory_connector: ChannelConnector,
+    ledger: PostgresLedger,
+    pg_dsn: str,
+    pg_schema: str,
+    amqp_names: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    prefix = uuid.uuid4().hex[:8]
+    messages = _messages(4, prefix)
+    await ledger.register_campaign(prefix, "bulk-eu")
+    await ledger.add(prefix, [(m, SENDER, 1) for m in messages])
+    pipeline = SendPipeline(memory_connector, ledger=ledger)
+
+    async def pipelines(name: str | None) -> SendPipeline:
+        if name != memory_connector.name:
+            raise ConfigurationError(f"messaging.toml: no enabled connector {name!r} (a campaign names it)")
+        return pipeline
+
+    assert await ChunkSender(ledger, pipelines).send([m.id for m in messages]) == {m.id: "paused" for m in messages}
+    handle = TaskiqCampaign(prefix, ledger=ledger, poll_interval=0.05)
+    async with asyncio.timeout(5):
+        progress = await handle.wait()
+    assert progress.counts == {"pending": 4}, "nothing was sent, nothing is lost"
+    assert progress.failure is not None
+    assert "no enabled connector 'bulk-eu'" in progress.failure
+    config = _config(tmp_path / "messaging.toml", emulator, pg_dsn, pg_schema, amqp_names)
+    code, output = await _messaging("campaign", "progress", "--config", str(config), prefix, "--timeout", "10")
+    assert code == 1, output
+    assert "FAILED: no worker can send it" in output
+    assert "bulk-eu" in output
+    await handle.resume()
+    assert (await handle.progress()).failure is None, "resuming clears the failure"

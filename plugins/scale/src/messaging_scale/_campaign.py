@@ -63,14 +63,24 @@ class TaskiqCampaign:
         return f"<TaskiqCampaign {self.campaign_id!r} in_doubt={self.in_doubt!r}>"
 
     async def progress(self) -> CampaignProgress:
-        """Counts by ledger state, from the counters the transitions keep (no scan of the rows)."""
-        return await self.ledger.progress(self.campaign_id)
+        """Counts by ledger state, from the counters the transitions keep (no scan of the rows).
+
+        ``failure`` says why, when workers could not send the campaign at all.
+        """
+        progress = await self.ledger.progress(self.campaign_id)
+        info = await self.ledger.campaign(self.campaign_id)
+        if info is None or info.failure is None:
+            return progress
+        return CampaignProgress(self.campaign_id, progress.counts, failure=info.failure)
 
     def is_settled(self, progress: CampaignProgress) -> bool:
         """Whether no message is left to work on: each final, or held in doubt.
 
-        A paused campaign is not settled while it has PENDING messages.
+        A paused campaign is not settled while it has PENDING messages, unless it failed
+        (``progress.failure``: nothing will happen until someone fixes it and resumes it).
         """
+        if progress.failure is not None:
+            return True
         if progress.count(SendState.PENDING) or progress.count(SendState.SUBMITTING):
             return False
         unknown = progress.count(SendState.UNKNOWN)
@@ -84,7 +94,7 @@ class TaskiqCampaign:
         return now - self._unknown[1] >= self.settle_time
 
     async def wait(self) -> CampaignProgress:
-        """Until no message is left to work on (bound it with ``asyncio.timeout``)."""
+        """Until no message is left to work on, or the campaign failed (``failure``); bound it with a timeout."""
         while True:
             progress = await self.progress()
             if self.is_settled(progress):

@@ -22,6 +22,7 @@ from typing import Any
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends
 
 from messaging_core.campaigns import SendAttempt, SendPipeline, SendState
+from messaging_core.errors import ConfigurationError
 from messaging_scale._ledger import OpenMessage, PostgresLedger
 from messaging_scale._limiter import RedisGcraLimiter
 
@@ -39,6 +40,10 @@ SEND_CHUNK_TASK = "messaging.send_chunk"
 
 MAX_REQUEUES = 10
 """Copies of a chunk published after errors before it is left to the sweeper."""
+
+WORKER_ERROR = "WORKER_ERROR"
+"""Error code of a message FAILED because its passes raised the same error ``max_attempts`` times
+before any provider call (its row cannot be read, the connector raises on it); the row keeps the error."""
 
 _STATE_KEY = "messaging_chunk_sender"
 _REQUEUE_LABEL = "X-Taskiq-requeue"  # set by taskiq's Context.requeue
@@ -65,6 +70,13 @@ class ChunkSender:
       before its slot, which stays booked under its id) and the sweeper publishes it again
       then, so that a chunk is never held unacknowledged for minutes;
     - the campaign's flags are checked again after the pace wait, right before the claim;
+    - a message whose pass raises (its row cannot be read, the connector raises on it before any
+      provider call) fails the chunk after the others are done, so that it is tried again, and
+      is FAILED with the error (``WORKER_ERROR``) once it raised the same way ``max_attempts``
+      times in a row: one poison row never holds its chunk or its campaign forever;
+    - a campaign naming a connector this worker cannot open (``ConfigurationError``: not in its
+      file) is failed as a whole: paused, with the reason (``PostgresLedger.fail_campaign``),
+      which its handle and ``messaging campaign progress`` report; resume it once fixed;
     - an answer that says the sender is throttled (``Failure.throttled``: Twilio's 21611,
       a From number's full queue) halves the sender's pace for ``slow_down_for`` seconds on every
       worker (when the limiter is a ``RedisGcraLimiter``). An account's concurrency limit (20429)
@@ -79,6 +91,8 @@ class ChunkSender:
     :param pipelines: the pipeline for every message, or ``async (connector_name) -> SendPipeline``
         (a worker serving campaigns of several connectors).
     :param concurrency: passes in flight at once in this process.
+    :param max_attempts: failures in a row of a row that cannot be read before it is FAILED (a
+        message that can be read uses its pipeline's ``max_attempts``).
     """
 
     def __init__(
@@ -91,6 +105,7 @@ class ChunkSender:
         max_inline_wait: float = 30.0,
         defer_lead: float = 20.0,
         slow_down_for: float = 60.0,
+        max_attempts: int = 5,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -103,6 +118,7 @@ class ChunkSender:
         self.max_inline_wait = max_inline_wait
         self.defer_lead = defer_lead
         self.slow_down_for = slow_down_for
+        self.max_attempts = max_attempts
         self._semaphore = asyncio.Semaphore(concurrency)
         self._flags: dict[str, tuple[float, bool, bool]] = {}
         """campaign id → (read at, paused, cancelled)."""
@@ -121,7 +137,14 @@ class ChunkSender:
         ``paused`` marks messages left PENDING because their campaign is paused. Ids already
         final (or not in the ledger) are not in the answer.
         """
-        items = await self.ledger.open_messages(ids)
+        items, unreadable = await self.ledger.open_chunk(ids)
+        poisoned: dict[str, str] = {}
+        for message_id, error in unreadable.items():
+            log.error("send %s: %s", message_id, error)
+            failed = await self.ledger.note_failure(
+                message_id, error, give_up_after=self.max_attempts, error_code=WORKER_ERROR
+            )
+            poisoned[message_id] = SendState.FAILED.value if failed else "error"
         for item in items:
             # Read with the chunk: fresher than the cache (a chunk published by ``resume``).
             self._remember_flags(item.campaign_id, item.paused, item.cancelled)
@@ -140,7 +163,10 @@ class ChunkSender:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return {item.message.id: str(state) for item, state in zip(items, outcomes, strict=True)}
+        if "error" in poisoned.values():
+            raise RuntimeError(f"{len(poisoned)} message(s) of the chunk cannot be read from the ledger (tried again)")
+        states = {item.message.id: str(state) for item, state in zip(items, outcomes, strict=True)}
+        return {**states, **poisoned}
 
     async def _pipeline(self, connector: str | None) -> SendPipeline:
         if isinstance(self._pipelines, SendPipeline):
@@ -157,13 +183,25 @@ class ChunkSender:
             if paused:
                 return "paused"
             if pipeline is None:  # after the flags: a paused campaign needs no connector
-                pipeline = await self._pipeline(item.connector)
+                try:
+                    pipeline = await self._pipeline(item.connector)
+                except ConfigurationError as err:
+                    return await self._fail_campaign(item, err)
             # The semaphore bounds whole passes, pace wait included: the reservations then go to
             # Redis a bounded number at a time, without queueing for a connection between the
             # slot and the provider call (which would bunch sends), and a pace wait is bounded by
             # max_inline_wait (longer ones are deferred), so no campaign holds the slots for long.
-            async with self._semaphore:
-                attempt = await pipeline.process(message, admit=lambda: self._admitted(item.campaign_id))
+            try:
+                async with self._semaphore:
+                    attempt = await pipeline.process(message, admit=lambda: self._admitted(item.campaign_id))
+            except Exception as err:
+                error = f"{type(err).__name__}: {err}"
+                if not await self.ledger.note_failure(
+                    message.id, error, give_up_after=pipeline.max_attempts, error_code=WORKER_ERROR
+                ):
+                    raise
+                log.error("send %s: FAILED after %d passes raising %s", message.id, pipeline.max_attempts, error)
+                return SendState.FAILED.value
             if attempt.deferred:
                 # The slot is booked under the message id, further ahead than a chunk should be held:
                 # the sweeper publishes the message again shortly before it.
@@ -186,6 +224,16 @@ class ChunkSender:
             if delay > self.max_inline_wait:
                 return attempt.state.value  # another worker's lease: the sweeper settles it if it lapses
             await asyncio.sleep(delay)
+
+    async def _fail_campaign(self, item: OpenMessage, err: ConfigurationError) -> str:
+        """This worker cannot send the campaign at all: stop it for every worker, saying why."""
+        reason = f"no worker can send it: {err}"
+        log.error("campaign %s: %s; paused until resumed", item.campaign_id, reason)
+        if not await self.ledger.fail_campaign(item.campaign_id, reason):
+            raise err  # not a registered campaign: nothing to pause, the chunk fails as before
+        _, _, cancelled = self._flags.get(item.campaign_id, (-math.inf, False, False))
+        self._remember_flags(item.campaign_id, True, cancelled)
+        return "paused"
 
     async def _admitted(self, campaign_id: str) -> bool:
         """Checked after the pace wait, before the claim: a campaign paused or cancelled meanwhile sends nothing.

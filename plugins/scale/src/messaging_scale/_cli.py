@@ -306,8 +306,8 @@ def submit(
             )
             console.print(f"  {_counts(progress)}", soft_wrap=True, highlight=False)
             click.echo(campaign_id)
-            if follow:
-                await _follow(handle)
+            if follow and _failed(await _follow(handle)):
+                raise click.exceptions.Exit(1)
         finally:
             await dispatcher.close()
             await connector.shutdown()
@@ -362,6 +362,14 @@ def _counts(progress: CampaignProgress) -> str:
     return "  ".join(f"{state} {progress.counts.get(state, 0)}" for state in order if progress.counts.get(state))
 
 
+def _failed(progress: CampaignProgress) -> bool:
+    """Print why the campaign failed as a whole, if it did (the command then exits 1)."""
+    if progress.failure is None:
+        return False
+    console.print(f"FAILED: {escape(progress.failure)} (fix it, then `messaging campaign resume`)", soft_wrap=True)
+    return True
+
+
 async def _follow(handle: TaskiqCampaign, *, limit: float | None = None) -> CampaignProgress:
     """A progress bar following the ledger's counters until the campaign is settled."""
     with Progress(
@@ -404,13 +412,13 @@ def progress_command(config_file: Path, campaign_id: str, no_follow: bool, timeo
                 progress = await handle.progress()
                 console.print(f"{escape(campaign_id)}: {progress.done}/{progress.total} done", soft_wrap=True)
                 console.print(f"  {_counts(progress)}", soft_wrap=True, highlight=False)
-                return True
+                return not _failed(progress)
             try:
                 progress = await _follow(handle, limit=timeout)
             except TimeoutError:
                 return False
             console.print(f"settled: {_counts(progress)}", soft_wrap=True, highlight=False)
-            return True
+            return not _failed(progress)
 
     if not _run(run()):
         sys.exit(1)

@@ -60,6 +60,8 @@ class CampaignInfo:
     cancelled: bool = False
     """Workers cancel what is still PENDING instead of sending it."""
     created_at: datetime | None = None
+    failure: str | None = None
+    """Why workers cannot send it (set with ``paused``; ``resume`` or a new submission clears it)."""
 
 
 @frozen
@@ -86,6 +88,7 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
         provider_id=row["provider_id"],
         error_code=row["error_code"],
         reconciled=row["reconciled"],
+        error=row["last_error"] if row["state"] == SendState.FAILED.value else None,
         status=None if row["status"] is None else MessageStatus(row["status"]),
         claimed_at=row["claimed_at"],
         lease_until=row["lease_until"],
@@ -348,24 +351,60 @@ class PostgresLedger:
         """The messages of a chunk that still need work, in the order of ``ids``, in one query.
 
         Final messages (a redelivered or overlapping chunk) are left out: they cost nothing more.
+
+        :raises ValueError: a row's message cannot be read (``open_chunk`` reports it instead).
+        """
+        found, unreadable = await self.open_chunk(ids)
+        if unreadable:
+            message_id, error = next(iter(unreadable.items()))
+            raise ValueError(f"message {message_id} cannot be read from the ledger: {error}")
+        return found
+
+    async def open_chunk(self, ids: Sequence[str]) -> tuple[list[OpenMessage], dict[str, str]]:
+        """``open_messages``, and the open rows whose message cannot be read (id → the error), apart.
+
+        One unreadable row must not fail the rest of its chunk.
         """
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(self._sql.open_messages, list(ids))
         by_id = {row["message_id"]: row for row in rows}
         found = []
+        unreadable: dict[str, str] = {}
         for message_id in dict.fromkeys(ids):
             row = by_id.get(message_id)
-            if row is not None:
-                found.append(
-                    OpenMessage(
-                        message=structure(json.loads(row["payload"]), Message),
-                        campaign_id=row["campaign_id"],
-                        connector=row["connector"],
-                        paused=row["paused"],
-                        cancelled=row["cancelled"],
-                    )
+            if row is None:
+                continue
+            try:
+                message = structure(json.loads(row["payload"]), Message)
+            except Exception as err:  # any defect of the stored payload is this row's alone
+                unreadable[message_id] = f"unreadable message: {type(err).__name__}: {err}"[:500]
+                continue
+            found.append(
+                OpenMessage(
+                    message=message,
+                    campaign_id=row["campaign_id"],
+                    connector=row["connector"],
+                    paused=row["paused"],
+                    cancelled=row["cancelled"],
                 )
-        return found
+            )
+        return found, unreadable
+
+    async def note_failure(self, message_id: str, error: str, *, give_up_after: int, error_code: str) -> bool:
+        """Count a pass of a PENDING message that raised ``error``; FAILED with it after ``give_up_after`` in a row.
+
+        The count restarts when the error changes. Rows not PENDING are left alone (a claimed
+        message may have been sent: reconciliation settles it). Returns whether it is FAILED now.
+        """
+        async with self._pool.acquire() as conn:
+            state = await conn.fetchval(self._sql.note_failure, message_id, error[:500], give_up_after, error_code)
+        return bool(state == SendState.FAILED.value)
+
+    async def fail_campaign(self, campaign_id: str, reason: str) -> bool:
+        """Stop a registered campaign that workers cannot send (paused, with ``reason`` for people)."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql.fail_campaign, campaign_id, reason)
+        return _updated(status)
 
     async def register_campaign(self, campaign_id: str, connector: str) -> None:
         """Record that ``connector`` (a name in the workers' configuration) sends the campaign.
@@ -386,7 +425,9 @@ class PostgresLedger:
             row = await conn.fetchrow(self._sql.campaign, campaign_id)
         if row is None:
             return None
-        return CampaignInfo(row["campaign_id"], row["connector"], row["paused"], row["cancelled"], row["created_at"])
+        return CampaignInfo(
+            row["campaign_id"], row["connector"], row["paused"], row["cancelled"], row["created_at"], row["failure"]
+        )
 
     async def set_campaign_flags(
         self, campaign_id: str, *, paused: bool | None = None, cancelled: bool | None = None

@@ -15,7 +15,7 @@ __all__ = ["CREATE_STAGING_TABLE", "ENTRY_COLUMNS", "STAGING_COLUMNS", "STAGING_
 
 ENTRY_COLUMNS = (
     "message_id, campaign_id, state, sender_key, cost, attempts, fence, provider_id, error_code, "
-    "reconciled, status, claimed_at, lease_until, retry_at"
+    "reconciled, status, claimed_at, lease_until, retry_at, last_error"
 )
 """The columns of a ``LedgerEntry``, in every statement that returns one."""
 
@@ -132,14 +132,30 @@ class LedgerSql:
         self.campaign_connector = f"select connector from {s}.campaigns where campaign_id = $1 for update"
         self.campaign_upsert = (
             f"insert into {s}.campaigns (campaign_id, connector) values ($1, $2) "
-            "on conflict (campaign_id) do update set paused = false, cancelled = false, updated_at = now()"
+            "on conflict (campaign_id) do update set paused = false, cancelled = false, failure = null, "
+            "updated_at = now()"
         )
         self.campaign = (
-            f"select campaign_id, connector, paused, cancelled, created_at from {s}.campaigns where campaign_id = $1"
+            "select campaign_id, connector, paused, cancelled, created_at, failure "
+            f"from {s}.campaigns where campaign_id = $1"
         )
+        # Resuming clears a failure too: whoever resumes says the cause is fixed.
         self.campaign_flags = (
             f"update {s}.campaigns set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled), "
-            "updated_at = now() where campaign_id = $1"
+            "failure = case when $2 = false then null else failure end, updated_at = now() where campaign_id = $1"
+        )
+        self.fail_campaign = (
+            f"update {s}.campaigns set paused = true, failure = $2, updated_at = now() where campaign_id = $1"
+        )
+        # Only a PENDING row: a claimed one may have been sent, and its fate is reconciliation's.
+        self.note_failure = (
+            f"update {s}.sends set failures = case when last_error = $2 then failures + 1 else 1 end, "
+            "last_error = $2, "
+            "state = case when (case when last_error = $2 then failures + 1 else 1 end) >= $3 "
+            "then 'failed' else state end, "
+            "error_code = case when (case when last_error = $2 then failures + 1 else 1 end) >= $3 "
+            "then $4 else error_code end, updated_at = now() "
+            "where message_id = $1 and state = 'pending' returning state"
         )
         self.take_turn = (
             f"insert into {s}.sweeps as w (name, next_at) values ($1, now() + make_interval(secs => $2)) "

@@ -85,6 +85,10 @@ do $$ begin
 end $$;
 alter table {schema}.sends add column if not exists deferred boolean not null default false;
 alter table {schema}.sends add column if not exists kicked_at timestamptz;
+-- failures/last_error: passes of a PENDING row that raised the same error in a row (a row that
+-- cannot be loaded, a connector that raises on it); at max_attempts the row is FAILED with it.
+alter table {schema}.sends add column if not exists failures int not null default 0;
+alter table {schema}.sends add column if not exists last_error text;
 create index if not exists sends_campaign_seq on {schema}.sends (campaign_id, seq);
 create index if not exists sends_deferred on {schema}.sends (retry_at) where deferred;
 -- A probe asks which calls to the same receiver may be under way or in doubt (open_to): rare, small.
@@ -123,6 +127,10 @@ create table if not exists {schema}.campaigns (
     created_at   timestamptz not null default now(),
     updated_at   timestamptz not null default now()
 );
+
+-- failure: why workers cannot send the campaign at all (a connector their file lacks); set with
+-- paused, cleared by resume or a new submission.
+alter table {schema}.campaigns add column if not exists failure text;
 
 -- Turns of periodic jobs (the sweeper): one process wins each turn, whichever machine it runs on.
 create table if not exists {schema}.sweeps (
