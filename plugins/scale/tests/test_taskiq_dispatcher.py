@@ -487,8 +487,9 @@ async def test_a_failing_message_fails_the_chunk_after_the_others_are_sent(
         return pipeline
 
     sender = ChunkSender(ledger, pipelines)
-    with pytest.raises(ConfigurationError, match="no connector 'missing'"):
-        await sender.send([bad[0].id, *(m.id for m in good), bad[1].id])
+    # A connector the worker lacks fails (pauses) its campaign, not the chunk (#12).
+    states = await sender.send([bad[0].id, *(m.id for m in good), bad[1].id])
+    assert {states[m.id] for m in bad} == {"paused"}
     assert (await ledger.progress("good")).counts == {"accepted": 5}
     assert (await ledger.progress("bad")).counts == {"pending": 2}
     # Paused: left PENDING and reported; the chunk itself succeeds.
