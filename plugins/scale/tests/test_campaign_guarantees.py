@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from messaging_core import ChannelConnector, ConfigurationError, Endpoint, Message, TextContent
-from messaging_core.campaigns import SendPipeline, SendState
+from messaging_core.campaigns import Claim, SendPipeline, SendState
 from messaging_scale import ChunkSender, PostgresLedger, TaskiqCampaign, TaskiqDispatcher, create_broker
 from messaging_scale._chunks import WORKER_ERROR
 from messaging_twilio_sms.emulator import TwilioEmulator
@@ -193,3 +194,26 @@ async def test_a_campaign_whose_connector_is_missing_fails_visibly(
     assert "bulk-eu" in output
     await handle.resume()
     assert (await handle.progress()).failure is None, "resuming clears the failure"
+
+
+# -- 3. recovery in about one lease -----------------------------------------------------------------------
+
+
+async def test_an_expired_claim_is_swept_about_one_lease_after_it(ledger: PostgresLedger) -> None:
+    """A killed worker's claim: the sweeper's query hands it out lease + grace after the claim, not stale_after."""
+    prefix = uuid.uuid4().hex[:8]
+    (message,) = _messages(1, prefix)
+    await ledger.add(prefix, [(message, SENDER, 1)])
+    lease, grace = 1.0, 0.5
+    claimed_at = time.monotonic()
+    assert isinstance(await ledger.claim(message.id, lease=lease, request_timeout=0.5), Claim)  # and the worker dies
+    found: list[str] = []
+    async with asyncio.timeout(10):
+        while not found:
+            await asyncio.sleep(0.05)
+            found = await ledger.stale(stale_after=300, unknown=False, unclaimed=False, expired_after=grace)
+    taken_up = time.monotonic() - claimed_at
+    print(f"expired claim taken up {taken_up:.2f} s after the claim (lease {lease} s, grace {grace} s)")
+    assert found == [message.id]
+    assert lease + grace - 0.05 <= taken_up <= lease + grace + 0.5, taken_up
+    assert await ledger.stale(stale_after=300, unknown=False, unclaimed=False, expired_after=grace) == [], "once"

@@ -474,15 +474,20 @@ class PostgresLedger:
         unclaimed: bool,
         campaign_id: str | None = None,
         limit: int = 5000,
+        expired_after: float | None = None,
     ) -> list[str]:
         """Ids that need work but nobody touched for ``stale_after`` seconds (the sweeper's re-kicks).
 
-        SUBMITTING rows whose lease expired that long ago; UNKNOWN rows when ``unknown``;
+        SUBMITTING rows whose lease expired ``expired_after`` seconds ago (default
+        ``stale_after``; each once after its lease ended, then once per ``stale_after``); UNKNOWN rows when ``unknown``;
         PENDING rows due that long ago that were tried before, or, when ``unclaimed``, never
         tried (their chunk may have been lost). Paused campaigns are skipped.
         """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(self._sql.stale, float(stale_after), unknown, unclaimed, limit, campaign_id)
+            expired = float(stale_after if expired_after is None else expired_after)
+            rows = await conn.fetch(
+                self._sql.stale, float(stale_after), unknown, unclaimed, limit, campaign_id, expired
+            )
         return [row["message_id"] for row in rows]
 
     async def open_page(self, campaign_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, str]]:

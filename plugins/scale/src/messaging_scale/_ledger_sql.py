@@ -161,7 +161,8 @@ class LedgerSql:
             f"insert into {s}.sweeps as w (name, next_at) values ($1, now() + make_interval(secs => $2)) "
             "on conflict (name) do update set next_at = excluded.next_at where w.next_at <= now() returning 1"
         )
-        # Rows nobody has worked on for ``stale_after`` seconds although they need work. Paused
+        # Rows nobody has worked on for ``stale_after`` seconds although they need work (expired
+        # leases sooner: ``expired_after`` seconds after the lease ended). Paused
         # campaigns are left alone; UNKNOWN rows only when the policy lets a worker reconcile them;
         # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
         # A row kicked by a sweep is left alone for ``stale_after`` (kicked_at): a row that stays in
@@ -170,12 +171,16 @@ class LedgerSql:
             f"with picked as (select s.message_id from {s}.sends s "
             f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
             f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
-            "and ($5::text is null or s.campaign_id = $5) "
-            "and (s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
-            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $1)) "
-            "or ($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
+            "and ($5::text is null or s.campaign_id = $5) and ("
+            # An expired lease is due ``$6`` seconds after it ended (a killed worker's message is
+            # taken up in about one lease), unless a sweep already published it since then.
+            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $6) "
+            "and (s.kicked_at is null or s.kicked_at < s.lease_until "
+            "or s.kicked_at <= now() - make_interval(secs => $1))) "
+            "or ((s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
+            "($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
             "or (s.state = 'pending' and (s.attempts > 0 or $3) "
-            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))"
+            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))))"
             ") order by s.seq limit $4 for update of s skip locked) "
             f"update {s}.sends t set kicked_at = now() from picked where t.message_id = picked.message_id "
             "returning t.message_id"

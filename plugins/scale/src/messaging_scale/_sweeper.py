@@ -30,6 +30,8 @@ class Sweeper:
     :param interval: seconds between sweeps of the fleet.
     :param stale_after: seconds without a change before a row needing work is re-kicked.
     :param reconcile: whether UNKNOWN rows are re-kicked (``in_doubt = "probe_then_resend"``).
+    :param lease_grace: seconds after a lease ended before its row is re-kicked (a killed worker's
+        messages are taken up within lease + ``lease_grace`` + one ``interval``, not ``stale_after``).
     """
 
     name = "sweeper"
@@ -44,6 +46,7 @@ class Sweeper:
         stale_after: float = 300.0,
         reconcile: bool = False,
         batch: int = 5000,
+        lease_grace: float = 5.0,
     ) -> None:
         self.ledger = ledger
         self.kicker = kicker
@@ -52,6 +55,7 @@ class Sweeper:
         self.stale_after = stale_after
         self.reconcile = reconcile
         self.batch = batch
+        self.lease_grace = lease_grace
 
     async def sweep(self) -> int:
         """One sweep if it is this process's turn; returns how many ids were published again."""
@@ -63,7 +67,11 @@ class Sweeper:
             log.info("sweeper: %d deferred message(s) due, published in %d chunk(s)", len(woken), chunks)
         unclaimed = await queued_chunks(self.kicker.broker, self.queue) == 0
         ids = await self.ledger.stale(
-            stale_after=self.stale_after, unknown=self.reconcile, unclaimed=unclaimed, limit=self.batch
+            stale_after=self.stale_after,
+            unknown=self.reconcile,
+            unclaimed=unclaimed,
+            limit=self.batch,
+            expired_after=min(self.lease_grace, self.stale_after),
         )
         if ids:
             chunks = await self.kicker.kick(ids)
