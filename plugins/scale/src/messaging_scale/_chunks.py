@@ -212,6 +212,14 @@ class ChunkSender:
                 return attempt.state.value
             if attempt.state is SendState.UNKNOWN:
                 reconciled = await pipeline.reconcile(message)
+                quiet = reconciled.retry_after if reconciled is not None else None
+                if reconciled is not None and reconciled.state is SendState.UNKNOWN and quiet is not None:
+                    # Nothing found yet, and the quiet period before "absent" is not over: probe again
+                    # then if that is soon; otherwise the sweeper kicks the row again later.
+                    if quiet > self.max_inline_wait:
+                        return reconciled.state.value
+                    await asyncio.sleep(quiet)
+                    continue
                 if reconciled is None or reconciled.state is not SendState.PENDING:
                     return (reconciled or attempt).state.value
                 continue  # proven absent: send again
