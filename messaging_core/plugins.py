@@ -82,20 +82,46 @@ TRACE_HOOKS_ENV = "MESSAGING_TRACE_HOOKS"
 
 @attrs.frozen
 class PluginLoadFailure:
-    """A plugin that could not be loaded, and why (reported, never fatal for the others)."""
+    """A plugin that failed to load or to register something, and why (reported, never fatal for the others)."""
 
     name: str
     error: str
+    distribution: str | None = None
+    """The installed distribution the plugin's entry point came from (None for a plugin registered in code)."""
+
+    def __str__(self) -> str:
+        origin = f" (from {self.distribution})" if self.distribution else ""
+        return f"plugin {self.name!r}{origin}: {self.error}"
+
+
+_SYNC_HOOKS = frozenset(
+    {
+        "register_connectors",
+        "register_dispatchers",
+        "register_commands",
+        "register_emulators",
+        "resolve_parameter",
+        "validate_message",
+    }
+)
+"""Hooks whose results are used at once: an ``async def`` implementation is refused at registration."""
 
 
 class PluginHost:
     """Loads plugins and calls their hooks, one typed method per hook."""
 
-    def __init__(self, plugins: Iterable[object] = ()) -> None:
+    def __init__(self, plugins: Iterable[object] = (), *, strict: bool = False) -> None:
+        """A host with ``plugins`` registered.
+
+        :param strict: a plugin problem (an entry point that fails, a registration refused) raises
+            ``PluginError`` instead of being recorded in ``load_errors`` (for CI).
+        """
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._trace = os.environ.get(TRACE_HOOKS_ENV, "").strip() not in ("", "0")
+        self.strict = strict
         self.load_errors: list[PluginLoadFailure] = []
+        self._distributions: dict[str, str] = {}
         self._implemented: dict[str, bool] = {}
         for plugin in plugins:
             self.register(plugin)
@@ -139,14 +165,42 @@ class PluginHost:
                 continue
             if self._pm.has_plugin(entry_point.name) or self._pm.is_blocked(entry_point.name):
                 continue
+            dist = entry_point.dist.name if entry_point.dist else None
+            if dist is not None:
+                self._distributions[entry_point.name] = dist
             try:
                 plugin = entry_point.load()
                 self.register(plugin, name=entry_point.name)
+                if not self._pm.get_hookcallers(plugin):
+                    self.unregister(plugin)
+                    raise PluginError(
+                        f"entry point {entry_point.value!r} gives {type(plugin).__name__} {plugin!r:.80}, which "
+                        "implements no hook: point it at the module holding the @hookimpl functions"
+                    )
             except Exception as err:  # a broken plugin must not take the others down
-                dist = entry_point.dist.name if entry_point.dist else "?"
-                message = f"{type(err).__name__}: {err}"
-                log.error("plugin %s (from %s) failed to load: %s", entry_point.name, dist, message)
-                self.load_errors.append(PluginLoadFailure(entry_point.name, message))
+                if isinstance(err, PluginError):
+                    message = str(err).removeprefix(f"plugin {entry_point.name!r} ")
+                else:
+                    message = f"{type(err).__name__}: {err}"
+                self.record_failure(entry_point.name, message)
+
+    def record_failure(self, plugin: str, error: str) -> None:
+        """Record a problem of one plugin (once), or raise it in strict mode; the others go on."""
+        failure = PluginLoadFailure(plugin, error, self._distributions.get(plugin))
+        if self.strict:
+            raise PluginError(str(failure))
+        if failure not in self.load_errors:
+            log.error("%s", failure)
+            self.load_errors.append(failure)
+
+    def distribution_of(self, plugin: str) -> str | None:
+        """The distribution an entry-point plugin came from, or None."""
+        return self._distributions.get(plugin)
+
+    def hooks_of(self, plugin: str) -> list[str]:
+        """The hooks a registered plugin implements, sorted."""
+        found = self._pm.get_plugin(plugin)
+        return sorted(caller.name for caller in self._pm.get_hookcallers(found) or []) if found is not None else []
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, in registration order."""
@@ -166,8 +220,12 @@ class PluginHost:
         return self._registrations("register_dispatchers")
 
     def register_commands(self, cli: click.Group) -> None:
+        """Let plugins add commands; a plugin that fails is recorded, the others' commands stand."""
         for impl in self._implementations("register_commands"):
-            self._contribute(impl, "register_commands", {"cli": cli})
+            try:
+                self._contribute(impl, "register_commands", {"cli": cli})
+            except PluginError as err:
+                self.record_failure(impl.plugin_name, str(err).removeprefix(f"plugin {impl.plugin_name!r} "))
 
     def register_emulators(self) -> list[EmulatorRegistration]:
         return [registration for _, registration in self._registrations("register_emulators")]
@@ -240,6 +298,16 @@ class PluginHost:
             for impl in caller.get_hookimpls()
             if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
         )
+        asynchronous = sorted(
+            caller.name
+            for caller in callers
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin and caller.name in _SYNC_HOOKS and inspect.iscoroutinefunction(impl.function)
+        )
+        if asynchronous:
+            return (
+                f"implements {', '.join(map(repr, asynchronous))} with async def: these hooks must be plain functions"
+            )
         if wrappers:
             return (
                 f"wraps hook {', '.join(map(repr, wrappers))}: hook wrappers (wrapper=True, hookwrapper=True) "
@@ -256,14 +324,24 @@ class PluginHost:
         return found
 
     def _registrations(self, hook_name: str) -> list[tuple[str, Any]]:
-        """Call a ``register_*`` hook: everything registered, with the name of the plugin that did."""
+        """Call a ``register_*`` hook: everything registered, with the name of the plugin that did.
+
+        A plugin whose implementation fails contributes nothing to this call and is recorded in
+        ``load_errors`` (strict mode: raises); the other plugins' registrations stand.
+        """
         found: list[tuple[str, Any]] = []
         for impl in self._implementations(hook_name):
+            mine: list[tuple[str, Any]] = []
 
-            def register(registration: Any, _plugin: str = impl.plugin_name) -> None:
-                found.append((_plugin, registration))
+            def register(registration: Any, _plugin: str = impl.plugin_name, _mine: list[Any] = mine) -> None:
+                _mine.append((_plugin, registration))
 
-            self._contribute(impl, hook_name, {"register": register})
+            try:
+                self._contribute(impl, hook_name, {"register": register})
+            except PluginError as err:
+                self.record_failure(impl.plugin_name, str(err).removeprefix(f"plugin {impl.plugin_name!r} "))
+                continue
+            found.extend(mine)
         return found
 
     def _contribute(self, impl: pluggy.HookImpl, hook_name: str, kwargs: Mapping[str, Any]) -> None:

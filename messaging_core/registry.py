@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,10 @@ from messaging_core.schema import Capability, ChannelSchema
 from messaging_core.settings import ConnectionSettings
 from messaging_core.validation import IssueCodes, ValidationIssue
 
-__all__ = ["ChannelInfo", "ChannelRegistry"]
+__all__ = ["STRICT_PLUGINS_ENV", "ChannelInfo", "ChannelRegistry", "PluginInfo"]
+
+STRICT_PLUGINS_ENV = "MESSAGING_STRICT_PLUGINS"
+"""Set to ``1`` to make any plugin problem an error (``ChannelRegistry.discover(strict=True)``), e.g. in CI."""
 
 
 _BUILTIN_PLUGINS: tuple[tuple[str, object], ...] = (
@@ -80,13 +84,26 @@ class ChannelRegistry:
 
     @classmethod
     def discover(
-        cls, *, blocked: Iterable[str] | None = None, plugins: Iterable[object] = (), builtins: bool = True
+        cls,
+        *,
+        blocked: Iterable[str] | None = None,
+        plugins: Iterable[object] = (),
+        builtins: bool = True,
+        strict: bool | None = None,
     ) -> ChannelRegistry:
         """A registry with every installed plugin (entry points of group ``messaging_core``).
 
         ``blocked`` names entry points to skip (default: ``$MESSAGING_BLOCK_PLUGINS``, comma-separated).
+        A plugin that fails (to import, to register, a schema that is not a restriction, a channel
+        another plugin also registers) is recorded in ``load_errors`` and left out, and the others
+        work; ``strict`` (default: ``$MESSAGING_STRICT_PLUGINS`` set to 1) raises ``PluginError`` instead.
         """
-        registry = cls(plugins, builtins=builtins)
+        if strict is None:
+            strict = os.environ.get(STRICT_PLUGINS_ENV, "").strip() not in ("", "0")
+        registry = cls(plugins, builtins=builtins, host=PluginHost(strict=strict) if strict else None)
+        if strict:
+            for name, plugin in _BUILTIN_PLUGINS if builtins else ():
+                registry.host.register(plugin, name=name)
         registry.host.load_entrypoints(blocked=blocked)
         return registry
 
@@ -98,13 +115,23 @@ class ChannelRegistry:
     # -- channels ----------------------------------------------------------------------------------
 
     def _load(self) -> dict[str, ChannelInfo]:
+        """The channels, each plugin's problems recorded against it (``load_errors``) and left out."""
         if self._channels is None:
             channels: dict[str, ChannelInfo] = {}
+            twice: set[str] = set()
             for plugin, cls in self.host.register_connectors():
-                info = _check_registration(plugin, cls)
-                if info.name in channels:
-                    first = channels[info.name].plugin
-                    raise PluginError(f"channel {info.name!r} registered twice: by plugin {first!r} and {plugin!r}")
+                try:
+                    info = _check_registration(plugin, cls)
+                except PluginError as err:
+                    self.host.record_failure(plugin, str(err).removeprefix(f"plugin {plugin!r}").lstrip(", :"))
+                    continue
+                if info.name in channels or info.name in twice:
+                    # Neither is the channel: which one a configuration means cannot be guessed.
+                    first = channels.pop(info.name, None)
+                    for who in [*([first.plugin] if first else []), plugin]:
+                        self.host.record_failure(who, f"channel {info.name!r} is registered by more than one plugin")
+                    twice.add(info.name)
+                    continue
                 channels[info.name] = info
             self._channels = channels
         return self._channels
@@ -118,7 +145,8 @@ class ChannelRegistry:
         channels = self._load()
         if name not in channels:
             known = ", ".join(sorted(channels)) or "none"
-            raise ConfigurationError(f"unknown channel {name!r} (installed: {known})")
+            problems = "".join(f"; {failure}" for failure in self.load_errors)
+            raise ConfigurationError(f"unknown channel {name!r} (installed: {known}){problems}")
         return channels[name]
 
     def schema(self, channel: str, variant: str | None = None) -> ChannelSchema:
@@ -132,6 +160,30 @@ class ChannelRegistry:
             )
         return info.variants[variant]
 
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin: distribution and version, the hooks it implements, its channels, its problems."""
+        channels: dict[str, list[str]] = {}
+        for info in self._load().values():
+            channels.setdefault(info.plugin, []).append(info.name)
+        problems: dict[str, list[str]] = {}
+        for failure in self.load_errors:
+            problems.setdefault(failure.name, []).append(failure.error)
+        names = [*self.host.plugin_names(), *(f.name for f in self.load_errors)]
+        found = []
+        for name in dict.fromkeys(names):
+            distribution = self.host.distribution_of(name)
+            found.append(
+                PluginInfo(
+                    name,
+                    distribution,
+                    _version(distribution),
+                    tuple(self.host.hooks_of(name)),
+                    tuple(sorted(channels.get(name, ()))),
+                    tuple(problems.get(name, ())),
+                )
+            )
+        return found
+
     def emulators(self) -> dict[str, EmulatorRegistration]:
         """Emulators contributed by plugins, by channel."""
         return {registration.channel: registration for registration in self.host.register_emulators()}
@@ -142,21 +194,28 @@ class ChannelRegistry:
         if self._dispatchers is None:
             kinds: dict[str, tuple[str, DispatcherRegistration]] = {}
             schemes: dict[str, tuple[str, StoreRegistration]] = {}
-            for plugin, registration in self.host.register_dispatchers():
+            # Plugins are untyped input: whatever they registered is checked here.
+            registered: list[tuple[str, object]] = list(self.host.register_dispatchers())
+            for plugin, registration in registered:
                 if isinstance(registration, DispatcherRegistration):
                     found: dict[str, Any] = kinds
                     name, what = registration.kind, "dispatcher kind"
                 elif isinstance(registration, StoreRegistration):
                     found, name, what = schemes, registration.scheme.lower(), "store scheme"
                 else:
-                    raise PluginError(
-                        f"plugin {plugin!r} registered {registration!r}, "
-                        "which is neither a DispatcherRegistration nor a StoreRegistration"
+                    self.host.record_failure(
+                        plugin,
+                        f"registered {registration!r:.80}, which is neither a DispatcherRegistration "
+                        "nor a StoreRegistration",
                     )
-                if not isinstance(name, str) or not name:
-                    raise PluginError(f"plugin {plugin!r} registered a {what} without a name")
+                    continue
+                if not name:
+                    self.host.record_failure(plugin, f"registered a {what} without a name")
+                    continue
                 if name in found:
-                    raise PluginError(f"{what} {name!r} registered twice: by plugin {found[name][0]!r} and {plugin!r}")
+                    first = found[name][0]
+                    self.host.record_failure(plugin, f"{what} {name!r} is also registered by plugin {first!r}")
+                    continue
                 found[name] = (plugin, registration)
             self._dispatchers = (
                 {kind: registration for kind, (_, registration) in kinds.items()},
@@ -349,6 +408,29 @@ class _StandIns(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len({*os.environ, *self._missing})
+
+
+@frozen
+class PluginInfo:
+    """What ``messaging plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str | None
+    """The distribution its entry point came from; None for a built-in or a plugin registered in code."""
+    version: str | None
+    hooks: tuple[str, ...]
+    channels: tuple[str, ...]
+    problems: tuple[str, ...]
+    """Why it (or part of what it registers) was left out; empty when it loaded cleanly."""
+
+
+def _version(distribution: str | None) -> str | None:
+    if distribution is None:
+        return None
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _check_registration(plugin: str, cls: Any) -> ChannelInfo:

@@ -342,6 +342,12 @@ class ChannelSchema:
                     issues.append(f"{kind} {spec.name!r} is not in the base")
                 else:
                     issues.extend(spec.restriction_issues(base_specs[spec.name], f"{kind} {spec.name!r}"))
+            kept = {spec.name for spec in mine}
+            for name, base_spec in base_specs.items():
+                # The base's code reads a required value it cannot do without: a variant may give
+                # it a default, never take it away.
+                if base_spec.required and base_spec.default is None and name not in kept:
+                    issues.append(f"{kind} {name!r} is required in the base and cannot be removed")
         extra_content = self.content_types - base.content_types
         if extra_content:
             issues.append(f"content types not in the base: {sorted(c.value for c in extra_content)}")

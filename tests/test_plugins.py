@@ -188,16 +188,12 @@ class AsyncResolver:
         return "never"
 
 
-async def test_an_async_resolve_parameter_is_rejected(recwarn: pytest.WarningsRecorder) -> None:
-    registry = ChannelRegistry(plugins=[AsyncResolver()])
-    with pytest.raises(PluginError, match="resolve_parameter must not be async"):
-        registry.host.resolve_parameter(registry.schema("memory"), "Mailbox", None)
-    info = registry.channel("memory")
-    connector = info.connector_class(info.master_schema, {}, plugins=registry.host)
-    with pytest.raises(PluginError):
-        await connector.initialize()
-    assert connector.state is ConnectorState.ERROR  # not stuck in INITIALIZING
-    assert not [w for w in recwarn if "never awaited" in str(w.message)]  # the coroutine was closed
+async def test_an_async_resolve_parameter_is_refused_at_registration(recwarn: pytest.WarningsRecorder) -> None:
+    registry = ChannelRegistry()
+    with pytest.raises(PluginError, match="plugin 'async-resolver' implements 'resolve_parameter' with async def"):
+        registry.host.register(AsyncResolver(), name="async-resolver")
+    assert "async-resolver" not in registry.host.plugin_names()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]  # nothing was called
 
 
 def test_resolve_parameter_stops_at_the_first_answer(messaging_registry: ChannelRegistry) -> None:
@@ -243,10 +239,8 @@ async def test_policy_plugins_add_issues_before_any_io() -> None:
         assert (await connector.send_message(_message())).is_success
         assert [m.receiver.address for m in connector.mailbox.sent] == ["+15550000002"]  # type: ignore[attr-defined]
 
-    connector = _memory(ChannelRegistry(plugins=[AsyncPolicy()]))
-    async with connector:
-        with pytest.raises(PluginError, match="validate_message must not be async"):
-            await connector.send_message(_message())
+    with pytest.raises(PluginError, match="implements 'validate_message' with async def"):
+        ChannelRegistry(plugins=[AsyncPolicy()])
 
 
 def test_async_contribution_hooks_are_rejected_naming_the_plugin() -> None:
@@ -256,9 +250,9 @@ def test_async_contribution_hooks_are_rejected_naming_the_plugin() -> None:
             return None
 
     host = PluginHost([])
-    host.register(AsyncRegistrar(), name="async-registrar")
-    with pytest.raises(PluginError, match="plugin 'async-registrar': register_connectors must not be async"):
-        host.register_connectors()
+    with pytest.raises(PluginError, match="plugin 'async-registrar' implements 'register_connectors' with async def"):
+        host.register(AsyncRegistrar(), name="async-registrar")
+    assert host.register_connectors() == []
 
 
 def test_a_hook_with_wrong_arguments_is_refused_at_registration() -> None:
@@ -301,8 +295,13 @@ def test_a_failing_contribution_hook_is_a_plugin_error_naming_the_plugin() -> No
 
     host = PluginHost()
     host.register(Broken(), name="broken-tools")
-    with pytest.raises(PluginError, match="plugin 'broken-tools' failed in register_emulators"):
-        host.register_emulators()
+    assert host.register_emulators() == []  # the others' emulators would still be there
+    assert host.register_emulators() == []
+    assert [str(f) for f in host.load_errors] == ["plugin 'broken-tools': failed in register_emulators: 'oops'"]
+    strict = PluginHost(strict=True)
+    strict.register(Broken(), name="broken-tools")
+    with pytest.raises(PluginError, match="plugin 'broken-tools': failed in register_emulators"):
+        strict.register_emulators()
 
 
 def test_builtins_can_be_left_out() -> None:
@@ -367,10 +366,15 @@ def test_discover_loads_entry_points_and_reports_broken_ones_by_name(
         registry = ChannelRegistry.discover()
     names = registry.host.plugin_names()
     assert installed_plugins["good"] in names
-    assert installed_plugins["other"] in names
     assert installed_plugins["broken"] not in names
     errors = {e.name: e.error for e in registry.load_errors}
     assert errors[installed_plugins["broken"]] == "RuntimeError: acme plugin is broken on import"
+    # An entry point that loads something with no hook implementations is a problem, not silence.
+    assert installed_plugins["other"] not in names
+    assert (
+        "implements no hook: point it at the module holding the @hookimpl functions"
+        in (errors[installed_plugins["other"]])
+    )
     assert any(installed_plugins["broken"] in r.getMessage() for r in caplog.records)
     assert "memory" in [c.name for c in registry.channels()]  # the others still work
 
@@ -383,9 +387,7 @@ def test_a_misspelled_hook_in_an_entry_point_is_a_load_error_naming_plugin_and_h
     typo = installed_plugins["typo"]
     assert typo not in registry.host.plugin_names()
     errors = {e.name: e.error for e in registry.load_errors}
-    assert errors[typo] == (
-        f"PluginError: plugin {typo!r} implements unknown hook 'mesage_sent': no such hookspec (a misspelling?)"
-    )
+    assert errors[typo] == "implements unknown hook 'mesage_sent': no such hookspec (a misspelling?)"
     assert any(typo in r.getMessage() and "mesage_sent" in r.getMessage() for r in caplog.records)
     assert installed_plugins["good"] in registry.host.plugin_names()  # the others still load
 
@@ -443,3 +445,37 @@ async def test_a_plugin_registered_after_the_connector_was_created_takes_effect(
         assert (await connector.send_message(ok)).is_success
     assert refused.error_code == "MESSAGE_VALIDATION_FAILED"
     assert seen == ["ok", "blocked"]  # the third send happened after unregistering
+
+
+def test_messaging_plugins_lists_every_plugin_and_each_problem_once(installed_plugins: dict[str, str]) -> None:
+    """Broken plugins installed beside the good ones: the CLI still works, and says once what is wrong."""
+    from click.testing import CliRunner
+
+    from messaging_core.cli import cli
+
+    result = CliRunner().invoke(cli, ["plugins"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    table = result.stdout
+    for name in ("environment", "memory", "twilio_sms", installed_plugins["good"]):
+        assert name in table
+    assert "message_sent" in table  # the good plugin's hook
+    infos = {info.name: info for info in ChannelRegistry.discover().plugins()}
+    broken = infos[installed_plugins["broken"]]
+    assert broken.problems == ("RuntimeError: acme plugin is broken on import",)
+    assert broken.distribution is not None
+    assert broken.distribution.startswith("acme-plugins-")
+    assert infos["twilio_sms"].channels == ("twilio_sms",)
+    assert infos[installed_plugins["good"]].hooks == ("message_sent",)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len({line for line in warnings}) == 3  # broken, other, typo: each once
+    channels = CliRunner().invoke(cli, ["channels"], terminal_width=400)
+    assert channels.exit_code == 0
+    assert "twilio_sms" in channels.stdout  # one bad plugin never breaks the others
+
+
+def test_strict_mode_turns_a_plugin_problem_into_an_error(
+    installed_plugins: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESSAGING_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="acme plugin is broken on import"):
+        ChannelRegistry.discover()

@@ -318,3 +318,11 @@ def test_tightening_is_a_restriction() -> None:
     )
     assert tighter.validate_as_restriction_of(BASE) == []
     assert BASE.validate_as_restriction_of(BASE) == []
+
+
+def test_dropping_a_required_parameter_is_not_a_restriction() -> None:
+    """The base's connector reads a required parameter it cannot do without (``KeyError: 'BaseUrl'`` at send)."""
+    dropped = BASE.derive("Dropped", remove_parameters=["Token"])
+    assert dropped.validate_as_restriction_of(BASE) == [
+        "parameter 'Token' is required in the base and cannot be removed"
+    ]

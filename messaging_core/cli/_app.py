@@ -28,19 +28,26 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 class _State:
-    def __init__(self, debug: bool) -> None:
+    def __init__(self, debug: bool, registry: ChannelRegistry | None = None) -> None:
         self.debug = debug
-        self._registry: ChannelRegistry | None = None
+        self._registry = registry
+        self._warned = 0
 
     @property
     def registry(self) -> ChannelRegistry:
+        """The installed plugins' registry, discovered once; each plugin problem is printed once, as a warning."""
         if self._registry is None:
             self._registry = ChannelRegistry.discover()
-            for failure in self._registry.load_errors:
-                err_console.print(
-                    f"[yellow]warning:[/] plugin {escape(failure.name)} failed to load: {escape(failure.error)}"
-                )
+        self.warn_about_plugins()
         return self._registry
+
+    def warn_about_plugins(self) -> None:
+        """Print the plugin problems not printed yet (one line each); commands that do not need them go on."""
+        assert self._registry is not None
+        failures = self._registry.load_errors
+        for failure in failures[self._warned :]:
+            err_console.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False)
+        self._warned = len(failures)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -98,7 +105,11 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = _State(debug)
+    state = ctx.find_object(_State)
+    if state is None:
+        ctx.obj = _State(debug)
+    else:
+        state.debug = debug
 
 
 def registry_of(ctx: click.Context) -> ChannelRegistry:
@@ -165,15 +176,15 @@ config_option = click.option(
 connector_option = click.option("--connector", "connector_name", required=True, help="Connector name in the config.")
 
 
-def _load_plugin_commands() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: the plugins are discovered once, their commands added, then the command runs.
+
+    A plugin that fails is reported once (a warning naming it) and left out; with
+    ``MESSAGING_STRICT_PLUGINS=1`` any plugin problem is an error instead.
+    """
     try:
         registry = ChannelRegistry.discover()
-        registry.host.register_commands(cli)
-    except MessagingError as err:  # a broken plugin must not break the CLI
-        err_console.print(f"[yellow]warning:[/] plugin commands not loaded: {escape(str(err))}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    _load_plugin_commands()
-    cli.main(args=argv, prog_name="messaging")
+    except MessagingError as err:  # strict mode: a plugin problem is an error
+        fail(str(err), 2)
+    registry.host.register_commands(cli)
+    cli.main(args=argv, prog_name="messaging", obj=_State(False, registry))

@@ -37,8 +37,31 @@ def channels(ctx: click.Context) -> None:
                 ", ".join(c.lower() for c in schema.capabilities.names()),
             )
     console.print(table)
-    for failure in registry.load_errors:
-        console.print(f"[red]failed plugin[/] {escape(failure.name)}: {escape(failure.error)}", soft_wrap=True)
+
+
+@cli.command()
+@click.pass_context
+def plugins(ctx: click.Context) -> None:
+    """List every plugin: where it comes from, the hooks it implements, its channels, its problems.
+
+    \b
+    Example:
+      messaging plugins
+    """
+    registry = registry_of(ctx)
+    table = Table(title="Plugins")
+    for column in ("plugin", "distribution", "hooks", "channels", "problems"):
+        table.add_column(column)
+    for info in registry.plugins():
+        origin = f"{info.distribution} {info.version or ''}".strip() if info.distribution else "built in"
+        table.add_row(
+            escape(info.name),
+            escape(origin),
+            escape(", ".join(info.hooks)),
+            escape(", ".join(info.channels)),
+            "[red]" + escape("; ".join(info.problems)) + "[/]" if info.problems else "",
+        )
+    console.print(table)
 
 
 @cli.group()
