@@ -25,7 +25,7 @@ from messaging_core import (
     ParameterSpec,
     TextContent,
 )
-from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, _api, map_status
+from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, TwilioSettings, _api, map_status
 
 SID = "SM" + "a" * 32
 ACCOUNT = "AC" + "b" * 32
@@ -376,7 +376,7 @@ def test_utf16_length_counts_emoji_twice() -> None:
 
 # -- request building ----------------------------------------------------------------------------------
 
-SETTINGS: dict[str, Any] = {"AccountSid": ACCOUNT, "ValidityPeriod": 14400}
+SETTINGS = TwilioSettings(account_sid=ACCOUNT, auth_token="token", validity_period=14400)
 
 
 def test_form_of_a_plain_sms(sms: Callable[..., Message]) -> None:
@@ -402,13 +402,13 @@ def test_media_only_message_has_no_body(sms: Callable[..., Message]) -> None:
 
 
 def test_messaging_service_wins_over_the_sender(sms: Callable[..., Message]) -> None:
-    form = dict(_api.build_message_form(sms(), {**SETTINGS, "MessagingServiceSid": SERVICE}))
+    form = dict(_api.build_message_form(sms(), attrs.evolve(SETTINGS, messaging_service_sid=SERVICE)))
     assert form["MessagingServiceSid"] == SERVICE
     assert "From" not in form
 
 
 def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
-    settings = {**SETTINGS, "StatusCallback": "https://hooks.example.com/status?a=1"}
+    settings = attrs.evolve(SETTINGS, status_callback="https://hooks.example.com/status?a=1")
     message = sms(
         ValidityPeriod=60,
         MaxPrice=0.25,
@@ -441,7 +441,7 @@ def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
 
 
 def test_provide_callback_false_sends_no_status_callback(sms: Callable[..., Message]) -> None:
-    settings = {**SETTINGS, "StatusCallback": "https://hooks.example.com/status"}
+    settings = attrs.evolve(SETTINGS, status_callback="https://hooks.example.com/status")
     assert "StatusCallback" not in dict(_api.build_message_form(sms(ProvideCallback=False), settings))
     assert "StatusCallback" in dict(_api.build_message_form(sms(ProvideCallback=True), settings))
     # Without a StatusCallback setting there is nothing to ask for.
@@ -449,10 +449,10 @@ def test_provide_callback_false_sends_no_status_callback(sms: Callable[..., Mess
 
 
 def test_smart_encoded_false_and_whole_number_prices(sms: Callable[..., Message]) -> None:
-    form = dict(_api.build_message_form(sms(SmartEncoded=False, MaxPrice=2.0), {**SETTINGS, "MaxPrice": 0.5}))
+    form = dict(_api.build_message_form(sms(SmartEncoded=False, MaxPrice=2.0), attrs.evolve(SETTINGS, max_price=0.5)))
     assert form["SmartEncoded"] == "false"
     assert form["MaxPrice"] == "2"
-    assert dict(_api.build_message_form(sms(), {**SETTINGS, "MaxPrice": 0.5}))["MaxPrice"] == "0.5"
+    assert dict(_api.build_message_form(sms(), attrs.evolve(SETTINGS, max_price=0.5)))["MaxPrice"] == "0.5"
 
 
 def test_multipart_texts_are_joined_with_newlines(sms: Callable[..., Message]) -> None:

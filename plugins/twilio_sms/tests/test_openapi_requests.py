@@ -30,6 +30,7 @@ from messaging_core import (
 )
 from messaging_twilio_sms import TwilioChannelSchemas, TwilioSmsConnector, _api
 from messaging_twilio_sms.emulator import TwilioEmulator
+from messaging_twilio_sms.settings import structure_settings
 
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 FORM = "application/x-www-form-urlencoded"
@@ -230,7 +231,7 @@ def test_generated_requests_are_valid_create_message_requests(
     connector = TwilioSmsConnector(schema, raw_settings)
     assert connector.validate_message(message) == [], "the strategy must build valid messages"
     resolved = ConnectionSettings(raw_settings).resolved(schema)
-    form = _api.build_message_form(message, resolved)
+    form = _api.build_message_form(message, structure_settings(resolved))
 
     assert create_message.problems(form) == []
     keys = [key for key, _ in form]

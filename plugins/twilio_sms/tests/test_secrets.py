@@ -56,9 +56,11 @@ async def test_auth_token_and_basic_header_never_show(
     connector = await make_connector(initialize=False, StatusCallback=webhook_server.url("/status"))
     webhook_server.connector = connector
     texts = _texts("connector", connector) + _texts("settings", connector.settings)
+    texts += _texts("twilio_settings (guessed)", connector.twilio_settings)
 
     texts += _texts("initialize()", await connector.initialize())
     texts += _texts("connector (ready)", connector)
+    texts += _texts("twilio_settings", connector.twilio_settings)
     good = await connector.send_message(sms())
     assert good.value is not None
     texts += _texts("send (ok)", good)
@@ -110,8 +112,9 @@ async def test_wrong_and_api_key_secrets_never_show(emulator: TwilioEmulator, sm
             {"ApiBaseUrl": emulator.base_url, "AccountSid": emulator.account_sid, **settings},
         )
         texts += _texts("connector", connector) + _texts("settings", connector.settings)
+        texts += _texts("twilio_settings (guessed)", connector.twilio_settings)
         initialized = await connector.initialize()
-        texts += _texts("initialize()", initialized)
+        texts += _texts("initialize()", initialized) + _texts("twilio_settings", connector.twilio_settings)
         if initialized.is_success:
             texts += _texts("send", await connector.send_message(sms()))
             texts += _texts("test_connection()", await connector.test_connection())

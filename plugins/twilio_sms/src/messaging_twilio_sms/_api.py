@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunspli
 from attrs import evolve
 
 from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus
+from messaging_twilio_sms.settings import TwilioSettings
 
 __all__ = [
     "STATUS_TABLE",
@@ -137,7 +138,7 @@ def utf16_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
 
 
-def list_query(message: Message, settings: Mapping[str, Any]) -> dict[str, str]:
+def list_query(message: Message, settings: TwilioSettings) -> dict[str, str]:
     """Query of ``ListMessage`` that finds the messages ``message`` may have become.
 
     With a Messaging Service the sender is chosen by Twilio, so only ``To`` narrows the list
@@ -145,13 +146,13 @@ def list_query(message: Message, settings: Mapping[str, Any]) -> dict[str, str]:
     """
     assert message.receiver is not None
     query = {"To": message.receiver.address, "PageSize": "50"}
-    if not settings.get("MessagingServiceSid") and message.sender is not None:
+    if not settings.messaging_service_sid and message.sender is not None:
         query["From"] = message.sender.address
     return query
 
 
 def sent_candidates(
-    message: Message, settings: Mapping[str, Any], listed: Mapping[str, Any], since: datetime
+    message: Message, settings: TwilioSettings, listed: Mapping[str, Any], since: datetime
 ) -> list[str] | None:
     """SIDs in a ``ListMessage`` page that could be ``message`` (reconciliation probe).
 
@@ -164,7 +165,7 @@ def sent_candidates(
         return None
     body = message_body(message) or ""
     media = len(message.media())
-    service = settings.get("MessagingServiceSid")
+    service = settings.messaging_service_sid
     floor = since.replace(microsecond=0)
     found = []
     for record in records:
@@ -187,7 +188,7 @@ def _bool(value: Any) -> str:
     return "true" if value else "false"
 
 
-def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple[str, str]]:
     """The form fields of ``CreateMessage`` for a validated message, in a stable order.
 
     List parameters (``MediaUrl``, ``PersistentAction``) become repeated keys. Every message
@@ -198,7 +199,7 @@ def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tu
     form: list[tuple[str, str]] = []
     assert message.receiver is not None  # guaranteed by schema validation
     form.append(("To", message.receiver.address))
-    service = settings.get("MessagingServiceSid")
+    service = settings.messaging_service_sid
     if service:
         form.append(("MessagingServiceSid", service))  # wins over From: Twilio picks from the pool
     elif message.sender is not None:
@@ -208,14 +209,14 @@ def build_message_form(message: Message, settings: Mapping[str, Any]) -> list[tu
         form.append(("Body", body))
     for media in message.media():
         form.append(("MediaUrl", media.url))
-    callback = settings.get("StatusCallback")
+    callback = settings.status_callback
     wants_callback = props.get("ProvideCallback", True)
     if callback and wants_callback:
         form.append(("StatusCallback", with_message_id(callback, message.id)))
-    validity = props.get("ValidityPeriod", settings.get("ValidityPeriod"))
+    validity = props.get("ValidityPeriod", settings.validity_period)
     if validity is not None:
         form.append(("ValidityPeriod", str(int(validity))))
-    max_price = props.get("MaxPrice", settings.get("MaxPrice"))
+    max_price = props.get("MaxPrice", settings.max_price)
     if max_price is not None:
         form.append(("MaxPrice", _number(max_price)))
     if "AttemptLimits" in props:

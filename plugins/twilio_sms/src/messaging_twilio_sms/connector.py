@@ -42,6 +42,7 @@ from messaging_twilio_sms import _api, webhooks
 from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
 from messaging_twilio_sms.schemas import TwilioChannelSchemas
 from messaging_twilio_sms.segments import count_segments
+from messaging_twilio_sms.settings import TwilioSettings, provisional_settings, structure_settings
 
 __all__ = ["TwilioSmsConnector"]
 
@@ -89,6 +90,8 @@ class TwilioSmsConnector(ChannelConnector):
         super().__init__(schema, settings, plugins=plugins, name=name)
         self._external_session = session
         self._session: aiohttp.ClientSession | None = None
+        self._configured: TwilioSettings | None = None
+        """The validated settings, structured once by ``initialize()``."""
         self._headers: dict[str, str] = {}
         self._form_headers: dict[str, str] = {}
         self._messages_url = ""
@@ -106,11 +109,25 @@ class TwilioSmsConnector(ChannelConnector):
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
+    @property
+    def twilio_settings(self) -> TwilioSettings:
+        """The typed settings: those ``initialize()`` validated, or a best guess before it.
+
+        Before ``initialize()`` the raw settings are read as ``provisional_settings`` says (values
+        of the right type as given, the schema's defaults for the rest), so that validation,
+        pacing, timeouts and previews work; resolving references may change them at initialize.
+        """
+        if self._configured is not None:
+            return self._configured
+        return provisional_settings(self.settings, self.schema)
+
     async def _initialize(self) -> ConnectorResult[bool]:
-        p = self.parameters
-        account_sid: str = p["AccountSid"]
+        settings = self._configured = structure_settings(self.parameters)
         # Built once: every request reuses the same header dict (no per-request auth building).
-        user, secret = (p["ApiKeySid"], p.get("ApiKeySecret")) if p.get("ApiKeySid") else (account_sid, p["AuthToken"])
+        if settings.api_key_sid:
+            user, secret = settings.api_key_sid, settings.api_key_secret
+        else:
+            user, secret = settings.account_sid, settings.auth_token
         if secret is None:
             return ConnectorResult.failure(
                 TwilioErrorCodes.MISSING_CREDENTIALS, "ApiKeySid is set but ApiKeySecret is missing"
@@ -122,10 +139,10 @@ class TwilioSmsConnector(ChannelConnector):
             "User-Agent": _USER_AGENT,
         }
         self._form_headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
-        self._base_url = str(p["ApiBaseUrl"]).rstrip("/")
-        self._messages_url = self._base_url + _api.messages_path(account_sid)
-        if p["ValidateSignatures"]:
-            self._signatures = webhooks.SignatureValidator(p["AuthToken"])
+        self._base_url = settings.api_base_url.rstrip("/")
+        self._messages_url = self._base_url + _api.messages_path(settings.account_sid)
+        if settings.validate_signatures:
+            self._signatures = webhooks.SignatureValidator(settings.auth_token)
         else:
             self._signatures = None
             log.warning(
@@ -133,13 +150,13 @@ class TwilioSmsConnector(ChannelConnector):
                 "turn it on wherever the webhook URL can be reached by anyone but Twilio",
                 self.name,
             )
-        self._accounts = frozenset([account_sid, *p.get("SubaccountSids", ())])
-        self._max_retries = int(p["MaxRetries"])
-        self._show_numbers = bool(p["LogPhoneNumbers"])
-        concurrency = int(p["MaxConcurrency"])
+        self._accounts = frozenset([settings.account_sid, *settings.subaccount_sids])
+        self._max_retries = settings.max_retries
+        self._show_numbers = settings.log_phone_numbers
+        concurrency = settings.max_concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         # Per request, not only per session: a shared session keeps its own default timeout.
-        self._timeout = aiohttp.ClientTimeout(total=float(p["RequestTimeout"]))
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
         if self._external_session is not None:
             self._session = self._external_session
         else:
@@ -156,11 +173,10 @@ class TwilioSmsConnector(ChannelConnector):
         self._session = None
 
     def batch_concurrency(self) -> int:
-        return int(self.parameters.get("MaxConcurrency", self.default_batch_concurrency))
+        return self.twilio_settings.max_concurrency
 
     def batch_rate(self) -> float | None:
-        rate = self.parameters.get("MessagesPerSecond")
-        return float(rate) if rate else None
+        return self.twilio_settings.messages_per_second
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -191,8 +207,7 @@ class TwilioSmsConnector(ChannelConnector):
     def _validate(self, message: Message) -> list[ValidationIssue]:
         """Twilio's rules that depend on the settings or span parts (the schema's checks passed)."""
         issues: list[ValidationIssue] = []
-        settings = self.parameters or self.settings  # validation is allowed before initialize()
-        if message.sender is None and not settings.get("MessagingServiceSid"):
+        if message.sender is None and not self.twilio_settings.messaging_service_sid:
             issues.append(ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED))
         limit = self.schema.max_text_length
         text = _api.message_body(message)
@@ -209,8 +224,7 @@ class TwilioSmsConnector(ChannelConnector):
         return issues
 
     async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
-        p = self.parameters
-        form = _api.build_message_form(message, p)
+        form = _api.build_message_form(message, self.twilio_settings)
         body = _api.encode_form(form)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -259,7 +273,7 @@ class TwilioSmsConnector(ChannelConnector):
 
     def preview_message(self, message: Message) -> dict[str, Any]:
         """The ``CreateMessage`` request this message becomes, with its encoding and segment count."""
-        form = _api.build_message_form(message, self.parameters)
+        form = _api.build_message_form(message, self.twilio_settings)
         preview: dict[str, Any] = {
             "method": "POST",
             "url": self._messages_url,
@@ -320,9 +334,9 @@ class TwilioSmsConnector(ChannelConnector):
 
     def rate_limit_key(self, message: Message) -> str:
         """Twilio paces per sender: the Messaging Service when one is used, else the From number."""
-        service = self.parameters.get("MessagingServiceSid")
+        service = self.twilio_settings.messaging_service_sid
         if service:
-            return str(service)
+            return service
         return super().rate_limit_key(message)
 
     def send_cost(self, message: Message) -> int:
@@ -333,8 +347,7 @@ class TwilioSmsConnector(ChannelConnector):
         return max(1, count_segments(body, bool(message.properties.get("SmartEncoded", False))).segments)
 
     def send_timeout(self) -> float | None:
-        timeout = self.parameters.get("RequestTimeout")
-        return float(timeout) if timeout is not None else None
+        return self.twilio_settings.request_timeout
 
     async def find_sent(self, message: Message, since: datetime) -> list[str] | None:
         """Probe Twilio's message list for messages this one may have become (reconciliation).
@@ -344,7 +357,8 @@ class TwilioSmsConnector(ChannelConnector):
         """
         if message.receiver is None:
             return None
-        query = urlencode(_api.list_query(message, self.parameters))
+        settings = self.twilio_settings
+        query = urlencode(_api.list_query(message, settings))
         try:
             answer = await self._request("GET", f"{self._messages_url}?{query}")
         except (TimeoutError, aiohttp.ClientError):
@@ -352,7 +366,7 @@ class TwilioSmsConnector(ChannelConnector):
         listed = _api.parse_json_object(answer.body) if answer.status == 200 else None
         if listed is None:
             return None
-        return _api.sent_candidates(message, self.parameters, listed, since)
+        return _api.sent_candidates(message, settings, listed, since)
 
     # -- status query ------------------------------------------------------------------------------
 
@@ -363,7 +377,7 @@ class TwilioSmsConnector(ChannelConnector):
                 TwilioErrorCodes.STATUS_QUERY_FAILED,
                 "unknown message id: pass a Twilio SID, or the id of a message this connector sent recently",
             )
-        url = self._base_url + _api.message_path(self.parameters["AccountSid"], sid)
+        url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
         try:
             answer = await self._request("GET", url)
         except (TimeoutError, aiohttp.ClientError) as err:
@@ -427,7 +441,7 @@ class TwilioSmsConnector(ChannelConnector):
         )
 
     async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
-        fields = self._verified_fields(source, self.parameters.get("WebhookUrl"))
+        fields = self._verified_fields(source, self.twilio_settings.webhook_url)
         if isinstance(fields, Failure):
             return ConnectorResult.from_error(fields)
         parsed = webhooks.parse_inbound(fields)
@@ -439,7 +453,7 @@ class TwilioSmsConnector(ChannelConnector):
         return ConnectorResult.success(ReceiveResult(parsed.id, (parsed,)))
 
     async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:
-        fields = self._verified_fields(source, self.parameters.get("StatusCallback"))
+        fields = self._verified_fields(source, self.twilio_settings.status_callback)
         if isinstance(fields, Failure):
             return ConnectorResult.from_error(fields)
         update = webhooks.parse_status_callback(fields, source.url)
@@ -463,7 +477,7 @@ class TwilioSmsConnector(ChannelConnector):
     # -- health ------------------------------------------------------------------------------------
 
     async def _fetch_account(self) -> tuple[_Answer, float]:
-        url = self._base_url + _api.account_path(self.parameters["AccountSid"])
+        url = self._base_url + _api.account_path(self.twilio_settings.account_sid)
         started = time.perf_counter()
         answer = await self._request("GET", url)
         return answer, time.perf_counter() - started
