@@ -246,6 +246,8 @@ def test_serve_answers_health_probes_and_webhooks(config_file: Path, emu: Thread
     try:
         base = URL.search(command.wait_for_line(r"listening on"))
         assert base is not None
+        routes = command.wait_for_line(r"connector sms:")
+        assert routes.endswith(f"POST {base.group(0)}/webhooks/sms/messages, POST {base.group(0)}/webhooks/sms/status")
         health: dict[str, Any] = {}
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:

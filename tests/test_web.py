@@ -36,7 +36,7 @@ from messaging_core import (
     WebhookSettings,
     hookimpl,
 )
-from messaging_core.webhooks import WebhookStats, create_webhook_app, public_url_of
+from messaging_core.webhooks import WebhookService, WebhookStats, create_webhook_app, public_url_of
 from messaging_core.webhooks.app import STATS_KEY
 from messaging_twilio_sms import TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
@@ -919,3 +919,13 @@ async def test_random_signed_json_is_400_without_dispatch(host: Host, kind: str,
     )
     assert status == 400, text
     assert host.recorder.dispatches == 0
+
+
+def test_routes_follow_the_connectors_capabilities(emulator: TwilioEmulator) -> None:
+    registry = ChannelRegistry.discover()
+    specs = {
+        "full": {"channel": "twilio_sms", "schema": "TwilioSms", "parameters": credentials(emulator)},
+        "notify": {"channel": "twilio_sms", "schema": "NotificationSms", "parameters": credentials(emulator)},
+    }
+    service = WebhookService({name: registry.create_connector(spec, name=name) for name, spec in specs.items()})
+    assert service.routes() == {"full": ("messages", "status"), "notify": ()}

@@ -60,10 +60,10 @@ def serve(
             where = repr(store) if store is not None else "this process's memory (one host only)"
             console.print(f"status store: {escape(where)}", soft_wrap=True, highlight=False)
             console.print(f"webhook host listening on {base}", soft_wrap=True)
-            for name in connectors:
-                console.print(
-                    f"connector {escape(name)}: POST {base}/webhooks/{escape(name)}/{{messages,status}}", soft_wrap=True
-                )
+            for name, kinds in served.service.routes().items():
+                # Only the routes the connector's capabilities allow (the others answer 404).
+                routes = ", ".join(f"POST {base}/webhooks/{escape(name)}/{kind}" for kind in kinds)
+                console.print(f"connector {escape(name)}: {routes or 'no webhooks (send only)'}", soft_wrap=True)
             console.print(f"health: GET {base}/healthz (liveness), GET {base}/readyz (connectors)", soft_wrap=True)
             stopped = asyncio.Event()
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop

@@ -27,8 +27,8 @@ from messaging_core.campaigns.protocols import StatusStore
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError, ConnectorStateError
-from messaging_core.webhooks.app import STATS_KEY, create_webhook_app
-from messaging_core.webhooks.service import StatusReceiver, WebhookStats
+from messaging_core.webhooks.app import SERVICE_KEY, STATS_KEY, create_webhook_app
+from messaging_core.webhooks.service import StatusReceiver, WebhookService, WebhookStats
 
 __all__ = ["WebhookHost"]
 
@@ -70,6 +70,11 @@ class WebhookHost:
 
     def __repr__(self) -> str:
         return f"<WebhookHost {self.base_url or 'not started'} connectors={sorted(self.connectors)}>"
+
+    @property
+    def service(self) -> WebhookService:
+        """The webhook service behind the routes (what each connector takes: ``service.routes()``)."""
+        return self.app[SERVICE_KEY]
 
     @property
     def stats(self) -> WebhookStats:
