@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -298,12 +298,24 @@ async def test_an_expired_lease_is_never_resent_without_resolve(connector: Recor
     assert connector.call_count(message.id) == 1
 
 
-async def test_a_live_lease_elsewhere_is_waited_for(connector: RecordingConnector) -> None:
+def _skew_worker_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The worker's wall clock runs ``seconds`` ahead of the ledger's (the ledger keeps its own)."""
+    monkeypatch.setattr(
+        "messaging_core.campaigns.pipeline.utc_now", lambda: datetime.now(UTC) + timedelta(seconds=seconds)
+    )
+
+
+@pytest.mark.parametrize("skew", [0.0, 30.0])
+async def test_a_live_lease_elsewhere_is_waited_for(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """For the time the ledger says is left: a worker clock ahead by ``skew`` must not shorten the wait."""
     ledger = MemoryLedger()
     message = sms("+15550000003")
     await _added(ledger, message)
     other = await ledger.claim(message.id, lease=30.0, request_timeout=5.0)
     assert isinstance(other, Claim)
+    _skew_worker_clock(monkeypatch, skew)
     attempt = await _pipeline(connector, ledger, lease=300.0, request_timeout=30.0).process(message)
     assert connector.calls == []
     assert attempt.state is SendState.SUBMITTING
@@ -707,7 +719,11 @@ async def test_a_provider_id_recorded_for_another_message_is_never_taken(connect
     assert await ledger.owner(entries[0].provider_id or "") == earlier.id
 
 
-async def test_absent_is_concluded_only_after_the_quiet_period(connector: RecordingConnector) -> None:
+@pytest.mark.parametrize("skew", [0.0, 30.0])
+async def test_absent_is_concluded_only_after_the_quiet_period(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """The quiet period is the ledger's: a worker clock running ahead (``skew``) must not end it early."""
     ledger = MemoryLedger()
     message = sms("+15550000042")
     await _added(ledger, message)
@@ -715,6 +731,7 @@ async def test_absent_is_concluded_only_after_the_quiet_period(connector: Record
     connector.probe = "truthful"
     pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", absent_after=0.4)
     assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    _skew_worker_clock(monkeypatch, skew)
     waiting = await pipeline.reconcile(message)
     assert waiting is not None
     assert waiting.state is SendState.UNKNOWN
@@ -727,6 +744,28 @@ async def test_absent_is_concluded_only_after_the_quiet_period(connector: Record
     assert proven.state is SendState.PENDING
     # One probe before the quiet period ended, then two empty probes after it.
     assert len(connector.probes) == 3
+
+
+async def test_a_retry_hint_is_the_ledgers_whatever_the_worker_clock_says(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker 30 s ahead once spun 41 passes in 4 s, each booking a pace slot: its hint was ~0."""
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = sms("+15550000046")
+    await _added(ledger, message)
+    connector.script["+15550000046"] = ["rate_limited"]
+    pipeline = _pipeline(connector, ledger, backoff=20.0, max_backoff=20.0)
+    assert (await pipeline.process(message)).retry_after == 20.0
+    _skew_worker_clock(monkeypatch, 30.0)
+    passes = 0
+    while connector.call_count(message.id) < 2 and passes < 100:
+        attempt = await pipeline.process(message)
+        passes += 1
+        assert attempt.retry_after is not None or attempt.state is SendState.ACCEPTED
+        clock.now += min(attempt.retry_after or 0.0, 5.0)  # a worker sleeps through the hint (5 s at most)
+    assert attempt.state is SendState.ACCEPTED
+    assert passes == 5, "four waits of 5 s on the ledger's clock, then the retry"
 
 
 async def test_no_request_is_written_once_the_deadline_has_passed(

@@ -68,7 +68,8 @@ class _Row:
         self.retry_at: datetime | None = None
         self.retry_due = 0.0
 
-    def entry(self) -> LedgerEntry:
+    def entry(self, now: float) -> LedgerEntry:
+        """The row as an entry; ``now`` is the ledger's clock, for the durations left."""
         return LedgerEntry(
             message_id=self.message.id,
             campaign_id=self.campaign_id,
@@ -83,6 +84,8 @@ class _Row:
             claimed_at=self.claimed_at,
             lease_until=self.lease_until,
             retry_at=self.retry_at,
+            lease_left=None if self.lease_until is None else self.lease_end - now,
+            retry_in=None if self.retry_at is None else self.retry_due - now,
         )
 
 
@@ -131,14 +134,14 @@ class MemoryLedger:
 
     async def get(self, message_id: str) -> LedgerEntry | None:
         row = self._rows.get(message_id)
-        return None if row is None else row.entry()
+        return None if row is None else row.entry(self._clock())
 
     async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
         deadline = time.monotonic() + lease - request_timeout
         row = self._rows[message_id]  # KeyError for an unknown id, as the protocol says
         now = self._clock()
         if row.state is not SendState.PENDING or row.retry_due > now:
-            return row.entry()
+            return row.entry(now)
         wall = utc_now()
         row.state = SendState.SUBMITTING
         row.attempts += 1
@@ -280,7 +283,7 @@ class MemoryLedger:
         order = self._campaigns.get(campaign_id, [])
         index = 0
         while index < len(order):  # by index: rows added while iterating are included
-            yield self._rows[order[index]].entry()
+            yield self._rows[order[index]].entry(self._clock())
             index += 1
 
 

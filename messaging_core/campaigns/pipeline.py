@@ -316,13 +316,14 @@ class SendPipeline:
                 # Its worker's lease ran out: it may have sent. In doubt from now on (I3).
                 state = SendState.UNKNOWN
             else:
-                remaining = (entry.lease_until - utc_now()).total_seconds() if entry.lease_until else self.lease
+                remaining = _seconds_left(entry.lease_left, entry.lease_until, self.lease)
                 return SendAttempt(
                     entry.message_id, _result_of(entry), SendState.SUBMITTING, min(max(remaining, 0.01), self.lease)
                 )
         if state is SendState.PENDING:
-            # Not due yet. A floor keeps a clock skew between us and the ledger from spinning.
-            remaining = (entry.retry_at - utc_now()).total_seconds() if entry.retry_at else 0.0
+            # Not due yet. The ledger's own count of the time left (our wall clock may be skewed
+            # against it); a floor keeps a zero from spinning.
+            remaining = _seconds_left(entry.retry_in, entry.retry_at, 0.0)
             return SendAttempt(
                 entry.message_id, not_attempted("waiting for a retry"), SendState.PENDING, max(remaining, 0.01)
             )
@@ -386,6 +387,7 @@ class SendPipeline:
         if self.in_doubt == "hold":
             return None
         entry = await ledger.get(message.id)
+        fetched = time.monotonic()
         if entry is None or entry.state is not SendState.UNKNOWN:
             return None if entry is None else SendAttempt(message.id, _result_of(entry), entry.state)
         since = (entry.claimed_at or utc_now()) - timedelta(seconds=self.probe_skew)
@@ -402,7 +404,7 @@ class SendPipeline:
                     return None
                 await ledger.resolve(message.id, provider_id=found[0], fence=entry.fence)
                 return await self._entry_attempt(message.id)
-            quiet_left = self._quiet_left(entry)
+            quiet_left = self._quiet_left(entry, fetched)
             if quiet_left > 0:
                 return SendAttempt(message.id, _result_of(entry), SendState.UNKNOWN, quiet_left)
         # Only the attempt we probed: if another worker resent it meanwhile (a new fence), "absent"
@@ -435,8 +437,14 @@ class SendPipeline:
                 return True
         return False
 
-    def _quiet_left(self, entry: LedgerEntry) -> float:
-        """Seconds until ``absent_after`` has passed since the end of the call's lease (0 when it has)."""
+    def _quiet_left(self, entry: LedgerEntry, fetched: float) -> float:
+        """Seconds until ``absent_after`` has passed since the end of the call's lease (0 when it has).
+
+        ``fetched`` is when ``entry`` was read (``time.monotonic()``): its ``lease_left`` is on the
+        ledger's clock as of then, so the skew of our wall clock does not shorten the quiet period.
+        """
+        if entry.lease_left is not None:
+            return max(0.0, self.absent_after + entry.lease_left - (time.monotonic() - fetched))
         ended = entry.lease_until or entry.claimed_at
         if ended is None:
             return 0.0
@@ -487,6 +495,18 @@ async def add_messages(
 
 def _deferred() -> ConnectorResult[SendResult]:
     return not_attempted("the sender's pace would have needed too long a wait")
+
+
+def _seconds_left(left: float | None, until: datetime | None, default: float) -> float:
+    """``left`` (the ledger's count, on its own clock), else ``until`` against our wall clock, else ``default``.
+
+    The fallback serves ledgers that report only timestamps; a skewed clock shifts its answer.
+    """
+    if left is not None:
+        return left
+    if until is not None:
+        return (until - utc_now()).total_seconds()
+    return default
 
 
 def _result_of(entry: LedgerEntry) -> ConnectorResult[SendResult]:

@@ -107,6 +107,13 @@ class LedgerEntry:
     claimed_at: datetime | None = None
     lease_until: datetime | None = None
     retry_at: datetime | None = None
+    lease_left: float | None = None
+    """Seconds until ``lease_until`` on the ledger's own clock, as of when the ledger produced the
+    entry (negative once the lease ended); None without a lease. Waits are computed from this, not
+    from ``lease_until`` and the worker's wall clock, which may be skewed against the ledger's."""
+    retry_in: float | None = None
+    """Seconds until ``retry_at`` on the ledger's own clock, as of when the ledger produced the entry
+    (negative once it passed); None without one."""
 
     def to_result(self) -> ConnectorResult[SendResult] | None:
         """The entry as a send result, or None while the message is PENDING (not sent yet).

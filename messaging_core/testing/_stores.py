@@ -343,6 +343,33 @@ class LedgerConformance:
         assert retry.fence > claim.fence
 
     @_asyncio
+    async def test_entries_count_the_time_left_on_the_ledgers_clock(self, ledger: SendLedger) -> None:
+        """``lease_left``/``retry_in``: seconds on the ledger's clock as of the entry (a worker's may be skewed)."""
+        campaign, (message_id, other_id) = await _added(ledger, 2)
+        fresh = await _entry(ledger, message_id)
+        assert (fresh.lease_left, fresh.retry_in) == (None, None)
+        claim = await _claimed(ledger, message_id, lease=30.0, request_timeout=5.0)
+        slack = 1.0  # a round trip, and the time between the claim and the entry
+        refused = await ledger.claim(message_id, lease=30.0, request_timeout=5.0)
+        assert isinstance(refused, LedgerEntry)
+        assert refused.lease_left is not None
+        assert 30.0 - slack <= refused.lease_left <= 30.0
+        assert await ledger.record(claim, SendOutcome(SendState.PENDING, retry_after=20.0))
+        early = await ledger.claim(message_id, lease=30.0, request_timeout=5.0)
+        assert isinstance(early, LedgerEntry)
+        assert early.retry_in is not None
+        assert 20.0 - slack <= early.retry_in <= 20.0
+        listed = {entry.message_id: entry.retry_in async for entry in ledger.results(campaign)}
+        retry_in = listed[message_id]
+        assert retry_in is not None
+        assert 20.0 - slack <= retry_in <= 20.0
+        await self._expire(ledger, other_id)
+        expired = await _entry(ledger, other_id)
+        assert expired.lease_left is not None
+        assert expired.lease_left <= 0.0, "an ended lease has no time left"
+        assert expired.retry_in is None
+
+    @_asyncio
     async def test_unknown_outcome_waits_for_resolve(self, ledger: SendLedger) -> None:
         campaign, (message_id,) = await _added(ledger)
         claim = await _claimed(ledger, message_id)

@@ -93,6 +93,8 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
         claimed_at=row["claimed_at"],
         lease_until=row["lease_until"],
         retry_at=row["retry_at"],
+        lease_left=row["lease_left"],
+        retry_in=row["retry_in"],
     )
 
 

@@ -15,9 +15,14 @@ __all__ = ["CREATE_STAGING_TABLE", "ENTRY_COLUMNS", "STAGING_COLUMNS", "STAGING_
 
 ENTRY_COLUMNS = (
     "message_id, campaign_id, state, sender_key, cost, attempts, fence, provider_id, error_code, "
-    "reconciled, status, claimed_at, lease_until, retry_at, last_error"
+    "reconciled, status, claimed_at, lease_until, retry_at, last_error, "
+    "extract(epoch from lease_until - now())::float8 as lease_left, "
+    "extract(epoch from retry_at - now())::float8 as retry_in"
 )
-"""The columns of a ``LedgerEntry``, in every statement that returns one."""
+"""The columns of a ``LedgerEntry``, in every statement that returns one.
+
+``lease_left``/``retry_in`` are measured on the database's clock, so a worker whose clock is
+skewed still waits the right time."""
 
 STAGING_TABLE = "sends_staging"
 """Where ``add`` copies a batch (``COPY``) before one ``insert ... on conflict do nothing`` (``LedgerSql.insert``)."""
