@@ -326,13 +326,32 @@ def test_retry_after_http_dates() -> None:
 
 @pytest.mark.parametrize(
     ("number", "masked"),
-    [("+14155550100", "+1415*****00"), (None, "-"), ("", "-"), ("+1234", "*****"), ("+447700900123", "+4477******23")],
+    [
+        ("+14155550100", "+14*******00"),
+        ("+447700900123", "+44********23"),
+        ("1234567", "12****7"),  # once shown in full
+        ("+1234", "+***4"),
+        ("7", "*"),
+        ("", "-"),
+        (None, "-"),
+    ],
 )
 def test_mask_phone(number: str | None, masked: str) -> None:
     assert _api.mask_phone(number) == masked
-    if number and len(number) > 6:
-        assert number not in masked
-        assert len(masked) == len(number)
+
+
+@pytest.mark.parametrize("length", range(1, 17))
+def test_mask_phone_shows_at_most_the_first_3_and_last_2_and_never_half(length: int) -> None:
+    number = "+123456789012345"[:length]
+    masked = _api.mask_phone(number)
+    head = masked[: len(masked) - len(masked.lstrip("+0123456789"))]
+    tail = masked[len(masked.rstrip("+0123456789")) :]
+    assert masked == head + "*" * (length - len(head) - len(tail)) + tail
+    assert number.startswith(head)
+    assert number.endswith(tail)
+    assert len(head) <= 3
+    assert len(tail) <= 2
+    assert len(head) + len(tail) <= length // 2  # at least half masked: never the whole number
 
 
 def test_is_message_sid() -> None:

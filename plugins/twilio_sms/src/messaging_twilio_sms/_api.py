@@ -326,9 +326,14 @@ def retry_after_seconds(value: str | None, *, cap: float = 60.0) -> float | None
 
 
 def mask_phone(number: str | None) -> str:
-    """``+14155550100`` → ``+1415****00``: enough to tell numbers apart in logs, not to dial them."""
+    """``+14155550100`` → ``+14*******00``: enough to tell numbers apart in logs, not to dial them.
+
+    At most the first 3 and the last 2 characters show, and never more than half of them, so no
+    number of any length is shown in full (``1234567`` → ``12****7``, ``+1234`` → ``+***4``).
+    """
     if not number:
         return "-"
-    if len(number) <= 6:
-        return "*" * len(number)
-    return number[:5] + "*" * (len(number) - 7) + number[-2:]
+    shown = len(number) // 2
+    tail = min(2, shown // 2)
+    head = min(3, shown - tail)
+    return number[:head] + "*" * (len(number) - head - tail) + number[len(number) - tail :]
