@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from messaging_core import Message, MessageBuilder
@@ -75,3 +78,41 @@ async def test_probe_with_a_messaging_service_matches_on_the_service(emu: Twilio
 async def test_probe_that_cannot_read_the_list_says_so(emu: TwilioEmulator) -> None:
     async with make(emu, AuthToken="wrong-token") as sms:
         assert await sms.find_sent(text("hi"), datetime.now(UTC)) is None
+
+
+async def test_a_body_twilio_transforms_cannot_be_told_apart(emu: TwilioEmulator) -> None:
+    """SmartEncoded: Twilio stores the encoded body, so comparing bodies would call it absent (a resend)."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    async with make(emu) as sms:
+        curly = attrs.evolve(text("“Smart” quotes — here"), properties={"SmartEncoded": True})
+        assert (await sms.send_message(curly)).is_success
+        assert (await sms.find_sent(curly, since)) is None, "cannot tell: held, never resent"
+        plain = attrs.evolve(text("plain GSM text"), properties={"SmartEncoded": True})
+        result = await sms.send_message(plain)
+        assert result.value is not None
+        assert await sms.find_sent(plain, since) == [result.value.remote_message_id]  # nothing to transform
+        media_only = MessageBuilder().with_phone_receiver("+15551230001").with_phone_sender("+15005550006")
+        assert await sms.find_sent(media_only.with_media_content("https://a.example/1.png").build(), since) is None
+
+
+async def test_the_probe_reads_every_page(emu: TwilioEmulator) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    async with make(emu) as sms:
+        first = text("the first of many")
+        result = await sms.send_message(first)
+        assert result.value is not None
+        for index in range(120):  # newer messages to the same number push the first to page 3
+            assert (await sms.send_message(text(f"later {index}"))).is_success
+        assert await sms.find_sent(first, since) == [result.value.remote_message_id]
+
+
+async def test_a_request_queued_past_the_deadline_is_not_written(emu: TwilioEmulator) -> None:
+    """The campaign pipeline's deadline, checked by the connector after its own queue, right before the write."""
+    emu.latency = 0.3
+    async with make(emu, MaxConcurrency=1) as sms:
+        busy = asyncio.create_task(sms.attempt(text("holds the only slot")))
+        await asyncio.sleep(0.05)
+        late = await sms.attempt(text("queued behind it"), deadline=time.monotonic() + 0.1)
+        assert late.error_code == "NOT_ATTEMPTED"
+        assert (await busy).is_success
+    assert emu.create_requests == 1

@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunspli
 from attrs import evolve
 
 from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus
+from messaging_twilio_sms.segments import count_segments
 from messaging_twilio_sms.settings import TwilioSettings
 
 __all__ = [
@@ -149,6 +150,26 @@ def list_query(message: Message, settings: TwilioSettings) -> dict[str, str]:
     if not settings.messaging_service_sid and message.sender is not None:
         query["From"] = message.sender.address
     return query
+
+
+PROBE_PAGES = 20
+"""Pages of the message list a probe reads at most (50 messages each); a longer list cannot tell."""
+
+
+def probe_can_tell(message: Message) -> bool:
+    """Whether Twilio's message list can show which message this one became.
+
+    The list knows the receiver, the sender, the body Twilio *stored* and the media count, not our
+    id. A body Twilio transforms (``SmartEncoded`` replaces look-alike characters: the stored
+    body differs from the one sent) or no body at all (media only, a content template) cannot be
+    told apart from another send to the same number: the probe says "cannot tell", and the
+    message is held rather than taken for another or resent.
+    """
+    body = message_body(message)
+    if not body:
+        return False
+    smart = bool(message.properties.get("SmartEncoded", False))
+    return not (smart and count_segments(body, False).encoding != "GSM-7")
 
 
 def sent_candidates(

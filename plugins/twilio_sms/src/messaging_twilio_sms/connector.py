@@ -38,6 +38,7 @@ from messaging_core import (
     ValidationIssue,
     WebhookRequest,
 )
+from messaging_core.campaigns import not_attempted
 from messaging_twilio_sms import _api, webhooks
 from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
 from messaging_twilio_sms.schemas import TwilioChannelSchemas
@@ -52,6 +53,10 @@ _USER_AGENT = "pluggable-messaging-twilio-sms/0.1"
 _EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _RECENT_IDS = 10_000
 """How many (our id → SID) pairs the connector remembers for status queries by our id."""
+
+
+class _DeadlinePassed(Exception):
+    """The send's deadline passed before its request was written (see ``ChannelConnector._deadline_passed``)."""
 
 
 class _Answer:
@@ -185,14 +190,16 @@ class TwilioSmsConnector(ChannelConnector):
         assert self._session is not None
         assert self._semaphore is not None
         headers = self._headers if body is None else self._form_headers
-        async with (
-            self._semaphore,
-            self._session.request(
+        async with self._semaphore:
+            if body is not None and self._deadline_passed():
+                # Queued behind the concurrency limit (or a backoff) past the campaign claim's
+                # deadline: writing now could outlive the lease. Nothing leaves.
+                raise _DeadlinePassed
+            async with self._session.request(
                 method, url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout
-            ) as response,
-        ):
-            payload = await response.read()
-            return _Answer(response.status, payload, response.headers.get("Retry-After"))
+            ) as response:
+                payload = await response.read()
+                return _Answer(response.status, payload, response.headers.get("Retry-After"))
 
     async def _backoff(self, attempt: int, retry_after: str | None) -> None:
         delay = _api.retry_after_seconds(retry_after)
@@ -237,6 +244,8 @@ class TwilioSmsConnector(ChannelConnector):
         while True:
             try:
                 answer = await self._request("POST", self._messages_url, body)
+            except _DeadlinePassed:
+                return not_attempted("the claim's deadline passed before the request was written")
             except aiohttp.ClientConnectorError as err:
                 # The connection was never made: nothing reached Twilio, retrying cannot duplicate.
                 if attempt < self._max_retries:
@@ -352,21 +361,32 @@ class TwilioSmsConnector(ChannelConnector):
     async def find_sent(self, message: Message, since: datetime) -> list[str] | None:
         """Probe Twilio's message list for messages this one may have become (reconciliation).
 
-        Returns the candidates' SIDs, or None when the list cannot be read (the message is then
-        held rather than resent).
+        Returns the candidates' SIDs from every page of the list (``PROBE_PAGES`` at most), or
+        None when the list cannot tell: it cannot be read, it is longer than that, or the message
+        is one Twilio's list cannot tell apart (``_api.probe_can_tell``). The message is then
+        held rather than resent.
         """
-        if message.receiver is None:
+        if message.receiver is None or not _api.probe_can_tell(message):
             return None
         settings = self.twilio_settings
-        query = urlencode(_api.list_query(message, settings))
-        try:
-            answer = await self._request("GET", f"{self._messages_url}?{query}")
-        except (TimeoutError, aiohttp.ClientError):
-            return None
-        listed = _api.parse_json_object(answer.body) if answer.status == 200 else None
-        if listed is None:
-            return None
-        return _api.sent_candidates(message, settings, listed, since)
+        url: str | None = f"{self._messages_url}?{urlencode(_api.list_query(message, settings))}"
+        found: list[str] = []
+        for _ in range(_api.PROBE_PAGES):
+            assert url is not None
+            try:
+                answer = await self._request("GET", url)
+            except (TimeoutError, aiohttp.ClientError):
+                return None
+            listed = _api.parse_json_object(answer.body) if answer.status == 200 else None
+            page = None if listed is None else _api.sent_candidates(message, settings, listed, since)
+            if page is None or listed is None:
+                return None
+            found += page
+            next_uri = listed.get("next_page_uri")
+            if not next_uri:
+                return found
+            url = self._base_url + str(next_uri)
+        return None  # more pages than a probe reads: it cannot tell
 
     # -- status query ------------------------------------------------------------------------------
 
