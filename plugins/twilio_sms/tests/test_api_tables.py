@@ -76,20 +76,78 @@ def test_master_schema_parameters() -> None:
     assert MASTER.sensitive_parameters == {"AuthToken", "ApiKeySecret"}
 
 
-@pytest.mark.parametrize(
-    ("url", "valid"),
-    [
-        ("https://hooks.example.com/twilio/status", True),
-        ("https://hooks.example.com/twilio_status?tenant_id=7", True),  # underscores after the host are fine
-        ("http://127.0.0.1:8080", True),
-        ("https://my_hooks.example.com/status", False),  # Twilio refuses underscores in the host name
-        ("https://hooks example.com/status", False),
-        ("ftp://hooks.example.com/status", False),
-    ],
+# (URL, accepted as StatusCallback, accepted as WebhookUrl): Twilio refuses a StatusCallback it
+# cannot use with error 21609 on every send, so the schema must refuse it first.
+URL_CASES = [
+    ("https://hooks.example.com/twilio/status", True, True),
+    ("https://hooks.example.com/twilio_status?tenant_id=7", True, True),  # underscores after the host are fine
+    ("http://127.0.0.1:8080", True, True),
+    ("HTTPS://Hooks.Example.com/s#part", True, True),
+    ("https://user:p%40ss@hooks.example.com/s", True, True),  # credentials Twilio sends as basic auth
+    ("https://hooks.example.com/s?q=a%20b&name=%C3%A9&it's=(ok)", True, True),
+    ("http://[::1]:8080/status", True, True),
+    ("https://hooks.example.com:65535/s", True, True),
+    ("https://my_hooks.example.com/status", False, True),  # Twilio refuses underscores in a callback's host
+    ("https://hooks example.com/status", False, False),
+    ("https://hooks.example.com/a b", False, False),
+    ("https://hooks.example.com/caf\u00e9", False, False),  # raw non-ASCII: must be percent-encoded
+    ('https://hooks.example.com/"quoted"', False, False),
+    ("https://hooks.example.com/<tag>", False, False),
+    ("https://hooks.example.com/100%", False, False),
+    ("https://hooks.example.com/%zz", False, False),
+    ("https://hooks.example.com/%2", False, False),
+    ("https://hooks.example.com/status\n", False, False),
+    ("https://hooks.example.com:65536/s", False, False),
+    ("https://-hooks.example.com/", False, False),
+    ("https://hooks..example.com/", False, False),
+    ("https://" + "a" * 64 + ".example.com/", False, False),  # a DNS label has at most 63 characters
+    ("https://[1.2.3.4]/s", False, False),
+    ("https:///status", False, False),
+    ("ftp://hooks.example.com/status", False, False),
+    ("hooks.example.com/status", False, False),
+    ("https://hooks.example.com/" + "a" * 4000, False, True),  # a StatusCallback has at most 4000 characters
+]
+
+
+def _schema_accepts(url: str) -> tuple[bool, bool]:
+    """Whether the master schema accepts ``url`` as (StatusCallback, WebhookUrl)."""
+    settings = ConnectionSettings(
+        {"AccountSid": ACCOUNT, "AuthToken": "token", "StatusCallback": url, "WebhookUrl": url}
+    )
+    refused = {issue.path for issue in settings.issues(MASTER)}
+    return "$.StatusCallback" not in refused, "$.WebhookUrl" not in refused
+
+
+def _emulator_accepts(url: str) -> tuple[bool, bool]:
+    """Whether the emulator accepts ``url`` as (StatusCallback, webhook URL)."""
+    # Its rules are called directly: its public paths would send a webhook to these hosts.
+    from messaging_twilio_sms.emulator._rules import status_callback_problem, url_problem
+
+    return status_callback_problem(url) is None, url_problem(url) is None
+
+
+@pytest.mark.parametrize(("url", "callback_ok", "webhook_ok"), URL_CASES)
+def test_url_patterns_agree_with_the_emulators_21609_check(url: str, callback_ok: bool, webhook_ok: bool) -> None:
+    assert _emulator_accepts(url) == (callback_ok, webhook_ok)
+    assert _schema_accepts(url) == (callback_ok, webhook_ok)
+
+
+_URL_PIECES = st.sampled_from(["a", "_", "-", ".", ":", "/", "?", "#", "@", "%", "%2F", "%zz", "8", " ", "\u00e9", '"'])
+
+
+@given(
+    st.sampled_from(["http", "https", "HTTP", "ftp", ""]),
+    st.lists(_URL_PIECES, max_size=6).map("".join),
+    st.one_of(st.lists(_URL_PIECES, max_size=6).map("".join), st.ip_addresses(v=6).map(lambda ip: f"[{ip}]")),
+    st.sampled_from(["", ":", ":80", ":65536", ":x"]),
+    st.lists(_URL_PIECES, max_size=8).map("".join),
 )
-def test_status_callback_url_pattern(url: str, valid: bool) -> None:
-    settings = ConnectionSettings({"AccountSid": ACCOUNT, "AuthToken": "token", "StatusCallback": url})
-    assert [issue.path for issue in settings.issues(MASTER)] == ([] if valid else ["$.StatusCallback"])
+def test_url_patterns_agree_with_the_emulator_on_generated_urls(
+    scheme: str, user: str, host: str, port: str, rest: str
+) -> None:
+    # Brackets only around real IPv6 addresses: the schema checks a literal by its characters only.
+    url = f"{scheme}://{user + '@' if user else ''}{host}{port}{'/' + rest if rest else ''}"
+    assert _schema_accepts(url) == _emulator_accepts(url)
 
 
 def test_master_schema_message_properties() -> None:

@@ -25,6 +25,42 @@ ACCOUNT_SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
 MESSAGING_SERVICE_SID_PATTERN = r"^MG[0-9a-fA-F]{32}$"
 API_KEY_SID_PATTERN = r"^SK[0-9a-fA-F]{32}$"
 
+# -- URLs Twilio accepts ----------------------------------------------------------------------------
+#
+# Twilio answers every send with error 21609 when its StatusCallback is not a URL it can use: not
+# http(s), characters a URL must percent-encode (spaces, quotes, non-ASCII), a '%' not followed by
+# two hex digits, an underscore in the host name, more than 4,000 characters. These are the
+# emulator's checks (emulator/_rules.py: url_problem, status_callback_problem) written as JSON
+# Schema patterns, so a bad URL is refused at initialize instead; a test feeds both the same URLs.
+
+_PERCENT_ESCAPE = "%[0-9A-Fa-f]{2}"
+_URL_CHARACTER = rf"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|{_PERCENT_ESCAPE})"
+"""What RFC 3986 allows in a URL: unreserved and reserved characters, percent-escapes."""
+_USER_INFO = rf"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PERCENT_ESCAPE})*@)?"
+_PORT = r"(?::0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])?)?"
+"""An optional port, 0 to 65535 (empty allowed, as ``http://host:/``)."""
+_IPV6_LITERAL = r"\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]"
+"""An IPv6 address in brackets, checked by its characters only (an ill-formed one passes here and fails
+at Twilio): RFC 3986's IPv6 grammar would make the pattern, quoted by every issue about it, five
+times longer."""
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+"""A DNS label (1 to 63 characters, no hyphen first or last), underscores tolerated."""
+_HOST_LABEL_WITHOUT_UNDERSCORE = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_END = r"$(?!\n)"
+"""The end of the value: Python's ``$`` also matches before a final newline, ECMA's never does."""
+
+
+def _url_pattern(host_label: str) -> str:
+    """An http(s) URL whose host is a name of ``host_label`` labels (a dotted IPv4 is one) or an IPv6 literal."""
+    host = rf"(?:{host_label}(?:\.{host_label})*|{_IPV6_LITERAL})"
+    return rf"^[Hh][Tt][Tt][Pp][Ss]?://{_USER_INFO}{host}{_PORT}(?:[/?#]{_URL_CHARACTER}*)?{_END}"
+
+
+WEBHOOK_URL_PATTERN = _url_pattern(_HOST_LABEL)
+"""A URL Twilio can post webhooks to."""
+STATUS_CALLBACK_PATTERN = _url_pattern(_HOST_LABEL_WITHOUT_UNDERSCORE)
+"""A URL Twilio accepts as ``StatusCallback``: no underscore in its host name (underscores elsewhere are fine)."""
+
 _TWILIO_SMS = ChannelSchema(
     provider="twilio",
     channel_type="sms",
@@ -56,9 +92,9 @@ _TWILIO_SMS = ChannelSchema(
         ParameterSpec("ApiKeySecret", sensitive=True, min_length=1, description="Secret of the API key."),
         ParameterSpec(
             "WebhookUrl",
-            pattern=r"^https?://[^\s]+$",
-            description="Public URL of the inbound-message webhook, as configured in Twilio (signatures are checked "
-            "against it behind a proxy).",
+            pattern=WEBHOOK_URL_PATTERN,
+            description="Public URL of the inbound-message webhook (http(s), percent-encoded), as configured in Twilio "
+            "(signatures are checked against it behind a proxy).",
         ),
         ParameterSpec(
             "SubaccountSids",
@@ -69,9 +105,10 @@ _TWILIO_SMS = ChannelSchema(
         ),
         ParameterSpec(
             "StatusCallback",
-            # Twilio refuses underscores in the host name only; paths and queries may have them.
-            pattern=r"^https?://[^\s/?#_]+([/?#][^\s]*)?$",
-            description="URL Twilio posts delivery statuses to (no underscores in the host, per Twilio).",
+            pattern=STATUS_CALLBACK_PATTERN,
+            max_length=4000,
+            description="URL Twilio posts delivery statuses to: http(s), percent-encoded, no underscores in the host "
+            "name, at most 4000 characters (Twilio refuses others with error 21609).",
         ),
         ParameterSpec(
             "ValidityPeriod",
