@@ -583,3 +583,28 @@ Mailbox = "${SURELY_UNSET_VARIABLE_123}"
     )
     assert failing.exit_code != 0
     assert "SURELY_UNSET_VARIABLE_123" in failing.output
+
+
+def test_send_takes_any_endpoint_type(tmp_path: Path) -> None:
+    """``--to user_id:alice`` on a channel that is not SMS (the memory channel takes every type)."""
+    config = tmp_path / "memory.toml"
+    config.write_text('[connectors.inbox]\nchannel = "memory"\n', encoding="utf-8")
+    for to in ("user_id:alice", "email:a@b.example", "+15550001234"):
+        result = invoke("send", "--config", str(config), "--connector", "inbox", "--to", to, "--text", "hi")
+        assert result.exit_code == 0, result.output
+        assert "sent" in result.stdout
+
+
+def test_plain_addresses_are_typed_from_their_form_or_the_schema() -> None:
+    from messaging_core import ChannelRegistry, EndpointType
+    from messaging_core.cli.send import endpoint_of
+    from messaging_twilio_sms import TwilioChannelSchemas
+
+    memory = ChannelRegistry().schema("memory")
+    assert endpoint_of("user_id:alice", memory, "--to").type is EndpointType.USER_ID
+    assert endpoint_of("+15550001234", memory, "--to").type is EndpointType.PHONE
+    assert endpoint_of("a@b.example", memory, "--to").type is EndpointType.EMAIL
+    assert endpoint_of("https://x.example/y", memory, "--to").type is EndpointType.URL
+    assert endpoint_of("alice", memory, "--to").type is EndpointType.ANY  # several types: any
+    simple = TwilioChannelSchemas.SIMPLE_SMS  # phone only: a plain address is a phone number
+    assert endpoint_of("15550001234", simple, "--to").type is EndpointType.PHONE

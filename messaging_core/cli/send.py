@@ -27,15 +27,21 @@ from messaging_core.cli._app import (
     run_async,
 )
 from messaging_core.connector import BatchProgress, ChannelConnector
-from messaging_core.message import Endpoint, MessageBatch, MessageBuilder
-from messaging_core.schema import Capability
+from messaging_core.message import Endpoint, EndpointType, MessageBatch, MessageBuilder
+from messaging_core.schema import Capability, ChannelSchema
 
 
 @cli.command()
 @config_option
 @connector_option
-@click.option("--to", "to", required=True, help="Receiver address (E.164 for SMS).")
-@click.option("--from", "from_", help="Sender address.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="Receiver: TYPE:ADDRESS (user_id:alice, email:a@b.c, phone:+1555...), or a plain address "
+    "(+… phone, …@… e-mail, http(s)://… URL, else the channel's one endpoint type).",
+)
+@click.option("--from", "from_", help="Sender, written as --to is.")
 @click.option("--text", help="Message text.")
 @click.option("--media", multiple=True, help="Media URL (repeatable).")
 @click.option("--property", "properties", multiple=True, help="Message property NAME=VALUE (repeatable).")
@@ -60,9 +66,9 @@ def send(
       messaging send --config messaging.toml --connector sms --to +15551234567 --text Hi --dry-run
     """
     connector = connector_from_config(ctx, config_file, connector_name)
-    builder = MessageBuilder().with_receiver(Endpoint.phone(to) if to.startswith("+") else Endpoint("any", to))
+    builder = MessageBuilder().with_receiver(endpoint_of(to, connector.schema, "--to"))
     if from_:
-        builder.with_sender(Endpoint.phone(from_) if from_.startswith("+") else Endpoint("label", from_))
+        builder.with_sender(endpoint_of(from_, connector.schema, "--from"))
     if text:
         builder.with_text_content(text)
     for url in media:
@@ -101,8 +107,10 @@ def send(
 @cli.command("send-batch")
 @config_option
 @connector_option
-@click.option("--to-file", required=True, type=click.File("r"), help="One receiver per line ('-' for stdin).")
-@click.option("--from", "from_", help="Sender address.")
+@click.option(
+    "--to-file", required=True, type=click.File("r"), help="One receiver per line, written as --to is ('-' for stdin)."
+)
+@click.option("--from", "from_", help="Sender, written as --to is.")
 @click.option("--text", required=True, help="Message text.")
 @click.option("--concurrency", type=click.IntRange(1, 1000), help="Sends in flight.")
 @click.option("--rate", type=click.FloatRange(0.01), help="Messages per second.")
@@ -131,9 +139,11 @@ def send_batch(
         fail(f"connector {connector_name!r} ({connector.schema.display_name}) does not support bulk messaging")
     messages = []
     for number in numbers:
-        builder = MessageBuilder().with_phone_receiver(number).with_text_content(text)
+        builder = (
+            MessageBuilder().with_receiver(endpoint_of(number, connector.schema, "--to-file")).with_text_content(text)
+        )
         if from_:
-            builder.with_phone_sender(from_)
+            builder.with_sender(endpoint_of(from_, connector.schema, "--from"))
         messages.append(builder.build())
     batch = MessageBatch(messages)
 
@@ -231,3 +241,26 @@ def status(ctx: click.Context, config_file: Path, connector_name: str, message_i
                 console.print(f"  {escape(key)}: {escape(str(value))}", soft_wrap=True)
 
     run_async(ctx, run())
+
+
+def endpoint_of(text: str, schema: ChannelSchema, option: str) -> Endpoint:
+    """An address from the command line: ``type:address`` (``user_id:alice``), or a plain one inferred.
+
+    A plain ``+…`` is a phone number, ``…@…`` an e-mail address, ``http(s)://…`` a URL; anything
+    else takes the one endpoint type the channel's schema has (``any`` when it has several).
+    """
+    kind, colon, address = text.partition(":")
+    if colon and kind in set(EndpointType) and not address.startswith("//"):
+        return Endpoint(EndpointType(kind), address)
+    if text.startswith("+"):
+        return Endpoint(EndpointType.PHONE, text)
+    if "@" in text:
+        return Endpoint(EndpointType.EMAIL, text)
+    if text.startswith(("http://", "https://")):
+        return Endpoint(EndpointType.URL, text)
+    types = {spec.type for spec in schema.endpoints}
+    if len(types) == 1:
+        return Endpoint(types.pop(), text)
+    if not types:
+        fail(f"{option} {text!r}: the channel declares no endpoint type; write it as TYPE:ADDRESS")
+    return Endpoint(EndpointType.ANY, text)
