@@ -129,6 +129,11 @@ class PostgresLedger:
         self._page_size = page_size
         self._sql = LedgerSql(self.schema)
 
+    @property
+    def pool(self) -> Any:
+        """The ``asyncpg.Pool`` (a ``PostgresStatusStore`` on the same tables may share it)."""
+        return self._pool
+
     def __repr__(self) -> str:
         return f"<PostgresLedger schema={self.schema!r} pool={self._pool!r}>"
 

@@ -107,6 +107,8 @@ create table if not exists {schema}.webhook_events (
     token        text primary key,
     received_at  timestamptz not null default now()
 );
+-- The sweeper deletes the oldest tokens in batches (PostgresStatusStore.prune_webhook_events).
+create index if not exists webhook_events_received on {schema}.webhook_events (received_at);
 
 create table if not exists {schema}.orphan_status (
     ref          text primary key,  -- the id the callback named: the provider's, or ours

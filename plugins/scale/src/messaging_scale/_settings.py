@@ -13,6 +13,7 @@ from attrs import field, frozen
 
 from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy
 from messaging_core.errors import ConfigurationError
+from messaging_scale._status import WEBHOOK_EVENTS_RETENTION
 
 __all__ = ["TaskiqSettings"]
 
@@ -70,6 +71,9 @@ class TaskiqSettings:
     recorded in the ledger and the sweeper kicks the message again when it is due. Above ``sweep_interval``."""
     poll_interval: float = 0.5
     """How often campaign handles read the ledger's counters while waiting."""
+    webhook_events_retention: float = WEBHOOK_EVENTS_RETENTION
+    """Seconds a status callback's idempotency token is kept (3 days: Twilio's retries span hours at
+    most); the sweeper deletes older ones in batches."""
 
     _NUMBERS = (
         "lease",
@@ -84,6 +88,7 @@ class TaskiqSettings:
         "max_inline_wait",
         "poll_interval",
         "messages_per_second",
+        "webhook_events_retention",
     )
     _COUNTS = ("delivery_limit", "qos", "chunk_size", "concurrency", "account_concurrency", "max_attempts")
     _NAMES = ("queue", "exchange", "dead_letter_queue")

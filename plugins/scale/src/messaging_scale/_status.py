@@ -26,7 +26,12 @@ from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale._schema import check_schema_name, migrate
 from messaging_scale._urls import postgres_pool
 
-__all__ = ["PostgresStatusStore", "StatusWrite"]
+__all__ = ["WEBHOOK_EVENTS_RETENTION", "PostgresStatusStore", "StatusWrite"]
+
+WEBHOOK_EVENTS_RETENTION = 3 * 86_400.0
+"""Seconds an idempotency token is kept (``webhook_events``): Twilio retries a callback for hours
+at most, so every retry is still deduplicated. A replay after that is applied only if its status
+moves the message forward, the rule every callback obeys anyway."""
 
 _RETRIES = 5
 """Attempts of one update when the message appeared in the middle of it (see ``apply_status``)."""
@@ -72,6 +77,10 @@ class PostgresStatusStore:
         )
         self._sql_prune_tokens = f"delete from {s}.webhook_events where received_at < now() - make_interval(secs => $1)"
         self._sql_prune_orphans = f"delete from {s}.orphan_status where received_at < now() - make_interval(secs => $1)"
+        self._sql_prune_token_batch = (
+            f"delete from {s}.webhook_events where token in (select token from {s}.webhook_events "
+            "where received_at < now() - make_interval(secs => $1) order by received_at limit $2)"
+        )
 
     def __repr__(self) -> str:
         return f"<PostgresStatusStore schema={self.schema!r} pool={self._pool!r}>"
@@ -123,8 +132,18 @@ class PostgresStatusStore:
                     raise
         raise AssertionError("unreachable")
 
+    async def prune_webhook_events(self, *, older_than: float = WEBHOOK_EVENTS_RETENTION, limit: int = 5000) -> int:
+        """Forget at most ``limit`` idempotency tokens older than ``older_than`` seconds, oldest first; how many.
+
+        One short statement (the sweeper runs it every sweep): a backlog shrinks batch by batch
+        instead of in one long delete that holds its locks.
+        """
+        async with self._pool.acquire() as conn:
+            deleted: str = await conn.execute(self._sql_prune_token_batch, float(older_than), limit)
+        return int(deleted.rsplit(" ", 1)[-1])
+
     async def prune(
-        self, *, tokens_older_than: float = 86_400.0, orphans_older_than: float = 7 * 86_400.0
+        self, *, tokens_older_than: float = WEBHOOK_EVENTS_RETENTION, orphans_older_than: float = 7 * 86_400.0
     ) -> tuple[int, int]:
         """Forget old idempotency tokens and orphan statuses; returns how many of each.
 

@@ -8,6 +8,7 @@ import logging
 from messaging_scale._brokers import queued_chunks
 from messaging_scale._chunks import ChunkKicker
 from messaging_scale._ledger import PostgresLedger
+from messaging_scale._status import PostgresStatusStore
 
 __all__ = ["Sweeper"]
 
@@ -32,6 +33,8 @@ class Sweeper:
     :param reconcile: whether UNKNOWN rows are re-kicked (``in_doubt = "probe_then_resend"``).
     :param lease_grace: seconds after a lease ended before its row is re-kicked (a killed worker's
         messages are taken up within lease + ``lease_grace`` + one ``interval``, not ``stale_after``).
+    :param webhook_events_retention: seconds a status callback's idempotency token is kept; each
+        sweep deletes up to ``batch`` older ones. None: tokens are kept (pruned elsewhere).
     """
 
     name = "sweeper"
@@ -47,6 +50,7 @@ class Sweeper:
         reconcile: bool = False,
         batch: int = 5000,
         lease_grace: float = 5.0,
+        webhook_events_retention: float | None = None,
     ) -> None:
         self.ledger = ledger
         self.kicker = kicker
@@ -56,6 +60,8 @@ class Sweeper:
         self.reconcile = reconcile
         self.batch = batch
         self.lease_grace = lease_grace
+        self.webhook_events_retention = webhook_events_retention
+        self._status_store = PostgresStatusStore(ledger.pool, schema=ledger.schema)
 
     async def sweep(self) -> int:
         """One sweep if it is this process's turn; returns how many ids were published again."""
@@ -76,6 +82,12 @@ class Sweeper:
         if ids:
             chunks = await self.kicker.kick(ids)
             log.info("sweeper: %d message(s) kicked again in %d chunk(s)", len(ids), chunks)
+        if self.webhook_events_retention is not None:
+            pruned = await self._status_store.prune_webhook_events(
+                older_than=self.webhook_events_retention, limit=self.batch
+            )
+            if pruned:
+                log.info("sweeper: %d webhook idempotency token(s) past retention deleted", pruned)
         return len(woken) + len(ids)
 
     async def run(self) -> None:

@@ -236,6 +236,7 @@ class WorkerRuntime:
             interval=settings.sweep_interval,
             stale_after=settings.stale_after,
             reconcile=settings.in_doubt == "probe_then_resend",
+            webhook_events_retention=settings.webhook_events_retention,
         )
         self._sweeper = asyncio.create_task(_after(settings.sweep_interval, sweeper.run()), name="messaging sweeper")
         await self._open_connectors()
