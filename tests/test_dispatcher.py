@@ -126,12 +126,14 @@ async def harness_factory() -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
         auto_advance: bool = True,
         latency: float = 0.0,
         connector_class: type[TwilioSmsConnector] = TwilioSmsConnector,
+        request_timeout: float = 0.25,
     ) -> Harness:
         emulator = TwilioEmulator(status_interval=0.01, auto_advance=auto_advance, latency=latency, fault_delay=1.0)
         await emulator.start()
         harness = Harness(emulator)
         started.append((emulator, harness))
-        await harness.start(connector_class, RequestTimeout=0.25)
+        # Short by default: the fault tests time requests out (fault_delay 1 s).
+        await harness.start(connector_class, RequestTimeout=request_timeout)
         return harness
 
     yield factory
@@ -191,7 +193,8 @@ async def test_a_campaign_creates_every_message_exactly_once(
 
 
 async def test_results_stream_while_the_campaign_runs(harness_factory: Callable[..., Awaitable[Harness]]) -> None:
-    harness = await harness_factory(latency=0.01)
+    # No fault here: a generous timeout, so that a loaded machine is slow, not wrong.
+    harness = await harness_factory(latency=0.01, request_timeout=10.0)
     dispatcher = harness.dispatcher(concurrency=4)
     first_result = asyncio.Event()
     produced = 0

@@ -131,6 +131,7 @@ PINNED = {
         "InDoubtPolicy",
         "InProcessCampaign",
         "InProcessDispatcher",
+        "LEASE_EXPIRED",
         "LedgerEntry",
         "MemoryLedger",
         "MemoryRateLimiter",

@@ -26,6 +26,7 @@ from messaging_core.campaigns.inprocess import InProcessCampaign, InProcessDispa
 from messaging_core.campaigns.memory import MemoryLedger, MemoryStatusStore
 from messaging_core.campaigns.pipeline import SendAttempt, SendPipeline, add_messages
 from messaging_core.campaigns.protocols import (
+    LEASE_EXPIRED,
     PROVIDER_ID_COLLISION,
     CampaignHandle,
     CampaignProgress,
@@ -43,6 +44,7 @@ from messaging_core.campaigns.protocols import (
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 
 __all__ = [
+    "LEASE_EXPIRED",
     "PROVIDER_ID_COLLISION",
     "CampaignHandle",
     "CampaignProgress",

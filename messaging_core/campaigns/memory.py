@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 
 from messaging_core.campaigns.protocols import (
+    LEASE_EXPIRED,
     PROVIDER_ID_COLLISION,
     CampaignProgress,
     Claim,
@@ -178,6 +179,7 @@ class MemoryLedger:
         if row.lease_end > self._clock():
             return False
         row.state = SendState.UNKNOWN
+        row.error_code = LEASE_EXPIRED
         return True
 
     async def resolve(

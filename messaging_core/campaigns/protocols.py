@@ -36,6 +36,7 @@ from messaging_core.results import (
 )
 
 __all__ = [
+    "LEASE_EXPIRED",
     "PROVIDER_ID_COLLISION",
     "CampaignHandle",
     "CampaignProgress",
@@ -146,6 +147,10 @@ class LedgerEntry:
             outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
         )
 
+
+LEASE_EXPIRED = "LEASE_EXPIRED"
+"""Error code of a message put in doubt because its claim's lease ended before its outcome was
+recorded (a worker killed or frozen mid-call): why it is UNKNOWN, for an operator."""
 
 PROVIDER_ID_COLLISION = "PROVIDER_ID_COLLISION"
 """Error code of a message held because a provider call answered with a provider id another message
@@ -319,7 +324,7 @@ class SendLedger(Protocol):
         """
 
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
-        """Move a SUBMITTING entry with this ``fence`` whose lease expired to UNKNOWN."""
+        """Move a SUBMITTING entry with this ``fence`` whose lease expired to UNKNOWN (error code ``LEASE_EXPIRED``)."""
 
     async def resolve(
         self, message_id: str, *, provider_id: str | None, reconciled: bool = True, fence: int | None = None

@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar, cast
 import pytest
 
 from messaging_core.campaigns.protocols import (
+    LEASE_EXPIRED,
     PROVIDER_ID_COLLISION,
     CampaignProgress,
     Claim,
@@ -265,6 +266,7 @@ class LedgerConformance:
         expired = await self._expire(ledger, expired_id)
         assert not await ledger.mark_unknown(expired_id, expired.fence + 1), "wrong fence"
         assert await ledger.mark_unknown(expired_id, expired.fence)
+        assert (await _entry(ledger, expired_id)).error_code == LEASE_EXPIRED, "in doubt, with its reason"
         assert not await ledger.mark_unknown(expired_id, expired.fence), "already UNKNOWN"
 
     # -- record (fenced) -----------------------------------------------------------------------------

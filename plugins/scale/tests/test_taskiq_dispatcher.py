@@ -84,6 +84,7 @@ def test_settings_defaults_and_pipeline_options() -> None:
         "backoff": 1.0,
         "max_backoff": 300.0,
         "probe_grace": 5.0,
+        "absent_after": 300.0,
         "defer_beyond": 30.0,  # max_inline_wait: a pace slot further away is deferred in the ledger
     }
     assert settings.defer_lead() == 20.0  # due again between a sweep (10 s) and the inline limit (30 s) ahead

@@ -9,6 +9,7 @@ functions and triggers the statements rely on are in ``messaging_scale._schema``
 
 from __future__ import annotations
 
+from messaging_core.campaigns import LEASE_EXPIRED
 from messaging_scale._schema import OPEN_STATES, sql_list
 
 __all__ = ["CREATE_STAGING_TABLE", "ENTRY_COLUMNS", "STAGING_COLUMNS", "STAGING_TABLE", "LedgerSql"]
@@ -68,7 +69,7 @@ class LedgerSql:
             "where message_id = $1 and fence = $2 and state = 'submitting'"
         )
         self.mark_unknown = (
-            f"update {s}.sends set state = 'unknown', updated_at = now() "
+            f"update {s}.sends set state = 'unknown', error_code = '{LEASE_EXPIRED}', updated_at = now() "
             "where message_id = $1 and fence = $2 and state = 'submitting' and lease_until <= now()"
         )
         # Both settle by a new fence, so the worker that held the claim can no longer write.
