@@ -238,8 +238,10 @@ async def test_every_provider_call_holds_the_current_claim(connector: RecordingC
 class LateLedger(MemoryLedger):
     """Hands out claims whose deadline already passed (a worker stalled between claim and call)."""
 
-    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
-        claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout)
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
+        claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
         if isinstance(claim, Claim):
             return Claim(claim.message_id, claim.fence, claim.attempts, claim.lease_until, time.monotonic() - 1)
         return claim
@@ -823,3 +825,32 @@ async def test_an_outcome_that_cannot_be_recorded_is_logged_for_an_operator(
     (line,) = [r.getMessage() for r in caplog.records if "NOT RECORDED" in r.getMessage()]
     assert message.id in line
     assert connector.created[message.id][0] in line  # the provider id an operator settles it with
+
+
+async def test_a_claim_whose_answer_was_lost_is_given_back(connector: RecordingConnector) -> None:
+    """The ledger committed the claim, then the connection dropped (a database restart): nothing was sent."""
+
+    class LostAnswer(MemoryLedger):
+        lose = 1
+
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+            if self.lose:
+                self.lose -= 1
+                raise ConnectionError("server closed the connection unexpectedly")
+            return claim
+
+    ledger = LostAnswer()
+    message = sms("+15550000046")
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError):
+        await _pipeline(connector, ledger).process(message)
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "given back, not left to expire into UNKNOWN"
+    assert connector.calls == []
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert attempt.state is SendState.ACCEPTED
+    assert connector.call_count(message.id) == 1

@@ -37,6 +37,7 @@ class _Row:
     __slots__ = (
         "attempts",
         "campaign_id",
+        "claim_token",
         "claimed_at",
         "cost",
         "error_code",
@@ -58,6 +59,7 @@ class _Row:
         self.sender_key = sender_key
         self.cost = cost
         self.state = SendState.PENDING
+        self.claim_token: str | None = None
         self.attempts = 0
         self.fence = 0
         self.provider_id: str | None = None
@@ -137,7 +139,9 @@ class MemoryLedger:
         row = self._rows.get(message_id)
         return None if row is None else row.entry(self._clock())
 
-    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
         deadline = time.monotonic() + lease - request_timeout
         row = self._rows[message_id]  # KeyError for an unknown id, as the protocol says
         now = self._clock()
@@ -145,6 +149,7 @@ class MemoryLedger:
             return row.entry(now)
         wall = utc_now()
         row.state = SendState.SUBMITTING
+        row.claim_token = token
         row.attempts += 1
         row.fence += 1
         row.claimed_at = wall
@@ -170,6 +175,18 @@ class MemoryLedger:
             delay = outcome.retry_after or 0.0
             row.retry_due = self._clock() + delay
             row.retry_at = utc_now() + timedelta(seconds=delay)
+        return True
+
+    async def release(self, message_id: str, token: str) -> bool:
+        row = self._rows.get(message_id)
+        if row is None or row.state is not SendState.SUBMITTING or row.claim_token != token:
+            return False
+        row.state = SendState.PENDING
+        row.claim_token = None
+        row.attempts -= 1
+        row.fence += 1
+        row.retry_due = 0.0
+        row.retry_at = None
         return True
 
     async def mark_unknown(self, message_id: str, fence: int) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -200,7 +201,7 @@ class SendPipeline:
             # Asked after every wait (the pace, the account slot), right before the claim.
             if admit is not None and not await admit():
                 return SendAttempt(message.id, not_attempted("held back before the claim"), SendState.PENDING)
-            claim = await ledger.claim(message.id, lease=self.lease, request_timeout=self.request_timeout)
+            claim = await self._claim(message.id)
             if isinstance(claim, Claim):
                 called = claim.attempts <= self.max_attempts and time.monotonic() <= claim.deadline
                 if called:
@@ -260,12 +261,44 @@ class SendPipeline:
             await connector.plugins.message_sent(connector, message, result)
         return result
 
-    async def _record(self, claim: Claim, outcome: SendOutcome) -> bool:
-        """``ledger.record``, tried again with a backoff while the ledger does not answer, until the lease ends.
+    async def _claim(self, message_id: str) -> Claim | LedgerEntry:
+        """``ledger.claim`` under a token; a claim whose answer is lost is given back, not left to expire.
 
-        The outcome of a provider call is known only here: dropping it would leave a message in
-        doubt that need not be. If the ledger is still unreachable when the lease ends (another
-        worker may then take the message over), the outcome is logged, with what an operator needs
+        A ledger may commit a claim and lose the connection before answering (a database
+        restart): the row is SUBMITTING although nobody will call the provider. Left alone it
+        would expire into UNKNOWN, in doubt for no reason. So the claim carries a token and, when
+        it raises, the pass gives it back (``ledger.release``) as soon as the ledger answers,
+        within a lease; then the error goes on.
+        """
+        token = uuid.uuid4().hex
+        try:
+            return await self.ledger.claim(
+                message_id, lease=self.lease, request_timeout=self.request_timeout, token=token
+            )
+        except Exception:
+            give_up = time.monotonic() + self.lease
+            delay = 0.05
+            while True:
+                try:
+                    if await self.ledger.release(message_id, token):
+                        log.warning("send %s: the claim's answer was lost; given back, nothing was sent", message_id)
+                    break
+                except Exception:
+                    if time.monotonic() + delay > give_up:
+                        log.warning("send %s: a claim whose answer was lost could not be given back", message_id)
+                        break
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            raise
+
+    async def _record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        """``ledger.record``, tried again with a backoff while the ledger does not answer.
+
+        The outcome of a provider call (or the fact that none was made) is known only here:
+        dropping it would leave a message in doubt that need not be. The write is fenced, so it
+        is safe however late it lands (a row another worker has since put in doubt or settled
+        refuses it); it is tried until one more lease has passed after the claim's lease ended
+        (a database restart, a failover). Then the outcome is logged, with what an operator needs
         to settle it (``ledger.resolve``), and the error is raised.
         """
         delay = 0.05
@@ -273,10 +306,10 @@ class SendPipeline:
             try:
                 return await self.ledger.record(claim, outcome)
             except Exception:
-                left = claim.deadline + self.request_timeout - time.monotonic()
+                left = claim.deadline + self.request_timeout + self.lease - time.monotonic()
                 if left <= delay:
                     log.error(
-                        "send %s: the ledger did not answer before the lease ended; outcome NOT RECORDED: "
+                        "send %s: the ledger did not answer for a lease after the claim's lease; outcome NOT RECORDED: "
                         "state=%s provider_id=%s error_code=%s attempt=%d (settle it with ledger.resolve)",
                         claim.message_id,
                         outcome.state.value,

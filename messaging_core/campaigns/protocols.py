@@ -297,7 +297,9 @@ class SendLedger(Protocol):
     async def load(self, message_id: str) -> Message | None:
         """The message as it was added (workers receive ids, not messages)."""
 
-    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
         """Claim a PENDING (and due) message for one provider call, atomically.
 
         The claim moves the entry to SUBMITTING, increments ``attempts`` and ``fence``, and
@@ -305,9 +307,20 @@ class SendLedger(Protocol):
         before the claim) + ``lease`` − ``request_timeout``. An expired SUBMITTING entry or an
         UNKNOWN one is never claimed: it needs ``mark_unknown``/``resolve`` first.
 
+        ``token`` names this claim, so that a claim whose answer was lost (the ledger committed
+        it, the connection dropped before the caller heard) can be given back (``release``).
+
         :returns: a ``Claim``, or the current entry when the message cannot be claimed (already
             final, claimed by a live or expired lease, in doubt, or not due yet).
         :raises KeyError: the message id is not in the ledger.
+        """
+
+    async def release(self, message_id: str, token: str) -> bool:
+        """Give back a claim made with ``token`` whose answer the caller never got: nothing was sent.
+
+        Only a SUBMITTING entry holding that token goes back to PENDING (due now, the attempt not
+        counted, the fence moved); anything else (not claimed with it, already recorded, in
+        doubt) is left alone: False.
         """
 
     async def record(self, claim: Claim, outcome: SendOutcome) -> bool:

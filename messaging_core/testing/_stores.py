@@ -258,6 +258,23 @@ class LedgerConformance:
         assert refused.state is SendState.UNKNOWN
 
     @_asyncio
+    async def test_release_gives_back_only_the_claim_with_that_token(self, ledger: SendLedger) -> None:
+        _, (lost_id, recorded_id) = await _added(ledger, 2)
+        lost = await ledger.claim(lost_id, lease=30.0, request_timeout=5.0, token="t-lost")
+        assert isinstance(lost, Claim)
+        assert not await ledger.release(lost_id, "t-other"), "another claim's token"
+        assert await ledger.release(lost_id, "t-lost")
+        entry = await _entry(ledger, lost_id)
+        assert (entry.state, entry.attempts) == (SendState.PENDING, 0)
+        assert entry.fence > lost.fence, "the lost claim can no longer record"
+        assert not await ledger.record(lost, SendOutcome(SendState.ACCEPTED, provider_id=_uid("SM")))
+        assert isinstance(await ledger.claim(lost_id, lease=30.0, request_timeout=5.0), Claim)
+        recorded = await ledger.claim(recorded_id, lease=30.0, request_timeout=5.0, token="t-done")
+        assert isinstance(recorded, Claim)
+        assert await ledger.record(recorded, SendOutcome(SendState.ACCEPTED, provider_id=_uid("SM")))
+        assert not await ledger.release(recorded_id, "t-done"), "an outcome is never given back"
+
+    @_asyncio
     async def test_mark_unknown_needs_an_expired_lease_and_the_current_fence(self, ledger: SendLedger) -> None:
         _, (live_id, expired_id) = await _added(ledger, 2)
         live = await _claimed(ledger, live_id)

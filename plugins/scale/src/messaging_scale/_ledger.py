@@ -197,7 +197,9 @@ class PostgresLedger:
             payload = await conn.fetchval(self._sql.load, message_id)
         return None if payload is None else structure(json.loads(payload), Message)
 
-    async def claim(self, message_id: str, *, lease: float, request_timeout: float) -> Claim | LedgerEntry:
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
         """Claim a PENDING (and due) message for one provider call.
 
         The lease is measured on the database's clock (every worker sees the same one); the
@@ -209,7 +211,7 @@ class PostgresLedger:
         """
         started = time.monotonic()
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._sql.claim, message_id, float(lease))
+            row = await conn.fetchrow(self._sql.claim, message_id, float(lease), token)
             if row is None:
                 current = await conn.fetchrow(self._sql.get, message_id)
         if row is None:
@@ -268,6 +270,12 @@ class PostgresLedger:
                 self._sql.hold_recording, claim.message_id, claim.fence, PROVIDER_ID_COLLISION
             )
             return _updated(status)
+
+    async def release(self, message_id: str, token: str) -> bool:
+        """Give back a claim made with ``token`` whose answer was lost: PENDING again, nothing was sent."""
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(self._sql.release, message_id, token)
+        return _updated(status)
 
     async def mark_unknown(self, message_id: str, fence: int) -> bool:
         """Move a SUBMITTING entry whose lease expired to UNKNOWN (fenced)."""

@@ -56,7 +56,7 @@ class LedgerSql:
         self.claim = (
             f"update {s}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
             "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
-            "deferred = false "
+            "deferred = false, claim_token = $3 "
             "where message_id = $1 and state = 'pending' and (retry_at is null or retry_at <= now()) "
             "returning fence, attempts, lease_until"
         )
@@ -67,6 +67,12 @@ class LedgerSql:
             "retry_at = case when $3 = 'pending' then now() + make_interval(secs => $6) else retry_at end, "
             "updated_at = now() "
             "where message_id = $1 and fence = $2 and state = 'submitting'"
+        )
+        # A claim whose answer was lost (committed, then the connection dropped): given back by its token.
+        self.release = (
+            f"update {s}.sends set state = 'pending', claim_token = null, attempts = attempts - 1, "
+            "fence = fence + 1, retry_at = null, lease_until = null, updated_at = now() "
+            "where message_id = $1 and state = 'submitting' and claim_token = $2"
         )
         self.mark_unknown = (
             f"update {s}.sends set state = 'unknown', error_code = '{LEASE_EXPIRED}', updated_at = now() "

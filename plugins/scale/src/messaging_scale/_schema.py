@@ -85,6 +85,9 @@ do $$ begin
 end $$;
 alter table {schema}.sends add column if not exists deferred boolean not null default false;
 alter table {schema}.sends add column if not exists kicked_at timestamptz;
+-- claim_token: names the claim that moved the row to SUBMITTING, so a claim whose answer was lost
+-- can be given back (release).
+alter table {schema}.sends add column if not exists claim_token text;
 -- failures/last_error: passes of a PENDING row that raised the same error in a row (a row that
 -- cannot be loaded, a connector that raises on it); at max_attempts the row is FAILED with it.
 alter table {schema}.sends add column if not exists failures int not null default 0;
