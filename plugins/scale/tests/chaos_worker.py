@@ -65,8 +65,8 @@ class UnsafeClaimLedger(CrashAfterAcceptLedger):
         super().__init__(pool, schema=schema, page_size=page_size)
         self._sql.claim = (
             f"update {self.schema}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
-            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now() "
-            "where message_id = $1 and state <> 'cancelled' returning fence, attempts, lease_until"
+            "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "
+            "claim_token = $3 where message_id = $1 and state <> 'cancelled' returning fence, attempts, lease_until"
         )
 
 
