@@ -119,6 +119,8 @@ class FailureOutcome(enum.StrEnum):
 
 
 def _default_outcome(failure: Failure) -> FailureOutcome:
+    if failure.code == ConnectorErrorCodes.OUTCOME_UNKNOWN and not failure.retryable:
+        return FailureOutcome.MAY_HAVE_BEEN_SENT  # what the code says: never resend it blindly
     return FailureOutcome.NOT_SENT if failure.retryable else FailureOutcome.REJECTED
 
 
@@ -138,8 +140,9 @@ class Failure:
     details: Mapping[str, Any] = field(factory=dict, converter=_mapping)
     """Provider data only (e.g. ``{"twilio_code": 21211, "http_status": 400, "more_info": ...}``)."""
     outcome: FailureOutcome = field(default=Factory(_default_outcome, takes_self=True))
-    """For a send: whether the message may have been created. By default ``NOT_SENT`` when
-    ``retryable``, else ``REJECTED``; a connector that cannot tell says ``MAY_HAVE_BEEN_SENT``."""
+    """For a send: whether the message may have been created. By default ``MAY_HAVE_BEEN_SENT`` for
+    the code ``OUTCOME_UNKNOWN``, else ``NOT_SENT`` when ``retryable`` and ``REJECTED`` otherwise; a
+    connector that cannot tell says ``MAY_HAVE_BEEN_SENT`` whatever its code."""
     throttled: bool = False
     """The provider says the sender is over its pace (Twilio's 21611): slow that sender down."""
 

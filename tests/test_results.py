@@ -25,6 +25,7 @@ from messaging_core import (
     ValidationIssue,
     WebhookRefusedError,
 )
+from messaging_core.campaigns import SendOutcome, SendState
 
 # -- ConnectorResult ---------------------------------------------------------------------------------
 
@@ -214,3 +215,13 @@ def test_failure_outcome_defaults_from_retryable_and_refuses_a_retryable_maybe_s
     )
     with pytest.raises(ValueError, match="retryable"):
         ConnectorResult.failure("X", "x", retryable=True, outcome=FailureOutcome.MAY_HAVE_BEEN_SENT)
+
+
+def test_outcome_unknown_means_may_have_been_sent_by_default() -> None:
+    """A plugin that reports OUTCOME_UNKNOWN without saying more is never resent blindly."""
+    error = ConnectorResult.failure(ConnectorErrorCodes.OUTCOME_UNKNOWN, "no answer").error
+    assert error is not None
+    assert error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
+    assert SendOutcome.from_result(ConnectorResult.failure(ConnectorErrorCodes.OUTCOME_UNKNOWN, "x")).state is (
+        SendState.UNKNOWN
+    )
