@@ -8,6 +8,7 @@ conformance tests are run in a nested pytest session.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -67,6 +68,7 @@ def test_the_page_shows_the_files_of_a_plugin() -> None:
     assert set(_files()) == {
         "src/messaging_acme/connector.py",
         "src/messaging_acme/plugin.py",
+        "src/messaging_acme/webhooks.py",
         "pyproject.toml",
         "tests/test_conformance.py",
     }
@@ -119,3 +121,48 @@ def test_the_plugin_passes_the_conformance_kit(project: Path) -> None:
     assert len(outcomes) == 18
     assert set(outcomes.values()) == {"passed"}, {k: v for k, v in outcomes.items() if v != "passed"}
     assert code == 0
+
+
+async def test_the_receiving_connector_verifies_and_the_service_answers(project: Path) -> None:
+    """The page's "Receiving webhooks" connector: signed webhooks are dispatched, forged ones get 403."""
+    import json
+
+    from messaging_core import WebhookRequest
+    from messaging_core.testing import HookRecorder
+    from messaging_core.webhooks import WebhookService
+
+    webhooks = importlib.import_module("messaging_acme.webhooks")
+    recorder = HookRecorder()
+    registry = ChannelRegistry(plugins=[recorder])
+    connector = webhooks.AcmeTwoWayConnector(
+        webhooks.ACME_TWO_WAY,
+        {"ApiKey": "k" * 16, "WebhookSecret": "s3cret"},
+        plugins=registry.host,
+        name="acme",
+    )
+    url = "https://hooks.example.com/webhooks/acme/messages"
+    body = json.dumps({"id": "in-1", "from": "+15550001111", "to": "+15550002222", "text": "hi"}).encode()
+    signed = {webhooks.SIGNATURE_HEADER: webhooks.sign("s3cret", url, body), "Content-Type": "application/json"}
+    async with connector:
+        service = WebhookService({"acme": connector})
+        assert service.routes() == {"acme": ("messages", "status")}
+        ok = await service.handle("acme", "messages", WebhookRequest("application/json", body, url, signed))
+        assert ok.status == 200
+        assert [c.arguments["message"].id for c in recorder.named("message_received")] == ["in-1"]
+        forged = body.replace(b"hi", b"pay")
+        for request in (
+            WebhookRequest("application/json", forged, url, signed),  # body changed after signing
+            WebhookRequest("application/json", body, None, signed),  # no URL: cannot be checked
+            WebhookRequest("application/json", body, url, {}),  # no signature
+        ):
+            assert (await service.handle("acme", "messages", request)).status == 403
+        assert len(recorder.named("message_received")) == 1
+        status_url = "https://hooks.example.com/webhooks/acme/status"
+        status_body = json.dumps({"id": "acme-9", "reference": "out-1", "status": "delivered"}).encode()
+        headers = {webhooks.SIGNATURE_HEADER: webhooks.sign("s3cret", status_url, status_body)}
+        answer = await service.handle(
+            "acme", "status", WebhookRequest("application/json", status_body, status_url, headers)
+        )
+        assert answer.status == 204
+        (update,) = [c.arguments["update"] for c in recorder.named("message_status_changed")]
+        assert (update.message_id, update.remote_message_id, update.status.value) == ("out-1", "acme-9", "delivered")
