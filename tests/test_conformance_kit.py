@@ -17,7 +17,15 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from messaging_core import Capability, ChannelRegistry, ConnectionSettings, Endpoint, Message, TextContent
+from messaging_core import (
+    Capability,
+    ChannelConnector,
+    ChannelRegistry,
+    ConnectionSettings,
+    Endpoint,
+    Message,
+    TextContent,
+)
 from messaging_core.testing import ConnectorConformance
 
 MemoryConnector = ChannelRegistry().channel("memory").connector_class
@@ -46,6 +54,10 @@ class FragileShutdown(MemoryConnector):
     async def _shutdown(self):
         del self.session  # AttributeError when initialize never ran
         await super()._shutdown()
+
+
+class Deaf(MemoryConnector):  # declares RECEIVE_MESSAGES, keeps the base stub
+    _receive_messages = ChannelConnector._receive_messages
 
 
 NO_BULK = MemoryConnector.master_schema.derive("No bulk", remove_capabilities=Capability.BULK_MESSAGING)
@@ -99,6 +111,10 @@ class TestUngated(Base):
 
 class TestFragileShutdown(Base):
     connector_class = FragileShutdown
+
+
+class TestDeaf(Base):
+    connector_class = Deaf
 
 
 class TestNoBulk(Base):
@@ -157,7 +173,7 @@ def _failed(outcomes: dict[str, tuple[str, str]], cls: str) -> set[str]:
 
 def test_the_suite_has_every_promise(outcomes: dict[str, tuple[str, str]]) -> None:
     tests = {name.split("::")[1] for name in outcomes if name.startswith("TestCorrect::")}
-    assert len(tests) == 18
+    assert len(tests) == 19
     assert {
         "test_lifecycle_reaches_ready_and_shutdown",
         "test_variants_gate_excluded_capabilities",
@@ -165,6 +181,7 @@ def test_the_suite_has_every_promise(outcomes: dict[str, tuple[str, str]]) -> No
         "test_batch_gives_one_result_per_message_in_order",
         "test_cancelled_batch_accounts_for_every_message",
         "test_secrets_never_show",
+        "test_declared_capabilities_are_implemented",
     } <= tests
 
 
@@ -215,3 +232,7 @@ def test_skips_only_for_an_absent_capability(outcomes: dict[str, tuple[str, str]
 
 def test_a_connector_declaring_no_secret_is_told_to(outcomes: dict[str, tuple[str, str]]) -> None:
     assert _failed(outcomes, "TestNothingToRedact") == {"test_secrets_never_show"}
+
+
+def test_a_declared_but_unimplemented_capability_is_caught(outcomes: dict[str, tuple[str, str]]) -> None:
+    assert _failed(outcomes, "TestDeaf") == {"test_declared_capabilities_are_implemented"}

@@ -118,7 +118,7 @@ def test_the_plugin_passes_the_conformance_kit(project: Path) -> None:
         )
     finally:
         os.chdir(previous)
-    assert len(outcomes) == 18
+    assert len(outcomes) == 19
     assert set(outcomes.values()) == {"passed"}, {k: v for k, v in outcomes.items() if v != "passed"}
     assert code == 0
 

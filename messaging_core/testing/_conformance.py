@@ -440,6 +440,27 @@ class ConnectorConformance:
                 assert isinstance(outcome, ConnectorResult), f"{name} returned {type(outcome).__name__}"
         assert isinstance(await connector.test_connection(), ConnectorResult)
 
+    @_asyncio
+    async def test_declared_capabilities_are_implemented(self, conformance_factory: ConnectorFactory) -> None:
+        """A capability the master schema declares has its provider method, not the base stub.
+
+        The base ``_get_message_status``/``_receive_messages``/``_receive_message_status`` raise
+        ``NotImplementedError``, which reaches callers only as a failed result at run time.
+        """
+        seams = {
+            Capability.MESSAGE_STATUS_QUERY: "_get_message_status",
+            Capability.RECEIVE_MESSAGES: "_receive_messages",
+            Capability.HANDLE_MESSAGE_STATE: "_receive_message_status",
+        }
+        cls = type(await conformance_factory())
+        missing = [
+            f"{capability.name} needs {method}()"
+            for capability, method in seams.items()
+            if capability in cls.master_schema.capabilities
+            and getattr(cls, method) is getattr(ChannelConnector, method)
+        ]
+        assert not missing, f"{cls.__name__} declares capabilities it does not implement: {'; '.join(missing)}"
+
     # -- validation before I/O -----------------------------------------------------------------------
 
     @_asyncio
