@@ -232,6 +232,19 @@ class ChannelConnector(abc.ABC):
                 await self._transition(ConnectorState.ERROR)
             return result
 
+    def resolve_settings(self) -> ConnectorResult[bool]:
+        """Resolve and check the settings without acquiring anything (what ``initialize()`` does first).
+
+        For dry runs (``messaging send --dry-run``): on success ``self.parameters`` holds the
+        resolved values and ``preview_message`` can show the real request, with no session opened
+        and no hook fired. Fails as ``initialize()`` would (``MISSING_CREDENTIALS``,
+        ``INVALID_CONNECTION_SETTINGS``); raises ``ConnectorStateError`` once initialized or shut down.
+        """
+        if self._state not in (ConnectorState.UNINITIALIZED, ConnectorState.ERROR):
+            state = self._state.value
+            raise ConnectorStateError(f"{self.name} is {state}; resolve_settings() comes before initialize()")
+        return self._resolve_settings()
+
     def _resolve_settings(self) -> ConnectorResult[bool]:
         try:
             resolved = self.settings.resolved(self.schema, self.plugins.resolve_parameter)

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from messaging_core import ChannelRegistry, ConfigurationError
 from messaging_core.cli import cli
+from messaging_twilio_sms.connector import TwilioSmsConnector
 from messaging_twilio_sms.emulator import ThreadedTwilioEmulator as ThreadedEmulator
 
 SENDER = "+15005550006"
@@ -326,6 +327,51 @@ def test_send_dry_run_of_an_invalid_message_lists_the_problems(config_file: Path
         "--text", "hi", "--property", "ValidityPeriod=0", "--dry-run",
     )  # fmt: skip
     assert_clean_failure(result, "MESSAGE_VALIDATION_FAILED", "$.properties.ValidityPeriod")
+    assert emu.create_requests() == 0
+
+
+def test_send_dry_run_resolves_settings_without_initializing(
+    tmp_path: Path, emu: ThreadedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preview shows the resolved account, and no session is opened (initialize() would fail here)."""
+    e = emu.emulator
+    monkeypatch.setenv("DRY_RUN_ACCOUNT_SID", e.account_sid)
+    path = tmp_path / "messaging.toml"
+    path.write_text(
+        '[connectors.sms]\nchannel = "twilio_sms"\n[connectors.sms.parameters]\n'
+        f'AccountSid = "${{DRY_RUN_ACCOUNT_SID}}"\nAuthToken = "{e.auth_token}"\nApiBaseUrl = "{e.base_url}"\n',
+        encoding="utf-8",
+    )
+
+    async def no_initialize(self: object) -> object:
+        raise AssertionError("a dry run must not initialize the connector")
+
+    monkeypatch.setattr(TwilioSmsConnector, "_initialize", no_initialize)
+    result = invoke(
+        "send", "--config", str(path), "--connector", "sms", "--from", SENDER, "--to", RECEIVER,
+        "--text", "hi", "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert dry_run_preview(result.stdout)["url"] == f"{e.base_url}/2010-04-01/Accounts/{e.account_sid}/Messages.json"
+    assert emu.create_requests() == 0
+
+
+def test_send_dry_run_with_an_unset_credential_says_so(
+    tmp_path: Path, emu: ThreadedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DRY_RUN_UNSET_TOKEN", raising=False)
+    path = tmp_path / "messaging.toml"
+    path.write_text(
+        '[connectors.sms]\nchannel = "twilio_sms"\n[connectors.sms.parameters]\n'
+        f'AccountSid = "{emu.emulator.account_sid}"\nAuthToken = "${{DRY_RUN_UNSET_TOKEN}}"\n',
+        encoding="utf-8",
+    )
+    result = invoke(
+        "send", "--config", str(path), "--connector", "sms", "--from", SENDER, "--to", RECEIVER,
+        "--text", "hi", "--dry-run",
+    )  # fmt: skip
+    assert_clean_failure(result, "DRY_RUN_UNSET_TOKEN")
+    assert result.exit_code == 2
     assert emu.create_requests() == 0
 
 

@@ -155,6 +155,25 @@ async def test_async_with_refuses_invalid_settings(make_probe: MakeProbe) -> Non
     assert probe.state is S.SHUTDOWN
 
 
+async def test_resolve_settings_checks_without_initializing(make_probe: MakeProbe, plugin_host: PluginHost) -> None:
+    recorder = HookRecorder()
+    plugin_host.register(recorder)
+    good = make_probe()
+    assert good.resolve_settings().is_success
+    assert good.state is S.UNINITIALIZED
+    assert recorder.calls == []  # no state hook: nothing was acquired
+    bad = make_probe()
+    bad.settings.add_parameter("Unexpected", 1)
+    result = bad.resolve_settings()
+    assert result.error is not None
+    assert result.error.code == ConnectorErrorCodes.INVALID_CONNECTION_SETTINGS
+    assert [i.path for i in result.error.issues] == ["$.Unexpected"]
+    await good.initialize()
+    with pytest.raises(ConnectorStateError, match="before initialize"):
+        good.resolve_settings()
+    await good.shutdown()
+
+
 async def test_an_error_in_shutdown_is_logged_and_the_connector_still_shuts_down(
     make_probe: MakeProbe, caplog: pytest.LogCaptureFixture
 ) -> None:

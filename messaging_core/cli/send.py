@@ -77,18 +77,23 @@ def send(
         fail("give --text and/or --media")
     message = builder.with_properties(message_properties(properties)).build()
 
+    if dry_run:  # settings resolved and checked, the request shown; no initialize(), no I/O
+        resolved = connector.resolve_settings()
+        if not resolved.is_success:
+            assert resolved.error is not None
+            fail(f"{resolved.error.code}: {resolved.error.message}", 2)
+        issues = connector.validate_message(message)
+        if issues:
+            for issue in issues:
+                print_issue(f"  {issue.path}: {issue.message}")
+            fail(f"MESSAGE_VALIDATION_FAILED: {len(issues)} problem(s); nothing sent", 1)
+        click.echo(json.dumps(connector.preview_message(message), indent=2, default=str))
+        console.print("[green]valid[/] (dry run: nothing sent)")
+        return
+
     async def run() -> None:
         await open_connector(connector)
         try:
-            if dry_run:
-                issues = connector.validate_message(message)
-                if issues:
-                    for issue in issues:
-                        print_issue(f"  {issue.path}: {issue.message}")
-                    fail(f"MESSAGE_VALIDATION_FAILED: {len(issues)} problem(s); nothing sent", 1)
-                click.echo(json.dumps(connector.preview_message(message), indent=2, default=str))
-                console.print("[green]valid[/] (dry run: nothing sent)")
-                return
             result = await connector.send_message(message)
             if not result.is_success:
                 report_failure(result)

@@ -124,6 +124,8 @@ class TwilioSmsConnector(ChannelConnector):
         """
         if self._configured is not None:
             return self._configured
+        if self.parameters:  # resolve_settings() ran (a dry run): the resolved values, not a guess
+            return structure_settings(self.parameters)
         return provisional_settings(self.settings, self.schema)
 
     async def _initialize(self) -> ConnectorResult[bool]:
@@ -282,10 +284,11 @@ class TwilioSmsConnector(ChannelConnector):
 
     def preview_message(self, message: Message) -> dict[str, Any]:
         """The ``CreateMessage`` request this message becomes, with its encoding and segment count."""
-        form = _api.build_message_form(message, self.twilio_settings)
+        settings = self.twilio_settings
+        form = _api.build_message_form(message, settings)
         preview: dict[str, Any] = {
             "method": "POST",
-            "url": self._messages_url,
+            "url": settings.api_base_url.rstrip("/") + _api.messages_path(settings.account_sid),
             "form": [[key, value] for key, value in form],
         }
         text = _api.message_body(message)
