@@ -250,7 +250,7 @@ class ChannelConnector(abc.ABC):
             resolved = self.settings.resolved(self.schema, self.plugins.resolve_parameter)
         except ConfigurationError as err:
             return ConnectorResult.failure(ConnectorErrorCodes.INVALID_CONNECTION_SETTINGS, str(err))
-        issues = ConnectionSettings(resolved).issues(self.schema)
+        issues = ConnectionSettings(resolved).issues(self.schema, given=self.settings)
         if issues:
             missing = [i for i in issues if i.code == "REQUIRED" and self._is_credential(i.path)]
             code = (

@@ -271,7 +271,7 @@ class ChannelRegistry:
             resolved = settings.resolved(schema, self.host.resolve_parameter)
         except ConfigurationError as err:
             return [ValidationIssue(f"{root}.parameters", str(err), "MISSING_ENV")]
-        return ConnectionSettings(resolved).issues(schema, root=f"{root}.parameters")
+        return ConnectionSettings(resolved).issues(schema, root=f"{root}.parameters", given=spec.parameters)
 
     def create_connector(self, spec: ConnectorSpec | Mapping[str, Any], *, name: str | None = None) -> ChannelConnector:
         """Build a connector from ``{"channel": ..., "schema": ..., "parameters": {...}}``.

@@ -115,13 +115,22 @@ class ConnectionSettings(Mapping[str, Any]):
                 )
         return values
 
-    def issues(self, schema: ChannelSchema, *, root: str = "$") -> list[ValidationIssue]:
-        """Every problem of these (already resolved) values against ``schema``."""
+    def issues(
+        self, schema: ChannelSchema, *, root: str = "$", given: Mapping[str, Any] | None = None
+    ) -> list[ValidationIssue]:
+        """Every problem of these (already resolved) values against ``schema``.
+
+        With ``given`` (the settings as written, before resolution), a problem of a parameter they
+        did not give says where its value came from: ``from environment variable TWILIO_TIMEOUT``,
+        or a ``resolve_parameter`` plugin.
+        """
         validator = validator_for(schema.settings_json_schema())
         # JSON Schema knows arrays, not tuples: present sequences as lists.
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items() if v is not None}
-        issues = validator.issues(values, root)
-        return [_without_value(i) for i in issues]
+        issues = [_without_value(i) for i in validator.issues(values, root)]
+        if given is None:
+            return issues
+        return [_with_source(i, schema, root, given) for i in issues]
 
     def validate(self, schema: ChannelSchema, *, where: str = "connection settings") -> None:
         """Raise ``ConfigurationError`` listing every issue."""
@@ -129,6 +138,31 @@ class ConnectionSettings(Mapping[str, Any]):
         if issues:
             lines = "\n".join(f"  - {i}" for i in issues)
             raise ConfigurationError(f"{where}: {len(issues)} problem(s)\n{lines}", issues=issues)
+
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def environment_variable(schema: ChannelSchema, parameter: str) -> str:
+    """The variable a missing parameter is read from (``TWILIO_ACCOUNT_SID``)."""
+    words = _CAMEL_BOUNDARY.sub("_", parameter)
+    return f"{schema.provider}_{words}".upper().replace("-", "_")
+
+
+def _with_source(issue: ValidationIssue, schema: ChannelSchema, root: str, given: Mapping[str, Any]) -> ValidationIssue:
+    """``issue``, naming where the value came from when the settings did not give it."""
+    name = re.split(r"[.\[]", issue.path.removeprefix(f"{root}."), maxsplit=1)[0]
+    spec = schema.parameter_spec(name)
+    if spec is None or given.get(name) is not None:
+        return issue
+    variable = environment_variable(schema, name)
+    if variable in os.environ:
+        source = f"from environment variable {variable}"
+    elif spec.default is None:
+        source = "from a resolve_parameter plugin"
+    else:
+        return issue
+    return ValidationIssue(issue.path, f"{issue.message} (not in the settings: {source})", issue.code)
 
 
 def _looks_secret(name: str) -> bool:

@@ -15,6 +15,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorState,
 )
+from messaging_core.config import ConnectorSpec
 from messaging_core.default_plugins.memory import MemoryConnector
 from messaging_core.settings import interpolate_env
 
@@ -183,6 +184,8 @@ async def test_environment_text_that_does_not_fit_the_type_is_reported(
         acme_registry.create_connector({"channel": "acme_sms", "parameters": dict(ACME_OK)})
     assert [(i.path, i.code) for i in raised.value.issues] == [("$.parameters.ValidityPeriod", "INVALID_TYPE")]
     assert "four hours" not in str(raised.value)
+    # The settings never named ValidityPeriod: the problem says where the value came from.
+    assert "(not in the settings: from environment variable ACME_VALIDITY_PERIOD)" in raised.value.issues[0].message
 
     info = acme_registry.channel("acme_sms")
     connector = info.connector_class(info.master_schema, dict(ACME_OK), plugins=acme_registry.host)
@@ -191,6 +194,12 @@ async def test_environment_text_that_does_not_fit_the_type_is_reported(
     assert result.error is not None
     assert [(i.path, i.code) for i in result.error.issues] == [("$.ValidityPeriod", "INVALID_TYPE")]
     assert "four hours" not in result.error.message
+    assert "from environment variable ACME_VALIDITY_PERIOD" in result.error.message
+
+    written = acme_registry.spec_issues(
+        ConnectorSpec.from_mapping("sms", {"channel": "acme_sms", "parameters": {**ACME_OK, "ValidityPeriod": "x"}})
+    )
+    assert [i.message for i in written] == ["must be of type integer (got string)"]  # given in the settings
 
 
 ACME_OK = {"AccountId": "AC0123abcd", "AuthToken": SECRET}

@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from typing import Any
 
 from messaging_core.hookspecs import hookimpl
 from messaging_core.schema import ChannelSchema, DataType
-from messaging_core.settings import interpolate_env
+from messaging_core.settings import environment_variable, interpolate_env
 
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def environment_variable(schema: ChannelSchema, parameter: str) -> str:
-    """The variable a missing parameter is read from (``TWILIO_ACCOUNT_SID``)."""
-    words = _CAMEL_BOUNDARY.sub("_", parameter)
-    return f"{schema.provider}_{words}".upper().replace("-", "_")
+__all__ = ["environment_variable", "resolve_parameter"]
 
 
 @hookimpl(trylast=True)
