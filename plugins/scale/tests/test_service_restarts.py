@@ -50,6 +50,16 @@ def _run(*command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+async def _run_aside(*command: str, limit: float = 30) -> subprocess.CompletedProcess[str]:
+    """``_run`` in a thread: the emulator shares this event loop and must keep answering meanwhile.
+
+    Run inline, a restart that takes seconds freezes the emulator too: every provider call in
+    flight then times out unanswered and is rightly held in doubt, which is the emulator's
+    outage, not the service's (it showed as ~25 never-created messages held in T8 under hold).
+    """
+    return await asyncio.to_thread(_run, *command, timeout=limit)
+
+
 CannotRun = Callable[[str], NoReturn]
 
 
@@ -133,11 +143,11 @@ async def test_t7_rabbitmq_stop_start_mid_campaign(scene: Any, cannot_run: Canno
     stopped = time.monotonic()
     stopped_at = time.time()
     try:
-        result = _run("rabbitmqctl", "stop_app")
+        result = await _run_aside("rabbitmqctl", "stop_app")
         assert result.returncode == 0, result.stderr
         await asyncio.sleep(3)
     finally:
-        started = _run("rabbitmqctl", "start_app")
+        started = await _run_aside("rabbitmqctl", "start_app")
         assert started.returncode == 0, started.stderr
         assert _rabbit_up(), "RabbitMQ did not come back after start_app"
     back = time.monotonic()
@@ -200,7 +210,7 @@ async def test_t8_postgresql_restart_mid_campaign(scene: Any, cannot_run: Cannot
     open_before = await checks.snapshot(scene, "t8", "submitting")
     restarted = time.monotonic()
     try:
-        result = _run("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", timeout=60)
+        result = await _run_aside("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", limit=60)
         assert result.returncode == 0, result.stderr
     finally:
         if not _pg_ready():
