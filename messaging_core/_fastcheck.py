@@ -19,7 +19,7 @@ __all__ = ["compile_predicate", "json_equal"]
 
 Predicate = Callable[[Any], bool]
 
-_IGNORED = frozenset({"$schema", "$id", "title", "description", "default", "examples", "$comment"})
+_IGNORED = frozenset({"$schema", "$id", "title", "description", "default", "examples", "$comment", "errorMessage"})
 _SUPPORTED = _IGNORED | frozenset(
     {
         "type",
@@ -42,6 +42,7 @@ _SUPPORTED = _IGNORED | frozenset(
         "minContains",
         "maxContains",
         "anyOf",
+        "allOf",
         "not",
     }
 )
@@ -151,6 +152,9 @@ class _Generator:
         if "anyOf" in schema:
             branches = [self.function(branch) for branch in schema["anyOf"]]
             out.append(f"{pad}if not ({' or '.join(f'{b}({x})' for b in branches)}): return False")
+        if "allOf" in schema:
+            for branch in schema["allOf"]:
+                out.append(f"{pad}if not {self.function(branch)}({x}): return False")
         if "not" in schema:
             out.append(f"{pad}if {self.function(schema['not'])}({x}): return False")
 

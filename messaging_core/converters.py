@@ -135,6 +135,8 @@ def meta_schema() -> dict[str, Any]:
 
 def _spec_document(spec: Any) -> dict[str, Any]:
     data: dict[str, Any] = converter.unstructure(spec)
+    if isinstance(spec, EndpointSpec):
+        data["address_rules"] = [list(rule) for rule in spec.address_rules]  # JSON arrays, not tuples
     # Keep documents small and readable: drop what equals the default.
     defaults = type(spec)(name=spec.name) if not isinstance(spec, EndpointSpec) else EndpointSpec(spec.type)
     return {k: v for k, v in data.items() if k in ("name", "type") or v != converter.unstructure(defaults).get(k)}

@@ -47,6 +47,8 @@ class EndpointType(enum.StrEnum):
     """The kind of address an endpoint has."""
 
     PHONE = "phone"
+    SHORT_CODE = "short_code"
+    """A short code: a few digits an SMS provider sends from (and receives at), not an E.164 number."""
     EMAIL = "email"
     URL = "url"
     ID = "id"

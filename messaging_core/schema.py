@@ -110,6 +110,8 @@ class _ValueSpec:
     """A JSON Schema format name (``uri``, ``email``, ``date-time``...)."""
     repeated: bool = False
     """The value is a list of ``data_type`` values (a repeated form key on the wire)."""
+    single_allowed: bool = False
+    """With ``repeated``: one value alone is accepted too, as a list of one."""
 
     def json_schema(self) -> dict[str, Any]:
         """This spec as a JSON Schema fragment."""
@@ -127,6 +129,8 @@ class _ValueSpec:
             if value is not None:
                 item[key] = value
         schema = {"type": "array", "items": item} if self.repeated else item
+        if self.repeated and self.single_allowed:
+            schema = {"anyOf": [item, schema]}
         if self.description:
             schema["description"] = self.description
         return schema
@@ -136,6 +140,8 @@ class _ValueSpec:
         issues = []
         if self.data_type != base.data_type or self.repeated != base.repeated:
             issues.append(f"{where}: type changed")
+        if self.single_allowed and not base.single_allowed:
+            issues.append(f"{where}: accepts one value alone, the base only a list")
         if base.required and not self.required:
             issues.append(f"{where}: required in the base, optional here")
         if base.allowed_values is not None and (
@@ -176,6 +182,10 @@ class PropertySpec(_ValueSpec):
     """A per-message property (``ValidityPeriod``, ``MaxPrice``...)."""
 
 
+def _rules(value: Iterable[Iterable[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((pattern, meaning) for pattern, meaning in value)
+
+
 @frozen
 class EndpointSpec:
     """An endpoint type a channel supports.
@@ -183,6 +193,8 @@ class EndpointSpec:
     ``can_send``: messages sent through the channel may use it (as sender or receiver).
     ``can_receive``: the channel receives messages addressed to it.
     ``required``: an outgoing message must name a sender of this type.
+    ``sender_only``: an outgoing message may name it as its sender, never as its receiver (an
+    alphanumeric sender ID, which nobody can send to or reply to).
     """
 
     type: EndpointType = field(converter=EndpointType)
@@ -191,6 +203,12 @@ class EndpointSpec:
     required: bool = False
     address_pattern: str | None = None
     """A regular expression every address of this type must match (E.164 for phones, say)."""
+    sender_only: bool = False
+    max_length: int | None = None
+    """Most characters an address of this type may have."""
+    address_rules: tuple[tuple[str, str], ...] = field(default=(), converter=_rules)
+    """More rules as ``(pattern, what it means)``, each its own issue when broken: the meaning is
+    the issue's message (``("[A-Za-z]", "must contain at least one letter")``)."""
 
 
 def _capability(value: Capability | Iterable[str]) -> Capability:
@@ -366,6 +384,14 @@ class ChannelSchema:
                 issues.append(f"{where}: required in the base, optional here")
             if base_endpoint.address_pattern and endpoint.address_pattern != base_endpoint.address_pattern:
                 issues.append(f"{where}: address pattern differs from the base's")
+            if not set(base_endpoint.address_rules) <= set(endpoint.address_rules):
+                issues.append(f"{where}: drops address rules of the base")
+            if base_endpoint.sender_only and not endpoint.sender_only:
+                issues.append(f"{where}: sender only in the base, a receiver too here")
+            if base_endpoint.max_length is not None and (
+                endpoint.max_length is None or endpoint.max_length > base_endpoint.max_length
+            ):
+                issues.append(f"{where}: max_length higher than the base's {base_endpoint.max_length}")
         for attr in ("max_text_length", "max_media"):
             mine, theirs = getattr(self, attr), getattr(base, attr)
             if theirs is not None and (mine is None or mine > theirs):
@@ -441,11 +467,17 @@ def _properties_document(schema: ChannelSchema) -> dict[str, Any]:
 def _endpoint_schema(schema: ChannelSchema, *, sender: bool) -> dict[str, Any]:
     branches = []
     for spec in schema.endpoints:
-        if not spec.can_send:
+        if not spec.can_send or (spec.sender_only and not sender):
             continue
         address: dict[str, Any] = {"type": "string", "minLength": 1}
+        if spec.max_length is not None:
+            address["maxLength"] = spec.max_length
         if spec.address_pattern:
             address["pattern"] = spec.address_pattern
+        if spec.address_rules:
+            address["allOf"] = [
+                {"pattern": pattern, "errorMessage": meaning} for pattern, meaning in spec.address_rules
+            ]
         branches.append(
             {
                 "type": "object",

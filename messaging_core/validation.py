@@ -83,6 +83,9 @@ def _describe(error: _JsonSchemaError, root: str) -> list[ValidationIssue]:
         return [ValidationIssue(f"{path}.{name}", "is not a known field", IssueCodes.UNKNOWN_FIELD) for name in extras]
     if keyword == "type" and error.instance is None:
         return [ValidationIssue(path, "is required", IssueCodes.REQUIRED)]
+    if keyword == "pattern" and isinstance(error.schema, dict) and isinstance(error.schema.get("errorMessage"), str):
+        # A rule with its own wording (ajv-errors' keyword): EndpointSpec.address_rules.
+        return [ValidationIssue(path, error.schema["errorMessage"], IssueCodes.INVALID_FORMAT)]
     simple = _simple_message(keyword, expected, error.instance)
     if simple is not None:
         return [ValidationIssue(path, simple[0], simple[1])]
@@ -96,16 +99,19 @@ def _describe(error: _JsonSchemaError, root: str) -> list[ValidationIssue]:
 def _describe_branches(error: _JsonSchemaError, root: str, path: str) -> list[ValidationIssue]:
     """Explain an anyOf/oneOf failure by the branch the value meant to match.
 
-    Branches are told apart by a ``const`` discriminator (``"type": "text"``) or by being the
-    ``null`` alternative: a branch that fails on that is not the one meant (a nested anyOf about
-    the same value counts when all its branches are not meant). When exactly one branch is left,
-    its issues are the answer; when none is, the discriminator itself is wrong.
+    Branches are told apart by a ``const`` discriminator (``"type": "text"``), by being the ``null``
+    alternative, or else by the value's type (one string where a string or a list is allowed): a
+    branch that fails on that is not the one meant (a nested anyOf about the same value counts
+    when all its branches are not meant). When exactly one branch is left, its issues are the
+    answer; when none is, the discriminator itself is wrong.
     """
     if error.instance is None:
         return [ValidationIssue(path, "is required", IssueCodes.REQUIRED)]
     branches = _branches(error)
     depth = len(error.absolute_path)
     meant = {k: errs for k, errs in branches.items() if not _mismatched(errs, depth)}
+    if len(meant) > 1:  # then by the value's type: one string where a string or a list of them is allowed
+        meant = {k: errs for k, errs in meant.items() if not _mismatched(errs, depth, any_type=True)} or meant
     if len(meant) == 1:
         (errors,) = meant.values()
         return [issue for sub in errors for issue in _describe(sub, root)]
@@ -124,15 +130,15 @@ def _branches(error: _JsonSchemaError) -> dict[Any, list[_JsonSchemaError]]:
     return branches
 
 
-def _mismatched(errors: list[_JsonSchemaError], depth: int) -> bool:
+def _mismatched(errors: list[_JsonSchemaError], depth: int, any_type: bool = False) -> bool:
     """Whether a branch failed on what tells the branches of the value at ``depth`` apart."""
     for e in errors:
-        if e.validator == "type" and e.validator_value == "null" and len(e.absolute_path) == depth:
+        if e.validator == "type" and len(e.absolute_path) == depth and (any_type or e.validator_value == "null"):
             return True
         if e.validator == "const" and len(e.absolute_path) == depth + 1:
             return True
         nested = e.validator in ("anyOf", "oneOf") and len(e.absolute_path) == depth and e.context
-        if nested and all(_mismatched(errs, depth) for errs in _branches(e).values()):
+        if nested and all(_mismatched(errs, depth, any_type) for errs in _branches(e).values()):
             return True
     return False
 

@@ -94,8 +94,9 @@ def test_schema_show_prints_parameters_and_properties() -> None:
     assert "AccountSid" in result.stdout
     assert "AuthToken (secret)" in result.stdout
     assert "Message properties" in result.stdout
-    # SimpleSms removed these.
-    assert "StatusCallback" not in result.stdout
+    # SimpleSms removed these (a message may still name its own StatusCallback: a property).
+    assert "WebhookUrl" not in result.stdout
+    assert "MessagingServiceSid" not in result.stdout
     assert "RECEIVE_MESSAGES" not in result.stdout
 
 
@@ -421,9 +422,9 @@ def test_send_with_a_wrong_token_fails_with_the_error_code(tmp_path: Path, emu: 
 def test_send_of_an_invalid_message_lists_every_problem(config_file: Path, emu: ThreadedEmulator) -> None:
     result = invoke(
         "send", "--config", str(config_file), "--connector", "simple", "--from", SENDER, "--to", "12345",
-        "--media", "https://example.com/a.png",
+        "--text", "hi", "--property", "ValidityPeriod=0",
     )  # fmt: skip
-    assert_clean_failure(result, "$.receiver", "$.content")
+    assert_clean_failure(result, "$.receiver", "$.properties.ValidityPeriod")
     assert emu.create_requests() == 0
 
 
@@ -654,3 +655,8 @@ def test_plain_addresses_are_typed_from_their_form_or_the_schema() -> None:
     assert endpoint_of("alice", memory, "--to").type is EndpointType.ANY  # several types: any
     simple = TwilioChannelSchemas.SIMPLE_SMS  # phone only: a plain address is a phone number
     assert endpoint_of("15550001234", simple, "--to").type is EndpointType.PHONE
+    # A sender may also be a short code or an alphanumeric sender ID: the one whose rules fit.
+    assert endpoint_of("12345", simple, "--from").type is EndpointType.SHORT_CODE
+    assert endpoint_of("AcmeAlerts", simple, "--from").type is EndpointType.LABEL
+    assert endpoint_of("Acme Alerts!", simple, "--from").type is EndpointType.ANY  # fits none: validation says why
+    assert endpoint_of("12345", simple, "--to").type is EndpointType.PHONE  # nobody sends to a short code

@@ -29,12 +29,25 @@ json_values = st.recursive(
     max_leaves=8,
 )
 
-addresses = st.sampled_from(["+15551234567", "+1", "15551234567", "", "+0123", "+1555123456789012", "a@b.c"]) | st.text(
-    max_size=5
-)
+addresses = st.sampled_from(
+    [
+        "+15551234567",
+        "+1",
+        "15551234567",
+        "",
+        "+0123",
+        "+1555123456789012",
+        "a@b.c",
+        "AcmeAlerts",
+        "Acme Alerts!",
+        "12345",
+    ]
+) | st.text(max_size=5)
 endpoints = (
     st.none()
-    | st.fixed_dictionaries({"type": st.sampled_from(["phone", "email", "url", "label", "nope"]), "address": addresses})
+    | st.fixed_dictionaries(
+        {"type": st.sampled_from(["phone", "email", "url", "label", "short_code", "nope"]), "address": addresses}
+    )
     | json_values
 )
 texts = st.sampled_from(["hi", "", "x" * 1600, "x" * 1601, "é" * 70]) | st.text(max_size=8)

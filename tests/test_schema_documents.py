@@ -76,6 +76,7 @@ def _value_spec_fields() -> dict[str, Any]:
         "pattern": st.none() | st.sampled_from(["^[a-z]+$", r"^\+[0-9]{6,15}$"]),
         "format": st.none() | st.sampled_from(["email", "uri", "date-time"]),
         "repeated": st.booleans(),
+        "single_allowed": st.booleans(),
     }
 
 
@@ -97,6 +98,9 @@ endpoint_specs = st.lists(st.sampled_from(EndpointType), unique=True, max_size=4
                 st.booleans(),
                 st.booleans(),
                 st.none() | st.just(r"^\S+$"),
+                st.booleans(),
+                st.none() | st.integers(1, 20),
+                st.lists(st.tuples(st.sampled_from(["[A-Z]", "^[0-9]*$"]), st.just("must be so")), max_size=2),
             )
             for t in types_
         ]

@@ -119,6 +119,8 @@ def schema_show(ctx: click.Context, channel: str, variant: str | None, as_json: 
             )
             sensitive = " (secret)" if getattr(spec, "sensitive", False) else ""
             kind = spec.data_type.value + ("[]" if spec.repeated else "")
+            if spec.repeated and spec.single_allowed:
+                kind = f"{spec.data_type.value} | {kind}"
             table.add_row(
                 escape(spec.name + sensitive),
                 kind,

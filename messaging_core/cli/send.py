@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from messaging_core.cli._app import (
 )
 from messaging_core.connector import BatchProgress, ChannelConnector
 from messaging_core.message import Endpoint, EndpointType, MessageBatch, MessageBuilder
-from messaging_core.schema import Capability, ChannelSchema
+from messaging_core.schema import Capability, ChannelSchema, EndpointSpec
 
 
 @cli.command()
@@ -252,7 +253,9 @@ def endpoint_of(text: str, schema: ChannelSchema, option: str) -> Endpoint:
     """An address from the command line: ``type:address`` (``user_id:alice``), or a plain one inferred.
 
     A plain ``+…`` is a phone number, ``…@…`` an e-mail address, ``http(s)://…`` a URL; anything
-    else takes the one endpoint type the channel's schema has (``any`` when it has several).
+    else takes the one endpoint type of the channel's schema that can be used there (``--from``:
+    any that sends; otherwise not a sender-only one) and whose address rules it meets, or the one
+    such type there is (``any`` when that does not settle it: validation then names the types).
     """
     kind, colon, address = text.partition(":")
     if colon and kind in set(EndpointType) and not address.startswith("//"):
@@ -263,9 +266,21 @@ def endpoint_of(text: str, schema: ChannelSchema, option: str) -> Endpoint:
         return Endpoint(EndpointType.EMAIL, text)
     if text.startswith(("http://", "https://")):
         return Endpoint(EndpointType.URL, text)
-    types = {spec.type for spec in schema.endpoints}
+    if not schema.endpoints:
+        fail(f"{option} {text!r}: the channel declares no endpoint type; write it as TYPE:ADDRESS")
+    usable = [spec for spec in schema.endpoints if option == "--from" or not spec.sender_only]
+    fitting = [spec for spec in usable if spec.can_send and _fits(text, spec)]
+    if len(fitting) == 1:
+        return Endpoint(fitting[0].type, text)
+    types = {spec.type for spec in usable}
     if len(types) == 1:
         return Endpoint(types.pop(), text)
-    if not types:
-        fail(f"{option} {text!r}: the channel declares no endpoint type; write it as TYPE:ADDRESS")
     return Endpoint(EndpointType.ANY, text)
+
+
+def _fits(address: str, spec: EndpointSpec) -> bool:
+    """Whether ``address`` meets the address rules of ``spec`` (pattern, rules, length)."""
+    if spec.max_length is not None and len(address) > spec.max_length:
+        return False
+    patterns = [spec.address_pattern] if spec.address_pattern else []
+    return all(re.search(p, address) for p in [*patterns, *(rule for rule, _ in spec.address_rules)])

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from messaging_core import (
+    Capability,
     ConnectorErrorCodes,
     Endpoint,
     MediaContent,
@@ -136,7 +137,10 @@ async def test_all_problems_are_reported_at_once(emulator: TwilioEmulator) -> No
 async def test_media_on_a_text_only_variant_is_refused(emulator: TwilioEmulator) -> None:
     mms = MessageBuilder().with_sender(SENDER).with_receiver(RECEIVER).with_text_content("hi")
     mms.with_media_content("https://x.io/a.png", "image/png")
-    async with connector_for(emulator, TwilioChannelSchemas.SIMPLE_SMS) as sms:
+    text_only = TwilioChannelSchemas.SIMPLE_SMS.derive(
+        "Text-only SMS", remove_capabilities=Capability.MEDIA_ATTACHMENTS, remove_content_types=["media", "multipart"]
+    )
+    async with connector_for(emulator, text_only) as sms:
         result = await sms.send_message(mms.build())
     assert result.error_code == "MESSAGE_VALIDATION_FAILED"
     assert emulator.create_requests == 0

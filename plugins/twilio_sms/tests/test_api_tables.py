@@ -18,6 +18,7 @@ from messaging_core import (
     Capability,
     ChannelRegistry,
     ConnectionSettings,
+    ContentType,
     FailureOutcome,
     Message,
     MessageStatus,
@@ -25,6 +26,7 @@ from messaging_core import (
     ParameterSpec,
     TextContent,
 )
+from messaging_core.validation import validator_for
 from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, TwilioSettings, _api, map_status
 
 SID = "SM" + "a" * 32
@@ -150,16 +152,44 @@ def test_url_patterns_agree_with_the_emulator_on_generated_urls(
     assert _schema_accepts(url) == _emulator_accepts(url)
 
 
-def test_master_schema_message_properties() -> None:
-    kinds = {spec.name: (spec.data_type.value, spec.repeated) for spec in MASTER.properties}
-    assert kinds == {
-        "ValidityPeriod": ("integer", False),
-        "MaxPrice": ("number", False),
-        "ProvideCallback": ("boolean", False),
-        "AttemptLimits": ("integer", False),
-        "SmartEncoded": ("boolean", False),
-        "PersistentAction": ("string", True),
+_OUR_OWN_PROPERTIES = {"ProvideCallback", "AttemptLimits", "ExtraFields"}
+"""Properties that are not a create field of their own name (the seed's, and the escape hatch)."""
+
+
+def _create_fields(oai: dict[str, Any]) -> dict[str, Any]:
+    operation = oai["paths"]["/2010-04-01/Accounts/{AccountSid}/Messages.json"]["post"]
+    fields: dict[str, Any] = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"][
+        "properties"
+    ]
+    return {
+        name: oai["components"]["schemas"][f["$ref"].rsplit("/", 1)[1]] if "$ref" in f else f
+        for name, f in fields.items()
     }
+
+
+def test_create_fields_are_twilios(oai: dict[str, Any]) -> None:
+    assert set(_create_fields(oai)) == _api.CREATE_FIELDS
+    assert _api.MODELLED_FIELDS <= _api.CREATE_FIELDS
+
+
+def test_each_property_named_after_a_create_field_has_its_type(oai: dict[str, Any]) -> None:
+    """A property sent under its own name takes exactly what Twilio's field takes (type, values, pattern)."""
+    fields = _create_fields(oai)
+    checked = set()
+    for spec in MASTER.properties:
+        if spec.name in _OUR_OWN_PROPERTIES:
+            continue
+        field = fields[spec.name]
+        oai_type = field["items"]["type"] if field["type"] == "array" else field["type"]
+        assert (spec.data_type.value, spec.repeated) == (oai_type, field["type"] == "array"), spec.name
+        assert spec.allowed_values == (tuple(field["enum"]) if "enum" in field else None), spec.name
+        if "pattern" in field:
+            assert spec.pattern == field["pattern"], spec.name
+        checked.add(spec.name)
+    assert checked == {
+        "ValidityPeriod", "MaxPrice", "StatusCallback", "SmartEncoded", "PersistentAction", "ShortenUrls",
+        "SendAsMms", "RiskCheck", "ApplicationSid", "FallbackFrom", "ContentRetention", "AddressRetention",
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -183,19 +213,20 @@ def test_variants_by_name_are_restrictions_of_the_master(registry: ChannelRegist
     assert schema.logical_identity == "twilio/sms/1.0.0"
 
 
-def test_simple_sms_drops_receive_state_bulk_and_media() -> None:
+def test_simple_sms_removes_what_the_seed_says_and_keeps_media() -> None:
+    """The seed: SimpleSms removes three capabilities and three parameters; media and callbacks stay."""
     simple = TwilioChannelSchemas.SIMPLE_SMS
-    for dropped in (
-        Capability.RECEIVE_MESSAGES,
-        Capability.HANDLE_MESSAGE_STATE,
-        Capability.BULK_MESSAGING,
-        Capability.MEDIA_ATTACHMENTS,
-    ):
-        assert dropped not in simple.capabilities
-    assert Capability.SEND_MESSAGES | Capability.MESSAGE_STATUS_QUERY in simple.capabilities
+    assert MASTER.capabilities & ~simple.capabilities == (
+        Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE | Capability.BULK_MESSAGING
+    )
+    assert Capability.MEDIA_ATTACHMENTS in simple.capabilities
+    assert {ContentType.MEDIA, ContentType.MULTIPART} <= simple.content_types
     names = {p.name for p in simple.parameters}
-    assert not names & {"WebhookUrl", "StatusCallback", "MessagingServiceSid"}
-    assert {"AccountSid", "AuthToken", "ValidityPeriod"} <= names
+    # SubaccountSids (ours, not the seed's) only widens which webhooks are accepted: gone with receiving.
+    assert {p.name for p in MASTER.parameters} - names == {
+        "WebhookUrl", "StatusCallback", "MessagingServiceSid", "SubaccountSids"
+    }  # fmt: skip
+    assert {p.name for p in simple.properties} == {p.name for p in MASTER.properties}
     phone = simple.endpoint_spec("phone")
     assert phone is not None
     assert phone.required
@@ -478,43 +509,74 @@ def test_media_only_message_has_no_body(sms: Callable[..., Message]) -> None:
     assert "Body" not in dict(form)
 
 
-def test_messaging_service_wins_over_the_sender(sms: Callable[..., Message]) -> None:
-    form = dict(_api.build_message_form(sms(), attrs.evolve(SETTINGS, messaging_service_sid=SERVICE)))
+def test_a_messaging_service_and_an_explicit_sender_are_both_sent(sms: Callable[..., Message]) -> None:
+    """Twilio takes both (the From must be in the service's pool): a reply goes out from the number texted."""
+    settings = attrs.evolve(SETTINGS, messaging_service_sid=SERVICE)
+    form = dict(_api.build_message_form(sms(), settings))
     assert form["MessagingServiceSid"] == SERVICE
-    assert "From" not in form
+    assert form["From"] == sms().sender.address
+    alone = dict(_api.build_message_form(sms(sender=None), settings))
+    assert alone["MessagingServiceSid"] == SERVICE
+    assert "From" not in alone  # the service picks a sender from its pool
 
 
 def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
     settings = attrs.evolve(SETTINGS, status_callback="https://hooks.example.com/status?a=1")
     message = sms(
         ValidityPeriod=60,
-        MaxPrice=0.25,
+        MaxPrice=0.00001,
         ProvideCallback=True,
+        StatusCallback="https://other.example.com/cb",
         AttemptLimits=3,
         SmartEncoded=True,
         PersistentAction=["geo:37.78,-122.39", "mailto:a@example.com"],
+        ShortenUrls=True,
+        SendAsMms=False,
+        RiskCheck="disable",
+        ApplicationSid="AP" + "a" * 32,
+        FallbackFrom="+14155550111",
+        ContentRetention="discard",
+        AddressRetention="obfuscate",
+        ExtraFields=["TrafficType=free", "ProvideFeedback=true"],
     )
     form = _api.build_message_form(message, settings)
     single = dict(form)
     assert single["ValidityPeriod"] == "60"  # the property overrides the setting
-    assert single["MaxPrice"] == "0.25"
-    assert single["Attempt"] == "3"
+    assert single["MaxPrice"] == "0.00001"  # decimal digits, never 1e-05
+    assert "Attempt" not in single  # the connector adds it per request
     assert "AttemptLimits" not in single
     assert single["SmartEncoded"] == "true"
     assert [v for k, v in form if k == "PersistentAction"] == ["geo:37.78,-122.39", "mailto:a@example.com"]
-    assert single["StatusCallback"] == f"https://hooks.example.com/status?a=1&MessageId={message.id}"
+    # The message's own callback URL wins over the setting's.
+    assert single["StatusCallback"] == f"https://other.example.com/cb?MessageId={message.id}"
     assert "ProvideCallback" not in single
-    # Every schema property left a trace in the form.
-    mapped = {"ValidityPeriod", "MaxPrice", "StatusCallback", "Attempt", "SmartEncoded", "PersistentAction"}
-    assert {spec.name for spec in MASTER.properties} == {
-        "ValidityPeriod",
-        "MaxPrice",
-        "ProvideCallback",
-        "AttemptLimits",
-        "SmartEncoded",
-        "PersistentAction",
-    }
-    assert mapped <= set(single)
+    assert (single["ShortenUrls"], single["SendAsMms"], single["RiskCheck"]) == ("true", "false", "disable")
+    assert single["ApplicationSid"] == "AP" + "a" * 32
+    assert single["FallbackFrom"] == "+14155550111"
+    assert (single["ContentRetention"], single["AddressRetention"]) == ("discard", "obfuscate")
+    assert (single["TrafficType"], single["ProvideFeedback"]) == ("free", "true")
+    # Every schema property left a trace in the form, except the connector's own AttemptLimits.
+    traced = {"ProvideCallback": "StatusCallback", "ExtraFields": "TrafficType"}
+    for spec in MASTER.properties:
+        if spec.name != "AttemptLimits":
+            assert traced.get(spec.name, spec.name) in single, spec.name
+
+
+def test_persistent_action_takes_one_string_or_a_list(sms: Callable[..., Message]) -> None:
+    one = _api.build_message_form(sms(PersistentAction="geo:1,2"), SETTINGS)
+    assert [v for k, v in one if k == "PersistentAction"] == ["geo:1,2"]
+    validator = validator_for(MASTER.properties_json_schema())
+    assert validator.issues({"PersistentAction": "geo:1,2"}) == []
+    assert validator.issues({"PersistentAction": ["geo:1,2", "geo:3,4"]}) == []
+    assert [i.code for i in validator.issues({"PersistentAction": 5})] != []
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.00001, "0.00001"), (0.25, "0.25"), (3, "3"), (2.0, "2"), (1e-7, "0.0000001"), (12345.678, "12345.678")],
+)
+def test_numbers_are_sent_as_plain_decimals(value: float, text: str) -> None:
+    assert _api.decimal_text(value) == text
 
 
 def test_provide_callback_false_sends_no_status_callback(sms: Callable[..., Message]) -> None:

@@ -485,3 +485,40 @@ async def test_backoff_honours_retry_after(
     assert len(backoff_sleeps) == 1
     assert backoff_sleeps[0] == pytest.approx(expected, abs=2)
     assert _calls(mock_http) == 2
+
+
+async def test_attempt_limits_bounds_the_requests_and_each_carries_its_attempt_number(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, backoff_sleeps: list[float]
+) -> None:
+    """AttemptLimits is the seed's "maximum delivery attempts": Twilio's Attempt counts them, this one included."""
+    emulator.auto_advance = False
+    connector = await make_connector(MaxRetries=0)  # AttemptLimits wins over MaxRetries for its message
+    emulator.inject("429", count=2)
+    sent = await connector.send_message(sms(AttemptLimits=3))
+    assert sent.is_success, sent.error
+    assert emulator.create_requests == 3
+    (stored,) = emulator.messages.values()
+    assert stored.params["Attempt"] == "3"
+    emulator.inject("429", count=5)
+    refused = await connector.send_message(sms(AttemptLimits=2))
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.retryable) == (TwilioErrorCodes.RATE_LIMITED, True)
+    assert emulator.create_requests == 5  # two more, then it gave up
+    emulator.inject("429", count=1)
+    once = await connector.send_message(sms(AttemptLimits=1))
+    assert once.error is not None
+    assert emulator.create_requests == 6
+
+
+async def test_a_retry_without_attempt_limits_still_says_which_attempt_it_is(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, backoff_sleeps: list[float]
+) -> None:
+    emulator.auto_advance = False
+    connector = await make_connector(MaxRetries=2)
+    first = await connector.send_message(sms())
+    assert first.is_success, first.error
+    assert "Attempt" not in emulator.messages[first.value.remote_message_id].params  # type: ignore[union-attr]
+    emulator.inject("429", count=1)
+    second = await connector.send_message(sms())
+    assert second.is_success, second.error
+    assert emulator.messages[second.value.remote_message_id].params["Attempt"] == "2"  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from messaging_core import (
     ConnectorErrorCodes,
     ConnectorState,
     Endpoint,
+    EndpointType,
     FailureOutcome,
     Message,
     MessageStatus,
@@ -179,21 +180,83 @@ async def test_every_property_reaches_the_api(emulator: TwilioEmulator, make_con
     emulator.auto_advance = False  # no callbacks to that made-up host
     message = sms(
         ValidityPeriod=600,
-        MaxPrice=0.75,
+        MaxPrice=0.00075,
         ProvideCallback=True,
         AttemptLimits=4,
         SmartEncoded=True,
         PersistentAction=["geo:37.787890,-122.391664|375 Beale St", "mailto:help@example.com"],
+        ShortenUrls=True,
+        SendAsMms=True,
+        RiskCheck="disable",
+        ApplicationSid="AP" + "b" * 32,
+        FallbackFrom="+14155550123",
+        ContentRetention="discard",
+        AddressRetention="obfuscate",
+        ExtraFields="TrafficType=free",
     )
     sent = _ok(await connector.send_message(message))
     params = emulator.messages[sent.remote_message_id].params
     assert params["ValidityPeriod"] == "600"
-    assert params["MaxPrice"] == "0.75"
-    assert params["Attempt"] == "4"
+    assert params["MaxPrice"] == "0.00075"
+    assert params["Attempt"] == "1"  # Twilio's meaning: attempts so far, this one included
     assert params["SmartEncoded"] == "true"
     assert params["PersistentAction"] == ["geo:37.787890,-122.391664|375 Beale St", "mailto:help@example.com"]
     assert params["StatusCallback"] == f"https://hooks.example.com/twilio/status?tenant=7&MessageId={message.id}"
-    assert not {"AttemptLimits", "ProvideCallback"} & set(params)
+    assert (params["ShortenUrls"], params["SendAsMms"], params["RiskCheck"]) == ("true", "true", "disable")
+    assert (params["ApplicationSid"], params["FallbackFrom"]) == ("AP" + "b" * 32, "+14155550123")
+    assert (params["ContentRetention"], params["AddressRetention"], params["TrafficType"]) == (
+        "discard",
+        "obfuscate",
+        "free",
+    )
+    assert not {"AttemptLimits", "ProvideCallback", "ExtraFields"} & set(params)
+
+
+async def test_a_message_may_name_its_own_status_callback(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms
+) -> None:
+    """Also on SimpleSms, which has no StatusCallback setting: ProvideCallback then needs the property."""
+    emulator.auto_advance = False
+    connector = await make_connector(TwilioChannelSchemas.SIMPLE_SMS)
+    message = sms(ProvideCallback=True, StatusCallback="https://hooks.example.com/mine")
+    sent = _ok(await connector.send_message(message))
+    params = emulator.messages[sent.remote_message_id].params
+    assert params["StatusCallback"] == f"https://hooks.example.com/mine?MessageId={message.id}"
+    refused = await connector.send_message(sms(ProvideCallback=True))
+    assert refused.error is not None
+    assert [(i.path, i.code) for i in refused.error.issues] == [("$.properties.ProvideCallback", "REQUIRED")]
+    assert "StatusCallback property or setting" in refused.error.issues[0].message
+    assert emulator.create_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "code"),
+    [
+        ("Body=hi", "$.properties.ExtraFields", "NOT_ALLOWED"),
+        (["TrafficType=free", "Nope=1"], "$.properties.ExtraFields[1]", "UNKNOWN_FIELD"),
+        ("lowercase=1", "$.properties.ExtraFields", "INVALID_FORMAT"),
+    ],
+)
+async def test_extra_fields_take_only_create_fields_the_plugin_does_not_model(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, extra: Any, path: str, code: str
+) -> None:
+    connector = await make_connector()
+    result = await connector.send_message(sms(ExtraFields=extra))
+    assert result.error is not None
+    assert [(i.path, i.code) for i in result.error.issues] == [(path, code)]
+    assert emulator.create_requests == 0
+
+
+async def test_max_price_is_sent_with_one_warning_that_it_is_obsolete(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, caplog: pytest.LogCaptureFixture
+) -> None:
+    connector = await make_connector()
+    with caplog.at_level("WARNING", logger="messaging_twilio_sms.connector"):
+        for _ in range(3):
+            _ok(await connector.send_message(sms(MaxPrice=0.5)))
+    warnings = [r for r in caplog.records if "MaxPrice is obsolete" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(emulator.messages) == 3
 
 
 async def test_provide_callback_false_sends_no_status_callback(
@@ -224,7 +287,13 @@ async def test_settings_supply_defaults_for_validity_and_price(
         {"ValidityPeriod": "600"},
         {"AttemptLimits": 0},
         {"SmartEncoded": "yes"},
-        {"PersistentAction": "geo:1,2"},
+        {"PersistentAction": 7},
+        {"PersistentAction": [""]},
+        {"RiskCheck": "off"},
+        {"ApplicationSid": "AP123"},
+        {"FallbackFrom": "4155550100"},
+        {"ContentRetention": "keep"},
+        {"StatusCallback": "https://bad_host.example.com/s"},
         {"MaxPrice": -1},
         {"Unknown": 1},
     ],
@@ -266,11 +335,72 @@ async def test_receiver_must_be_a_phone(emulator: TwilioEmulator, make_connector
     assert emulator.create_requests == 0
 
 
-@pytest.mark.parametrize("sender", ["15005550006", "+05005550006", "Acme Corp", "+1500555000612345678"])
-async def test_sender_must_be_e164(emulator: TwilioEmulator, make_connector: Maker, sms: Sms, sender: str) -> None:
+@pytest.mark.parametrize("sender", ["15005550006", "+05005550006", "+1500555000612345678", "+1 415"])
+async def test_a_phone_sender_must_be_e164(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, sender: str
+) -> None:
     connector = await make_connector()
     result = await connector.send_message(sms(sender=sender))
     assert result.error_code == ConnectorErrorCodes.INVALID_SENDER
+    assert emulator.create_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("sender", "messages"),
+    [
+        ("Acme Alerts!", ["may hold only letters A-Z and a-z, digits, spaces and + - & _ (an alphanumeric sender ID)",
+                          "must have at most 11 characters"]),
+        ("Acme!", ["may hold only letters A-Z and a-z, digits, spaces and + - & _ (an alphanumeric sender ID)"]),
+        ("AcmeAlertsXY", ["must have at most 11 characters"]),
+        ("123456", ["must contain at least one letter (an alphanumeric sender ID of digits only is refused)"]),
+    ],
+)  # fmt: skip
+async def test_an_alphanumeric_sender_breaking_a_rule_is_told_which(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, sender: str, messages: list[str]
+) -> None:
+    connector = await make_connector()
+    result = await connector.send_message(attrs.evolve(sms(), sender=Endpoint(EndpointType.LABEL, sender)))
+    assert result.error_code == ConnectorErrorCodes.INVALID_SENDER
+    assert result.error is not None
+    assert sorted(i.message for i in result.error.issues) == sorted(messages)
+    assert {i.path for i in result.error.issues} == {"$.sender.address"}
+    assert emulator.create_requests == 0
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [Endpoint(EndpointType.LABEL, "AcmeAlerts"), Endpoint(EndpointType.LABEL, "Acme & Co_1"),
+     Endpoint(EndpointType.SHORT_CODE, "12345"), Endpoint(EndpointType.SHORT_CODE, "898211")],
+    ids=str,
+)  # fmt: skip
+async def test_alphanumeric_and_short_code_senders_are_sent_as_from(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, sender: Endpoint
+) -> None:
+    connector = await make_connector()
+    sent = _ok(await connector.send_message(attrs.evolve(sms(), sender=sender)))
+    assert emulator.messages[sent.remote_message_id].params["From"] == sender.address
+
+
+@pytest.mark.parametrize(
+    "receiver", [Endpoint(EndpointType.LABEL, "AcmeAlerts"), Endpoint(EndpointType.SHORT_CODE, "12345")], ids=str
+)
+async def test_nobody_sends_to_an_alphanumeric_sender_or_a_short_code(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, receiver: Endpoint
+) -> None:
+    connector = await make_connector()
+    result = await connector.send_message(attrs.evolve(sms(), receiver=receiver))
+    assert result.error_code == ConnectorErrorCodes.INVALID_RECIPIENT
+    assert emulator.create_requests == 0
+
+
+@pytest.mark.parametrize("bad", ["12a45", "12", "123456789"])
+async def test_a_short_code_is_3_to_8_digits(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, bad: str
+) -> None:
+    connector = await make_connector()
+    result = await connector.send_message(attrs.evolve(sms(), sender=Endpoint(EndpointType.SHORT_CODE, bad)))
+    assert result.error is not None
+    assert [i.message for i in result.error.issues] == ["must be 3 to 8 digits (a short code)"]
     assert emulator.create_requests == 0
 
 
@@ -284,14 +414,14 @@ async def test_sender_is_required_without_a_messaging_service(
 
 
 @pytest.mark.parametrize("sender", [None, "+15005550006"])
-async def test_messaging_service_wins_over_the_sender(
+async def test_a_messaging_service_sends_the_sender_too_when_one_is_named(
     emulator: TwilioEmulator, make_connector: Maker, sms: Sms, sender: str | None
 ) -> None:
     connector = await make_connector(MessagingServiceSid=SERVICE)
     sent = _ok(await connector.send_message(sms(sender=sender)))
     params = emulator.messages[sent.remote_message_id].params
     assert params["MessagingServiceSid"] == SERVICE
-    assert "From" not in params
+    assert params.get("From") == sender  # none: the service picks a number from its pool
     assert sent.status is MessageStatus.QUEUED  # Twilio's "accepted"
     assert sent.additional_data["raw_status"] == "accepted"
     assert sent.additional_data["messaging_service_sid"] == SERVICE
@@ -344,16 +474,15 @@ async def test_non_http_media_url_fails(emulator: TwilioEmulator, make_connector
 # -- variants -----------------------------------------------------------------------------------------------
 
 
-async def test_simple_sms_refuses_media_and_needs_a_sender(
+async def test_simple_sms_sends_mms_and_needs_a_sender(
     emulator: TwilioEmulator, make_connector: Maker, sms: Sms
 ) -> None:
     connector = await make_connector(TwilioChannelSchemas.SIMPLE_SMS)
-    with_media = await connector.send_message(sms(media=["https://cdn.example.com/a.png"]))
-    assert with_media.error_code == ConnectorErrorCodes.MESSAGE_VALIDATION_FAILED
     no_sender = await connector.send_message(sms(sender=None))
     assert no_sender.error_code == ConnectorErrorCodes.INVALID_SENDER
     assert emulator.create_requests == 0
-    _ok(await connector.send_message(sms()))
+    sent = _ok(await connector.send_message(sms(text="Look", media=["https://cdn.example.com/a.png"])))
+    assert emulator.messages[sent.remote_message_id].params["MediaUrl"] == ["https://cdn.example.com/a.png"]
     assert len(emulator.messages) == 1
 
 

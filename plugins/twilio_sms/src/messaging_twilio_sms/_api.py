@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunsplit
@@ -21,10 +22,13 @@ from messaging_twilio_sms.segments import count_segments
 from messaging_twilio_sms.settings import TwilioSettings
 
 __all__ = [
+    "CREATE_FIELDS",
+    "MODELLED_FIELDS",
     "STATUS_TABLE",
     "TwilioErrorCodes",
     "account_path",
     "build_message_form",
+    "decimal_text",
     "encode_form",
     "error_from_response",
     "is_message_sid",
@@ -209,12 +213,40 @@ def _bool(value: Any) -> str:
     return "true" if value else "false"
 
 
+CREATE_FIELDS = frozenset(
+    {
+        "To", "From", "MessagingServiceSid", "Body", "MediaUrl", "ContentSid", "ContentVariables",
+        "StatusCallback", "ApplicationSid", "MaxPrice", "ProvideFeedback", "Attempt", "ValidityPeriod",
+        "ForceDelivery", "ContentRetention", "AddressRetention", "SmartEncoded", "PersistentAction",
+        "TrafficType", "ShortenUrls", "ScheduleType", "SendAt", "SendAsMms", "RiskCheck", "FallbackFrom",
+    }
+)  # fmt: skip
+"""Every field of Twilio's ``CreateMessage`` (a test compares it with the OpenAPI description)."""
+
+_PASSED_AS_IS: tuple[str, ...] = ("ShortenUrls", "SendAsMms", "RiskCheck", "ApplicationSid", "FallbackFrom")
+_PASSED_AS_IS += ("ContentRetention", "AddressRetention")
+"""Properties sent under their own name, booleans as ``true``/``false``, in this order."""
+
+MODELLED_FIELDS = frozenset({"To", "From", "MessagingServiceSid", "Body", "MediaUrl", "StatusCallback", "Attempt"})
+MODELLED_FIELDS |= {"ValidityPeriod", "MaxPrice", "SmartEncoded", "PersistentAction", *_PASSED_AS_IS}
+"""Create fields set from the message, its properties or the settings: ``ExtraFields`` may not name them."""
+
+
+def extra_fields(values: Any) -> list[tuple[str, str]]:
+    """``ExtraFields`` (``Name=value`` strings, or one) as form pairs."""
+    items = [values] if isinstance(values, str) else list(values or ())
+    return [(name, value) for name, _, value in (item.partition("=") for item in items)]
+
+
 def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple[str, str]]:
     """The form fields of ``CreateMessage`` for a validated message, in a stable order.
 
-    List parameters (``MediaUrl``, ``PersistentAction``) become repeated keys. Every message
-    property is mapped: ``AttemptLimits`` → ``Attempt``; ``ProvideCallback`` true →
-    ``StatusCallback`` from the settings (with our message id in its query), false → none.
+    With a Messaging Service, ``From`` is sent too when the message names a sender (it must be in
+    the service's sender pool); without one, Twilio picks a sender from the pool. List values
+    (``MediaUrl``, ``PersistentAction``) become repeated keys. Every message property is mapped:
+    ``ProvideCallback`` true (the default) → ``StatusCallback`` (the message's own or the
+    setting's, with our message id in its query), false → none; ``AttemptLimits`` is the
+    connector's (it sends ``Attempt`` per request, not here); ``ExtraFields`` are sent as given.
     """
     props = message.properties
     form: list[tuple[str, str]] = []
@@ -222,30 +254,33 @@ def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple
     form.append(("To", message.receiver.address))
     service = settings.messaging_service_sid
     if service:
-        form.append(("MessagingServiceSid", service))  # wins over From: Twilio picks from the pool
-    elif message.sender is not None:
+        form.append(("MessagingServiceSid", service))
+    if message.sender is not None:
         form.append(("From", message.sender.address))
     body = message_body(message)
     if body is not None:
         form.append(("Body", body))
     for media in message.media():
         form.append(("MediaUrl", media.url))
-    callback = settings.status_callback
-    wants_callback = props.get("ProvideCallback", True)
-    if callback and wants_callback:
+    callback = props.get("StatusCallback") or settings.status_callback
+    if callback and props.get("ProvideCallback", True):
         form.append(("StatusCallback", with_message_id(callback, message.id)))
     validity = props.get("ValidityPeriod", settings.validity_period)
     if validity is not None:
         form.append(("ValidityPeriod", str(int(validity))))
     max_price = props.get("MaxPrice", settings.max_price)
     if max_price is not None:
-        form.append(("MaxPrice", _number(max_price)))
-    if "AttemptLimits" in props:
-        form.append(("Attempt", str(int(props["AttemptLimits"]))))
+        form.append(("MaxPrice", decimal_text(max_price)))
     if "SmartEncoded" in props:
         form.append(("SmartEncoded", _bool(props["SmartEncoded"])))
-    for action in props.get("PersistentAction", ()):
+    actions = props.get("PersistentAction", ())
+    for action in [actions] if isinstance(actions, str) else actions:
         form.append(("PersistentAction", str(action)))
+    for name in _PASSED_AS_IS:
+        if name in props:
+            value = props[name]
+            form.append((name, _bool(value) if isinstance(value, bool) else str(value)))
+    form += extra_fields(props.get("ExtraFields"))
     return form
 
 
@@ -263,8 +298,11 @@ def _quote_value(value: str) -> str:
     return quote_from_bytes(value.encode("utf-8"), " ").replace(" ", "+")
 
 
-def _number(value: Any) -> str:
-    return str(int(value)) if isinstance(value, int) or float(value).is_integer() else repr(float(value))
+def decimal_text(value: Any) -> str:
+    """A number as Twilio reads it: plain decimal digits, never an exponent (``1e-05`` → ``0.00001``)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return format(Decimal(repr(float(value))), "f")
 
 
 # -- responses --------------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class TwilioSmsConnector(ChannelConnector):
         self._max_retries = 0
         self._show_numbers = False
         self._counters = {"sent": 0, "failed": 0, "retries": 0}
+        self._max_price_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class TwilioSmsConnector(ChannelConnector):
                 self.name,
             )
         self._accounts = frozenset([settings.account_sid, *settings.subaccount_sids])
+        if settings.max_price is not None:
+            self._warn_max_price()
         self._max_retries = settings.max_retries
         self._show_numbers = settings.log_phone_numbers
         concurrency = settings.max_concurrency
@@ -216,8 +219,31 @@ class TwilioSmsConnector(ChannelConnector):
     def _validate(self, message: Message) -> list[ValidationIssue]:
         """Twilio's rules that depend on the settings or span parts (the schema's checks passed)."""
         issues: list[ValidationIssue] = []
-        if message.sender is None and not self.twilio_settings.messaging_service_sid:
+        settings = self.twilio_settings
+        props = message.properties
+        if message.sender is None and not settings.messaging_service_sid:
             issues.append(ValidationIssue("$.sender", "is required (or set MessagingServiceSid)", IssueCodes.REQUIRED))
+        if props.get("ProvideCallback") is True and not (props.get("StatusCallback") or settings.status_callback):
+            issues.append(
+                ValidationIssue(
+                    "$.properties.ProvideCallback",
+                    "is true but there is no status callback URL: set the StatusCallback property or setting",
+                    IssueCodes.REQUIRED,
+                )
+            )
+        extras = props.get("ExtraFields")
+        for index, (name, _) in enumerate(_api.extra_fields(extras)):
+            path = "$.properties.ExtraFields" + ("" if isinstance(extras, str) else f"[{index}]")
+            if name in _api.MODELLED_FIELDS:
+                issues.append(
+                    ValidationIssue(
+                        path, f"{name} is set by the connector (use its property or setting)", "NOT_ALLOWED"
+                    )
+                )
+            elif name not in _api.CREATE_FIELDS:
+                issues.append(
+                    ValidationIssue(path, f"{name} is not a field of Twilio's Create Message", IssueCodes.UNKNOWN_FIELD)
+                )
         limit = self.schema.max_text_length
         text = _api.message_body(message)
         if limit is not None and text is not None and _api.utf16_length(text) > limit:
@@ -234,7 +260,11 @@ class TwilioSmsConnector(ChannelConnector):
 
     async def _send_message(self, message: Message) -> ConnectorResult[SendResult]:
         form = _api.build_message_form(message, self.twilio_settings)
-        body = _api.encode_form(form)
+        encoded = _api.encode_form(form)
+        limit = message.properties.get("AttemptLimits")
+        tries = int(limit) if limit is not None else self._max_retries + 1
+        if "MaxPrice" in message.properties:
+            self._warn_max_price()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "POST %s to=%s fields=%s",
@@ -244,13 +274,16 @@ class TwilioSmsConnector(ChannelConnector):
             )
         attempt = 0
         while True:
+            # Twilio's Attempt is "total attempts made, including this request": sent on every
+            # request when AttemptLimits is set, and on every retry.
+            body = encoded + b"&Attempt=%d" % (attempt + 1) if limit is not None or attempt else encoded
             try:
                 answer = await self._request("POST", self._messages_url, body)
             except _DeadlinePassed:
                 return not_attempted("the claim's deadline passed before the request was written")
             except aiohttp.ClientConnectorError as err:
                 # The connection was never made: nothing reached Twilio, retrying cannot duplicate.
-                if attempt < self._max_retries:
+                if attempt + 1 < tries:
                     attempt += 1
                     await self._backoff(attempt, None)
                     continue
@@ -276,11 +309,18 @@ class TwilioSmsConnector(ChannelConnector):
                 # Any 2xx means Twilio (or whatever answered for it) took the request.
                 return self._accepted(message, answer)
             error = _api.error_from_response(answer.status, answer.body)
-            if error.retryable and attempt < self._max_retries:
+            if error.retryable and attempt + 1 < tries:
                 attempt += 1
                 await self._backoff(attempt, answer.retry_after)
                 continue
             return self._failed(error)
+
+    def _warn_max_price(self) -> None:
+        if not self._max_price_warned:
+            self._max_price_warned = True
+            log.warning(
+                "connector %s: MaxPrice is obsolete at Twilio (no effect since 2024-06-03); it is still sent", self.name
+            )
 
     def preview_message(self, message: Message) -> dict[str, Any]:
         """The ``CreateMessage`` request this message becomes, with its encoding and segment count."""

@@ -21,6 +21,19 @@ __all__ = ["E164_PATTERN", "TwilioChannelSchemas"]
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 """E.164: a plus, a country code that does not start with 0, at most 15 digits."""
 
+SHORT_CODE_PATTERN = r"^[0-9]{3,8}$"
+"""A short code: digits only (5 or 6 in the US and Canada; other countries use other lengths)."""
+
+ALPHANUMERIC_SENDER_RULES = (
+    (
+        r"^[A-Za-z0-9 +&_-]*$",
+        "may hold only letters A-Z and a-z, digits, spaces and + - & _ (an alphanumeric sender ID)",
+    ),
+    (r"[A-Za-z]", "must contain at least one letter (an alphanumeric sender ID of digits only is refused)"),
+)
+"""Twilio's rules for an alphanumeric sender ID (with at most 11 characters), each its own issue."""
+ALPHANUMERIC_SENDER_LENGTH = 11
+
 ACCOUNT_SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
 MESSAGING_SERVICE_SID_PATTERN = r"^MG[0-9a-fA-F]{32}$"
 API_KEY_SID_PATTERN = r"^SK[0-9a-fA-F]{32}$"
@@ -174,19 +187,97 @@ _TWILIO_SMS = ChannelSchema(
         PropertySpec(
             "ValidityPeriod", "integer", minimum=1, maximum=36000, description="Overrides the connection setting."
         ),
-        PropertySpec("MaxPrice", "number", minimum=0, description="Obsolete at Twilio; sent as MaxPrice."),
         PropertySpec(
-            "ProvideCallback", "boolean", description="true: ask for status callbacks (StatusCallback); false: none."
+            "MaxPrice",
+            "number",
+            minimum=0,
+            description="Obsolete at Twilio since 2024-06-03 (no effect); still sent as MaxPrice, with a warning.",
         ),
-        PropertySpec("AttemptLimits", "integer", minimum=1, maximum=100, description="Sent as Attempt."),
+        PropertySpec(
+            "ProvideCallback",
+            "boolean",
+            description="true: ask for status callbacks (needs a StatusCallback URL, the property or the setting); "
+            "false: none, even with a StatusCallback setting.",
+        ),
+        PropertySpec(
+            "StatusCallback",
+            pattern=STATUS_CALLBACK_PATTERN,
+            max_length=4000,
+            description="This message's status callback URL (overrides the setting); our id is added to its query.",
+        ),
+        PropertySpec(
+            "AttemptLimits",
+            "integer",
+            minimum=1,
+            maximum=100,
+            description="Most requests the connector makes for this message when Twilio answers a retryable refusal "
+            "(429/20429, connection refused); each request carries Twilio's Attempt (1, 2, ...).",
+        ),
         PropertySpec("SmartEncoded", "boolean", description="Replace Unicode look-alikes with GSM-7 characters."),
         PropertySpec(
-            "PersistentAction", repeated=True, description="Rich actions (repeated), e.g. WhatsApp locations."
+            "PersistentAction",
+            repeated=True,
+            single_allowed=True,
+            min_length=1,
+            description="Rich actions for non-SMS channels (e.g. a WhatsApp location): one string or a list.",
+        ),
+        PropertySpec(
+            "ShortenUrls",
+            "boolean",
+            description="Shorten links in the body (Messaging Service with Link Shortening; sent as ShortenUrls).",
+        ),
+        PropertySpec("SendAsMms", "boolean", description="Deliver as one MMS even without media (sent as SendAsMms)."),
+        PropertySpec(
+            "RiskCheck",
+            allowed_values=("enable", "disable"),
+            description="`disable` skips Twilio's risk check for this message (sent as RiskCheck).",
+        ),
+        PropertySpec(
+            "ApplicationSid",
+            pattern=r"^AP[0-9a-fA-F]{32}$",
+            description="TwiML Application (AP...) whose status callback URL receives this message's statuses.",
+        ),
+        PropertySpec(
+            "FallbackFrom",
+            pattern=E164_PATTERN,
+            description="SMS sender used when an RCS recipient cannot be reached (E.164; Messaging Service only).",
+        ),
+        PropertySpec(
+            "ContentRetention",
+            allowed_values=("retain", "discard"),
+            description="Whether Twilio may keep the message content (privacy settings).",
+        ),
+        PropertySpec(
+            "AddressRetention",
+            allowed_values=("retain", "obfuscate"),
+            description="Whether Twilio may keep the addresses or must obfuscate them (privacy settings).",
+        ),
+        PropertySpec(
+            "ExtraFields",
+            repeated=True,
+            single_allowed=True,
+            pattern=r"^[A-Z][A-Za-z]*=",
+            description="Escape hatch: `Name=value` create fields this plugin does not model (e.g. "
+            "`TrafficType=free`), sent as given; a field the plugin models is refused here.",
         ),
     ],
     content_types=[ContentType.TEXT, ContentType.MEDIA, ContentType.MULTIPART],
     endpoints=[
         EndpointSpec(EndpointType.PHONE, can_send=True, can_receive=True, address_pattern=E164_PATTERN),
+        # A short code sends and receives (people text it), but Twilio sends to phone numbers only.
+        EndpointSpec(
+            EndpointType.SHORT_CODE,
+            sender_only=True,
+            address_rules=((SHORT_CODE_PATTERN, "must be 3 to 8 digits (a short code)"),),
+        ),
+        # An alphanumeric sender ID ("AcmeAlerts") only sends: nobody can text or reply to it.
+        EndpointSpec(
+            EndpointType.LABEL,
+            can_receive=False,
+            sender_only=True,
+            max_length=ALPHANUMERIC_SENDER_LENGTH,
+            address_rules=ALPHANUMERIC_SENDER_RULES,
+        ),
         EndpointSpec(EndpointType.URL, can_send=False, can_receive=True),
     ],
     auth_types=("basic",),
@@ -203,17 +294,17 @@ class TwilioChannelSchemas:
 
     SIMPLE_SMS = _TWILIO_SMS.derive(
         "Twilio Simple SMS",
-        remove_capabilities=Capability.RECEIVE_MESSAGES
-        | Capability.HANDLE_MESSAGE_STATE
-        | Capability.BULK_MESSAGING
-        | Capability.MEDIA_ATTACHMENTS,
+        remove_capabilities=Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE | Capability.BULK_MESSAGING,
+        # SubaccountSids only widens which webhooks are accepted: without receiving, it means nothing.
         remove_parameters=["WebhookUrl", "StatusCallback", "MessagingServiceSid", "SubaccountSids"],
-        remove_properties=["ProvideCallback"],
-        remove_content_types=[ContentType.MEDIA, ContentType.MULTIPART],
         remove_endpoints=[EndpointType.URL],
         update_endpoints={EndpointType.PHONE: {"required": True}},
     )
-    """Send-only text SMS from a phone number."""
+    """Send-only SMS and MMS from a sender of its own (no Messaging Service, no webhooks handled here).
+
+    A message may still ask for status callbacks with its own ``StatusCallback`` property; they
+    are then handled by whatever serves that URL.
+    """
 
     NOTIFICATION_SMS = _TWILIO_SMS.derive(
         "Twilio Notification SMS",
