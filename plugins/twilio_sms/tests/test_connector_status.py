@@ -10,8 +10,14 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from messaging_core import Message, MessageStatus, StatusUpdate
-from messaging_twilio_sms import STATUS_TABLE, TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
+from messaging_core import Failure, Message, MessageStatus, StatusUpdate
+from messaging_twilio_sms import (
+    DELIVERY_ERRORS,
+    STATUS_TABLE,
+    TwilioChannelSchemas,
+    TwilioErrorCodes,
+    TwilioSmsConnector,
+)
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 Maker = Callable[..., Awaitable[TwilioSmsConnector]]
@@ -70,9 +76,18 @@ async def test_every_twilio_status_is_mapped_and_kept(
     assert abs(update.timestamp.timestamp() - stored.date_updated) < 1
 
 
-@pytest.mark.parametrize(("raw", "error_code"), [("undelivered", 30003), ("failed", 30008), ("failed", 30007)])
-async def test_failures_carry_the_error_code(
-    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, raw: str, error_code: int
+@pytest.mark.parametrize(
+    ("raw", "error_code", "reason", "permanent"),
+    [
+        ("undelivered", 30003, "unreachable_handset", False),
+        ("failed", 30008, "unknown_error", False),
+        ("failed", 30007, "message_filtered", True),
+        ("undelivered", 30005, "unknown_handset", True),
+        ("failed", 30001, "queue_overflow", False),
+    ],
+)
+async def test_failures_carry_the_error_code_and_a_stable_reason(
+    emulator: TwilioEmulator, make_connector: Maker, sms: Sms, raw: str, error_code: int, reason: str, permanent: bool
 ) -> None:
     emulator.auto_advance = False
     connector = await make_connector()
@@ -80,8 +95,15 @@ async def test_failures_carry_the_error_code(
     await emulator.set_status(sid, raw, error_code)
     update = await _latest(connector, sid)
     assert update.status.is_failure
-    assert update.additional_data["error_code"] == error_code
+    assert update.additional_data["error_code"] == error_code  # the raw code is kept
     assert update.additional_data["error_message"]
+    assert update.additional_data["delivery_error"] == reason
+    assert update.additional_data["delivery_error_permanent"] is permanent
+
+
+def test_every_delivery_error_from_30001_to_30010_has_a_reason() -> None:
+    assert sorted(DELIVERY_ERRORS) == list(range(30001, 30011))
+    assert len({reason for reason, _ in DELIVERY_ERRORS.values()}) == 10
 
 
 async def test_lifecycle_reaches_delivered_through_intermediate_statuses(
@@ -197,3 +219,20 @@ async def test_status_of_a_resource_with_a_new_status_word(mock_http: aiorespons
     assert update is not None
     assert (update.status, update.raw_status) == (MessageStatus.UNKNOWN, "teleported")
     assert update.timestamp == parsedate_to_datetime(resource["date_updated"])
+
+
+def test_a_status_callback_classifies_its_error_code_too() -> None:
+    from messaging_twilio_sms.webhooks import parse_status_callback
+
+    fields = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "undelivered", "ErrorCode": "30004"}
+    update = parse_status_callback(fields, "https://h.example.com/s?MessageId=ours")
+    assert not isinstance(update, Failure)
+    assert (update.message_id, update.additional_data["error_code"]) == ("ours", 30004)
+    assert (update.additional_data["delivery_error"], update.additional_data["delivery_error_permanent"]) == (
+        "message_blocked",
+        True,
+    )
+    other = parse_status_callback({**fields, "ErrorCode": "63016"}, None)  # not a delivery error of the table
+    assert not isinstance(other, Failure)
+    assert other.additional_data["error_code"] == 63016
+    assert "delivery_error" not in other.additional_data

@@ -29,7 +29,7 @@ from messaging_core import (
     WebhookRequest,
 )
 from messaging_core.testing import HookRecorder
-from messaging_twilio_sms import TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
+from messaging_twilio_sms import OptOutType, TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute_signature
 
@@ -440,3 +440,44 @@ def test_webhook_responses() -> None:
     assert (status, content_type) == (200, "text/xml")
     assert body.endswith(b"<Response/>")
     assert connector.webhook_response("status") == (204, None, b"")
+
+
+# -- opt-out ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"), [("STOP", "STOP"), (" unsubscribe ", "STOP"), ("start", "START"), ("HELP", "HELP")]
+)
+async def test_advanced_opt_out_is_surfaced_as_a_typed_property(
+    emulator: TwilioEmulator, make_connector: Maker, webhook_server: Any, body: str, kind: str
+) -> None:
+    emulator.messaging_service_sid = "MG" + "1" * 32  # Advanced Opt-Out lives on a Messaging Service
+    webhook_server.connector = await make_connector()
+    await emulator.simulate_inbound("+15557654321", "+15005550006", body, url=webhook_server.url("/sms"))
+    ((_, result),) = webhook_server.results
+    (message,) = result.value.messages
+    assert message.properties["OptOutType"] is OptOutType(kind)
+
+
+async def test_a_plain_message_has_no_opt_out_type(
+    emulator: TwilioEmulator, make_connector: Maker, webhook_server: Any
+) -> None:
+    emulator.messaging_service_sid = "MG" + "1" * 32
+    webhook_server.connector = await make_connector()
+    await emulator.simulate_inbound("+15557654321", "+15005550006", "stop it please", url=webhook_server.url("/sms"))
+    ((_, result),) = webhook_server.results
+    assert "OptOutType" not in result.value.messages[0].properties
+
+
+async def test_after_stop_a_send_fails_as_unsubscribed_and_start_lifts_it(
+    emulator: TwilioEmulator, make_connector: Maker, webhook_server: Any, sms: Any
+) -> None:
+    connector = await make_connector()
+    webhook_server.connector = connector
+    await emulator.simulate_inbound("+15557654321", "+15005550006", "STOP", url=webhook_server.url("/sms"))
+    refused = await connector.send_message(sms(to="+15557654321"))
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.retryable) == (TwilioErrorCodes.RECIPIENT_UNSUBSCRIBED, False)
+    assert refused.error.details["twilio_code"] == 21610
+    await emulator.simulate_inbound("+15557654321", "+15005550006", "START", url=webhook_server.url("/sms"))
+    assert (await connector.send_message(sms(to="+15557654321"))).is_success

@@ -6,14 +6,17 @@ Install ``pluggable-messaging-twilio-sms`` and the channel ``twilio_sms`` appear
 
 from __future__ import annotations
 
-from messaging_twilio_sms._api import STATUS_TABLE, TwilioErrorCodes, map_status
+from messaging_twilio_sms._api import DELIVERY_ERRORS, STATUS_TABLE, TwilioErrorCodes, map_status
 from messaging_twilio_sms.connector import TwilioSmsConnector
 from messaging_twilio_sms.schemas import TwilioChannelSchemas
 from messaging_twilio_sms.segments import SegmentInfo, count_segments
 from messaging_twilio_sms.settings import TwilioSettings
+from messaging_twilio_sms.webhooks import OptOutType
 
 __all__ = [
+    "DELIVERY_ERRORS",
     "STATUS_TABLE",
+    "OptOutType",
     "SegmentInfo",
     "TwilioChannelSchemas",
     "TwilioErrorCodes",

@@ -23,12 +23,14 @@ from messaging_twilio_sms.settings import TwilioSettings
 
 __all__ = [
     "CREATE_FIELDS",
+    "DELIVERY_ERRORS",
     "MODELLED_FIELDS",
     "STATUS_TABLE",
     "TwilioErrorCodes",
     "account_path",
     "build_message_form",
     "decimal_text",
+    "delivery_error",
     "encode_form",
     "error_from_response",
     "is_message_sid",
@@ -104,6 +106,30 @@ STATUS_TABLE: dict[str, MessageStatus] = {
     "partially_delivered": MessageStatus.SENT,  # deprecated by Twilio; some parts arrived, not final
 }
 """Every Twilio message status (OAI ``message_enum_status``) and the core status it means."""
+
+
+DELIVERY_ERRORS: dict[int, tuple[str, bool]] = {
+    30001: ("queue_overflow", False),  # queued too long (10 h, or ValidityPeriod): later, or more senders
+    30002: ("account_suspended", True),
+    30003: ("unreachable_handset", False),  # off, no signal: may work later
+    30004: ("message_blocked", True),  # by the recipient or the carrier (STOP on toll-free, DND)
+    30005: ("unknown_handset", True),  # the number may no longer exist
+    30006: ("landline_or_unreachable_carrier", True),
+    30007: ("message_filtered", True),  # spam filtering: change the content or the registration
+    30008: ("unknown_error", False),  # one more try may work
+    30009: ("missing_segment", False),
+    30010: ("price_exceeds_max_price", True),
+}
+"""Twilio's delivery error codes (30001-30010) → (stable reason, permanent?). A permanent one
+will fail again if the same message is sent again as it is; a transient one may not."""
+
+
+def delivery_error(code: object) -> dict[str, object]:
+    """``delivery_error`` and ``delivery_error_permanent`` for a status's error code ({} when not one of the table)."""
+    known = DELIVERY_ERRORS.get(code) if isinstance(code, int) else None
+    if known is None:
+        return {}
+    return {"delivery_error": known[0], "delivery_error_permanent": known[1]}
 
 
 def map_status(raw: str | None) -> MessageStatus:

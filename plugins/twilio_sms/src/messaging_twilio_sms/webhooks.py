@@ -7,6 +7,7 @@ not depend on the core; the parsing part turns webhooks into core models.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import hmac
@@ -29,7 +30,19 @@ from messaging_core import (
     WebhookRequest,
 )
 from messaging_core.results import utc_now
-from messaging_twilio_sms._api import MESSAGE_ID_PARAM, map_status, parse_twilio_date
+from messaging_twilio_sms._api import MESSAGE_ID_PARAM, delivery_error, map_status, parse_twilio_date
+
+
+class OptOutType(enum.StrEnum):
+    """What an inbound keyword did under Twilio's Advanced Opt-Out (the webhook's ``OptOutType``)."""
+
+    STOP = "STOP"
+    """The sender opted out: sends to them fail with 21610 until they opt in again."""
+    START = "START"
+    """The sender opted in again."""
+    HELP = "HELP"
+    """The sender asked for help (Twilio answered with the service's help text)."""
+
 
 # =====================================================================================================
 # Request signature (X-Twilio-Signature)
@@ -354,7 +367,10 @@ def parse_inbound(fields: Mapping[str, str]) -> Message | Failure:
     if not parts:
         parts.append(TextContent(""))
     content: Content = parts[0] if len(parts) == 1 else MultipartContent(tuple(parts))
-    properties = {k: v for k, v in fields.items() if k not in _INBOUND_CORE_FIELDS}
+    properties: dict[str, object] = {k: v for k, v in fields.items() if k not in _INBOUND_CORE_FIELDS}
+    opt_out = fields.get("OptOutType", "").upper()
+    if opt_out in OptOutType.__members__:
+        properties["OptOutType"] = OptOutType(opt_out)
     return Message(
         id=fields["MessageSid"],
         sender=Endpoint(EndpointType.PHONE, fields["From"]),
@@ -379,6 +395,7 @@ def parse_status_callback(fields: Mapping[str, str], url: str | None) -> StatusU
     extra: dict[str, object] = {k: v for k, v in fields.items() if k not in ("MessageSid", "MessageStatus")}
     if fields.get("ErrorCode"):
         extra["error_code"] = _int_or_text(fields["ErrorCode"])
+        extra.update(delivery_error(extra["error_code"]))
     if fields.get("RawDlrDoneDate"):
         extra["raw_dlr_done_date"] = fields["RawDlrDoneDate"]  # YYMMDDhhmm, no time zone (carrier's)
     return StatusUpdate(
@@ -400,6 +417,7 @@ def status_update_from_resource(message_id: str, data: Mapping[str, object]) -> 
         for k in ("error_code", "error_message", "num_segments", "price", "price_unit", "date_sent", "direction")
         if data.get(k) is not None
     }
+    extra.update(delivery_error(extra.get("error_code")))
     sid = data.get("sid")
     return StatusUpdate(
         message_id=message_id,

@@ -493,6 +493,19 @@ def status_callback_params(message: EmulatedMessage, *, now: float) -> dict[str,
     return params
 
 
+_OPT_OUT_KEYWORDS = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"), "STOP"),
+    **dict.fromkeys(("START", "YES", "UNSTOP"), "START"),
+    **dict.fromkeys(("HELP", "INFO"), "HELP"),
+}
+"""Twilio's default opt-out, opt-in and help keywords (docs "Advanced Opt-Out"), matched as the whole body."""
+
+
+def opt_out_keyword(body: str) -> str | None:
+    """``STOP``, ``START`` or ``HELP`` when ``body`` is one of Twilio's keywords, else None."""
+    return _OPT_OUT_KEYWORDS.get(body.strip().upper())
+
+
 def inbound_params(
     message: EmulatedMessage, *, geo: Mapping[str, str], media: Sequence[tuple[str, str]]
 ) -> dict[str, str]:

@@ -55,6 +55,7 @@ from ._rules import (
     first,
     inbound_params,
     next_transition,
+    opt_out_keyword,
     parse_create,
     parse_page,
     parse_page_size,
@@ -276,6 +277,8 @@ class TwilioEmulator:
         self.auto_advance = auto_advance
         self.sms_url = sms_url
         self.messaging_service_sid = messaging_service_sid
+        self.opted_out: set[str] = set()
+        """Numbers that texted STOP (and not START since): sends to them fail with 21610, as at Twilio."""
         self.service_sender = service_sender
         self.undelivered_numbers = frozenset(undelivered_numbers)
         self.failed_numbers = frozenset(failed_numbers)
@@ -544,6 +547,13 @@ class TwilioEmulator:
             "ToCountry": "US" if to.startswith("+1") else "",
         }
         params = inbound_params(message, geo=geo, media=[(media.url, media.content_type) for media in message.media])
+        keyword = opt_out_keyword(body)
+        if keyword == "STOP":
+            self.opted_out.add(from_)
+        elif keyword == "START":
+            self.opted_out.discard(from_)
+        if keyword is not None and self.messaging_service_sid is not None:
+            params["OptOutType"] = keyword  # Advanced Opt-Out, which needs a Messaging Service
         record = await self._post_webhook("inbound", target, params, message.sid)
         if record.status is None:
             raise ConnectionError(f"inbound webhook {target} gave no answer: {record.error}")
@@ -642,6 +652,8 @@ class TwilioEmulator:
         parsed = parse_create(params, now=now)
         if isinstance(parsed, ApiError):
             return _error_response(parsed)
+        if parsed.to in self.opted_out:
+            return _error_response(ApiError(400, 21610, "Attempt to send to unsubscribed recipient"))
         message = self._store_outbound(parsed, params, now)
         payload = json.dumps(message_resource(message)).encode()
         if fault is None:
