@@ -118,6 +118,81 @@ async def test_api_key_authenticates(emulator: TwilioEmulator, sms: Sms) -> None
         assert list(emu.messages) == [sent.remote_message_id]
 
 
+@pytest.mark.usefixtures("no_twilio_env")
+async def test_an_api_key_alone_sends_where_no_webhook_is_checked(sms: Sms) -> None:
+    """Send-only (SimpleSms) with an API key: the Auth Token, which only signs webhooks, is not needed."""
+    key, secret = "SK" + "3" * 32, "api-key-secret-value"
+    async with TwilioEmulator(api_key_sid=key, api_key_secret=secret, auto_advance=False) as emu:
+        settings = {"ApiBaseUrl": emu.base_url, "AccountSid": emu.account_sid, "ApiKeySid": key, "ApiKeySecret": secret}
+        async with TwilioSmsConnector(TwilioChannelSchemas.SIMPLE_SMS, settings) as connector:
+            sent = _ok(await connector.send_message(sms()))
+        assert list(emu.messages) == [sent.remote_message_id]
+        # A connector that receives webhooks cannot check their signatures without it: said at initialize.
+        receiving = TwilioSmsConnector(TwilioChannelSchemas.TWILIO_SMS, settings)
+        refused = await receiving.initialize()
+        assert refused.error_code == ConnectorErrorCodes.MISSING_CREDENTIALS
+        assert refused.error is not None
+        assert [i.path for i in refused.error.issues] == ["$.AuthToken"]
+        assert "webhook signatures" in refused.error.message
+        assert secret not in refused.error.message
+        # ... unless signatures are off (then such a connector refuses nothing, as documented).
+        unchecked = TwilioSmsConnector(TwilioChannelSchemas.TWILIO_SMS, {**settings, "ValidateSignatures": False})
+        assert (await unchecked.initialize()).is_success
+        await unchecked.shutdown()
+
+
+@pytest.mark.usefixtures("no_twilio_env")
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ({"Region": "ie1"}, "https://api.dublin.ie1.twilio.com"),
+        ({"Region": "au1"}, "https://api.sydney.au1.twilio.com"),
+        ({"Region": "jp1"}, "https://api.tokyo.jp1.twilio.com"),
+        ({"Region": "ie1", "Edge": "frankfurt"}, "https://api.frankfurt.ie1.twilio.com"),
+        ({"Edge": "singapore"}, "https://api.singapore.us1.twilio.com"),
+        ({}, "https://api.twilio.com"),
+    ],
+)
+def test_region_and_edge_make_the_api_host(given: dict[str, str], url: str, sms: Sms) -> None:
+    """``api.{edge}.{region}.twilio.com``: the old ``api.{region}.twilio.com`` hosts stopped on 2026-04-28."""
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"AccountSid": "AC" + "0" * 32, "AuthToken": "t", **given}
+    )
+    assert connector.resolve_settings().is_success
+    preview = connector.preview_message(sms())
+    assert preview["url"] == f"{url}/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages.json"
+
+
+@pytest.mark.usefixtures("no_twilio_env")
+@pytest.mark.parametrize(
+    ("given", "path", "code"),
+    [
+        ({"Region": "ie1", "ApiBaseUrl": "http://127.0.0.1:9"}, "$.ApiBaseUrl", "NOT_ALLOWED"),
+        ({"Region": "de1"}, "$.Edge", "REQUIRED"),
+        ({"ApiKeySecret": "s"}, "$.ApiKeySid", "REQUIRED"),
+    ],
+)
+async def test_settings_that_do_not_go_together_fail_initialize(given: dict[str, str], path: str, code: str) -> None:
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"AccountSid": "AC" + "0" * 32, "AuthToken": "t", **given}
+    )
+    result = await connector.initialize()
+    assert result.error is not None
+    assert [(i.path, i.code) for i in result.error.issues] == [(path, code)]
+    assert connector.state is ConnectorState.ERROR
+
+
+@pytest.mark.parametrize("edge", ["dublin ", "mars"])
+def test_an_unknown_edge_or_region_is_a_settings_issue(edge: str) -> None:
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS,
+        {"AccountSid": "AC" + "0" * 32, "AuthToken": "t", "Edge": edge, "Region": "IE1"},
+    )
+    result = connector.resolve_settings()
+    assert result.error is not None
+    assert {i.path for i in result.error.issues} == {"$.Edge", "$.Region"}
+
+
 # -- a successful send -----------------------------------------------------------------------------------
 
 

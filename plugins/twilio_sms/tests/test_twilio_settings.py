@@ -139,7 +139,7 @@ def test_before_initialize_defaults_stand_in_for_values_of_the_wrong_type() -> N
     assert connector.rate_limit_key(_text("+15005550006")) == "+15005550006"
     assert [issue.path for issue in connector.validate_message(_text())] == ["$.sender"]
     settings = connector.twilio_settings
-    assert (settings.account_sid, settings.auth_token, settings.subaccount_sids) == ("", "", ())
+    assert (settings.account_sid, settings.auth_token, settings.subaccount_sids) == ("", None, ())
 
 
 def test_before_initialize_a_reference_counts_as_given() -> None:

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from messaging_core import (
+    Capability,
     ChannelConnector,
     ChannelSchema,
     ConnectionSettings,
@@ -43,7 +44,13 @@ from messaging_twilio_sms import _api, webhooks
 from messaging_twilio_sms._api import TwilioErrorCodes, mask_phone
 from messaging_twilio_sms.schemas import TwilioChannelSchemas
 from messaging_twilio_sms.segments import count_segments
-from messaging_twilio_sms.settings import TwilioSettings, provisional_settings, structure_settings
+from messaging_twilio_sms.settings import (
+    TwilioSettings,
+    api_url,
+    provisional_settings,
+    settings_problem,
+    structure_settings,
+)
 
 __all__ = ["TwilioSmsConnector"]
 
@@ -81,7 +88,9 @@ class TwilioSmsConnector(ChannelConnector):
     channel_name: ClassVar[str] = "twilio_sms"
     master_schema: ClassVar[ChannelSchema] = TwilioChannelSchemas.TWILIO_SMS
     schema_variants: ClassVar[Mapping[str, ChannelSchema]] = TwilioChannelSchemas.VARIANTS
-    credential_parameters: ClassVar[frozenset[str]] = frozenset({"AccountSid", "AuthToken"})
+    credential_parameters: ClassVar[frozenset[str]] = frozenset(
+        {"AccountSid", "AuthToken", "ApiKeySid", "ApiKeySecret"}
+    )
 
     def __init__(
         self,
@@ -102,7 +111,8 @@ class TwilioSmsConnector(ChannelConnector):
         self._messages_url = ""
         self._base_url = ""
         self._signatures: webhooks.SignatureValidator | None = None
-        """None when ``ValidateSignatures`` is false."""
+        """None when ``ValidateSignatures`` is false, or without an Auth Token (then every webhook is refused)."""
+        self._check_signatures = True
         self._accounts: frozenset[str] = frozenset()
         """Accounts whose webhooks are accepted: AccountSid and SubaccountSids."""
         self._recent: OrderedDict[str, str] = OrderedDict()
@@ -131,15 +141,19 @@ class TwilioSmsConnector(ChannelConnector):
 
     async def _initialize(self) -> ConnectorResult[bool]:
         settings = self._configured = structure_settings(self.parameters)
+        receives = bool(self.schema.capabilities & (Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE))
+        problem = settings_problem(settings, self.settings, receives=receives)
+        if problem is not None:
+            missing = problem.code == IssueCodes.REQUIRED
+            code = TwilioErrorCodes.MISSING_CREDENTIALS if missing else TwilioErrorCodes.INVALID_CONNECTION_SETTINGS
+            what = "missing credentials" if missing else "invalid connection settings"
+            return ConnectorResult.failure(code, f"{self.name}: {what}: {problem}", issues=[problem])
         # Built once: every request reuses the same header dict (no per-request auth building).
-        if settings.api_key_sid:
+        if settings.api_key_sid and settings.api_key_secret:
             user, secret = settings.api_key_sid, settings.api_key_secret
         else:
+            assert settings.auth_token is not None  # settings_problem said so
             user, secret = settings.account_sid, settings.auth_token
-        if secret is None:
-            return ConnectorResult.failure(
-                TwilioErrorCodes.MISSING_CREDENTIALS, "ApiKeySid is set but ApiKeySecret is missing"
-            )
         token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
         self._headers = {
             "Authorization": f"Basic {token}",
@@ -147,10 +161,15 @@ class TwilioSmsConnector(ChannelConnector):
             "User-Agent": _USER_AGENT,
         }
         self._form_headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
-        self._base_url = settings.api_base_url.rstrip("/")
+        self._base_url = api_url(settings)
         self._messages_url = self._base_url + _api.messages_path(settings.account_sid)
-        if settings.validate_signatures:
+        self._check_signatures = settings.validate_signatures
+        if settings.validate_signatures and settings.auth_token is not None:
             self._signatures = webhooks.SignatureValidator(settings.auth_token)
+        elif settings.validate_signatures:
+            # Send-only with an API key (settings_problem allowed it): a webhook that reaches this
+            # connector anyway is refused (_verified_fields), never taken unchecked.
+            self._signatures = None
         else:
             self._signatures = None
             log.warning(
@@ -328,7 +347,7 @@ class TwilioSmsConnector(ChannelConnector):
         form = _api.build_message_form(message, settings)
         preview: dict[str, Any] = {
             "method": "POST",
-            "url": settings.api_base_url.rstrip("/") + _api.messages_path(settings.account_sid),
+            "url": api_url(settings) + _api.messages_path(settings.account_sid),
             "form": [[key, value] for key, value in form],
         }
         text = _api.message_body(message)
@@ -471,7 +490,12 @@ class TwilioSmsConnector(ChannelConnector):
         With ``ValidateSignatures`` on (the default) every path fails closed: no URL, no signature,
         a wrong one, a JSON body without ``bodySHA256`` or with a body that does not match it.
         """
-        if self._signatures is not None:
+        if self._check_signatures:
+            if self._signatures is None:
+                return Failure(
+                    TwilioErrorCodes.INVALID_SIGNATURE,
+                    "webhook refused: this connector has no AuthToken to check Twilio's signature with",
+                )
             if source.url is None:
                 return Failure(
                     TwilioErrorCodes.INVALID_SIGNATURE,

@@ -34,6 +34,9 @@ ALPHANUMERIC_SENDER_RULES = (
 """Twilio's rules for an alphanumeric sender ID (with at most 11 characters), each its own issue."""
 ALPHANUMERIC_SENDER_LENGTH = 11
 
+EDGES = ("sydney", "sao-paulo", "dublin", "frankfurt", "tokyo", "singapore", "ashburn", "umatilla", "roaming")
+"""Twilio's edge locations."""
+
 ACCOUNT_SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
 MESSAGING_SERVICE_SID_PATTERN = r"^MG[0-9a-fA-F]{32}$"
 API_KEY_SID_PATTERN = r"^SK[0-9a-fA-F]{32}$"
@@ -92,10 +95,10 @@ _TWILIO_SMS = ChannelSchema(
         ),
         ParameterSpec(
             "AuthToken",
-            required=True,
             sensitive=True,
             min_length=1,
-            description="Auth Token: signs webhooks; authenticates API calls unless an API key is set.",
+            description="Auth Token: checks webhook signatures; authenticates API calls unless an API key is set "
+            "(required unless ApiKeySid and ApiKeySecret are set and no webhook is received).",
         ),
         ParameterSpec(
             "ApiKeySid",
@@ -136,6 +139,18 @@ _TWILIO_SMS = ChannelSchema(
             "MessagingServiceSid",
             pattern=MESSAGING_SERVICE_SID_PATTERN,
             description="Messaging Service (MG...); wins over the sender number.",
+        ),
+        ParameterSpec(
+            "Region",
+            pattern=r"^[a-z]{2}[0-9]$",
+            description="Twilio Region (au1, ie1, jp1, ...; us1 by default): API calls go to "
+            "api.{Edge}.{Region}.twilio.com; the credentials must be that region's.",
+        ),
+        ParameterSpec(
+            "Edge",
+            allowed_values=EDGES,
+            description="Edge location the API calls enter by (a region alone takes its own: au1 sydney, ie1 dublin, "
+            "jp1 tokyo).",
         ),
         ParameterSpec(
             "ApiBaseUrl",
