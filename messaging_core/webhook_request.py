@@ -119,14 +119,29 @@ class WebhookRequest:
         return cls(JSON_CONTENT_TYPE, raw, url, _headers(headers), None)
 
     @classmethod
+    def from_http(
+        cls,
+        content_type: str,
+        body: bytes,
+        *,
+        url: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> WebhookRequest:
+        """A request as any web framework reads it: the ``Content-Type`` header value and the raw body.
+
+        A form body is decoded into ``form``; any other body is kept as it is, under its media type
+        (parameters such as ``charset`` dropped).
+        """
+        mime = content_type.partition(";")[0].strip().lower()
+        if mime == FORM_CONTENT_TYPE:
+            return cls.from_form(body, url=url, headers=headers)
+        return cls(mime, bytes(body), url, _headers(headers), None)
+
+    @classmethod
     async def from_aiohttp_request(cls, request: web.Request, *, url: str | None = None) -> WebhookRequest:
         """Read an aiohttp request; ``url`` overrides the request URL (the public URL behind a proxy)."""
         raw = await request.read()
-        public_url = url or str(request.url)
-        mime = request.content_type
-        if mime == FORM_CONTENT_TYPE:
-            return cls.from_form(raw, url=public_url, headers=request.headers)
-        return cls(mime, raw, public_url, _headers(request.headers), None)
+        return cls.from_http(request.content_type, raw, url=url or str(request.url), headers=request.headers)
 
     @property
     def is_form(self) -> bool:

@@ -28,7 +28,14 @@ from messaging_core.campaigns.protocols import StatusStore
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.webhook_request import WebhookRequest
-from messaging_core.webhooks.service import StatusReceiver, WebhookAnswer, WebhookKind, WebhookService, WebhookStats
+from messaging_core.webhooks.service import (
+    StatusReceiver,
+    WebhookAnswer,
+    WebhookKind,
+    WebhookService,
+    WebhookStats,
+    public_url,
+)
 
 __all__ = ["CONNECTORS_KEY", "SERVICE_KEY", "STATS_KEY", "create_webhook_app", "public_url_of"]
 
@@ -42,21 +49,19 @@ STATS_KEY: web.AppKey[WebhookStats] = web.AppKey("webhook_stats", WebhookStats)
 def public_url_of(request: web.Request, settings: WebhookSettings) -> str:
     """The URL the provider called, as it signed it.
 
-    Behind a reverse proxy the request's own URL is not the one the provider used: the configured
-    ``public_url`` replaces scheme and host; ``X-Forwarded-Proto``/``X-Forwarded-Host`` are used only
-    when ``trust_forwarded_headers`` is on (anyone can send those headers).
+    The rules are ``public_url``'s (the configured ``public_url``, then forwarded headers when
+    ``trust_forwarded_headers`` is on), the same for every web framework adapter.
     """
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + request.path_qs
-    if settings.trust_forwarded_headers:
-        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-        return f"{proto}://{host}{request.path_qs}"
-    return str(request.url)
+    return public_url(
+        settings, scheme=request.scheme, host=request.host, path_qs=request.path_qs, headers=request.headers
+    )
 
 
 def _response(answer: WebhookAnswer) -> web.Response:
-    return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+    response = web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+    for name, value in answer.headers:
+        response.headers.add(name, value)
+    return response
 
 
 class _Routes:
@@ -136,12 +141,10 @@ def create_webhook_app(
     if manage_lifecycle:
 
         async def startup(_: web.Application) -> None:
-            for connector in service.connectors.values():
-                (await connector.initialize()).unwrap()
+            await service.initialize_connectors()
 
         async def cleanup(_: web.Application) -> None:
-            for connector in service.connectors.values():
-                await connector.shutdown()
+            await service.shutdown_connectors()
 
         app.on_startup.append(startup)
         app.on_cleanup.append(cleanup)

@@ -21,6 +21,11 @@ One direction, one place::
 - **Answer**: the connector's answer (``webhook_response``); 500 when a store or an observer
   failed, so that the provider retries.
 
+What every web framework adapter shares lives here too, so that each adapter (``app`` for
+aiohttp, ``asgi``, ``django``, ``flask``) only translates its framework's request and response:
+``public_url`` (the URL the provider signed, behind a proxy too), ``early_answer`` (404 and 413
+before the body is read) and ``request_of`` (the ``WebhookRequest`` of what the framework read).
+
 **Observers** (the one rule): a webhook is recorded before its observers run. When one raises, the
 answer is 500 and the webhook is remembered here as not dispatched; the provider's retry of it is
 then dispatched again, by this service, even though the store already holds it. So observers see
@@ -33,10 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from messaging_core.campaigns.memory import MemoryStatusStore
 from messaging_core.campaigns.protocols import StatusStore
@@ -46,7 +51,7 @@ from messaging_core.results import ConnectorErrorCodes, Failure, StatusUpdate
 from messaging_core.schema import Capability
 from messaging_core.webhook_request import WebhookRequest
 
-__all__ = ["StatusReceiver", "WebhookAnswer", "WebhookKind", "WebhookService", "WebhookStats"]
+__all__ = ["StatusReceiver", "WebhookAnswer", "WebhookKind", "WebhookService", "WebhookStats", "public_url"]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +72,43 @@ _FORBIDDEN: dict[str, str] = {
 
 @frozen
 class WebhookAnswer:
-    """What to answer the provider: an HTTP status, a content type and a body."""
+    """What to answer the provider: an HTTP status, a content type, headers and a body.
+
+    Adapters relay all four as they are (no content type at all when ``content_type`` is None).
+    """
 
     status: int
     content_type: str | None = None
     body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Further response headers, in order (a name may repeat); never ``Content-Type``."""
 
     @classmethod
     def text(cls, status: int, text: str) -> WebhookAnswer:
         return cls(status, "text/plain", text.encode())
+
+
+class HeaderLookup(Protocol):
+    """Request headers as any web framework holds them: looked up by name, case-insensitively."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def public_url(settings: WebhookSettings, *, scheme: str, host: str, path_qs: str, headers: HeaderLookup) -> str:
+    """The URL the provider called, as it signed it, from what a web framework saw of the request.
+
+    ``path_qs`` is the full path (any mount prefix included) and the query string as received;
+    ``headers`` must look names up case-insensitively. Behind a reverse proxy the request's own URL
+    is not the one the provider used: the configured ``public_url`` replaces scheme and host;
+    ``X-Forwarded-Proto``/``X-Forwarded-Host`` are used only when ``trust_forwarded_headers`` is on
+    (anyone can send those headers). The first value of a forwarded list is the client-facing one.
+    """
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + path_qs
+    if settings.trust_forwarded_headers:
+        scheme = (headers.get("X-Forwarded-Proto") or scheme).split(",")[0].strip()
+        host = (headers.get("X-Forwarded-Host") or host).split(",")[0].strip()
+    return f"{scheme}://{host}{path_qs}"
 
 
 class WebhookStats:
@@ -169,6 +202,52 @@ class WebhookService:
         if connector is None or _CAPABILITY[kind] not in connector.schema.capabilities:
             return None
         return connector
+
+    def early_answer(self, name: str, kind: WebhookKind, content_length: int | None) -> WebhookAnswer | None:
+        """The answer to give before reading the body, or None to read it (then ``request_of`` and ``handle``).
+
+        404 when route ``name`` takes no webhooks of ``kind``; 413 when the declared body is longer
+        than ``max_body_bytes`` (an adapter reading a body of unknown length stops past it too).
+        """
+        if self.connector(name, kind) is None:
+            return WebhookAnswer.text(404, f"no {kind} webhook for {name!r}\n")
+        if content_length is not None and content_length > self.settings.max_body_bytes:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> WebhookAnswer:
+        """413: a body longer than ``max_body_bytes``."""
+        return WebhookAnswer.text(413, f"body larger than {self.settings.max_body_bytes} bytes\n")
+
+    def request_of(
+        self,
+        *,
+        content_type: str,
+        body: bytes,
+        scheme: str,
+        host: str,
+        path_qs: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    ) -> WebhookRequest:
+        """The ``WebhookRequest`` of a request as a web framework hands it, at the URL the provider signed.
+
+        ``content_type`` is the header's value, ``body`` the raw bytes (a form is decoded);
+        ``scheme``, ``host`` and ``path_qs`` (full path, mount prefix included, and query string)
+        are what the framework saw: ``public_url`` makes the public URL of them with this service's settings.
+        """
+        request = WebhookRequest.from_http(content_type, body, headers=headers)
+        url = public_url(self.settings, scheme=scheme, host=host, path_qs=path_qs, headers=request.headers)
+        return evolve(request, url=url)
+
+    async def initialize_connectors(self) -> None:
+        """Initialize every connector (for adapters that own the connectors' lifecycle); raises if one fails."""
+        for connector in self.connectors.values():
+            (await connector.initialize()).unwrap()
+
+    async def shutdown_connectors(self) -> None:
+        """Shut every connector down (the counterpart of ``initialize_connectors``)."""
+        for connector in self.connectors.values():
+            await connector.shutdown()
 
     def routes(self) -> dict[str, tuple[WebhookKind, ...]]:
         """The webhook kinds each connector takes, by route name (what to mount, and to announce)."""
