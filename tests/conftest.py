@@ -7,10 +7,11 @@ below reach them through fixtures (``acme``, ``probe_class``, ``make_probe``...)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -235,3 +236,60 @@ def _no_messaging_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("TWILIO_", "MESSAGING_")):
             monkeypatch.delenv(name)
+
+
+# -- Django without a project on disk ---------------------------------------------------------------------
+
+UrlConf = Callable[[list[Any]], contextlib.AbstractContextManager[None]]
+
+
+@pytest.fixture
+def django_urls() -> UrlConf:
+    """Serves the given URL patterns in Django for a ``with`` block: ``with django_urls(urlpatterns): ...``.
+
+    Django is configured once, here, with the settings a webhook needs (allowed hosts, the CSRF
+    middleware, so that the views prove they are exempt); the URLconf is a module object swapped
+    in by ``override_settings``. Imported only by the tests that use it.
+    """
+    import django
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if not settings.configured:
+        settings.configure(
+            ALLOWED_HOSTS=["hooks.example.com", "internal", "testserver"],
+            ROOT_URLCONF=types.ModuleType("no_urls"),
+            MIDDLEWARE=["django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware"],
+            SECRET_KEY="test-only; signs nothing here",
+            USE_TZ=True,
+        )
+        django.setup()
+
+    @contextlib.contextmanager
+    def serve(urlpatterns: list[Any]) -> Iterator[None]:
+        urls = types.ModuleType("test_urls")
+        urls.urlpatterns = urlpatterns  # type: ignore[attr-defined]
+        with override_settings(ROOT_URLCONF=urls):
+            yield
+
+    return serve
+
+
+@pytest.fixture
+def twilio_config(tmp_path: Any) -> Callable[..., Any]:
+    """Writes ``messaging.toml`` in ``tmp_path``: one Twilio SMS connector, ``sms``, and the ``[webhooks]`` lines given.
+
+    ``twilio_config(account, token, webhooks="")`` returns the file's path. The API base URL is a
+    closed loopback port: these connectors verify and parse webhooks, and never call Twilio.
+    """
+
+    def write(account: str, token: str, webhooks: str = "") -> Any:
+        config = tmp_path / "messaging.toml"
+        config.write_text(
+            f'[webhooks]\n{webhooks}\n\n[connectors.sms]\nchannel = "twilio_sms"\n\n[connectors.sms.parameters]\n'
+            f'AccountSid = "{account}"\nAuthToken = "{token}"\nApiBaseUrl = "http://127.0.0.1:9"\n',
+            encoding="utf-8",
+        )
+        return config
+
+    return write

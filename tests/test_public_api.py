@@ -153,6 +153,7 @@ PINNED = {
         "FORM_CONTENT_TYPE",
         "JSON_CONTENT_TYPE",
         "StatusReceiver",
+        "ThreadedWebhookService",
         "WebhookAnswer",
         "WebhookHost",
         "WebhookKind",
@@ -160,6 +161,7 @@ PINNED = {
         "WebhookService",
         "WebhookStats",
         "create_webhook_app",
+        "public_url",
         "public_url_of",
     ],
     "messaging_core.testing": [
