@@ -53,9 +53,9 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def run(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def run(*args: str, timeout: float = 20.0, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [MESSAGING, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=_environment(), check=False
+        [MESSAGING, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_environment(), check=False
     )
 
 
@@ -216,6 +216,15 @@ def test_demo_passes() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "demo passed" in result.stdout
     assert "bulk batch of 20" in result.stdout
+    assert "configuration: examples/messaging.toml" in result.stdout, "in a checkout, its own example"
+
+
+def test_demo_runs_outside_a_checkout_with_the_configuration_shipped_in_the_package(tmp_path: Path) -> None:
+    result = run("demo", "--bulk", "5", timeout=30, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "demo passed" in result.stdout
+    shipped = next(line for line in result.stdout.splitlines() if line.startswith("configuration: "))
+    assert shipped.endswith("messaging_core/examples/messaging.toml"), shipped
 
 
 # -- long-running commands ----------------------------------------------------------------------------

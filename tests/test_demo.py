@@ -53,6 +53,14 @@ async def test_demo_with_an_explicit_configuration(tmp_path: Path, monkeypatch: 
     assert "bulk batch of 5 via bulk — 5 sent, 0 failed" in out.getvalue()
 
 
+def test_the_package_ships_the_repositorys_example_configuration() -> None:
+    """``messaging demo`` outside a checkout runs the copy in the package: it must be the documented one."""
+    shipped = REPO / "messaging_core" / "examples" / "messaging.toml"
+    assert shipped.read_bytes() == (REPO / "examples" / "messaging.toml").read_bytes(), (
+        "copy examples/messaging.toml to messaging_core/examples/messaging.toml"
+    )
+
+
 async def test_demo_without_its_configuration_says_where_to_run_it(tmp_path: Path) -> None:
     console, _ = _console()
     with pytest.raises(ConfigurationError, match="not found"):

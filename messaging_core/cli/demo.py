@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,10 @@ from messaging_core.webhooks.host import WebhookHost
 
 __all__ = ["run_demo"]
 
-DEFAULT_CONFIG = Path("examples/messaging.toml")
+CHECKOUT_CONFIG = Path("examples/messaging.toml")
+"""The example configuration of a checkout, relative to its root: what the demo uses when it is there."""
+PACKAGED_CONFIG = resources.files("messaging_core") / "examples" / "messaging.toml"
+"""The same file, shipped in the package (a copy, pinned identical by a test): the demo's default elsewhere."""
 AUTO_REPLY = "Thanks! We got your message."
 
 
@@ -122,10 +126,28 @@ async def run_demo(
     bulk: int = 200,
     wait_seconds: float = 30.0,
 ) -> bool:
-    """Run the demo; True when every step succeeded."""
-    path = config_file or DEFAULT_CONFIG
-    if not path.exists():
-        raise ConfigurationError(f"{path}: not found (run from the repository root, or pass --config)")
+    """Run the demo; True when every step succeeded.
+
+    Without ``config_file``: ``examples/messaging.toml`` when run from a checkout's root (edit it
+    there), else the copy shipped in the package (an installed wheel, any directory).
+    """
+    with _demo_config(config_file) as path:
+        return await _run_demo(registry, path, console=console, bulk=bulk, wait_seconds=wait_seconds)
+
+
+def _demo_config(config_file: Path | None) -> contextlib.AbstractContextManager[Path]:
+    """The configuration file to run the demo with, as a real file for the time of the demo."""
+    if config_file is not None:
+        if not config_file.exists():
+            raise ConfigurationError(f"{config_file}: not found")
+        return contextlib.nullcontext(config_file)
+    if CHECKOUT_CONFIG.is_file():
+        return contextlib.nullcontext(CHECKOUT_CONFIG)
+    return resources.as_file(PACKAGED_CONFIG)  # a file even when the package is zipped
+
+
+async def _run_demo(registry: ChannelRegistry, path: Path, *, console: Console, bulk: int, wait_seconds: float) -> bool:
+    console.print(f"configuration: {path}", soft_wrap=True, highlight=False)
     observer = _DemoObserver()
     registry.host.register(observer)
     emulators = registry.emulators()
@@ -302,7 +324,7 @@ def _describe(result: Any) -> str:
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Configuration (default: examples/messaging.toml).",
+    help="Configuration (default: examples/messaging.toml in a checkout, else the example shipped in the package).",
 )
 @click.option("--bulk", default=200, show_default=True, type=click.IntRange(1, 100_000), help="Bulk batch size.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for status callbacks.")
