@@ -133,6 +133,9 @@ class ChannelConnector(abc.ABC):
 
     channel_name: ClassVar[str]
     """The channel's registry name (``twilio_sms``)."""
+    channel_aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names that mean this channel wherever a channel is named (configurations, ``messaging
+    emulator twilio``): short or former names (``("twilio",)``). ``messaging channels`` shows them."""
     master_schema: ClassVar[ChannelSchema]
     """The full schema; every variant is a restriction of it."""
     schema_variants: ClassVar[Mapping[str, ChannelSchema]] = {}

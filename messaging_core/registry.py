@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from messaging_core import converters
 from messaging_core.campaigns.protocols import Dispatcher, StatusStore
@@ -54,6 +54,8 @@ class ChannelInfo:
     master_schema: ChannelSchema = field(repr=False)
     variants: Mapping[str, ChannelSchema] = field(repr=False)
     """Every schema by name, the master schema included."""
+    aliases: tuple[str, ...] = ()
+    """Other names of the channel (``channel_aliases``), those that name no other channel."""
 
     @property
     def capabilities(self) -> Capability:
@@ -80,6 +82,7 @@ class ChannelRegistry:
         for plugin in plugins:
             host.register(plugin)
         self._channels: dict[str, ChannelInfo] | None = None
+        self._aliases: dict[str, str] = {}
         self._dispatchers: tuple[dict[str, DispatcherRegistration], dict[str, StoreRegistration]] | None = None
 
     @classmethod
@@ -133,16 +136,43 @@ class ChannelRegistry:
                     twice.add(info.name)
                     continue
                 channels[info.name] = info
-            self._channels = channels
+            self._channels = self._with_aliases(channels)
         return self._channels
+
+    def _with_aliases(self, channels: dict[str, ChannelInfo]) -> dict[str, ChannelInfo]:
+        """Index the channels' aliases; an alias that could mean two channels is recorded and dropped."""
+        claims: dict[str, list[ChannelInfo]] = {}
+        for info in channels.values():
+            for alias in info.aliases:
+                claims.setdefault(alias, []).append(info)
+        for alias, claimants in claims.items():
+            if alias in channels:
+                problem = f"alias {alias!r} of channel {claimants[0].name!r} is the name of another channel"
+            elif len(claimants) > 1:
+                problem = f"alias {alias!r} is declared by more than one channel"
+            else:
+                self._aliases[alias] = claimants[0].name
+                continue
+            for info in claimants:
+                self.host.record_failure(info.plugin, problem)
+        return {
+            name: evolve(info, aliases=tuple(a for a in info.aliases if self._aliases.get(a) == name))
+            for name, info in channels.items()
+        }
+
+    def channel_name(self, name: str) -> str:
+        """The channel ``name`` means: ``name`` itself, or the channel it is an alias of (unknown names unchanged)."""
+        self._load()
+        return self._aliases.get(name, name)
 
     def channels(self) -> list[ChannelInfo]:
         """Every registered channel, sorted by name."""
         return sorted(self._load().values(), key=lambda info: info.name)
 
     def channel(self, name: str) -> ChannelInfo:
-        """A channel by name; ``ConfigurationError`` naming the known ones when unknown."""
+        """A channel by name or alias; ``ConfigurationError`` naming the known ones when unknown."""
         channels = self._load()
+        name = self._aliases.get(name, name)
         if name not in channels:
             known = ", ".join(sorted(channels)) or "none"
             problems = "".join(f"; {failure}" for failure in self.load_errors)
@@ -453,4 +483,9 @@ def _check_registration(plugin: str, cls: Any) -> ChannelInfo:
         raise PluginError(f"plugin {plugin!r}, channel {name!r}: " + "; ".join(problems))
     if master not in variants.values():
         variants = {"default": master, **variants}
-    return ChannelInfo(name, plugin, cls, master, variants)
+    aliases = getattr(cls, "channel_aliases", ())
+    if not isinstance(aliases, tuple) or not all(isinstance(a, str) and a and a != name for a in aliases):
+        raise PluginError(
+            f"plugin {plugin!r}: {cls.__name__}.channel_aliases must be a tuple of non-empty names other than {name!r}"
+        )
+    return ChannelInfo(name, plugin, cls, master, variants, tuple(dict.fromkeys(aliases)))

@@ -62,9 +62,9 @@ def run(*args: str, timeout: float = 20.0, cwd: Path = REPO) -> subprocess.Compl
 class Background:
     """A long-running command; its stdout lines are read by a thread so that waits stay bounded."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, program: tuple[str, ...] = (MESSAGING,)) -> None:
         self.process = subprocess.Popen(
-            [MESSAGING, *args],
+            [*program, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -248,6 +248,32 @@ def test_emulator_prints_its_credentials_and_serves_the_api() -> None:
         assert status == 401
     finally:
         command.stop()
+
+
+TWILIO_ALIASED = (
+    sys.executable,
+    "-c",
+    "import sys; from messaging_twilio_sms import TwilioSmsConnector;"
+    " TwilioSmsConnector.channel_aliases = ('twilio',);"
+    " from messaging_core.cli import main; main(sys.argv[1:])",
+)
+"""``messaging`` with the Twilio plugin declaring its alias (the one line its connector class needs)."""
+
+
+def test_emulator_runs_by_a_channel_alias() -> None:
+    command = Background("emulator", "twilio", "--port", "0", program=TWILIO_ALIASED)
+    try:
+        assert command.wait_for_line(r"emulator running") == "twilio_sms emulator running"
+        assert URL.search(command.wait_for_line(r"base URL"))
+        command.wait_for_line(r"^connector parameters: ")
+    finally:
+        command.stop()
+
+
+def test_an_unknown_emulator_names_the_known_ones() -> None:
+    result = run("emulator", "twilioo")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no emulator for channel 'twilioo' (emulators: twilio_sms")
 
 
 def test_serve_answers_health_probes_and_webhooks(config_file: Path, emu: ThreadedEmulator) -> None:

@@ -16,7 +16,7 @@ from messaging_core.cli._app import cli, console, registry_of
 @cli.command()
 @click.pass_context
 def channels(ctx: click.Context) -> None:
-    """List installed channels, their schema variants and capabilities.
+    """List installed channels, their aliases, schema variants and capabilities.
 
     \b
     Example:
@@ -25,6 +25,7 @@ def channels(ctx: click.Context) -> None:
     registry = registry_of(ctx)
     table = Table(title="Channels")
     table.add_column("channel", style="bold")
+    table.add_column("aliases")
     table.add_column("plugin")
     table.add_column("variant")
     table.add_column("capabilities")
@@ -32,6 +33,7 @@ def channels(ctx: click.Context) -> None:
         for index, (variant, schema) in enumerate(info.variants.items()):
             table.add_row(
                 escape(info.name) if index == 0 else "",
+                escape(", ".join(info.aliases)) if index == 0 else "",
                 escape(info.plugin) if index == 0 else "",
                 escape(variant),
                 ", ".join(c.lower() for c in schema.capabilities.names()),

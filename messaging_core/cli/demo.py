@@ -162,12 +162,11 @@ async def _run_demo(registry: ChannelRegistry, path: Path, *, console: Console, 
         raw = load_config(path, environ=_AnyEnvironment(MESSAGING_PUBLIC_URL=webhook_base))
         running: dict[str, RunningEmulator] = {}
         for spec in raw.connectors.values():
-            if spec.channel not in running:
-                if spec.channel not in emulators:
+            channel = registry.channel_name(spec.channel)  # an alias means its channel's emulator
+            if channel not in running:
+                if channel not in emulators:
                     raise ConfigurationError(f"{path}: no emulator for channel {spec.channel!r}; the demo runs offline")
-                running[spec.channel] = await stack.enter_async_context(
-                    emulators[spec.channel].start(host="127.0.0.1", port=0)
-                )
+                running[channel] = await stack.enter_async_context(emulators[channel].start(host="127.0.0.1", port=0))
         environ = {**os.environ, "MESSAGING_PUBLIC_URL": webhook_base}
         for emulator in running.values():
             environ.update(emulator.environment())
@@ -177,7 +176,8 @@ async def _run_demo(registry: ChannelRegistry, path: Path, *, console: Console, 
                 name,
                 spec.channel,
                 spec.schema,
-                {**spec.parameters, **running[spec.channel].connector_parameters()},  # never the real provider
+                # never the real provider
+                {**spec.parameters, **running[registry.channel_name(spec.channel)].connector_parameters()},
                 spec.enabled,
             )
             for name, spec in loaded.connectors.items()

@@ -19,11 +19,15 @@ from messaging_core.cli._app import cli, console, fail, registry_of, run_async
 def emulator(ctx: click.Context, channel: str, host: str, port: int) -> None:
     """Run a channel's local emulator until Ctrl-C, and print how to point a connector at it.
 
+    CHANNEL is a channel's name or one of its aliases (``messaging channels`` lists both).
+
     \b
     Example:
       messaging emulator twilio_sms --port 8099
     """
-    registrations = registry_of(ctx).emulators()
+    registry = registry_of(ctx)
+    registrations = registry.emulators()
+    channel = registry.channel_name(channel)
     if channel not in registrations:
         fail(f"no emulator for channel {channel!r} (emulators: {', '.join(registrations) or 'none'})")
 
