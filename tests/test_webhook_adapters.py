@@ -422,22 +422,36 @@ def _answer_empty(threaded: ThreadedWebhookService) -> WebhookAnswer:
     )
 
 
-def test_the_service_refuses_to_wait_on_its_own_loop_thread_and_to_work_unstarted(
+class _CallsBack:
+    """An observer that calls the synchronous service from the service's own loop: it must not hang."""
+
+    def __init__(self, threaded: ThreadedWebhookService) -> None:
+        self.threaded = threaded
+        self.errors: list[str] = []
+
+    @hookimpl
+    def message_received(self, connector: ChannelConnector, message: Message) -> None:
+        try:
+            _answer_empty(self.threaded)
+        except RuntimeError as err:
+            self.errors.append(str(err))
+            raise
+
+
+def test_the_service_refuses_to_work_unstarted_and_to_wait_on_its_own_loop(
     config_file: Callable[..., Path],
 ) -> None:
-    threaded = ThreadedWebhookService.from_config(config_file())
-    with pytest.raises(RuntimeError, match="not started"):
+    registry = ChannelRegistry.discover()
+    threaded = ThreadedWebhookService.from_config(config_file(), registry=registry)
+    with pytest.raises(RuntimeError, match="not started: call start"):
         _answer_empty(threaded)
-    with threaded:
-        loop = threaded._loop
-        assert loop is not None
-
-        async def from_the_loop() -> str:
-            with pytest.raises(RuntimeError, match="own thread") as raised:
-                _answer_empty(threaded)
-            return str(raised.value)
-
-        assert "own thread" in asyncio.run_coroutine_threadsafe(from_the_loop(), loop).result(5)
+    observer = _CallsBack(threaded)
+    registry.host.register(observer)
+    url = f"{PUBLIC}/webhooks/sms/messages"
+    with threaded, _flask(threaded, "") as post:
+        answer = _form_post(post, url, INBOUND, signed_for=url)
+    assert observer.errors == ["a view cannot wait on the webhook loop from the loop's own thread"]
+    assert (answer.status, answer.body) == (500, b"observer failed\n"), "an error, not a deadlock"
 
 
 def test_importing_the_core_imports_no_web_framework() -> None:
