@@ -2,9 +2,9 @@
 
 Through the registry (lookups, configurations, the problems an ambiguous alias makes) and through
 the CLI: ``messaging channels`` shows them, ``messaging emulator ALIAS`` runs the channel's emulator,
-and a configuration naming an alias works in ``messaging demo``. The CLI tests give the installed
-Twilio plugin the alias it declares (``channel_aliases = ("twilio",)`` on ``TwilioSmsConnector``);
-``messaging emulator twilio`` runs in ``test_cli_subprocess.py``.
+and a configuration naming an alias works in ``messaging demo``. The installed Twilio plugin
+declares ``channel_aliases = ("twilio",)`` on ``TwilioSmsConnector``; ``messaging emulator twilio``
+runs in ``test_cli_subprocess.py``.
 """
 
 from __future__ import annotations
@@ -85,13 +85,11 @@ def test_a_malformed_alias_declaration_is_the_plugins_problem(acme: types.Simple
 # -- through the CLI, with the Twilio plugin's alias ---------------------------------------------------------
 
 
-@pytest.fixture
-def twilio_alias(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Twilio plugin's declaration (one line on its connector class), made for the test."""
-    monkeypatch.setattr(TwilioSmsConnector, "channel_aliases", ("twilio",), raising=False)
+def test_the_twilio_plugin_declares_its_alias() -> None:
+    assert TwilioSmsConnector.channel_aliases == ("twilio",)
+    assert ChannelRegistry.discover().channel_name("twilio") == "twilio_sms"
 
 
-@pytest.mark.usefixtures("twilio_alias")
 def test_messaging_channels_shows_the_aliases() -> None:
     result = CliRunner().invoke(cli, ["channels"], env={"COLUMNS": "200"}, prog_name="messaging")
     assert result.exit_code == 0, result.output
@@ -101,7 +99,6 @@ def test_messaging_channels_shows_the_aliases() -> None:
     assert re.search(r"channel\s+┃\s+aliases\s+┃\s+plugin", header), header
 
 
-@pytest.mark.usefixtures("twilio_alias")
 async def test_the_demo_runs_a_configuration_that_names_the_alias(tmp_path: Path) -> None:
     config = tmp_path / "messaging.toml"
     text = (REPO / "examples" / "messaging.toml").read_text(encoding="utf-8")

@@ -86,6 +86,7 @@ class TwilioSmsConnector(ChannelConnector):
     """
 
     channel_name: ClassVar[str] = "twilio_sms"
+    channel_aliases: ClassVar[tuple[str, ...]] = ("twilio",)
     master_schema: ClassVar[ChannelSchema] = TwilioChannelSchemas.TWILIO_SMS
     schema_variants: ClassVar[Mapping[str, ChannelSchema]] = TwilioChannelSchemas.VARIANTS
     credential_parameters: ClassVar[frozenset[str]] = frozenset(
