@@ -608,6 +608,20 @@ class ChannelConnector(abc.ABC):
         except Exception as err:
             return self._unexpected(err, ConnectorErrorCodes.STATUS_QUERY_ERROR, "status query")
 
+    async def cancel_scheduled(self, message_id: str) -> ConnectorResult[StatusUpdate]:
+        """Cancel a scheduled message (by our id or the provider's) before its send time.
+
+        Needs ``SCHEDULED_SENDING``. Answers the message's new status (``CANCELLED``), or
+        ``NOT_CANCELLABLE`` when it is no longer scheduled.
+        """
+        self.require(Capability.SCHEDULED_SENDING)
+        if not isinstance(message_id, str) or not message_id:
+            raise TypeError("message_id must be a non-empty string")
+        try:
+            return await self._cancel_scheduled(message_id)
+        except Exception as err:
+            return self._unexpected(err, ConnectorErrorCodes.CANCEL_ERROR, "cancel")
+
     async def receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
         """Verify and parse an inbound-message webhook; no hook fires.
 
@@ -700,6 +714,9 @@ class ChannelConnector(abc.ABC):
         raise NotImplementedError
 
     async def _receive_messages(self, source: WebhookRequest) -> ConnectorResult[ReceiveResult]:
+        raise NotImplementedError
+
+    async def _cancel_scheduled(self, message_id: str) -> ConnectorResult[StatusUpdate]:
         raise NotImplementedError
 
     async def _receive_message_status(self, source: WebhookRequest) -> ConnectorResult[StatusUpdate]:

@@ -74,6 +74,10 @@ class ConnectorErrorCodes:
     """The batch was cancelled before this message was sent; it is safe to send it again."""
     STATUS_QUERY_ERROR = "STATUS_QUERY_ERROR"
     RECEIVE_ERROR = "RECEIVE_ERROR"
+    CANCEL_ERROR = "CANCEL_ERROR"
+    """An unexpected error inside a connector's ``cancel_scheduled`` (a bug)."""
+    NOT_CANCELLABLE = "NOT_CANCELLABLE"
+    """The message cannot be cancelled (it is no longer scheduled: sent, cancelled, unknown)."""
     # webhooks: refused before parsing; the webhook host answers 403 and dispatches nothing
     INVALID_SIGNATURE = "INVALID_SIGNATURE"
     """A webhook's signature is missing, wrong, or cannot be checked (no URL, no body hash)."""

@@ -34,6 +34,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 class Capability(enum.Flag):
     """What a connector can do. Operations outside the schema's capabilities raise."""
 
+    # New flags go last: documents name them, but their values must stay put.
+
     NONE = 0
     SEND_MESSAGES = enum.auto()
     RECEIVE_MESSAGES = enum.auto()
@@ -44,6 +46,9 @@ class Capability(enum.Flag):
     TEMPLATES = enum.auto()
     BULK_MESSAGING = enum.auto()
     HEALTH_CHECK = enum.auto()
+    SCHEDULED_SENDING = enum.auto()
+    """A message may name a future send time (its ``SendAt`` property: ISO 8601 with an offset) and
+    be cancelled before then (``cancel_scheduled``)."""
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Capability:

@@ -105,6 +105,8 @@ def test_error_codes_are_stable() -> None:
         "NOT_ATTEMPTED",
         "STATUS_QUERY_ERROR",
         "RECEIVE_ERROR",
+        "CANCEL_ERROR",
+        "NOT_CANCELLABLE",
         "HEALTH_CHECK_ERROR",
         "INVALID_SIGNATURE",
         "UNEXPECTED_ACCOUNT",

@@ -444,13 +444,14 @@ class ConnectorConformance:
     async def test_declared_capabilities_are_implemented(self, conformance_factory: ConnectorFactory) -> None:
         """A capability the master schema declares has its provider method, not the base stub.
 
-        The base ``_get_message_status``/``_receive_messages``/``_receive_message_status`` raise
+        The base ``_get_message_status``/``_receive_messages``/``_receive_message_status``/``_cancel_scheduled`` raise
         ``NotImplementedError``, which reaches callers only as a failed result at run time.
         """
         seams = {
             Capability.MESSAGE_STATUS_QUERY: "_get_message_status",
             Capability.RECEIVE_MESSAGES: "_receive_messages",
             Capability.HANDLE_MESSAGE_STATE: "_receive_message_status",
+            Capability.SCHEDULED_SENDING: "_cancel_scheduled",
         }
         cls = type(await conformance_factory())
         missing = [

@@ -56,6 +56,7 @@ def test_master_schema_identity_and_capabilities() -> None:
         | Capability.BULK_MESSAGING
         | Capability.HEALTH_CHECK
         | Capability.MEDIA_ATTACHMENTS
+        | Capability.SCHEDULED_SENDING
     )
     assert Capability.TEMPLATES not in MASTER.capabilities
     assert (MASTER.max_text_length, MASTER.max_media) == (1600, 10)
@@ -188,7 +189,7 @@ def test_each_property_named_after_a_create_field_has_its_type(oai: dict[str, An
         checked.add(spec.name)
     assert checked == {
         "ValidityPeriod", "MaxPrice", "StatusCallback", "SmartEncoded", "PersistentAction", "ShortenUrls",
-        "SendAsMms", "RiskCheck", "ApplicationSid", "FallbackFrom", "ContentRetention", "AddressRetention",
+        "SendAsMms", "RiskCheck", "ApplicationSid", "FallbackFrom", "ContentRetention", "AddressRetention", "SendAt",
     }  # fmt: skip
 
 
@@ -216,8 +217,12 @@ def test_variants_by_name_are_restrictions_of_the_master(registry: ChannelRegist
 def test_simple_sms_removes_what_the_seed_says_and_keeps_media() -> None:
     """The seed: SimpleSms removes three capabilities and three parameters; media and callbacks stay."""
     simple = TwilioChannelSchemas.SIMPLE_SMS
+    # Scheduling needs a Messaging Service: it goes with MessagingServiceSid.
     assert MASTER.capabilities & ~simple.capabilities == (
-        Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE | Capability.BULK_MESSAGING
+        Capability.RECEIVE_MESSAGES
+        | Capability.HANDLE_MESSAGE_STATE
+        | Capability.BULK_MESSAGING
+        | Capability.SCHEDULED_SENDING
     )
     assert Capability.MEDIA_ATTACHMENTS in simple.capabilities
     assert {ContentType.MEDIA, ContentType.MULTIPART} <= simple.content_types
@@ -226,7 +231,7 @@ def test_simple_sms_removes_what_the_seed_says_and_keeps_media() -> None:
     assert {p.name for p in MASTER.parameters} - names == {
         "WebhookUrl", "StatusCallback", "MessagingServiceSid", "SubaccountSids"
     }  # fmt: skip
-    assert {p.name for p in simple.properties} == {p.name for p in MASTER.properties}
+    assert {p.name for p in MASTER.properties} - {p.name for p in simple.properties} == {"SendAt"}
     phone = simple.endpoint_spec("phone")
     assert phone is not None
     assert phone.required
@@ -538,6 +543,7 @@ def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
         ContentRetention="discard",
         AddressRetention="obfuscate",
         ExtraFields=["TrafficType=free", "ProvideFeedback=true"],
+        SendAt="2030-01-02T03:04:05.678+01:00",
     )
     form = _api.build_message_form(message, settings)
     single = dict(form)
@@ -555,6 +561,7 @@ def test_every_property_is_mapped(sms: Callable[..., Message]) -> None:
     assert single["FallbackFrom"] == "+14155550111"
     assert (single["ContentRetention"], single["AddressRetention"]) == ("discard", "obfuscate")
     assert (single["TrafficType"], single["ProvideFeedback"]) == ("free", "true")
+    assert (single["ScheduleType"], single["SendAt"]) == ("fixed", "2030-01-02T02:04:05Z")  # UTC, whole seconds
     # Every schema property left a trace in the form, except the connector's own AttemptLimits.
     traced = {"ProvideCallback": "StatusCallback", "ExtraFields": "TrafficType"}
     for spec in MASTER.properties:

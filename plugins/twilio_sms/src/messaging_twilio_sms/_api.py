@@ -25,6 +25,8 @@ __all__ = [
     "CREATE_FIELDS",
     "DELIVERY_ERRORS",
     "MODELLED_FIELDS",
+    "SCHEDULE_MAX_AHEAD",
+    "SCHEDULE_MIN_AHEAD",
     "STATUS_TABLE",
     "TwilioErrorCodes",
     "account_path",
@@ -58,6 +60,8 @@ class TwilioErrorCodes(ConnectorErrorCodes):
     INVALID_PROVIDER_RESPONSE = "INVALID_PROVIDER_RESPONSE"
     """A 2xx answer we cannot read (truncated JSON, no sid): the message was probably created."""
     STATUS_QUERY_FAILED = "STATUS_QUERY_FAILED"
+    CANCEL_FAILED = "CANCEL_FAILED"
+    """Twilio refused to cancel a scheduled message for a reason other than its state."""
     RECEIVE_MESSAGE_FAILED = "RECEIVE_MESSAGE_FAILED"
     RECEIVE_STATUS_FAILED = "RECEIVE_STATUS_FAILED"
     INVALID_WEBHOOK_DATA = "INVALID_WEBHOOK_DATA"
@@ -254,7 +258,8 @@ _PASSED_AS_IS += ("ContentRetention", "AddressRetention")
 """Properties sent under their own name, booleans as ``true``/``false``, in this order."""
 
 MODELLED_FIELDS = frozenset({"To", "From", "MessagingServiceSid", "Body", "MediaUrl", "StatusCallback", "Attempt"})
-MODELLED_FIELDS |= {"ValidityPeriod", "MaxPrice", "SmartEncoded", "PersistentAction", *_PASSED_AS_IS}
+MODELLED_FIELDS |= {"ValidityPeriod", "MaxPrice", "SmartEncoded", "PersistentAction", "ScheduleType", "SendAt"}
+MODELLED_FIELDS |= set(_PASSED_AS_IS)
 """Create fields set from the message, its properties or the settings: ``ExtraFields`` may not name them."""
 
 
@@ -262,6 +267,32 @@ def extra_fields(values: Any) -> list[tuple[str, str]]:
     """``ExtraFields`` (``Name=value`` strings, or one) as form pairs."""
     items = [values] if isinstance(values, str) else list(values or ())
     return [(name, value) for name, _, value in (item.partition("=") for item in items)]
+
+
+SCHEDULE_MIN_AHEAD = 300
+"""A scheduled message's ``SendAt`` must be more than this many seconds ahead (error 35114; older
+Twilio pages said 900)."""
+SCHEDULE_MAX_AHEAD = 35 * 86400
+"""... and at most this many (35 days; error 35115)."""
+
+
+def send_at(value: str) -> datetime:
+    """The aware datetime of a ``SendAt`` property (``SEND_AT_PATTERN``); raises ValueError if impossible."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def schedule_problem(value: str, now: float) -> str | None:
+    """Why ``SendAt`` cannot be scheduled ``now`` (POSIX seconds), or None: a real date inside Twilio's window."""
+    try:
+        when = send_at(value).timestamp()
+    except ValueError:
+        return "is not a real date and time"
+    ahead = when - now
+    if ahead <= SCHEDULE_MIN_AHEAD:
+        return f"must be more than {SCHEDULE_MIN_AHEAD} seconds ahead (Twilio refuses it: 35114/35115)"
+    if ahead > SCHEDULE_MAX_AHEAD:
+        return f"must be at most {SCHEDULE_MAX_AHEAD // 86400} days ahead (Twilio refuses it: 35114/35115)"
+    return None
 
 
 def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple[str, str]]:
@@ -306,6 +337,9 @@ def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple
         if name in props:
             value = props[name]
             form.append((name, _bool(value) if isinstance(value, bool) else str(value)))
+    if "SendAt" in props:
+        when = send_at(props["SendAt"]).astimezone(UTC)
+        form += [("ScheduleType", "fixed"), ("SendAt", when.strftime("%Y-%m-%dT%H:%M:%SZ"))]
     form += extra_fields(props.get("ExtraFields"))
     return form
 
@@ -391,6 +425,8 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
             outcome = FailureOutcome.MAY_HAVE_BEEN_SENT
     elif operation == "status":
         code = TwilioErrorCodes.STATUS_QUERY_FAILED
+    elif operation == "cancel":
+        code = TwilioErrorCodes.CANCEL_FAILED
     else:
         code = TwilioErrorCodes.SEND_MESSAGE_FAILED
     failure = Failure(code, text, (), retryable, details, throttled=throttled)

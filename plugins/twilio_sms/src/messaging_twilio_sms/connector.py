@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import aiohttp
+import attrs
 
 from messaging_core import (
     Capability,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _USER_AGENT = "pluggable-messaging-twilio-sms/0.1"
 _EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_UNKNOWN_ID = "unknown message id: pass a Twilio SID, or the id of a message this connector sent recently"
 _RECENT_IDS = 10_000
 """How many (our id → SID) pairs the connector remembers for status queries by our id."""
 
@@ -123,6 +125,8 @@ class TwilioSmsConnector(ChannelConnector):
         self._show_numbers = False
         self._counters = {"sent": 0, "failed": 0, "retries": 0}
         self._max_price_warned = False
+        self.clock = time.time
+        """Seconds since the epoch, for the checks of ``SendAt`` before any request (a test may move it)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -251,6 +255,18 @@ class TwilioSmsConnector(ChannelConnector):
                     IssueCodes.REQUIRED,
                 )
             )
+        if "SendAt" in props:
+            problem = _api.schedule_problem(props["SendAt"], self.clock())
+            if problem is not None:
+                issues.append(ValidationIssue("$.properties.SendAt", problem, IssueCodes.OUT_OF_RANGE))
+            if not settings.messaging_service_sid:
+                issues.append(
+                    ValidationIssue(
+                        "$.properties.SendAt",
+                        "needs a Messaging Service: set MessagingServiceSid (Twilio refuses it with 35118)",
+                        IssueCodes.REQUIRED,
+                    )
+                )
         extras = props.get("ExtraFields")
         for index, (name, _) in enumerate(_api.extra_fields(extras)):
             path = "$.properties.ExtraFields" + ("" if isinstance(extras, str) else f"[{index}]")
@@ -454,12 +470,9 @@ class TwilioSmsConnector(ChannelConnector):
     # -- status query ------------------------------------------------------------------------------
 
     async def _get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
-        sid = message_id if _api.is_message_sid(message_id) else self._recent.get(message_id)
+        sid = self._sid_of(message_id)
         if sid is None:
-            return ConnectorResult.failure(
-                TwilioErrorCodes.STATUS_QUERY_FAILED,
-                "unknown message id: pass a Twilio SID, or the id of a message this connector sent recently",
-            )
+            return ConnectorResult.failure(TwilioErrorCodes.STATUS_QUERY_FAILED, _UNKNOWN_ID)
         url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
         try:
             answer = await self._request("GET", url)
@@ -482,6 +495,31 @@ class TwilioSmsConnector(ChannelConnector):
             )
         update = webhooks.status_update_from_resource(message_id, data)
         return ConnectorResult.success(StatusUpdatesResult(message_id, (update,)))
+
+    # -- scheduled messages ------------------------------------------------------------------------
+
+    async def _cancel_scheduled(self, message_id: str) -> ConnectorResult[StatusUpdate]:
+        """``Status=canceled`` on the message (by its SID, or our id of a message this connector sent)."""
+        sid = self._sid_of(message_id)
+        if sid is None:
+            return ConnectorResult.failure(TwilioErrorCodes.NOT_CANCELLABLE, _UNKNOWN_ID)
+        url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
+        try:
+            answer = await self._request("POST", url, b"Status=canceled")
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.NETWORK_ERROR, f"no answer from the Twilio API ({type(err).__name__})", retryable=True
+            )
+        data = _api.parse_json_object(answer.body) if answer.status == 200 else None
+        if data is None:
+            error = _api.error_from_response(answer.status, answer.body, operation="cancel")
+            if error.details.get("twilio_code") == 30409 or answer.status == 404:
+                error = attrs.evolve(error, code=TwilioErrorCodes.NOT_CANCELLABLE)
+            return ConnectorResult.from_error(error)
+        return ConnectorResult.success(webhooks.status_update_from_resource(message_id, data))
+
+    def _sid_of(self, message_id: str) -> str | None:
+        return message_id if _api.is_message_sid(message_id) else self._recent.get(message_id)
 
     # -- webhooks ----------------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ ALPHANUMERIC_SENDER_LENGTH = 11
 EDGES = ("sydney", "sao-paulo", "dublin", "frankfurt", "tokyo", "singapore", "ashburn", "umatilla", "roaming")
 """Twilio's edge locations."""
 
+SEND_AT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+"""ISO 8601 with an explicit offset: a send time without one would be read in some unknown zone."""
+
 ACCOUNT_SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
 MESSAGING_SERVICE_SID_PATTERN = r"^MG[0-9a-fA-F]{32}$"
 API_KEY_SID_PATTERN = r"^SK[0-9a-fA-F]{32}$"
@@ -88,7 +91,8 @@ _TWILIO_SMS = ChannelSchema(
     | Capability.HANDLE_MESSAGE_STATE
     | Capability.MEDIA_ATTACHMENTS
     | Capability.BULK_MESSAGING
-    | Capability.HEALTH_CHECK,
+    | Capability.HEALTH_CHECK
+    | Capability.SCHEDULED_SENDING,
     parameters=[
         ParameterSpec(
             "AccountSid", required=True, pattern=ACCOUNT_SID_PATTERN, description="Twilio Account SID (AC...)."
@@ -268,6 +272,12 @@ _TWILIO_SMS = ChannelSchema(
             description="Whether Twilio may keep the addresses or must obfuscate them (privacy settings).",
         ),
         PropertySpec(
+            "SendAt",
+            pattern=SEND_AT_PATTERN,
+            description="Send at this time (ISO 8601 with an offset; sent in UTC with ScheduleType=fixed): more than "
+            "300 s and at most 35 days ahead; needs a Messaging Service. Cancel with cancel_scheduled().",
+        ),
+        PropertySpec(
             "ExtraFields",
             repeated=True,
             single_allowed=True,
@@ -309,9 +319,14 @@ class TwilioChannelSchemas:
 
     SIMPLE_SMS = _TWILIO_SMS.derive(
         "Twilio Simple SMS",
-        remove_capabilities=Capability.RECEIVE_MESSAGES | Capability.HANDLE_MESSAGE_STATE | Capability.BULK_MESSAGING,
+        # Scheduling needs a Messaging Service, which SimpleSms has not: it goes with MessagingServiceSid.
+        remove_capabilities=Capability.RECEIVE_MESSAGES
+        | Capability.HANDLE_MESSAGE_STATE
+        | Capability.BULK_MESSAGING
+        | Capability.SCHEDULED_SENDING,
         # SubaccountSids only widens which webhooks are accepted: without receiving, it means nothing.
         remove_parameters=["WebhookUrl", "StatusCallback", "MessagingServiceSid", "SubaccountSids"],
+        remove_properties=["SendAt"],
         remove_endpoints=[EndpointType.URL],
         update_endpoints={EndpointType.PHONE: {"required": True}},
     )

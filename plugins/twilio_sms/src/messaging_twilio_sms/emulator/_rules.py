@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from attrs import frozen
 
+from .._api import SCHEDULE_MAX_AHEAD, SCHEDULE_MIN_AHEAD  # the SendAt window, kept in one place
 from ._resources import API_VERSION, PRICE_PER_SEGMENT, EmulatedMessage, Params
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,7 +42,6 @@ documented by Twilio, so the emulator answers those with this one code.
 BODY_MAX_CHARS = 1600  # Twilio's Create Message docs: "Can be up to 1,600 characters"; longer => 21617
 MEDIA_MAX_COUNT = 10  # Twilio's Create Message docs: "up to ten media_url parameters per message"; more => 21623
 VALIDITY_MIN, VALIDITY_MAX = 1, 36000  # Twilio's Create Message docs: ValidityPeriod 1 ... 36000 s
-SCHEDULE_MIN_AHEAD, SCHEDULE_MAX_AHEAD = 300, 35 * 86400  # SendAt window: > 5 min, <= 35 days
 
 STATUS_CALLBACK_MAX_CHARS = 4000  # error 21609 page: "Keep the URL at 4000 characters or fewer"
 

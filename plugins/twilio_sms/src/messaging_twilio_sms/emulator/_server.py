@@ -277,6 +277,8 @@ class TwilioEmulator:
         self.auto_advance = auto_advance
         self.sms_url = sms_url
         self.messaging_service_sid = messaging_service_sid
+        self.wall_clock: Callable[[], float] = time.time
+        """POSIX time for scheduled sends (SendAt's window, when they go): a test may move it."""
         self.opted_out: set[str] = set()
         """Numbers that texted STOP (and not START since): sends to them fail with 21610, as at Twilio."""
         self.service_sender = service_sender
@@ -648,7 +650,7 @@ class TwilioEmulator:
         if fault is not None and fault in PRE_CREATE_FAULTS:
             return await self._refuse(request, fault)
 
-        now = time.time()
+        now = self.wall_clock()
         parsed = parse_create(params, now=now)
         if isinstance(parsed, ApiError):
             return _error_response(parsed)
@@ -892,8 +894,11 @@ class TwilioEmulator:
 
     async def _run_lifecycle(self, message: EmulatedMessage) -> None:
         try:
-            if message.send_at is not None:
-                await asyncio.sleep(max(0.0, message.send_at - time.time()))
+            # Polled (not one long sleep, nor an event nobody sets) so that a test moving `wall_clock` releases it.
+            while message.send_at is not None and message.status == "scheduled" and self.wall_clock() < message.send_at:  # noqa: ASYNC110
+                await asyncio.sleep(max(0.01, min(self.status_interval or 0.05, message.send_at - self.wall_clock())))
+            if message.status == "canceled":
+                return
             while not message.deleted:
                 await asyncio.sleep(self.status_interval)
                 transition = next_transition(message, undelivered=self.undelivered_numbers, failed=self.failed_numbers)
