@@ -57,8 +57,8 @@ def test_master_schema_identity_and_capabilities() -> None:
         | Capability.HEALTH_CHECK
         | Capability.MEDIA_ATTACHMENTS
         | Capability.SCHEDULED_SENDING
+        | Capability.TEMPLATES
     )
-    assert Capability.TEMPLATES not in MASTER.capabilities
     assert (MASTER.max_text_length, MASTER.max_media) == (1600, 10)
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunspli
 
 from attrs import evolve
 
-from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus
+from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus, TemplateContent
 from messaging_twilio_sms.segments import count_segments
 from messaging_twilio_sms.settings import TwilioSettings
 
@@ -168,6 +168,15 @@ def message_body(message: Message) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+def template_of(message: Message) -> TemplateContent | None:
+    """The message's Content template (``TemplateContent``: ``HX…`` SID and variables), if it is one."""
+    content = message.content
+    return content if isinstance(content, TemplateContent) else None
+
+
+CONTENT_SID_PATTERN = r"^HX[0-9a-fA-F]{32}$"
+
+
 def utf16_length(text: str) -> int:
     """Length in UTF-16 code units, as Twilio counts its 1,600 limit (an emoji counts twice)."""
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
@@ -258,6 +267,7 @@ _PASSED_AS_IS += ("ContentRetention", "AddressRetention")
 """Properties sent under their own name, booleans as ``true``/``false``, in this order."""
 
 MODELLED_FIELDS = frozenset({"To", "From", "MessagingServiceSid", "Body", "MediaUrl", "StatusCallback", "Attempt"})
+MODELLED_FIELDS |= {"ContentSid", "ContentVariables"}
 MODELLED_FIELDS |= {"ValidityPeriod", "MaxPrice", "SmartEncoded", "PersistentAction", "ScheduleType", "SendAt"}
 MODELLED_FIELDS |= set(_PASSED_AS_IS)
 """Create fields set from the message, its properties or the settings: ``ExtraFields`` may not name them."""
@@ -317,6 +327,12 @@ def build_message_form(message: Message, settings: TwilioSettings) -> list[tuple
     body = message_body(message)
     if body is not None:
         form.append(("Body", body))
+    template = template_of(message)
+    if template is not None:
+        form.append(("ContentSid", template.template_id))
+        if template.parameters:
+            variables = json.dumps(dict(template.parameters), separators=(",", ":"), ensure_ascii=False)
+            form.append(("ContentVariables", variables))
     for media in message.media():
         form.append(("MediaUrl", media.url))
     callback = props.get("StatusCallback") or settings.status_callback

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,11 +33,13 @@ from messaging_core import (
     FailureOutcome,
     IssueCodes,
     Message,
+    MultipartContent,
     PluginHost,
     ReceiveResult,
     SendResult,
     StatusUpdate,
     StatusUpdatesResult,
+    TemplateContent,
     ValidationIssue,
     WebhookRequest,
 )
@@ -255,6 +258,36 @@ class TwilioSmsConnector(ChannelConnector):
                     IssueCodes.REQUIRED,
                 )
             )
+        if isinstance(message.content, MultipartContent):
+            for index, part in enumerate(message.content.parts):
+                if isinstance(part, TemplateContent):
+                    issues.append(
+                        ValidationIssue(
+                            f"$.content.parts[{index}]",
+                            "a Content template is a message of its own (its text and media are the template's): "
+                            "send it alone",
+                            IssueCodes.NOT_ALLOWED,
+                        )
+                    )
+        template = _api.template_of(message)
+        if template is not None:
+            if re.match(_api.CONTENT_SID_PATTERN, template.template_id) is None:
+                issues.append(
+                    ValidationIssue(
+                        "$.content.template_id",
+                        "must be a Content SID: HX and 32 hex digits",
+                        IssueCodes.INVALID_FORMAT,
+                    )
+                )
+            for name, value in template.parameters.items():
+                if not isinstance(value, str):
+                    issues.append(
+                        ValidationIssue(
+                            f"$.content.parameters.{name}",
+                            "must be a string (Twilio's ContentVariables are strings)",
+                            IssueCodes.INVALID_TYPE,
+                        )
+                    )
         if "SendAt" in props:
             problem = _api.schedule_problem(props["SendAt"], self.clock())
             if problem is not None:

@@ -92,7 +92,8 @@ _TWILIO_SMS = ChannelSchema(
     | Capability.MEDIA_ATTACHMENTS
     | Capability.BULK_MESSAGING
     | Capability.HEALTH_CHECK
-    | Capability.SCHEDULED_SENDING,
+    | Capability.SCHEDULED_SENDING
+    | Capability.TEMPLATES,
     parameters=[
         ParameterSpec(
             "AccountSid", required=True, pattern=ACCOUNT_SID_PATTERN, description="Twilio Account SID (AC...)."
@@ -286,7 +287,8 @@ _TWILIO_SMS = ChannelSchema(
             "`TrafficType=free`), sent as given; a field the plugin models is refused here.",
         ),
     ],
-    content_types=[ContentType.TEXT, ContentType.MEDIA, ContentType.MULTIPART],
+    # A template (TemplateContent: a Content SID HX... and its variables) is a message of its own.
+    content_types=[ContentType.TEXT, ContentType.MEDIA, ContentType.MULTIPART, ContentType.TEMPLATE],
     endpoints=[
         EndpointSpec(EndpointType.PHONE, can_send=True, can_receive=True, address_pattern=E164_PATTERN),
         # A short code sends and receives (people text it), but Twilio sends to phone numbers only.
