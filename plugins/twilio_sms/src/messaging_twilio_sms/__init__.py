@@ -6,7 +6,7 @@ Install ``pluggable-messaging-twilio-sms`` and the channel ``twilio_sms`` appear
 
 from __future__ import annotations
 
-from messaging_twilio_sms._api import DELIVERY_ERRORS, STATUS_TABLE, TwilioErrorCodes, map_status
+from messaging_twilio_sms._api import DELIVERY_ERRORS, STATUS_TABLE, TwilioErrorCodes, TwilioMessage, map_status
 from messaging_twilio_sms.connector import TwilioSmsConnector
 from messaging_twilio_sms.schemas import TwilioChannelSchemas
 from messaging_twilio_sms.segments import SegmentInfo, count_segments
@@ -20,6 +20,7 @@ __all__ = [
     "SegmentInfo",
     "TwilioChannelSchemas",
     "TwilioErrorCodes",
+    "TwilioMessage",
     "TwilioSettings",
     "TwilioSmsConnector",
     "count_segments",

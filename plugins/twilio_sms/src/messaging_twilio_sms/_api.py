@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit, urlunsplit
 
-from attrs import evolve
+from attrs import evolve, frozen
 
 from messaging_core import ConnectorErrorCodes, Failure, FailureOutcome, Message, MessageStatus, TemplateContent
 from messaging_twilio_sms.segments import count_segments
@@ -29,6 +29,7 @@ __all__ = [
     "SCHEDULE_MIN_AHEAD",
     "STATUS_TABLE",
     "TwilioErrorCodes",
+    "TwilioMessage",
     "account_path",
     "build_message_form",
     "decimal_text",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_form",
     "error_from_response",
     "is_message_sid",
+    "list_filters",
     "list_query",
     "map_status",
     "mask_phone",
@@ -61,6 +63,10 @@ class TwilioErrorCodes(ConnectorErrorCodes):
     """A 2xx answer we cannot read (truncated JSON, no sid): the message was probably created."""
     STATUS_QUERY_FAILED = "STATUS_QUERY_FAILED"
     CANCEL_FAILED = "CANCEL_FAILED"
+    MESSAGE_NOT_FOUND = "MESSAGE_NOT_FOUND"
+    """No such message at Twilio (or not one this connector sent, when given by our id)."""
+    REQUEST_FAILED = "REQUEST_FAILED"
+    """Twilio refused a management request (redact, delete, list, media) for another reason."""
     """Twilio refused to cancel a scheduled message for a reason other than its state."""
     RECEIVE_MESSAGE_FAILED = "RECEIVE_MESSAGE_FAILED"
     RECEIVE_STATUS_FAILED = "RECEIVE_STATUS_FAILED"
@@ -149,6 +155,82 @@ def parse_twilio_date(value: object) -> datetime | None:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+
+
+# -- message records ----------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class TwilioMessage:
+    """One message of Twilio's message list (``TwilioSmsConnector.list_messages``), typed."""
+
+    sid: str
+    to: str
+    from_: str | None
+    body: str
+    status: MessageStatus
+    raw_status: str | None
+    direction: str
+    date_created: datetime | None
+    date_sent: datetime | None
+    num_media: int
+    num_segments: int
+    error_code: int | None
+    messaging_service_sid: str | None
+    price: str | None
+    price_unit: str | None
+
+    @classmethod
+    def from_resource(cls, data: Mapping[str, Any]) -> TwilioMessage:
+        """A Message resource (JSON) of the 2010 API; missing or malformed fields become None/0/""."""
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        def number(key: str) -> int | None:
+            value = data.get(key)
+            if isinstance(value, bool):
+                return None
+            try:
+                return int(value) if isinstance(value, (int, str)) else None
+            except ValueError:
+                return None
+
+        raw = text("status")
+        return cls(
+            sid=text("sid") or "",
+            to=text("to") or "",
+            from_=text("from"),
+            body=text("body") or "",
+            status=map_status(raw),
+            raw_status=raw,
+            direction=text("direction") or "",
+            date_created=parse_twilio_date(data.get("date_created")),
+            date_sent=parse_twilio_date(data.get("date_sent")),
+            num_media=number("num_media") or 0,
+            num_segments=number("num_segments") or 0,
+            error_code=number("error_code"),
+            messaging_service_sid=text("messaging_service_sid"),
+            price=text("price"),
+            price_unit=text("price_unit"),
+        )
+
+
+def list_filters(
+    *, to: str | None, from_: str | None, sent_after: datetime | None, sent_before: datetime | None, page_size: int
+) -> dict[str, str]:
+    """The query of ``ListMessage`` (``DateSent>``/``DateSent<`` take a day, ``YYYY-MM-DD``, in UTC)."""
+    query = {"PageSize": str(page_size)}
+    if to:
+        query["To"] = to
+    if from_:
+        query["From"] = from_
+    if sent_after is not None:
+        query["DateSent>"] = sent_after.astimezone(UTC).date().isoformat()
+    if sent_before is not None:
+        query["DateSent<"] = sent_before.astimezone(UTC).date().isoformat()
+    return query
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -443,6 +525,8 @@ def error_from_response(http_status: int, body: bytes, *, operation: str = "send
         code = TwilioErrorCodes.STATUS_QUERY_FAILED
     elif operation == "cancel":
         code = TwilioErrorCodes.CANCEL_FAILED
+    elif operation == "manage":
+        code = TwilioErrorCodes.MESSAGE_NOT_FOUND if http_status == 404 else TwilioErrorCodes.REQUEST_FAILED
     else:
         code = TwilioErrorCodes.SEND_MESSAGE_FAILED
     failure = Failure(code, text, (), retryable, details, throttled=throttled)

@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -32,9 +32,11 @@ from messaging_core import (
     Failure,
     FailureOutcome,
     IssueCodes,
+    MediaContent,
     Message,
     MultipartContent,
     PluginHost,
+    ProviderError,
     ReceiveResult,
     SendResult,
     StatusUpdate,
@@ -553,6 +555,106 @@ class TwilioSmsConnector(ChannelConnector):
 
     def _sid_of(self, message_id: str) -> str | None:
         return message_id if _api.is_message_sid(message_id) else self._recent.get(message_id)
+
+    # -- managing messages (Twilio-specific) ------------------------------------------------------
+
+    async def redact_message(self, message_id: str) -> ConnectorResult[bool]:
+        """Erase a message's body at Twilio (``Body=""``), by our id or its SID; the record stays."""
+        return await self._manage(message_id, "POST", b"Body=")
+
+    async def delete_message(self, message_id: str) -> ConnectorResult[bool]:
+        """Delete a message (and its media) at Twilio, by our id or its SID. Twilio refuses it while sending."""
+        return await self._manage(message_id, "DELETE", None)
+
+    async def _manage(self, message_id: str, method: str, body: bytes | None) -> ConnectorResult[bool]:
+        self.require(Capability.SEND_MESSAGES)
+        sid = self._sid_of(message_id)
+        if sid is None:
+            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, _UNKNOWN_ID)
+        url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
+        try:
+            answer = await self._request(method, url, body)
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return ConnectorResult.failure(
+                TwilioErrorCodes.NETWORK_ERROR, f"no answer from the Twilio API ({type(err).__name__})", retryable=True
+            )
+        if answer.status in (200, 204):
+            return ConnectorResult.success(True)
+        return ConnectorResult.from_error(_api.error_from_response(answer.status, answer.body, operation="manage"))
+
+    async def list_messages(
+        self,
+        *,
+        to: str | None = None,
+        from_: str | None = None,
+        sent_after: datetime | None = None,
+        sent_before: datetime | None = None,
+        page_size: int = 50,
+        limit: int | None = None,
+    ) -> AsyncIterator[_api.TwilioMessage]:
+        """Twilio's messages, newest first, page by page (``next_page_uri``) until ``limit`` or the end.
+
+        ``sent_after``/``sent_before`` filter on the day sent (Twilio's ``DateSent>``/``DateSent<``, in
+        UTC). Raises ``ProviderError`` when a page cannot be read (so a partial listing never passes
+        for a whole one).
+        """
+        self.require(Capability.MESSAGE_STATUS_QUERY)
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        query = _api.list_filters(
+            to=to, from_=from_, sent_after=sent_after, sent_before=sent_before, page_size=page_size
+        )
+        url: str | None = f"{self._messages_url}?{urlencode(query)}"
+        count = 0
+        while url is not None:
+            page = await self._page(url, "messages")
+            for record in page[0]:
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield _api.TwilioMessage.from_resource(record)
+            url = page[1]
+
+    async def fetch_media(self, message_id: str) -> ConnectorResult[list[MediaContent]]:
+        """The media of a message (by our id or its SID): each one's content URL and type."""
+        self.require(Capability.MESSAGE_STATUS_QUERY)
+        sid = self._sid_of(message_id)
+        if sid is None:
+            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, _UNKNOWN_ID)
+        path = _api.message_path(self.twilio_settings.account_sid, sid).removesuffix(".json") + "/Media.json"
+        url: str | None = self._base_url + path
+        media: list[MediaContent] = []
+        try:
+            while url is not None:
+                records, url = await self._page(url, "media_list")
+                for record in records:
+                    uri = record.get("uri")
+                    if isinstance(uri, str):
+                        kind = record.get("content_type")
+                        media.append(
+                            MediaContent(
+                                self._base_url + uri.removesuffix(".json"), kind if isinstance(kind, str) else None
+                            )
+                        )
+        except ProviderError as err:
+            return ConnectorResult.from_error(err.error)
+        return ConnectorResult.success(media)
+
+    async def _page(self, url: str, key: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a Twilio list: its records and the next page's URL; raises ``ProviderError``."""
+        try:
+            answer = await self._request("GET", url)
+        except (TimeoutError, aiohttp.ClientError) as err:
+            failure = Failure(TwilioErrorCodes.NETWORK_ERROR, f"no answer from the Twilio API ({type(err).__name__})")
+            raise ProviderError(failure) from None
+        data = _api.parse_json_object(answer.body) if answer.status == 200 else None
+        records = data.get(key) if data is not None else None
+        if data is None or not isinstance(records, list):
+            raise ProviderError(_api.error_from_response(answer.status, answer.body, operation="manage"))
+        next_uri = data.get("next_page_uri")
+        return [r for r in records if isinstance(r, dict)], (
+            self._base_url + next_uri if isinstance(next_uri, str) and next_uri else None
+        )
 
     # -- webhooks ----------------------------------------------------------------------------------
 
