@@ -43,7 +43,7 @@ from messaging_core import converters
 from messaging_core._batching import drive, not_attempted
 from messaging_core._ratelimit import MemoryRateLimiter
 from messaging_core.errors import CapabilityNotSupportedError, ConfigurationError, ConnectorStateError
-from messaging_core.message import Message, MessageBatch, MessageStream, new_message_id
+from messaging_core.message import Content, Message, MessageBatch, MessageStream, new_message_id
 from messaging_core.plugins import PluginHost
 from messaging_core.results import (
     BatchSendResult,
@@ -566,6 +566,14 @@ class ChannelConnector(abc.ABC):
         particular answer (Twilio: an empty TwiML document for inbound messages).
         """
         return (200, None, b"") if kind == "messages" else (204, None, b"")
+
+    def webhook_reply(self, reply: Content) -> tuple[int, str | None, bytes] | None:
+        """The answer to an inbound-message webhook that carries ``reply`` back to the sender, or
+        None when the channel cannot reply that way (the default: send a message instead).
+
+        The webhook service calls it with what a ``reply_to_message`` hook returned.
+        """
+        return None
 
     def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
         """A key identifying redeliveries of the same webhook (a provider's idempotency header), or None."""

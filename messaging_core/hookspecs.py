@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from messaging_core.campaigns.registrations import DispatcherRegistration, StoreRegistration
     from messaging_core.connector import ChannelConnector, ConnectorState
     from messaging_core.emulation import EmulatorRegistration
-    from messaging_core.message import Message
+    from messaging_core.message import Content, Message
     from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
     from messaging_core.schema import ChannelSchema
     from messaging_core.validation import ValidationIssue
@@ -108,6 +108,20 @@ def message_received(connector: ChannelConnector, message: Message) -> None:
 
     :param connector: the connector that received it.
     :param message: the message, with the provider's fields in ``properties``.
+    """
+
+
+@hookspec(firstresult=True)
+def reply_to_message(connector: ChannelConnector, message: Message) -> str | Content | None:
+    """Answer an inbound message in the webhook's own response (may be ``async def``).
+
+    Called by the webhook service after ``message_received``, once per new message, for channels
+    that can answer that way (``ChannelConnector.webhook_reply``; Twilio renders TwiML
+    ``<Message>``). Stops at first non-None result.
+
+    :param connector: the connector that received it.
+    :param message: the inbound message.
+    :returns: the reply (text, or a ``TextContent``/``MediaContent``/``MultipartContent``), or None.
     """
 
 

@@ -57,6 +57,7 @@ import pluggy
 
 from messaging_core import hookspecs
 from messaging_core.errors import PluginError
+from messaging_core.message import MediaContent, MultipartContent, TextContent
 
 if TYPE_CHECKING:
     import click
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from messaging_core.campaigns.registrations import DispatcherRegistration, StoreRegistration
     from messaging_core.connector import ChannelConnector, ConnectorState
     from messaging_core.emulation import EmulatorRegistration
-    from messaging_core.message import Message
+    from messaging_core.message import Content, Message
     from messaging_core.results import ConnectorResult, SendResult, StatusUpdate
     from messaging_core.schema import ChannelSchema
     from messaging_core.validation import ValidationIssue
@@ -276,6 +277,35 @@ class PluginHost:
 
     async def message_received(self, connector: ChannelConnector, message: Message) -> None:
         await self._notify("message_received", {"connector": connector, "message": message})
+
+    async def reply_to_message(self, connector: ChannelConnector, message: Message) -> Content | None:
+        """The first non-None answer of the ``reply_to_message`` hook (awaited when async), as content.
+
+        A plain string becomes a ``TextContent``. A failure propagates with a note naming the plugin
+        (the webhook host answers 500, as for a failing ``message_received``).
+        """
+        kwargs = {"connector": connector, "message": message}
+        for impl in self._implementations("reply_to_message"):
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as err:
+                err.add_note(f"raised by the reply_to_message hook of plugin {impl.plugin_name!r}")
+                raise
+            if self._trace:
+                self._trace_result(impl, "reply_to_message", result)
+            if result is None:
+                continue
+            if isinstance(result, str):
+                return TextContent(result)
+            if isinstance(result, (TextContent, MediaContent, MultipartContent)):
+                return result
+            raise PluginError(
+                f"plugin {impl.plugin_name!r}: reply_to_message returned {type(result).__name__}; "
+                "expected a str, TextContent, MediaContent, MultipartContent or None"
+            )
+        return None
 
     async def notify_strict(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         """Call an observer hook and let the first failure propagate (the webhook host answers 500

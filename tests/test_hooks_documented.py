@@ -39,6 +39,7 @@ def test_the_hookspecs_are_found() -> None:
         "message_sent",
         "message_status_changed",
         "message_received",
+        "reply_to_message",
         "register_commands",
         "register_emulators",
         "register_dispatchers",

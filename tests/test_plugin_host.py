@@ -57,6 +57,7 @@ HOST_CALLS: dict[str, Callable[[PluginHost], Any]] = {
         _CONNECTOR, StatusUpdate("m-1", MessageStatus.SENT)
     ),
     "message_received": lambda host: host.message_received(_CONNECTOR, _MESSAGE),
+    "reply_to_message": lambda host: host.reply_to_message(_CONNECTOR, _MESSAGE),
     "register_commands": lambda host: host.register_commands(_cli),
     "register_emulators": lambda host: host.register_emulators(),
     "register_dispatchers": lambda host: host.register_dispatchers(),

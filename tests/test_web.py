@@ -174,12 +174,15 @@ async def make_host(emulator: TwilioEmulator) -> AsyncIterator[HostFactory]:
         extra: Mapping[str, Mapping[str, Any]] | None = None,
         initialize: Iterable[str] | None = None,
         dedup_size: int = 100_000,
+        plugins: Iterable[object] = (),
     ) -> Host:
         sock = _bound_socket()
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         registry = ChannelRegistry.discover()
         recorder = Recorder()
         registry.host.register(recorder, name=f"recorder-{uuid.uuid4().hex}")  # before the connectors
+        for plugin in plugins:
+            registry.host.register(plugin, name=f"plugin-{uuid.uuid4().hex}")
         sms_parameters = {
             "AccountSid": emulator.account_sid,
             "AuthToken": emulator.auth_token,
@@ -929,3 +932,106 @@ def test_routes_follow_the_connectors_capabilities(emulator: TwilioEmulator) -> 
     }
     service = WebhookService({name: registry.create_connector(spec, name=name) for name, spec in specs.items()})
     assert service.routes() == {"full": ("messages", "status"), "notify": ()}
+
+
+# -- replies in the webhook's response (reply_to_message) --------------------------------------------------
+
+
+class Replier:
+    """A ``reply_to_message`` plugin: answers with ``answer`` (or raises it when it is an exception)."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.calls: list[str] = []
+
+    @hookimpl
+    async def reply_to_message(self, connector: ChannelConnector, message: Message) -> object:
+        self.calls.append(message.id)
+        if isinstance(self.answer, Exception):
+            answer, self.answer = self.answer, None
+            raise answer
+        return self.answer
+
+
+async def test_a_reply_hook_answers_an_inbound_sms_with_twiml(make_host: HostFactory) -> None:
+    from messaging_core import MediaContent, MultipartContent, TextContent
+
+    reply = MultipartContent(
+        (TextContent("Thanks <3 & see you"), MediaContent("https://cdn.example.com/a.png?x=1&y=2"))
+    )
+    replier = Replier(reply)
+    host = await make_host(plugins=[replier])
+    status, text = await host.emulator.simulate_inbound(
+        RECEIVER, SENDER, "HOURS", url=host.url("/webhooks/sms/messages")
+    )
+    assert status == 200
+    assert text == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message><Body>Thanks &lt;3 &amp; see you</Body>'
+        "<Media>https://cdn.example.com/a.png?x=1&amp;y=2</Media></Message></Response>"
+    )
+    assert len(host.recorder.received) == 1  # message_received ran first
+    assert replier.calls == [host.recorder.received[0].id]
+
+
+async def test_a_reply_hook_may_answer_plain_text_or_nothing(make_host: HostFactory) -> None:
+    replier = Replier("We're open 9-17")
+    host = await make_host(plugins=[replier])
+    status, text, _ = await host.post_signed("/webhooks/sms/messages", inbound_form())
+    assert (status, text.endswith("<Response><Message><Body>We're open 9-17</Body></Message></Response>")) == (
+        200,
+        True,
+    )
+    replier.answer = None
+    status, text, _ = await host.post_signed("/webhooks/sms/messages", inbound_form(sid=SID_B))
+    assert (status, "<Response/>" in text) == (200, True)
+
+
+async def test_a_failing_reply_hook_gives_500_and_the_retry_replies(
+    make_host: HostFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    replier = Replier(RuntimeError("reply boom"))
+    host = await make_host(plugins=[replier])
+    token = str(uuid.uuid4())
+    with caplog.at_level(logging.ERROR, logger="messaging_core"):
+        status, _, _ = await host.post_signed("/webhooks/sms/messages", inbound_form(), idempotency=token)
+    assert status == 500
+    assert "the reply_to_message hook failed" in caplog.text
+    replier.answer = "ok now"
+    status, text, _ = await host.post_signed("/webhooks/sms/messages", inbound_form(), idempotency=token)
+    assert status == 200
+    assert "<Body>ok now</Body>" in text
+    assert len(host.recorder.received) == 2  # at least once: the retry was dispatched again
+
+
+async def test_a_reply_of_the_wrong_type_is_a_500_naming_the_plugin(
+    make_host: HostFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = await make_host(plugins=[Replier(42)])
+    with caplog.at_level(logging.ERROR, logger="messaging_core"):
+        status, _, _ = await host.post_signed("/webhooks/sms/messages", inbound_form())
+    assert status == 500
+    assert "reply_to_message returned int" in caplog.text
+
+
+async def test_a_channel_that_cannot_reply_answers_as_usual_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """The memory channel has no ``webhook_reply``: its usual answer, and a warning naming the connector."""
+    from messaging_core import WebhookRequest
+
+    registry = ChannelRegistry.discover()
+    registry.host.register(Replier("hello back"), name=f"replier-{uuid.uuid4().hex}")
+    connector = registry.create_connector({"channel": "memory"}, name="mem")
+    (await connector.initialize()).unwrap()
+    try:
+        from messaging_core import Endpoint
+
+        builder = MessageBuilder().with_sender(Endpoint.phone(SENDER)).with_receiver(Endpoint.phone(RECEIVER))
+        payload = builder.with_text_content("hi").build()
+        from messaging_core.converters import dumps
+
+        request = WebhookRequest.from_json(dumps(payload), url="http://127.0.0.1/webhooks/mem/messages")
+        with caplog.at_level(logging.WARNING, logger="messaging_core"):
+            answer = await WebhookService({"mem": connector}).handle("mem", "messages", request)
+        assert (answer.status, answer.body) == (200, b"")
+        assert "connector mem cannot reply in a webhook's response" in caplog.text
+    finally:
+        await connector.shutdown()

@@ -47,6 +47,7 @@ from messaging_core.campaigns.memory import MemoryStatusStore
 from messaging_core.campaigns.protocols import StatusStore
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
+from messaging_core.message import Message
 from messaging_core.results import ConnectorErrorCodes, Failure, StatusUpdate
 from messaging_core.schema import Capability
 from messaging_core.webhook_request import WebhookRequest
@@ -295,9 +296,12 @@ class WebhookService:
             return _ack(connector, "messages")
         for key in keys:
             seen.add(key)
+        stage = "a message_received observer"
         try:
             for message in result.value.messages:
                 await connector.plugins.notify_strict("message_received", {"connector": connector, "message": message})
+            stage = "the reply_to_message hook"
+            reply = await _reply(connector, result.value.messages)
         except BaseException as err:
             # Not handled (an observer raised, or the request timed out inside one): forget the
             # keys so that the provider's retry dispatches it again.
@@ -306,9 +310,11 @@ class WebhookService:
             if not isinstance(err, Exception):
                 raise
             self.stats.errors += 1
-            log.exception("webhook %s/messages: a message_received observer failed", name)
+            log.exception("webhook %s/messages: %s failed", name, stage)
             return WebhookAnswer.text(500, "observer failed\n")
         self.stats.dispatched += len(result.value.messages)
+        if reply is not None:
+            return reply
         return _ack(connector, "messages")
 
     # -- status callbacks -------------------------------------------------------------------------------
@@ -413,6 +419,27 @@ class _Readiness:
             "issues": list(health.issues),
             "uptime_s": round(health.uptime.total_seconds(), 1),
         }
+
+
+async def _reply(connector: ChannelConnector, messages: tuple[Message, ...]) -> WebhookAnswer | None:
+    """The answer carrying the first reply a ``reply_to_message`` hook gave, or None (the usual answer)."""
+    if not connector.plugins.has_observers("reply_to_message"):
+        return None
+    for message in messages:
+        content = await connector.plugins.reply_to_message(connector, message)
+        if content is None:
+            continue
+        answer = connector.webhook_reply(content)
+        if answer is None:
+            log.warning(
+                "connector %s cannot reply in a webhook's response; the reply to %s was not sent (send a message)",
+                connector.name,
+                message.id,
+            )
+            return None
+        status, content_type, body = answer
+        return WebhookAnswer(status, content_type if body else None, body)
+    return None
 
 
 def _ack(connector: ChannelConnector, kind: WebhookKind) -> WebhookAnswer:

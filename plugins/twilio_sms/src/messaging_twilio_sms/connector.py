@@ -29,6 +29,7 @@ from messaging_core import (
     ChannelSchema,
     ConnectionSettings,
     ConnectorResult,
+    Content,
     Failure,
     FailureOutcome,
     IssueCodes,
@@ -724,6 +725,10 @@ class TwilioSmsConnector(ChannelConnector):
         if foreign is not None:
             return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(update)
+
+    def webhook_reply(self, reply: Content) -> tuple[int, str | None, bytes]:
+        """TwiML ``<Response><Message>`` with the reply's text (``<Body>``) and media (``<Media>``)."""
+        return 200, "text/xml", webhooks.twiml_reply(reply)
 
     def webhook_idempotency_key(self, source: WebhookRequest) -> str | None:
         # Twilio sends the same token again when it retries a webhook delivery.

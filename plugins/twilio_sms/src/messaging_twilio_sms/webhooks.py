@@ -16,6 +16,7 @@ from binascii import b2a_base64
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, TypeAlias, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from xml.sax.saxutils import escape as xml_escape
 
 from messaging_core import (
     Content,
@@ -431,3 +432,21 @@ def status_update_from_resource(message_id: str, data: Mapping[str, object]) -> 
 
 def _int_or_text(value: str) -> int | str:
     return int(value) if value.isdigit() else value
+
+
+# =====================================================================================================
+# TwiML replies
+# =====================================================================================================
+
+
+def twiml_reply(reply: Content) -> bytes:
+    """A TwiML document answering an inbound message with ``reply`` (Twilio's "TwiML for Programmable
+    Messaging": ``<Message>`` with ``<Body>`` and up to ten ``<Media>``), text XML-escaped."""
+    parts = list(reply.parts) if isinstance(reply, MultipartContent) else [reply]
+    texts = [p.text for p in parts if isinstance(p, TextContent)]
+    media = [p.url for p in parts if isinstance(p, MediaContent)]
+    inner = ""
+    if texts:
+        inner += f"<Body>{xml_escape(chr(10).join(texts))}</Body>"
+    inner += "".join(f"<Media>{xml_escape(url)}</Media>" for url in media)
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{inner}</Message></Response>'.encode()
