@@ -660,3 +660,24 @@ def test_plain_addresses_are_typed_from_their_form_or_the_schema() -> None:
     assert endpoint_of("AcmeAlerts", simple, "--from").type is EndpointType.LABEL
     assert endpoint_of("Acme Alerts!", simple, "--from").type is EndpointType.ANY  # fits none: validation says why
     assert endpoint_of("12345", simple, "--to").type is EndpointType.PHONE  # nobody sends to a short code
+
+
+def test_schema_show_prints_limits_and_endpoints() -> None:
+    result = invoke("schema", "show", "twilio_sms")
+    assert result.exit_code == 0, result.output
+    assert "limits: text <= 1600 characters, media <= 10" in result.stdout
+    assert "SCHEDULED_SENDING" in result.stdout
+    assert "short_code" in result.stdout
+    assert "must contain at least one letter" in result.stdout
+
+
+def test_schema_show_markdown_is_the_documented_tables() -> None:
+    from messaging_core.cli.channels import schema_markdown
+    from messaging_twilio_sms import TwilioChannelSchemas
+
+    result = invoke("schema", "show", "twilio_sms", "SimpleSms", "--markdown")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == schema_markdown(TwilioChannelSchemas.SIMPLE_SMS)
+    assert "| `AccountSid` | `string` | yes |" in result.stdout
+    assert "| `MessagingServiceSid` |" not in result.stdout  # SimpleSms removed it
+    assert "`string \\| string[]`" in result.stdout  # a pipe inside a cell is escaped

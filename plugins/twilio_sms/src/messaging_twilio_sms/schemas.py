@@ -139,11 +139,17 @@ _TWILIO_SMS = ChannelSchema(
             maximum=36000,
             description="Seconds a message may wait in Twilio's queue before it fails.",
         ),
-        ParameterSpec("MaxPrice", "number", minimum=0, description="Obsolete at Twilio since 2024-06-03; still sent."),
+        ParameterSpec(
+            "MaxPrice",
+            "number",
+            minimum=0,
+            description="Obsolete at Twilio since 2024-06-03 (no effect); still sent, with a warning.",
+        ),
         ParameterSpec(
             "MessagingServiceSid",
             pattern=MESSAGING_SERVICE_SID_PATTERN,
-            description="Messaging Service (MG...); wins over the sender number.",
+            description="Messaging Service (MG...): picks the sender from its pool when a message names none; a "
+            "sender the message names is sent as From too (it must be in the pool).",
         ),
         ParameterSpec(
             "Region",
