@@ -24,7 +24,11 @@ from messaging_core import (
     ConnectionSettings,
     Endpoint,
     Message,
+    MessageStatus,
+    StatusUpdate,
     TextContent,
+    WebhookRequest,
+    converters,
 )
 from messaging_core.testing import ConnectorConformance
 
@@ -92,6 +96,18 @@ class Base(ConnectorConformance):
     def invalid_message(self):
         return Message(uuid.uuid4().hex, None, None, TextContent(""))
 
+    webhooks_signed = False  # the memory channel's webhooks are unsigned JSON
+
+    def inbound_webhook(self, connector):
+        return WebhookRequest.from_json(converters.dumps(self.valid_message()))
+
+    def forged_webhook(self, connector):
+        return WebhookRequest.from_json([{"not": "a message"}])
+
+    async def status_webhook(self, connector, sent):  # async: the kit awaits it
+        update = StatusUpdate(sent.message_id, MessageStatus.DELIVERED)
+        return WebhookRequest.from_json(converters.dumps(update))
+
 
 class TestCorrect(Base):
     pass
@@ -123,6 +139,16 @@ class TestNoBulk(Base):
 
 class TestNothingToRedact(Base):
     mark_sensitive = False
+
+
+class TestClaimsSigned(Base):
+    webhooks_signed = True  # yet its "forged" webhook is refused as malformed, not as forged
+
+
+class TestNoReceivingFixtures(Base):
+    inbound_webhook = ConnectorConformance.inbound_webhook
+    forged_webhook = ConnectorConformance.forged_webhook
+    status_webhook = ConnectorConformance.status_webhook
 """
 
 
@@ -173,7 +199,7 @@ def _failed(outcomes: dict[str, tuple[str, str]], cls: str) -> set[str]:
 
 def test_the_suite_has_every_promise(outcomes: dict[str, tuple[str, str]]) -> None:
     tests = {name.split("::")[1] for name in outcomes if name.startswith("TestCorrect::")}
-    assert len(tests) == 19
+    assert len(tests) == 22
     assert {
         "test_lifecycle_reaches_ready_and_shutdown",
         "test_variants_gate_excluded_capabilities",
@@ -182,6 +208,9 @@ def test_the_suite_has_every_promise(outcomes: dict[str, tuple[str, str]]) -> No
         "test_cancelled_batch_accounts_for_every_message",
         "test_secrets_never_show",
         "test_declared_capabilities_are_implemented",
+        "test_a_genuine_inbound_webhook_becomes_messages",
+        "test_a_forged_inbound_webhook_is_refused",
+        "test_a_status_callback_becomes_an_update",
     } <= tests
 
 
@@ -235,4 +264,20 @@ def test_a_connector_declaring_no_secret_is_told_to(outcomes: dict[str, tuple[st
 
 
 def test_a_declared_but_unimplemented_capability_is_caught(outcomes: dict[str, tuple[str, str]]) -> None:
-    assert _failed(outcomes, "TestDeaf") == {"test_declared_capabilities_are_implemented"}
+    # Caught twice: by the seam check, and by the genuine inbound webhook it cannot read.
+    assert _failed(outcomes, "TestDeaf") == {
+        "test_declared_capabilities_are_implemented",
+        "test_a_genuine_inbound_webhook_becomes_messages",
+    }
+
+
+def test_a_signed_channel_must_refuse_a_forgery_as_forged(outcomes: dict[str, tuple[str, str]]) -> None:
+    assert _failed(outcomes, "TestClaimsSigned") == {"test_a_forged_inbound_webhook_is_refused"}
+
+
+def test_a_receiving_connector_must_give_its_webhooks(outcomes: dict[str, tuple[str, str]]) -> None:
+    assert _failed(outcomes, "TestNoReceivingFixtures") == {
+        "test_a_genuine_inbound_webhook_becomes_messages",
+        "test_a_forged_inbound_webhook_is_refused",
+        "test_a_status_callback_becomes_an_update",
+    }

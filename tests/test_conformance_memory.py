@@ -12,7 +12,19 @@ from typing import Any
 
 import pytest
 
-from messaging_core import ChannelConnector, ChannelRegistry, ConnectionSettings, Endpoint, Message, TextContent
+from messaging_core import (
+    ChannelConnector,
+    ChannelRegistry,
+    ConnectionSettings,
+    Endpoint,
+    Message,
+    MessageStatus,
+    SendResult,
+    StatusUpdate,
+    TextContent,
+    WebhookRequest,
+    converters,
+)
 from messaging_core.testing import ConnectorConformance
 
 REFUSED_RECEIVER = "+15550009999"
@@ -58,6 +70,19 @@ class TestMemoryConnector(ConnectorConformance):
 
     def failing_message(self) -> Message:
         return Message(uuid.uuid4().hex, None, Endpoint.phone(REFUSED_RECEIVER), TextContent("refused"))
+
+    # The memory channel's webhooks are its own JSON (a Message, a StatusUpdate), unsigned.
+    webhooks_signed = False
+
+    def inbound_webhook(self, connector: ChannelConnector) -> WebhookRequest:
+        return WebhookRequest.from_json(converters.dumps(self.valid_message()))
+
+    def forged_webhook(self, connector: ChannelConnector) -> WebhookRequest:
+        return WebhookRequest.from_json({"not": "a message"})
+
+    def status_webhook(self, connector: ChannelConnector, sent: SendResult) -> WebhookRequest:
+        update = StatusUpdate(sent.message_id, MessageStatus.DELIVERED, remote_message_id=sent.remote_message_id)
+        return WebhookRequest.from_json(converters.dumps(update))
 
     def sent_count(self, connector: ChannelConnector) -> int:
         sent: list[Message] = connector.mailbox.sent  # type: ignore[attr-defined]

@@ -118,8 +118,15 @@ def test_the_plugin_passes_the_conformance_kit(project: Path) -> None:
         )
     finally:
         os.chdir(previous)
-    assert len(outcomes) == 19
-    assert set(outcomes.values()) == {"passed"}, {k: v for k, v in outcomes.items() if v != "passed"}
+    assert len(outcomes) == 22
+    # The page's send-only connector skips the three receiving checks, saying why; the rest pass.
+    receiving = {
+        "test_a_genuine_inbound_webhook_becomes_messages",
+        "test_a_forged_inbound_webhook_is_refused",
+        "test_a_status_callback_becomes_an_update",
+    }
+    assert {k.rsplit("::", 1)[-1] for k, v in outcomes.items() if v == "skipped"} == receiving
+    assert {v for k, v in outcomes.items() if k.rsplit("::", 1)[-1] not in receiving} == {"passed"}, outcomes
     assert code == 0
 
 

@@ -8,9 +8,10 @@ any I/O, batch accounting and secrets redaction. See ``docs/writing-a-plugin.md`
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import attrs
 import pytest
@@ -34,6 +35,7 @@ from messaging_core import (
 )
 from messaging_core.testing._recorder import HookRecorder, find_secrets
 from messaging_core.webhook_request import WebhookRequest
+from messaging_core.webhooks import WebhookService
 
 __all__ = ["VALIDATION_ERROR_CODES", "ConnectorConformance", "ConnectorFactory"]
 
@@ -195,6 +197,36 @@ class ConnectorConformance:
     async def count_remote_messages(self, connector: ChannelConnector) -> int | None:
         """Like ``sent_count``, for counts that need I/O (an emulator's API); None when unknown."""
         return None
+
+    # Receiving: required of a connector whose master schema declares RECEIVE_MESSAGES or
+    # HANDLE_MESSAGE_STATE (may be ``async def``).
+
+    webhooks_signed: bool = True
+    """Whether the provider signs its webhooks; then a refused one must be refused as forged."""
+
+    def inbound_webhook(self, connector: ChannelConnector) -> WebhookRequest | Awaitable[WebhookRequest]:
+        """A genuine inbound-message webhook for ``connector``, as the provider sends it (signed)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the connector declares RECEIVE_MESSAGES: define inbound_webhook(connector) "
+            "returning a WebhookRequest the provider would send (signed, with its public URL)"
+        )
+
+    def forged_webhook(self, connector: ChannelConnector) -> WebhookRequest | Awaitable[WebhookRequest]:
+        """An inbound-message webhook the connector must refuse: a wrong signature (``webhooks_signed``),
+        else a payload it cannot accept."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the connector declares RECEIVE_MESSAGES: define forged_webhook(connector) "
+            "returning the same webhook with a wrong signature"
+        )
+
+    def status_webhook(
+        self, connector: ChannelConnector, sent: SendResult
+    ) -> WebhookRequest | Awaitable[WebhookRequest]:
+        """A genuine status callback for the message ``sent`` (the result of sending ``valid_message()``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the connector declares HANDLE_MESSAGE_STATE: define "
+            "status_webhook(connector, sent) returning the provider's status callback for that message"
+        )
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -508,6 +540,79 @@ class ConnectorConformance:
         with pytest.raises(TypeError):
             await connector.send_message("not a message")  # type: ignore[arg-type]
         assert spy.count == 0
+
+    # -- receiving -----------------------------------------------------------------------------------
+
+    async def _webhook(self, built: WebhookRequest | Awaitable[WebhookRequest]) -> WebhookRequest:
+        request = await built if inspect.isawaitable(built) else built
+        assert isinstance(request, WebhookRequest), f"expected a WebhookRequest, got {type(request).__name__}"
+        return request
+
+    async def _served(
+        self, connector: ChannelConnector, kind: Literal["messages", "status"], request: WebhookRequest
+    ) -> tuple[int, HookRecorder]:
+        """What the core's webhook service answers for ``request``, and what it dispatched meanwhile."""
+        recorder = HookRecorder()
+        connector.plugins.register(recorder, name=f"conformance-recorder-{id(recorder)}")
+        try:
+            answer = await WebhookService({"under-test": connector}).handle("under-test", kind, request)
+        finally:
+            connector.plugins.unregister(recorder)
+        return answer.status, recorder
+
+    @_asyncio
+    async def test_a_genuine_inbound_webhook_becomes_messages(self, conformance_factory: ConnectorFactory) -> None:
+        connector = await self._ready(conformance_factory)
+        self._require_capability(connector, Capability.RECEIVE_MESSAGES)
+        result = await connector.receive_messages(await self._webhook(self.inbound_webhook(connector)))
+        assert result.is_success, f"inbound_webhook() was refused: {result.error}"
+        assert result.value is not None
+        assert result.value.messages, "inbound_webhook() gave no message"
+        assert all(isinstance(m, Message) for m in result.value.messages)
+        status, recorder = await self._served(
+            connector, "messages", await self._webhook(self.inbound_webhook(connector))
+        )
+        assert 200 <= status < 300, f"the webhook service answered {status}"
+        assert len(recorder.named("message_received")) == len(result.value.messages)
+
+    @_asyncio
+    async def test_a_forged_inbound_webhook_is_refused(self, conformance_factory: ConnectorFactory) -> None:
+        connector = await self._ready(conformance_factory)
+        self._require_capability(connector, Capability.RECEIVE_MESSAGES)
+        result = await connector.receive_messages(await self._webhook(self.forged_webhook(connector)))
+        assert not result.is_success, "forged_webhook() was accepted"
+        refusals = {ConnectorErrorCodes.INVALID_SIGNATURE, ConnectorErrorCodes.UNEXPECTED_ACCOUNT}
+        if self.webhooks_signed:
+            assert result.error_code in refusals, (
+                f"a forged webhook must be refused with the core's INVALID_SIGNATURE (or UNEXPECTED_ACCOUNT), "
+                f"not {result.error_code}: the webhook service answers 403 only for those"
+            )
+        status, recorder = await self._served(
+            connector, "messages", await self._webhook(self.forged_webhook(connector))
+        )
+        assert status == 403 if self.webhooks_signed else 400 <= status < 500, f"the webhook service answered {status}"
+        assert recorder.calls == [], "a refused webhook was dispatched"
+
+    @_asyncio
+    async def test_a_status_callback_becomes_an_update(self, conformance_factory: ConnectorFactory) -> None:
+        connector = await self._ready(conformance_factory)
+        self._require_capability(connector, Capability.HANDLE_MESSAGE_STATE)
+        self._require_capability(connector, Capability.SEND_MESSAGES)
+        message = self.valid_message()
+        sent = await connector.send_message(message)
+        assert sent.is_success, f"valid_message() was not sent: {sent.error}"
+        assert sent.value is not None
+        result = await connector.receive_message_status(await self._webhook(self.status_webhook(connector, sent.value)))
+        assert result.is_success, f"status_webhook() was refused: {result.error}"
+        assert result.value is not None
+        assert message.id == result.value.message_id or (
+            sent.value.remote_message_id is not None and result.value.remote_message_id == sent.value.remote_message_id
+        ), "the update names neither the message's id nor its provider id"
+        status, recorder = await self._served(
+            connector, "status", await self._webhook(self.status_webhook(connector, sent.value))
+        )
+        assert 200 <= status < 300, f"the webhook service answered {status}"
+        assert len(recorder.named("message_status_changed")) == 1
 
     # -- batches -------------------------------------------------------------------------------------
 

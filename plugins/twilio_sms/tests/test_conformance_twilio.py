@@ -6,13 +6,23 @@ import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
-from messaging_core import ChannelConnector, ConnectionSettings, Endpoint, Message, TextContent
+from messaging_core import (
+    ChannelConnector,
+    ConnectionSettings,
+    Endpoint,
+    Message,
+    SendResult,
+    TextContent,
+    WebhookRequest,
+)
 from messaging_core.testing import ConnectorConformance
 from messaging_twilio_sms import TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
+from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, compute_signature
 
 SERVICE_SID = "MG" + "0123456789abcdef" * 2
 
@@ -66,6 +76,35 @@ class TestTwilioSmsConnector(ConnectorConformance):
         return Message(
             uuid.uuid4().hex, Endpoint.phone("+15005550006"), Endpoint.phone("+15005550001"), TextContent("x")
         )
+
+    def _signed(self, fields: dict[str, str], url: str, token: str | None = None) -> WebhookRequest:
+        signature = compute_signature(token or self.emulator.auth_token, url, fields)
+        return WebhookRequest.from_form(urlencode(fields), url=url, headers={SIGNATURE_HEADER: signature})
+
+    def _inbound_fields(self) -> dict[str, str]:
+        return {
+            "MessageSid": "SM" + uuid.uuid4().hex,
+            "AccountSid": self.emulator.account_sid,
+            "From": "+15551230001",
+            "To": "+15005550006",
+            "Body": "conformance inbound",
+            "NumMedia": "0",
+        }
+
+    def inbound_webhook(self, connector: ChannelConnector) -> WebhookRequest:
+        return self._signed(self._inbound_fields(), "https://hooks.example.com/twilio/sms")
+
+    def forged_webhook(self, connector: ChannelConnector) -> WebhookRequest:
+        return self._signed(self._inbound_fields(), "https://hooks.example.com/twilio/sms", token="not-the-auth-token")
+
+    def status_webhook(self, connector: ChannelConnector, sent: SendResult) -> WebhookRequest:
+        assert sent.remote_message_id is not None
+        fields = {
+            "MessageSid": sent.remote_message_id,
+            "AccountSid": self.emulator.account_sid,
+            "MessageStatus": "delivered",
+        }
+        return self._signed(fields, f"https://hooks.example.com/twilio/status?MessageId={sent.message_id}")
 
     def sent_count(self, connector: ChannelConnector) -> int:
         return len(self.emulator.messages)
