@@ -30,7 +30,7 @@ import yaml
 from attrs import field, frozen
 
 from messaging_core.errors import ConfigurationError
-from messaging_core.settings import interpolate_env
+from messaging_core.settings import ConnectionSettings, interpolate_env
 from messaging_core.validation import ValidationIssue, validator_for
 
 __all__ = [
@@ -59,6 +59,8 @@ class ConnectorSpec:
     schema: str | None = None
     parameters: Mapping[str, Any] = field(factory=dict, converter=dict, repr=False)
     enabled: bool = True
+    environment_defaults: bool = True
+    """False: parameters left out are never read from ``<PROVIDER>_<PARAMETER>`` variables."""
 
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any]) -> ConnectorSpec:
@@ -68,7 +70,12 @@ class ConnectorSpec:
             data.get("schema"),
             dict(data.get("parameters") or {}),
             data.get("enabled", True),
+            data.get("environment_defaults", True),
         )
+
+    def settings(self, sensitive: frozenset[str] = frozenset()) -> ConnectionSettings:
+        """The connection settings this spec gives (its parameters, its environment rule)."""
+        return ConnectionSettings(self.parameters, sensitive=sensitive, environment_defaults=self.environment_defaults)
 
 
 @frozen

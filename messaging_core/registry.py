@@ -296,12 +296,12 @@ class ChannelRegistry:
         except ConfigurationError as err:
             return [ValidationIssue(f"{root}.schema", str(err), IssueCodes.NOT_ALLOWED)]
         del info
-        settings = ConnectionSettings(spec.parameters, sensitive=schema.sensitive_parameters)
+        settings = spec.settings(schema.sensitive_parameters)
         try:
             resolved = settings.resolved(schema, self.host.resolve_parameter)
         except ConfigurationError as err:
             return [ValidationIssue(f"{root}.parameters", str(err), "MISSING_ENV")]
-        return ConnectionSettings(resolved).issues(schema, root=f"{root}.parameters", given=spec.parameters)
+        return ConnectionSettings(resolved).issues(schema, root=f"{root}.parameters", given=settings)
 
     def create_connector(self, spec: ConnectorSpec | Mapping[str, Any], *, name: str | None = None) -> ChannelConnector:
         """Build a connector from ``{"channel": ..., "schema": ..., "parameters": {...}}``.
@@ -310,7 +310,7 @@ class ChannelRegistry:
         ``initialize()`` or use ``async with``).
         """
         if not isinstance(spec, ConnectorSpec):
-            unknown = set(spec) - {"channel", "schema", "parameters", "name", "enabled"}
+            unknown = set(spec) - {"channel", "schema", "parameters", "name", "enabled", "environment_defaults"}
             if unknown or "channel" not in spec:
                 problem = f"unknown keys {sorted(unknown)}" if unknown else "'channel' is required"
                 raise ConfigurationError(f"connector spec: {problem}")
@@ -321,8 +321,9 @@ class ChannelRegistry:
             raise ConfigurationError(f"connector {spec.name!r}: {len(issues)} problem(s)\n{lines}", issues=issues)
         info = self.channel(spec.channel)
         schema = self.schema(spec.channel, spec.schema)
-        settings = ConnectionSettings(spec.parameters, sensitive=schema.sensitive_parameters)
-        return info.connector_class(schema, settings, plugins=self.host, name=spec.name)
+        return info.connector_class(
+            schema, spec.settings(schema.sensitive_parameters), plugins=self.host, name=spec.name
+        )
 
     def check_config(self, config: MessagingConfig) -> list[ValidationIssue]:
         """Every channel-level problem of a loaded configuration (paths into the file)."""

@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from messaging_core.errors import ConfigurationError
-from messaging_core.schema import ChannelSchema
+from messaging_core.schema import ChannelSchema, ParameterSpec
 from messaging_core.validation import IssueCodes, ValidationIssue, validator_for
 
-__all__ = ["REDACTED", "ConnectionSettings", "interpolate_env"]
+__all__ = ["ENVIRONMENT_DEFAULTS", "REDACTED", "ConnectionSettings", "environment_sources", "interpolate_env"]
+
+ENVIRONMENT_DEFAULTS: ContextVar[bool] = ContextVar("messaging_environment_defaults", default=True)
+"""Whether a parameter the settings leave out may be read from ``<PROVIDER>_<PARAMETER>``: set by
+``ConnectionSettings.resolved`` for the settings it resolves (a connector's
+``environment_defaults = false`` in a configuration turns it off), read by the environment plugin."""
 
 REDACTED = "***"
 
@@ -44,11 +50,19 @@ class ConnectionSettings(Mapping[str, Any]):
     values with the schema's defaults applied with ``resolved(schema)``.
     """
 
-    __slots__ = ("_sensitive", "_values")
+    __slots__ = ("_sensitive", "_values", "environment_defaults")
 
-    def __init__(self, values: Mapping[str, Any] | None = None, *, sensitive: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, Any] | None = None,
+        *,
+        sensitive: frozenset[str] = frozenset(),
+        environment_defaults: bool = True,
+    ) -> None:
         self._values: dict[str, Any] = dict(values or {})
         self._sensitive = set(sensitive)
+        self.environment_defaults = environment_defaults
+        """False: a parameter left out is never read from the environment (``${VAR}`` references still are)."""
 
     def add_parameter(self, name: str, value: Any, *, sensitive: bool = False) -> ConnectionSettings:
         self._values[name] = value
@@ -96,24 +110,37 @@ class ConnectionSettings(Mapping[str, Any]):
         ``${VAR}`` reference left unresolved is a ``ConfigurationError``, never a value.
         """
         values = dict(self._values)
-        for spec in schema.parameters:
-            current = values.get(spec.name)
-            if resolve is not None:
-                found = resolve(schema, spec.name, current)
-                if found is not None:
-                    current = found
-            if current is None and spec.default is not None:
-                current = spec.default
-            if current is not None:
-                values[spec.name] = current
-            if isinstance(current, str) and (reference := _ENV_REFERENCE.search(current)) is not None:
-                # Nothing resolved it (a connector built without a registry has no environment
-                # plugin): never hand the provider the literal reference as a credential.
-                raise ConfigurationError(
-                    f"parameter {spec.name}: ${{{reference.group(1)}}} was not resolved; create the connector "
-                    "through a ChannelRegistry (its environment plugin expands it) or pass the value itself"
-                )
+        scope = ENVIRONMENT_DEFAULTS.set(self.environment_defaults)
+        try:
+            for spec in schema.parameters:
+                self._resolve_one(schema, spec, values, resolve)
+        finally:
+            ENVIRONMENT_DEFAULTS.reset(scope)
         return values
+
+    @staticmethod
+    def _resolve_one(
+        schema: ChannelSchema,
+        spec: ParameterSpec,
+        values: dict[str, Any],
+        resolve: Callable[[ChannelSchema, str, Any], Any] | None,
+    ) -> None:
+        current = values.get(spec.name)
+        if resolve is not None:
+            found = resolve(schema, spec.name, current)
+            if found is not None:
+                current = found
+        if current is None and spec.default is not None:
+            current = spec.default
+        if current is not None:
+            values[spec.name] = current
+        if isinstance(current, str) and (reference := _ENV_REFERENCE.search(current)) is not None:
+            # Nothing resolved it (a connector built without a registry has no environment
+            # plugin): never hand the provider the literal reference as a credential.
+            raise ConfigurationError(
+                f"parameter {spec.name}: ${{{reference.group(1)}}} was not resolved; create the connector "
+                "through a ChannelRegistry (its environment plugin expands it) or pass the value itself"
+            )
 
     def issues(
         self, schema: ChannelSchema, *, root: str = "$", given: Mapping[str, Any] | None = None
@@ -149,6 +176,22 @@ def environment_variable(schema: ChannelSchema, parameter: str) -> str:
     return f"{schema.provider}_{words}".upper().replace("-", "_")
 
 
+def environment_sources(schema: ChannelSchema, given: Mapping[str, Any]) -> dict[str, str]:
+    """``{parameter: variable}`` for each parameter ``given`` leaves out that the environment fills.
+
+    What ``config validate`` reports, so that a value picked up from the shell is never silent;
+    empty when ``given`` is ``ConnectionSettings(..., environment_defaults=False)``.
+    """
+    if isinstance(given, ConnectionSettings) and not given.environment_defaults:
+        return {}
+    found = {}
+    for spec in schema.parameters:
+        variable = environment_variable(schema, spec.name)
+        if given.get(spec.name) is None and variable in os.environ:
+            found[spec.name] = variable
+    return found
+
+
 def _with_source(issue: ValidationIssue, schema: ChannelSchema, root: str, given: Mapping[str, Any]) -> ValidationIssue:
     """``issue``, naming where the value came from when the settings did not give it."""
     name = re.split(r"[.\[]", issue.path.removeprefix(f"{root}."), maxsplit=1)[0]
@@ -156,7 +199,8 @@ def _with_source(issue: ValidationIssue, schema: ChannelSchema, root: str, given
     if spec is None or given.get(name) is not None:
         return issue
     variable = environment_variable(schema, name)
-    if variable in os.environ:
+    defaults = given.environment_defaults if isinstance(given, ConnectionSettings) else True
+    if defaults and variable in os.environ:
         source = f"from environment variable {variable}"
     elif spec.default is None:
         source = "from a resolve_parameter plugin"

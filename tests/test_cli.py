@@ -681,3 +681,35 @@ def test_schema_show_markdown_is_the_documented_tables() -> None:
     assert "| `AccountSid` | `string` | yes |" in result.stdout
     assert "| `MessagingServiceSid` |" not in result.stdout  # SimpleSms removed it
     assert "`string \\| string[]`" in result.stdout  # a pipe inside a cell is escaped
+
+
+def test_config_validate_says_which_variable_filled_which_parameter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token-from-the-shell")
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
+    config = tmp_path / "messaging.toml"
+    config.write_text(
+        '[connectors.sms]\nchannel = "twilio_sms"\n[connectors.sms.parameters]\nAccountSid = "AC' + "2" * 32 + '"\n'
+        '[connectors.isolated]\nchannel = "twilio_sms"\nenvironment_defaults = false\n'
+        '[connectors.isolated.parameters]\nAccountSid = "AC' + "3" * 32 + '"\nAuthToken = "given"\n'
+    )
+    result = invoke("config", "validate", str(config))
+    assert result.exit_code == 0, result.output
+    assert "connector 'sms': AuthToken from environment variable TWILIO_AUTH_TOKEN" in result.stdout
+    assert "connector 'sms': AccountSid" not in result.stdout  # the file gives it
+    assert "'isolated'" not in result.stdout  # opted out: nothing taken from the environment
+    assert "token-from-the-shell" not in result.output
+
+
+def test_a_connector_may_opt_out_of_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from messaging_core import ChannelRegistry
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token-from-the-shell")
+    registry = ChannelRegistry.discover()
+    given = {"channel": "twilio_sms", "parameters": {"AccountSid": "AC" + "4" * 32}}
+    assert registry.create_connector(given).resolve_settings().is_success  # the token came from the shell
+    isolated = registry.create_connector({**given, "environment_defaults": False})
+    result = isolated.resolve_settings()
+    assert result.is_success, result.error  # settings alone are fine: initialize() needs the token
+    assert "AuthToken" not in isolated.parameters

@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from messaging_core.cli._app import cli, console, fail, print_issue, registry_of
+from messaging_core.settings import environment_sources
 
 
 @cli.group()
@@ -39,3 +40,11 @@ def config_validate(ctx: click.Context, file: Path) -> None:
         fail(f"{len(issues)} problem(s) in {file}")
     assert loaded is not None
     console.print(f"{escape(str(file))}: OK ({len(loaded.connectors)} connector(s))", soft_wrap=True)
+    registry = registry_of(ctx)
+    for name, spec in loaded.connectors.items():
+        schema = registry.schema(spec.channel, spec.schema)
+        for parameter, variable in environment_sources(schema, spec.settings()).items():
+            console.print(
+                f"connector {escape(name)!r}: {escape(parameter)} from environment variable {escape(variable)}",
+                soft_wrap=True,
+            )

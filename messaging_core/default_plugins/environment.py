@@ -4,7 +4,9 @@
 - A missing value is read from ``<PROVIDER>_<PARAMETER_IN_SNAKE_CASE>`` when that variable is set:
   ``AccountSid`` of provider ``twilio`` comes from ``TWILIO_ACCOUNT_SID``. Such a value is text;
   it is converted to the parameter's type (integer, number, boolean) when it reads as one, and
-  otherwise left as text for validation to report.
+  otherwise left as text for validation to report. A connector configured with
+  ``environment_defaults = false`` opts out of this rule (``ENVIRONMENT_DEFAULTS``);
+  ``messaging config validate`` lists the parameters it fills.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from messaging_core.hookspecs import hookimpl
 from messaging_core.schema import ChannelSchema, DataType
-from messaging_core.settings import environment_variable, interpolate_env
+from messaging_core.settings import ENVIRONMENT_DEFAULTS, environment_variable, interpolate_env
 
 __all__ = ["environment_variable", "resolve_parameter"]
 
@@ -25,6 +27,8 @@ def resolve_parameter(schema: ChannelSchema, parameter: str, value: Any) -> Any:
     if isinstance(value, str):
         return interpolate_env(value, where=f"parameter {parameter}") if "${" in value else None
     if value is None:
+        if not ENVIRONMENT_DEFAULTS.get():
+            return None
         text = os.environ.get(environment_variable(schema, parameter))
         spec = schema.parameter_spec(parameter)
         return text if text is None or spec is None or spec.repeated else _typed(spec.data_type, text)
