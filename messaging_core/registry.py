@@ -377,12 +377,15 @@ class ChannelRegistry:
             return None
         return DispatcherSettings.from_mapping(table, self.store_schemes()).create_status_store()
 
-    def export_schemas(self, directory: str | os.PathLike[str]) -> list[Path]:
+    def export_schemas(self, directory: str | os.PathLike[str], *, channels: Iterable[str] = ()) -> list[Path]:
         """Write the JSON exports of every registered schema and the meta-schemas into ``directory``.
 
         One file per channel variant (``<channel>.<variant>.json``: the schema, its settings and
         message JSON Schemas) plus ``channel-schema.schema.json`` and ``config.schema.json``.
+        With ``channels`` (names or aliases), only those channels' variants are written (an unknown
+        one is a ``ConfigurationError`` before anything is written).
         """
+        wanted = {self.channel(name).name for name in channels}
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
@@ -392,9 +395,12 @@ class ChannelRegistry:
             target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             written.append(target)
 
-        write("channel-schema.schema.json", converters.meta_schema())
-        write("config.schema.json", config_json_schema())
+        if not wanted:
+            write("channel-schema.schema.json", converters.meta_schema())
+            write("config.schema.json", config_json_schema())
         for info in self.channels():
+            if wanted and info.name not in wanted:
+                continue
             for variant, found in info.variants.items():
                 write(
                     f"{info.name}.{variant}.json",

@@ -713,3 +713,17 @@ def test_a_connector_may_opt_out_of_environment_defaults(monkeypatch: pytest.Mon
     result = isolated.resolve_settings()
     assert result.is_success, result.error  # settings alone are fine: initialize() needs the token
     assert "AuthToken" not in isolated.parameters
+
+
+def test_schema_export_of_one_channel(tmp_path: Path) -> None:
+    result = invoke("schema", "export", "--channel", "twilio", str(tmp_path / "out"))  # an alias will do
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "twilio_sms.BulkSms.json",
+        "twilio_sms.NotificationSms.json",
+        "twilio_sms.SimpleSms.json",
+        "twilio_sms.TwilioSms.json",
+    ]
+    unknown = invoke("schema", "export", "--channel", "nope", str(tmp_path / "none"))
+    assert_clean_failure(unknown, "unknown channel 'nope'")
+    assert not (tmp_path / "none").exists()

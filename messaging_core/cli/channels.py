@@ -219,13 +219,17 @@ def schema_markdown(found: ChannelSchema) -> str:
 
 @schema.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--channel", "channels", multiple=True, help="Export only this channel's variants (repeatable; a name or alias)."
+)
 @click.pass_context
-def schema_export(ctx: click.Context, directory: Path) -> None:
-    """Regenerate the JSON Schema exports (the repository's schemas/ folder).
+def schema_export(ctx: click.Context, directory: Path, channels: tuple[str, ...]) -> None:
+    """Write the JSON Schema exports: every channel and the meta-schemas, or only the channels named.
 
     \b
-    Example:
+    Examples:
       messaging schema export schemas/
+      messaging schema export --channel twilio_sms out/
     """
-    written = registry_of(ctx).export_schemas(directory)
+    written = registry_of(ctx).export_schemas(directory, channels=channels)
     console.print(f"wrote {len(written)} files to {escape(str(directory))}", soft_wrap=True)
