@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar, final
+from typing import Any, ClassVar, Protocol, TypeVar, final
 
 from messaging_core import converters
 from messaging_core._batching import drive, not_attempted
@@ -62,7 +62,7 @@ from messaging_core.settings import ConnectionSettings
 from messaging_core.validation import ValidationIssue, validator_for
 from messaging_core.webhook_request import WebhookRequest
 
-__all__ = ["BatchProgress", "ChannelConnector", "ConnectorState"]
+__all__ = ["BatchProgress", "ChannelConnector", "ConnectorState", "ProviderIdLookup"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,18 @@ _BATCH_PACE_KEY = "batch"
 """The rate-limit key of a batch's own limiter: ``messages_per_second`` paces the whole batch."""
 
 
+class ProviderIdLookup(Protocol):
+    """Where a connector finds the provider's id of a message it sent, by our id, across processes.
+
+    A persistent send ledger is one (``campaigns.LedgerProviderIds``): a campaign's dispatcher
+    attaches it to its connector, and ``messaging status`` attaches the configured ledger.
+    """
+
+    async def provider_id(self, message_id: str) -> str | None:
+        """The provider's id of the message ``message_id`` names, or None when unknown."""
+        ...
+
+
 class ChannelConnector(abc.ABC):
     """Base class of every connector: lifecycle, guards, validation, hooks, batch sending.
 
@@ -164,6 +176,9 @@ class ChannelConnector(abc.ABC):
         self.plugins = plugins if plugins is not None else PluginHost()
         self.parameters: dict[str, Any] = {}
         """Resolved, validated parameter values (set by ``initialize``)."""
+        self.provider_ids: ProviderIdLookup | None = None
+        """Where ``get_message_status`` and the like find a provider id by our id when this process
+        does not remember it (a send from another process, before a restart); None: only this one's."""
         self._state = ConnectorState.UNINITIALIZED
         self._started_at: float | None = None
         self._state_lock = asyncio.Lock()

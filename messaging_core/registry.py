@@ -18,7 +18,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from messaging_core import converters
-from messaging_core.campaigns.protocols import Dispatcher, StatusStore
+from messaging_core.campaigns.protocols import Dispatcher, SendLedger, StatusStore
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.config import ConnectorSpec, MessagingConfig, config_error, config_json_schema, load_config
 from messaging_core.connector import ChannelConnector
@@ -363,6 +363,18 @@ class ChannelRegistry:
 
         issues += [issue for issue in self.check_config(loaded) if not affected(issue.path)]
         return None, sorted(issues, key=lambda issue: issue.path)
+
+    def create_ledger(self, config: MessagingConfig) -> SendLedger | None:
+        """The send ledger the ``[dispatcher]`` table names (``ledger = "postgresql://…"``), or None.
+
+        ``messaging status`` attaches it to the connector, so that a status query by our id finds
+        the provider id a campaign recorded, from any process.
+        """
+        table = dict(config.dispatcher or {})
+        if table.get("ledger") in (None, "memory"):
+            return None
+        table.setdefault("kind", "inprocess")
+        return DispatcherSettings.from_mapping(table, self.store_schemes()).create_ledger()
 
     def create_status_store(self, config: MessagingConfig, url: str | None = None) -> StatusStore | None:
         """The status store ``url`` names, else the ``[dispatcher]`` table's; None when neither names one.

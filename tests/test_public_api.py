@@ -133,6 +133,7 @@ PINNED = {
         "InProcessDispatcher",
         "LEASE_EXPIRED",
         "LedgerEntry",
+        "LedgerProviderIds",
         "MemoryLedger",
         "MemoryRateLimiter",
         "MemoryStatusStore",
@@ -147,6 +148,7 @@ PINNED = {
         "StoreRegistration",
         "Submission",
         "add_messages",
+        "attach_provider_ids",
         "not_attempted",
     ],
     "messaging_core.webhooks": [

@@ -34,12 +34,14 @@ from messaging_core.campaigns.protocols import (
     Dispatcher,
     InDoubtPolicy,
     LedgerEntry,
+    LedgerProviderIds,
     RateLimiter,
     SendLedger,
     SendOutcome,
     SendState,
     StatusStore,
     Submission,
+    attach_provider_ids,
 )
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 
@@ -56,6 +58,7 @@ __all__ = [
     "InProcessCampaign",
     "InProcessDispatcher",
     "LedgerEntry",
+    "LedgerProviderIds",
     "MemoryLedger",
     "MemoryRateLimiter",
     "MemoryStatusStore",
@@ -69,5 +72,6 @@ __all__ = [
     "StoreRegistration",
     "Submission",
     "add_messages",
+    "attach_provider_ids",
     "not_attempted",
 ]

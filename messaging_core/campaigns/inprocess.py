@@ -26,6 +26,7 @@ from messaging_core.campaigns.protocols import (
     SendState,
     StatusStore,
     Submission,
+    attach_provider_ids,
 )
 from messaging_core.campaigns.registrations import DispatcherRegistration, DispatcherSettings, StoreRegistration
 from messaging_core.errors import ConfigurationError
@@ -175,6 +176,7 @@ class InProcessDispatcher:
             limiter = MemoryRateLimiter(messages_per_second)
         self.connector = connector
         self.ledger: SendLedger = ledger if ledger is not None else MemoryLedger()
+        attach_provider_ids(connector, self.ledger)  # status by our id, from the ledger
         self.limiter = limiter
         self.status_store: StatusStore = status_store if status_store is not None else MemoryStatusStore()
         self.concurrency = concurrency

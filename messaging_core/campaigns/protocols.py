@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
+from messaging_core.connector import ChannelConnector
 from messaging_core.message import Message, MessageStream
 from messaging_core.results import (
     ConnectorErrorCodes,
@@ -458,3 +459,24 @@ class Dispatcher(Protocol):
         self, messages: MessageStream, *, campaign_id: str | None = None, **options: Any
     ) -> CampaignHandle:
         """Record the messages in the ledger and start sending them; returns at once."""
+
+
+@frozen
+class LedgerProviderIds:
+    """A ``ProviderIdLookup`` on a send ledger: the provider id it recorded for a message of ours.
+
+    With a persistent ledger, status queries by our id work from any process and after restarts;
+    dispatchers attach one to their connector (``connector.provider_ids``) unless one is set.
+    """
+
+    ledger: SendLedger
+
+    async def provider_id(self, message_id: str) -> str | None:
+        entry = await self.ledger.get(message_id)
+        return None if entry is None else entry.provider_id
+
+
+def attach_provider_ids(connector: ChannelConnector, ledger: SendLedger) -> None:
+    """Give ``connector`` the ledger's provider ids, unless it already has a lookup."""
+    if connector.provider_ids is None:
+        connector.provider_ids = LedgerProviderIds(ledger)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from messaging_core.campaigns.protocols import LedgerProviderIds
 from messaging_core.cli._app import (
     cli,
     config_option,
@@ -24,9 +25,11 @@ from messaging_core.cli._app import (
     message_properties,
     open_connector,
     print_issue,
+    registry_of,
     report_failure,
     run_async,
 )
+from messaging_core.config import load_config
 from messaging_core.connector import BatchProgress, ChannelConnector
 from messaging_core.message import Endpoint, EndpointType, MessageBatch, MessageBuilder
 from messaging_core.schema import Capability, ChannelSchema, EndpointSpec
@@ -220,13 +223,19 @@ def print_batch_summary(batch: MessageBatch, result: Any, output: Console | None
 @click.argument("message_id")
 @click.pass_context
 def status(ctx: click.Context, config_file: Path, connector_name: str, message_id: str) -> None:
-    """Ask the provider for a message's status (by provider id, e.g. a Twilio SID).
+    """Ask the provider for a message's status, by provider id (a Twilio SID) or by our id.
+
+    Our id is looked up in the configuration's ledger ([dispatcher] ledger) when it names one, so a
+    campaign's message is found from any process.
 
     \b
     Example:
       messaging status --config messaging.toml --connector sms SM0123456789abcdef0123456789abcdef
     """
     connector = connector_from_config(ctx, config_file, connector_name)
+    ledger = registry_of(ctx).create_ledger(load_config(config_file, only=[connector_name]))
+    if ledger is not None:
+        connector.provider_ids = LedgerProviderIds(ledger)
 
     async def run() -> None:
         await open_connector(connector)
@@ -234,6 +243,9 @@ def status(ctx: click.Context, config_file: Path, connector_name: str, message_i
             result = await connector.get_message_status(message_id)
         finally:
             await connector.shutdown()
+            close = getattr(ledger, "close", None)
+            if close is not None:
+                await close()
         if not result.is_success:
             report_failure(result)
         assert result.value is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy, Submission, add_messages
+from messaging_core.campaigns import DispatcherSettings, InDoubtPolicy, Submission, add_messages, attach_provider_ids
 from messaging_core.errors import ConfigurationError
 from messaging_core.message import Message, MessageStream, iterate_messages, new_message_id
 from messaging_core.schema import Capability
@@ -63,6 +63,7 @@ class TaskiqDispatcher:
             raise ValueError("copy_size must be at least 1")
         self.connector = connector
         self.ledger = ledger
+        attach_provider_ids(connector, ledger)  # status by our id from any process, after restarts
         self.kicker = ChunkKicker(broker, chunk_size=chunk_size)
         self.copy_size = max(copy_size, chunk_size)
         self.in_doubt: InDoubtPolicy = in_doubt

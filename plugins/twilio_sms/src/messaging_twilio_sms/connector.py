@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 _USER_AGENT = "pluggable-messaging-twilio-sms/0.1"
 _EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
-_UNKNOWN_ID = "unknown message id: pass a Twilio SID, or the id of a message this connector sent recently"
 _RECENT_IDS = 10_000
 """How many (our id → SID) pairs the connector remembers for status queries by our id."""
 
@@ -506,9 +505,9 @@ class TwilioSmsConnector(ChannelConnector):
     # -- status query ------------------------------------------------------------------------------
 
     async def _get_message_status(self, message_id: str) -> ConnectorResult[StatusUpdatesResult]:
-        sid = self._sid_of(message_id)
+        sid = await self._sid_of(message_id)
         if sid is None:
-            return ConnectorResult.failure(TwilioErrorCodes.STATUS_QUERY_FAILED, _UNKNOWN_ID)
+            return ConnectorResult.failure(TwilioErrorCodes.STATUS_QUERY_FAILED, self._unknown_id(message_id))
         url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
         try:
             answer = await self._request("GET", url)
@@ -536,9 +535,9 @@ class TwilioSmsConnector(ChannelConnector):
 
     async def _cancel_scheduled(self, message_id: str) -> ConnectorResult[StatusUpdate]:
         """``Status=canceled`` on the message (by its SID, or our id of a message this connector sent)."""
-        sid = self._sid_of(message_id)
+        sid = await self._sid_of(message_id)
         if sid is None:
-            return ConnectorResult.failure(TwilioErrorCodes.NOT_CANCELLABLE, _UNKNOWN_ID)
+            return ConnectorResult.failure(TwilioErrorCodes.NOT_CANCELLABLE, self._unknown_id(message_id))
         url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
         try:
             answer = await self._request("POST", url, b"Status=canceled")
@@ -554,8 +553,23 @@ class TwilioSmsConnector(ChannelConnector):
             return ConnectorResult.from_error(error)
         return ConnectorResult.success(webhooks.status_update_from_resource(message_id, data))
 
-    def _sid_of(self, message_id: str) -> str | None:
-        return message_id if _api.is_message_sid(message_id) else self._recent.get(message_id)
+    async def _sid_of(self, message_id: str) -> str | None:
+        """The SID ``message_id`` names: itself, one this process sent, or the attached lookup's (a ledger)."""
+        if _api.is_message_sid(message_id):
+            return message_id
+        sid = self._recent.get(message_id)
+        if sid is None and self.provider_ids is not None:
+            sid = await self.provider_ids.provider_id(message_id)
+        return sid
+
+    def _unknown_id(self, message_id: str) -> str:
+        where = (
+            "nor in the attached ledger"
+            if self.provider_ids is not None
+            else "and no ledger is attached (a persistent [dispatcher] ledger keeps our ids across processes and "
+            "restarts: see docs/connectors/twilio-sms.md, 'Status query')"
+        )
+        return f"unknown message id {message_id[:64]!r}: not a Twilio SID, not sent by this process recently, {where}"
 
     # -- managing messages (Twilio-specific) ------------------------------------------------------
 
@@ -569,9 +583,9 @@ class TwilioSmsConnector(ChannelConnector):
 
     async def _manage(self, message_id: str, method: str, body: bytes | None) -> ConnectorResult[bool]:
         self.require(Capability.SEND_MESSAGES)
-        sid = self._sid_of(message_id)
+        sid = await self._sid_of(message_id)
         if sid is None:
-            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, _UNKNOWN_ID)
+            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, self._unknown_id(message_id))
         url = self._base_url + _api.message_path(self.twilio_settings.account_sid, sid)
         try:
             answer = await self._request(method, url, body)
@@ -619,9 +633,9 @@ class TwilioSmsConnector(ChannelConnector):
     async def fetch_media(self, message_id: str) -> ConnectorResult[list[MediaContent]]:
         """The media of a message (by our id or its SID): each one's content URL and type."""
         self.require(Capability.MESSAGE_STATUS_QUERY)
-        sid = self._sid_of(message_id)
+        sid = await self._sid_of(message_id)
         if sid is None:
-            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, _UNKNOWN_ID)
+            return ConnectorResult.failure(TwilioErrorCodes.MESSAGE_NOT_FOUND, self._unknown_id(message_id))
         path = _api.message_path(self.twilio_settings.account_sid, sid).removesuffix(".json") + "/Media.json"
         url: str | None = self._base_url + path
         media: list[MediaContent] = []
