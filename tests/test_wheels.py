@@ -116,3 +116,17 @@ def test_the_demo_runs_from_the_installed_wheels_outside_the_checkout(tmp_path: 
     channels = _run(venv / "bin" / "messaging", "channels", cwd=elsewhere)
     assert "twilio_sms" in channels.stdout
     assert "warning" not in channels.stderr, channels.stderr
+    # One version per distribution, the package's own __version__ (single-sourced in pyproject).
+    versions = _run(
+        python,
+        "-c",
+        "import importlib.metadata as m, messaging_core, messaging_twilio_sms, messaging_scale as s;"
+        "print(m.version('pluggable-messaging') == messaging_core.__version__,"
+        " m.version('pluggable-messaging-twilio-sms') == messaging_twilio_sms.__version__,"
+        " m.version('pluggable-messaging-scale') == s.__version__)",
+        cwd=elsewhere,
+    )
+    assert versions.stdout.split() == ["True", "True", "True"], versions.stdout
+    # What a release would upload renders on PyPI: README, metadata (twine check).
+    checked = _run(sys.executable, "-m", "twine", "check", "--strict", *wheels, cwd=tmp_path)
+    assert checked.stdout.count("PASSED") == 3, checked.stdout

@@ -13,6 +13,8 @@ from messaging_twilio_sms.segments import SegmentInfo, count_segments
 from messaging_twilio_sms.settings import TwilioSettings
 from messaging_twilio_sms.webhooks import OptOutType
 
+__version__ = "0.1.0"
+
 __all__ = [
     "DELIVERY_ERRORS",
     "STATUS_TABLE",
@@ -23,6 +25,7 @@ __all__ = [
     "TwilioMessage",
     "TwilioSettings",
     "TwilioSmsConnector",
+    "__version__",
     "count_segments",
     "map_status",
 ]
