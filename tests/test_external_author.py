@@ -1,0 +1,244 @@
+"""An outside author's plugin, installed as a real distribution, works with the installed core.
+
+``tests/external_plugins/echo`` is a channel plugin written from ``docs/writing-a-plugin.md`` only
+(distribution ``messaging-echo-example``, entry point ``echo``, its own conformance tests). It
+and ``pluggable-messaging`` are built into wheels offline and installed with ``--no-deps`` into a
+fresh virtual environment that sees the test environment's third-party packages, as
+``tests/test_wheels.py`` does. Then, from a directory outside the checkout, the ``messaging`` CLI
+lists the plugin, validates a configuration of its channel and sends through it to an echo
+service on loopback, and the template's own tests pass with pytest inside the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = REPO / "tests" / "external_plugins"
+OURS = ("pluggable_messaging", "messaging_core", "messaging_twilio_sms", "messaging_scale", "__editable__")
+"""What the test environment holds of this project (editable installs): never visible to the new one."""
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", ".*_cache", ".hypothesis"
+)
+BUILD_TOOLS = {
+    "pip": "builds and installs the wheels",
+    "setuptools": "the build backend, used from this environment (--no-build-isolation)",
+    "pytest_aiohttp": "the aiohttp_server fixture of the template's tests",
+}
+TOKEN = "echo-token-from-the-environment"
+
+
+def _environ(**extra: str) -> dict[str, str]:
+    """This process's environment without what would reach into the checkout or configure the run."""
+    kept = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONPATH" and not k.startswith(("MESSAGING_", "ECHO_", "PYTEST_"))
+    }
+    return {**kept, "COLUMNS": "200", **extra}
+
+
+def _run(
+    *command: str | Path, cwd: Path, timeout: float = 60.0, exit_code: int = 0, **env: str
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=_environ(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == exit_code, f"{command}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+async def _run_beside_a_server(*command: str | Path, cwd: Path, exit_code: int = 0, **env: str) -> tuple[str, str]:
+    """``_run`` for a command that calls a server of this event loop (which must keep serving meanwhile)."""
+    process = await asyncio.create_subprocess_exec(
+        *map(str, command), cwd=cwd, env=_environ(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == exit_code, f"{command}: {out.decode()[-3000:]}\n{err.decode()[-3000:]}"
+    return out.decode(), err.decode()
+
+
+class Installer:
+    """Builds the wheels once, and the virtual environments that install them, for the module."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._wheels: dict[str, Path] = {}
+        self._environments: dict[str, Path] = {}
+
+    def wheels(self) -> dict[str, Path]:
+        """The wheels of the core and of the templates, by distribution name, built from copies."""
+        if not self._wheels:
+            sources = self.root / "sources"
+            shutil.copytree(REPO, sources, ignore=IGNORED)
+            projects = [sources, *(sources / "tests" / "external_plugins" / name for name in ("echo",))]
+            out = self.root / "wheels"
+            build = ("-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out)
+            _run(sys.executable, *build, *projects, cwd=self.root, timeout=120)
+            self._wheels = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
+            assert sorted(self._wheels) == ["messaging_echo_example", "pluggable_messaging"]
+        return self._wheels
+
+    def environment(self, name: str, *distributions: str) -> Path:
+        """A virtual environment with these wheels installed and the test environment's third-party packages."""
+        if name not in self._environments:
+            venv = self.root / name
+            _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=self.root)
+            python = venv / "bin" / "python"
+            site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=self.root)
+            (Path(site.stdout.strip()) / "third_party.pth").write_text(f"{self._third_party()}\n", encoding="utf-8")
+            wheels = [self.wheels()[d] for d in distributions]
+            install = ("-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index")
+            _run(sys.executable, *install, *wheels, cwd=self.root)
+            self._environments[name] = venv
+        return self._environments[name]
+
+    def _third_party(self) -> Path:
+        """The test environment's third-party packages, linked one by one, leaving this project's out."""
+        third_party = self.root / "third_party"
+        if not third_party.exists():
+            third_party.mkdir()
+            for directory in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+                for entry in Path(directory).iterdir():
+                    if entry.name.startswith(OURS) or entry.suffix == ".pth" or (third_party / entry.name).exists():
+                        continue
+                    (third_party / entry.name).symlink_to(entry)
+        return third_party
+
+
+@pytest.fixture(scope="module")
+def installer(tmp_path_factory: pytest.TempPathFactory) -> Installer:
+    return Installer(tmp_path_factory.mktemp("external-author"))
+
+
+@pytest.fixture
+def build_tools(cannot_run: Callable[[str], NoReturn]) -> None:
+    missing = [f"{name} ({why})" for name, why in BUILD_TOOLS.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        cannot_run(f"{', '.join(missing)} missing from {sys.prefix}: install the test extra (make .venv/.installed)")
+
+
+@pytest.fixture
+def echo_venv(installer: Installer, build_tools: None) -> Path:
+    """The core and the echo plugin."""
+    return installer.environment("venv-echo", "pluggable_messaging", "messaging_echo_example")
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A working directory outside the checkout."""
+    directory = tmp_path / "elsewhere"
+    directory.mkdir()
+    return directory
+
+
+def _row(table: str, first_cell: str) -> str:
+    """The line of a ``messaging plugins`` or ``messaging channels`` table that starts with ``first_cell``."""
+    rows = [line for line in table.splitlines() if re.match(rf"^\W*{re.escape(first_cell)}\s", line)]
+    assert len(rows) == 1, f"no single row for {first_cell!r} in:\n{table}"
+    return rows[0]
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"[│|]", row)[1:-1]]
+
+
+@pytest.mark.slow
+def test_the_plugin_is_listed_with_its_distribution_and_channel(echo_venv: Path, elsewhere: Path) -> None:
+    found = _run(
+        echo_venv / "bin" / "python", "-c", "import messaging_echo; print(messaging_echo.__file__)", cwd=elsewhere
+    )
+    assert found.stdout.startswith(str(echo_venv)), "the installed wheel's package, not the template's"
+
+    plugins = _run(echo_venv / "bin" / "messaging", "plugins", cwd=elsewhere)
+    assert _cells(_row(plugins.stdout, "echo")) == [
+        "echo",
+        "messaging-echo-example 0.1.0",
+        "register_connectors",
+        "echo",
+        "",
+    ]
+    assert plugins.stderr == ""
+
+    channels = _run(echo_venv / "bin" / "messaging", "channels", cwd=elsewhere)
+    assert _cells(_row(channels.stdout, "echo"))[:4] == ["echo", "", "echo", "Echo"]
+    assert "Single" in channels.stdout
+    assert channels.stderr == ""
+
+
+@pytest.mark.slow
+async def test_a_configuration_of_the_channel_validates_and_sends(
+    echo_venv: Path, elsewhere: Path, aiohttp_server: Any
+) -> None:
+    received: list[tuple[str | None, Any]] = []
+
+    async def create(request: web.Request) -> web.Response:
+        received.append((request.headers.get("Authorization"), await request.json()))
+        return web.json_response({"id": f"E{len(received):06d}"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", create)
+    server = await aiohttp_server(app)
+    # Token is not in the file: the core's environment plugin reads ECHO_TOKEN for the echo provider.
+    config = elsewhere / "messaging.toml"
+    config.write_text(f'[connectors.chat]\nchannel = "echo"\nparameters = {{ BaseUrl = "{server.make_url("/")}" }}\n')
+    messaging = echo_venv / "bin" / "messaging"
+
+    out, _ = await _run_beside_a_server(messaging, "config", "validate", config, cwd=elsewhere, ECHO_TOKEN=TOKEN)
+    assert "OK (1 connector(s))" in out
+    invalid = elsewhere / "invalid.toml"
+    invalid.write_text('[connectors.chat]\nchannel = "echo"\nschema = "Single"\nparameters = { Token = "short" }\n')
+    _, err = await _run_beside_a_server(messaging, "config", "validate", invalid, cwd=elsewhere, exit_code=1)
+    assert "$.connectors.chat.parameters.Token" in err
+    assert "$.connectors.chat.parameters.BaseUrl" in err
+
+    send = (messaging, "send", "--config", config, "--connector", "chat", "--to", "alice", "--text", "Hello, echo")
+    out, err = await _run_beside_a_server(*send, "--dry-run", cwd=elsewhere, ECHO_TOKEN=TOKEN)
+    preview = json.loads(out[: out.rindex("}") + 1])
+    assert preview == {
+        "method": "POST",
+        "url": str(server.make_url("/v1/messages")),
+        "json": {"to": "alice", "text": "Hello, echo"},
+    }
+    assert "nothing sent" in out
+    assert TOKEN not in out + err
+    assert received == []
+
+    out, err = await _run_beside_a_server(*send, cwd=elsewhere, ECHO_TOKEN=TOKEN)
+    assert "sent E000001 status=delivered" in out, out + err
+    assert received == [(f"Bearer {TOKEN}", {"to": "alice", "text": "Hello, echo"})]
+
+
+@pytest.mark.slow
+def test_the_template_passes_its_own_conformance_tests_in_the_environment(echo_venv: Path, elsewhere: Path) -> None:
+    project = elsewhere / "messaging-echo-example"
+    shutil.copytree(TEMPLATES / "echo", project, ignore=IGNORED)
+    result = _run(echo_venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", cwd=project)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ passed in [\d.]+s", summary), result.stdout[-3000:]
+    assert int(summary.split()[0]) >= 20, summary  # the kit's tests and the template's own
