@@ -1,12 +1,15 @@
 """An outside author's plugin, installed as a real distribution, works with the installed core.
 
 ``tests/external_plugins/echo`` is a channel plugin written from ``docs/writing-a-plugin.md`` only
-(distribution ``messaging-echo-example``, entry point ``echo``, its own conformance tests). It
-and ``pluggable-messaging`` are built into wheels offline and installed with ``--no-deps`` into a
-fresh virtual environment that sees the test environment's third-party packages, as
+(distribution ``messaging-echo-example``, entry point ``echo``, its own conformance tests);
+``tests/external_plugins/broken`` is a distribution whose entry point fails at import. They and
+``pluggable-messaging`` are built into wheels offline and installed with ``--no-deps`` into fresh
+virtual environments that see the test environment's third-party packages, as
 ``tests/test_wheels.py`` does. Then, from a directory outside the checkout, the ``messaging`` CLI
 lists the plugin, validates a configuration of its channel and sends through it to an echo
-service on loopback, and the template's own tests pass with pytest inside the environment.
+service on loopback, and the template's own tests pass with pytest inside the environment. Beside
+the broken distribution, the other plugins keep working and ``messaging plugins`` names the
+problem.
 """
 
 from __future__ import annotations
@@ -92,16 +95,20 @@ class Installer:
         self._environments: dict[str, Path] = {}
 
     def wheels(self) -> dict[str, Path]:
-        """The wheels of the core and of the templates, by distribution name, built from copies."""
+        """The wheels of the core and of both templates, by distribution name, built from copies."""
         if not self._wheels:
             sources = self.root / "sources"
             shutil.copytree(REPO, sources, ignore=IGNORED)
-            projects = [sources, *(sources / "tests" / "external_plugins" / name for name in ("echo",))]
+            projects = [sources, *(sources / "tests" / "external_plugins" / name for name in ("echo", "broken"))]
             out = self.root / "wheels"
             build = ("-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out)
             _run(sys.executable, *build, *projects, cwd=self.root, timeout=120)
             self._wheels = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
-            assert sorted(self._wheels) == ["messaging_echo_example", "pluggable_messaging"]
+            assert sorted(self._wheels) == [
+                "messaging_broken_example",
+                "messaging_echo_example",
+                "pluggable_messaging",
+            ]
         return self._wheels
 
     def environment(self, name: str, *distributions: str) -> Path:
@@ -147,6 +154,14 @@ def build_tools(cannot_run: Callable[[str], NoReturn]) -> None:
 def echo_venv(installer: Installer, build_tools: None) -> Path:
     """The core and the echo plugin."""
     return installer.environment("venv-echo", "pluggable_messaging", "messaging_echo_example")
+
+
+@pytest.fixture
+def broken_venv(installer: Installer, build_tools: None) -> Path:
+    """The core, the echo plugin and the broken plugin."""
+    return installer.environment(
+        "venv-broken", "pluggable_messaging", "messaging_echo_example", "messaging_broken_example"
+    )
 
 
 @pytest.fixture
@@ -242,3 +257,25 @@ def test_the_template_passes_its_own_conformance_tests_in_the_environment(echo_v
     summary = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ passed in [\d.]+s", summary), result.stdout[-3000:]
     assert int(summary.split()[0]) >= 20, summary  # the kit's tests and the template's own
+
+
+@pytest.mark.slow
+def test_a_broken_plugin_is_named_and_leaves_the_others_working(broken_venv: Path, elsewhere: Path) -> None:
+    messaging = broken_venv / "bin" / "messaging"
+    problem = "ImportError: messaging_broken needs the 'acme-sdk' distribution, which is not installed"
+    warning = f"warning: plugin 'broken' (from messaging-broken-example): {problem}"
+
+    channels = _run(messaging, "channels", cwd=elsewhere)
+    assert _cells(_row(channels.stdout, "echo"))[:3] == ["echo", "", "echo"]
+    assert _cells(_row(channels.stdout, "memory"))[:3] == ["memory", "", "memory"]
+    assert warning in channels.stderr
+
+    config = elsewhere / "memory.toml"
+    config.write_text('[connectors.mem]\nchannel = "memory"\n')
+    send = ("send", "--config", config, "--connector", "mem", "--to", "user_id:alice", "--text", "hi")
+    sent = _run(messaging, *send, cwd=elsewhere)
+    assert "sent MEM00000001 status=queued" in sent.stdout
+
+    plugins = _run(messaging, "plugins", cwd=elsewhere)
+    assert _cells(_row(plugins.stdout, "broken")) == ["broken", "messaging-broken-example 0.2.0", "", "", problem]
+    assert _cells(_row(plugins.stdout, "echo"))[-1] == ""
