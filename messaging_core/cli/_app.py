@@ -182,9 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     A plugin that fails is reported once (a warning naming it) and left out; with
     ``MESSAGING_STRICT_PLUGINS=1`` any plugin problem is an error instead.
     """
+    # Discovery runs before logging is set up, so Python's last-resort handler would print each
+    # load failure's log record beside the CLI's own warning line: collect them quietly here (the
+    # registry keeps them in load_errors, and the CLI reports each once).
+    quiet = logging.NullHandler()
+    plugins_log = logging.getLogger("messaging_core.plugins")
+    plugins_log.addHandler(quiet)
     try:
         registry = ChannelRegistry.discover()
     except MessagingError as err:  # strict mode: a plugin problem is an error
         fail(str(err), 2)
+    finally:
+        plugins_log.removeHandler(quiet)
     registry.host.register_commands(cli)
     cli.main(args=argv, prog_name="messaging", obj=_State(False, registry))
