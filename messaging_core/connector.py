@@ -582,6 +582,14 @@ class ChannelConnector(abc.ABC):
         """
         return (200, None, b"") if kind == "messages" else (204, None, b"")
 
+    def opt_out_change(self, message: Message) -> bool | None:
+        """Whether an inbound ``message`` opts its sender out (True: a STOP) or back in (False: a
+        START) of everything sent to them, or None (neither, or the channel cannot tell).
+
+        The webhook service updates the suppression list with it (``SuppressionList``).
+        """
+        return None
+
     def webhook_reply(self, reply: Content) -> tuple[int, str | None, bytes] | None:
         """The answer to an inbound-message webhook that carries ``reply`` back to the sender, or
         None when the channel cannot reply that way (the default: send a message instead).

@@ -61,6 +61,8 @@ class ConnectorErrorCodes:
     MESSAGE_VALIDATION_FAILED = "MESSAGE_VALIDATION_FAILED"
     INVALID_RECIPIENT = "INVALID_RECIPIENT"
     INVALID_SENDER = "INVALID_SENDER"
+    RECIPIENT_UNSUBSCRIBED = "RECIPIENT_UNSUBSCRIBED"
+    """The recipient opted out (replied STOP): nothing is sent to them until they opt in again."""
     # provider / transport
     AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
     RATE_LIMITED = "RATE_LIMITED"

@@ -96,6 +96,7 @@ def test_error_codes_are_stable() -> None:
         "MESSAGE_VALIDATION_FAILED",
         "INVALID_RECIPIENT",
         "INVALID_SENDER",
+        "RECIPIENT_UNSUBSCRIBED",
         "AUTHENTICATION_FAILED",
         "RATE_LIMITED",
         "TEMPORARY_FAILURE",

@@ -321,9 +321,20 @@ class MemoryStatusStore:
         self.max_keys = max_keys
         self._statuses: OrderedDict[str, MessageStatus] = OrderedDict()
         self._keys: OrderedDict[str, None] = OrderedDict()
+        self._suppressed: dict[str, str] = {}
+        """The suppression list (``SuppressionList``): address → reason; not bounded, never forgotten."""
 
     def __repr__(self) -> str:
         return f"<MemoryStatusStore {len(self._statuses)} message(s)>"
+
+    async def suppressed(self, address: str) -> str | None:
+        return self._suppressed.get(address)
+
+    async def suppress(self, address: str, reason: str) -> None:
+        self._suppressed[address] = reason
+
+    async def lift(self, address: str) -> None:
+        self._suppressed.pop(address, None)
 
     def __len__(self) -> int:
         return len(self._statuses)

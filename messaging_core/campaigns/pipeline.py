@@ -33,6 +33,7 @@ from messaging_core.campaigns.protocols import (
     SendState,
     StatusStore,
     Submission,
+    SuppressionList,
 )
 from messaging_core.message import Message
 from messaging_core.results import (
@@ -102,7 +103,10 @@ class SendPipeline:
         "not found" may mean "never created" (default 300: a request that timed out may still be
         processed, and Twilio documents no bound on how soon a new message is listed; minutes
         leave room for both, and a status callback settles the message sooner when it comes).
-    :param status_store: where ``status_received`` records delivery statuses.
+    :param status_store: where ``status_received`` records delivery statuses. When it also keeps a
+        suppression list (``SuppressionList``), a message to a suppressed recipient fails at once as
+        ``RECIPIENT_UNSUBSCRIBED`` with no provider call, and a send the provider refuses with that
+        code adds its recipient.
     :param cancel_reason: how a message skipped by a cancellation is described.
     :param call_slot: with a ledger, a context manager factory held around the claim and the
         provider call (never around the pace wait): an account-wide cap on calls in flight, such
@@ -158,6 +162,7 @@ class SendPipeline:
             raise ValueError("absent_after must be >= 0")
         self.absent_after = absent_after
         self.status_store = status_store
+        self.suppressions: SuppressionList | None = status_store if isinstance(status_store, SuppressionList) else None
         self.cancel_reason = cancel_reason
         self.call_slot = call_slot
 
@@ -240,6 +245,9 @@ class SendPipeline:
         then is cancelled, and its outcome is unknown (the request may have left).
         """
         connector = self.connector
+        refused = await self._suppressed(message)
+        if refused is not None:
+            return refused
         remaining = claim.deadline + self.request_timeout - time.monotonic()
         if remaining <= self.request_timeout:
             # Past the deadline already (a process frozen after the check, thawed now): nothing is
@@ -255,11 +263,29 @@ class SendPipeline:
                 "the provider call outlasted the claim's lease and was cut off; the message may have been sent",
                 outcome=FailureOutcome.MAY_HAVE_BEEN_SENT,
             )
+        await self._learn_opt_out(message, result)
         # The hook runs after the call, outside the cut-off: a slow observer cannot turn a known
         # answer into an unknown one.
         if connector.plugins.has_observers("message_sent"):
             await connector.plugins.message_sent(connector, message, result)
         return result
+
+    async def _suppressed(self, message: Message) -> ConnectorResult[SendResult] | None:
+        """A failure when the recipient is on the suppression list (nothing is sent), else None."""
+        if self.suppressions is None or message.receiver is None:
+            return None
+        reason = await self.suppressions.suppressed(message.receiver.address)
+        if reason is None:
+            return None
+        return ConnectorResult.failure(
+            reason, "the recipient is on the suppression list (they opted out); nothing was sent"
+        )
+
+    async def _learn_opt_out(self, message: Message, result: ConnectorResult[SendResult]) -> None:
+        """A send refused because the recipient opted out puts them on the suppression list."""
+        unsubscribed = result.error_code == ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED
+        if unsubscribed and self.suppressions is not None and message.receiver is not None:
+            await self.suppressions.suppress(message.receiver.address, ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED)
 
     async def _claim(self, message_id: str) -> Claim | LedgerEntry:
         """``ledger.claim`` under a token; a claim whose answer is lost is given back, not left to expire.

@@ -418,6 +418,29 @@ class StatusStore(Protocol):
 
 
 @runtime_checkable
+class SuppressionList(Protocol):
+    """Recipients nothing is sent to (they opted out); kept by a status store that offers it.
+
+    The webhook service adds a sender whose inbound message opts out (``connector.opt_out_change``:
+    a STOP) and lifts one that opts back in; a send refused as ``RECIPIENT_UNSUBSCRIBED`` adds its
+    receiver; the send pipeline consults it before every provider call and fails such a message
+    at once with that code.
+    """
+
+    async def suppressed(self, address: str) -> str | None:
+        """Why nothing is sent to ``address`` (an error code), or None."""
+        ...
+
+    async def suppress(self, address: str, reason: str) -> None:
+        """Send nothing more to ``address`` (``reason``: an error code such as ``RECIPIENT_UNSUBSCRIBED``)."""
+        ...
+
+    async def lift(self, address: str) -> None:
+        """Send to ``address`` again (it opted back in)."""
+        ...
+
+
+@runtime_checkable
 class CampaignHandle(Protocol):
     """A submitted campaign."""
 

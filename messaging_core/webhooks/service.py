@@ -44,7 +44,7 @@ from typing import Any, Literal, Protocol
 from attrs import evolve, frozen
 
 from messaging_core.campaigns.memory import MemoryStatusStore
-from messaging_core.campaigns.protocols import StatusStore
+from messaging_core.campaigns.protocols import StatusStore, SuppressionList
 from messaging_core.config import WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.message import Message
@@ -299,6 +299,7 @@ class WebhookService:
         stage = "a message_received observer"
         try:
             for message in result.value.messages:
+                await self._note_opt_out(connector, message)
                 await connector.plugins.notify_strict("message_received", {"connector": connector, "message": message})
             stage = "the reply_to_message hook"
             reply = await _reply(connector, result.value.messages)
@@ -316,6 +317,17 @@ class WebhookService:
         if reply is not None:
             return reply
         return _ack(connector, "messages")
+
+    async def _note_opt_out(self, connector: ChannelConnector, message: Message) -> None:
+        """A STOP (or START) puts its sender on (or off) the status store's suppression list."""
+        store = self.status_store
+        if not isinstance(store, SuppressionList) or message.sender is None:
+            return
+        change = connector.opt_out_change(message)
+        if change is True:
+            await store.suppress(message.sender.address, ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED)
+        elif change is False:
+            await store.lift(message.sender.address)
 
     # -- status callbacks -------------------------------------------------------------------------------
 

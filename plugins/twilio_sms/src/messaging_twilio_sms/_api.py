@@ -56,8 +56,6 @@ __all__ = [
 class TwilioErrorCodes(ConnectorErrorCodes):
     """Stable codes of the Twilio connector (the generic ones are inherited)."""
 
-    RECIPIENT_UNSUBSCRIBED = "RECIPIENT_UNSUBSCRIBED"
-    """21610: the recipient replied STOP; suppress until they send START."""
     SEND_MESSAGE_FAILED = "SEND_MESSAGE_FAILED"
     INVALID_PROVIDER_RESPONSE = "INVALID_PROVIDER_RESPONSE"
     """A 2xx answer we cannot read (truncated JSON, no sid): the message was probably created."""
@@ -558,3 +556,19 @@ def mask_phone(number: str | None) -> str:
     tail = min(2, shown // 2)
     head = min(3, shown - tail)
     return number[:head] + "*" * (len(number) - head - tail) + number[len(number) - tail :]
+
+
+# -- opt-out keywords -------------------------------------------------------------------------------
+
+OPT_OUT_KEYWORDS = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"), "STOP"),
+    **dict.fromkeys(("START", "YES", "UNSTOP"), "START"),
+    **dict.fromkeys(("HELP", "INFO"), "HELP"),
+}
+"""Twilio's default opt-out, opt-in and help keywords (docs "Advanced Opt-Out"), matched as the whole
+body: Twilio acts on them for long codes even without Advanced Opt-Out."""
+
+
+def opt_out_keyword(body: str) -> str | None:
+    """``STOP``, ``START`` or ``HELP`` when ``body`` is one of Twilio's keywords, else None."""
+    return OPT_OUT_KEYWORDS.get(body.strip().upper())

@@ -740,6 +740,15 @@ class TwilioSmsConnector(ChannelConnector):
             return ConnectorResult.from_error(foreign)
         return ConnectorResult.success(update)
 
+    def opt_out_change(self, message: Message) -> bool | None:
+        """STOP → True, START → False: from ``OptOutType`` (Advanced Opt-Out), else from the body
+        when it is one of Twilio's default keywords, which Twilio acts on for long codes anyway."""
+        kind = message.properties.get("OptOutType")
+        if kind is None:
+            texts = message.texts()
+            kind = _api.opt_out_keyword(texts[0]) if len(texts) == 1 else None
+        return {"STOP": True, "START": False}.get(str(kind)) if kind is not None else None
+
     def webhook_reply(self, reply: Content) -> tuple[int, str | None, bytes]:
         """TwiML ``<Response><Message>`` with the reply's text (``<Body>``) and media (``<Media>``)."""
         return 200, "text/xml", webhooks.twiml_reply(reply)

@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 
 from attrs import frozen
 
-from .._api import SCHEDULE_MAX_AHEAD, SCHEDULE_MIN_AHEAD  # the SendAt window, kept in one place
+from .._api import (  # the SendAt window, kept in one place
+    SCHEDULE_MAX_AHEAD,
+    SCHEDULE_MIN_AHEAD,  # Twilio's keywords, one table for the connector and the emulator
+)
 from ._resources import API_VERSION, PRICE_PER_SEGMENT, EmulatedMessage, Params
 
 # ----------------------------------------------------------------------------------------------------------
@@ -515,19 +518,6 @@ def status_callback_params(message: EmulatedMessage, *, now: float) -> dict[str,
         # Carrier DLR done date: YYMMDDhhmm, minute precision, no zone (Twilio changelog 2023-02-14).
         params["RawDlrDoneDate"] = time.strftime("%y%m%d%H%M", time.gmtime(now))
     return params
-
-
-_OPT_OUT_KEYWORDS = {
-    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"), "STOP"),
-    **dict.fromkeys(("START", "YES", "UNSTOP"), "START"),
-    **dict.fromkeys(("HELP", "INFO"), "HELP"),
-}
-"""Twilio's default opt-out, opt-in and help keywords (docs "Advanced Opt-Out"), matched as the whole body."""
-
-
-def opt_out_keyword(body: str) -> str | None:
-    """``STOP``, ``START`` or ``HELP`` when ``body`` is one of Twilio's keywords, else None."""
-    return _OPT_OUT_KEYWORDS.get(body.strip().upper())
 
 
 def inbound_params(

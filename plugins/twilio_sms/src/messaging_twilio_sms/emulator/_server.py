@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDictProxy
 from yarl import URL
 
-from .._api import MESSAGE_ID_PARAM
+from .._api import MESSAGE_ID_PARAM, opt_out_keyword
 from ..segments import count_segments
 from ..webhooks import SIGNATURE_HEADER, compute_signature
 from ._faults import FAULT_ERRORS, FAULT_PAYLOADS, HTML_ERROR_PAGE, PRE_CREATE_FAULTS, FaultQueue
@@ -55,7 +55,6 @@ from ._rules import (
     first,
     inbound_params,
     next_transition,
-    opt_out_keyword,
     parse_create,
     parse_page,
     parse_page_size,
