@@ -2,12 +2,13 @@
 
 This module is the public API of a host application and of a channel author; everything not
 re-exported here is private. The campaign SPI (ledgers, rate limiters, status stores, dispatchers)
-is exported by ``messaging_core.campaigns``, the webhook machinery by ``messaging_core.webhooks``.
+is exported by ``messaging_core.campaigns``, the webhook machinery by ``messaging_core.webhooks``,
+metrics and traces by ``messaging_core.telemetry`` (``enable_metrics`` and ``metrics_registry`` here).
 """
 
 from __future__ import annotations
 
-from messaging_core.config import ConnectorSpec, MessagingConfig, WebhookSettings, load_config
+from messaging_core.config import ConnectorSpec, MessagingConfig, MetricsSettings, WebhookSettings, load_config
 from messaging_core.connector import BatchProgress, ChannelConnector, ConnectorState
 from messaging_core.emulation import EmulatorRegistration, RunningEmulator
 from messaging_core.errors import (
@@ -67,6 +68,7 @@ from messaging_core.schema import (
     PropertySpec,
 )
 from messaging_core.settings import ConnectionSettings
+from messaging_core.telemetry import enable_metrics, metrics_registry
 from messaging_core.validation import IssueCodes, ValidationIssue
 from messaging_core.webhook_request import WebhookRequest
 
@@ -111,6 +113,7 @@ __all__ = [
     "MessageStatus",
     "MessagingConfig",
     "MessagingError",
+    "MetricsSettings",
     "MultipartContent",
     "ParameterSpec",
     "PluginError",
@@ -133,9 +136,11 @@ __all__ = [
     "WebhookRequest",
     "WebhookSettings",
     "__version__",
+    "enable_metrics",
     "hookimpl",
     "hookspec",
     "iterate_messages",
     "load_config",
+    "metrics_registry",
     "new_message_id",
 ]

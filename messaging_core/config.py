@@ -1,4 +1,4 @@
-"""Configuration files: connectors by name, and the webhook host.
+"""Configuration files: connectors by name, the webhook host, metrics.
 
 TOML, YAML or JSON, validated against ``messaging_core/schemas/config.schema.json``. Strings may
 reference environment variables (``${TWILIO_AUTH_TOKEN}``, ``${PORT:-8080}``). Every error names
@@ -36,6 +36,7 @@ from messaging_core.validation import ValidationIssue, validator_for
 __all__ = [
     "ConnectorSpec",
     "MessagingConfig",
+    "MetricsSettings",
     "WebhookSettings",
     "config_json_schema",
     "load_config",
@@ -94,6 +95,19 @@ class WebhookSettings:
 
 
 @frozen
+class MetricsSettings:
+    """The ``[metrics]`` table: Prometheus metrics, off unless ``enabled`` (docs/observability.md)."""
+
+    enabled: bool = False
+    """Record metrics and answer ``GET /metrics`` (the webhook host on its own port, each worker on ``port``);
+    needs the extra ``pluggable-messaging[metrics]``. Off: ``prometheus_client`` is never imported."""
+    host: str = "127.0.0.1"
+    """Interface of the workers' metrics endpoint."""
+    port: int = 9464
+    """Port of the workers' metrics endpoint: worker process ``i`` listens on ``port + i`` (0: any free port)."""
+
+
+@frozen
 class MessagingConfig:
     """A loaded configuration file."""
 
@@ -101,6 +115,7 @@ class MessagingConfig:
     webhooks: WebhookSettings = WebhookSettings()
     path: Path | None = None
     dispatcher: Mapping[str, Any] | None = None
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def where(self) -> str:
@@ -178,7 +193,8 @@ def parse_config(
         raise _error(where, sorted(issues, key=lambda i: i.path))
     connectors = {name: ConnectorSpec.from_mapping(name, spec) for name, spec in data["connectors"].items()}
     webhooks = WebhookSettings(**data.get("webhooks", {}))
-    return MessagingConfig(connectors, webhooks, None, data.get("dispatcher"))
+    metrics = MetricsSettings(**data.get("metrics", {}))
+    return MessagingConfig(connectors, webhooks, None, data.get("dispatcher"), metrics)
 
 
 def _error(where: str, issues: list[ValidationIssue]) -> ConfigurationError:
@@ -199,7 +215,7 @@ def load_config(
     """
     file = Path(path)
     config = parse_config(_read(file), where=str(file), environ=environ, only=only)
-    return MessagingConfig(config.connectors, config.webhooks, file, config.dispatcher)
+    return MessagingConfig(config.connectors, config.webhooks, file, config.dispatcher, config.metrics)
 
 
 def config_error(config: MessagingConfig, issues: list[ValidationIssue]) -> ConfigurationError:

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar, final
 
-from messaging_core import converters
+from messaging_core import converters, telemetry
 from messaging_core._batching import drive, not_attempted
 from messaging_core._ratelimit import MemoryRateLimiter
 from messaging_core.errors import CapabilityNotSupportedError, ConfigurationError, ConnectorStateError
@@ -393,6 +393,11 @@ class ChannelConnector(abc.ABC):
             available to the provider through ``_deadline_passed()`` for a last check right
             before it writes (after its own queueing).
         """
+        result = await self._validate_and_send(message, deadline)
+        telemetry.send_attempted(self, result)
+        return result
+
+    async def _validate_and_send(self, message: Message, deadline: float | None) -> ConnectorResult[SendResult]:
         issues = self.validate_message(message)
         if issues:
             return self._validation_failure(issues)
@@ -405,7 +410,7 @@ class ChannelConnector(abc.ABC):
         self._idle.clear()
         token = _SEND_DEADLINE.set(deadline)
         try:
-            return await self._send_message(message)
+            return await telemetry.provider_call(self, self._send_message(message))
         except Exception as err:  # CancelledError is a BaseException: it propagates
             log.exception("connector %s: unexpected error while sending %s", self.name, message.id)
             return ConnectorResult.failure(
@@ -527,6 +532,7 @@ class ChannelConnector(abc.ABC):
         async def send(message: Message) -> ConnectorResult[SendResult]:
             if limiter is not None:
                 wait = await limiter.reserve(_BATCH_PACE_KEY, self.send_cost(message))
+                telemetry.paced(self, wait or 0.0)
                 if wait:
                     await asyncio.sleep(wait)
             if cancel is not None and cancel.is_set():

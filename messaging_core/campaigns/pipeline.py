@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
+from messaging_core import telemetry
 from messaging_core._batching import not_attempted
 from messaging_core.campaigns.protocols import (
     Claim,
@@ -187,6 +188,17 @@ class SendPipeline:
             leaves the message PENDING, unclaimed (a campaign paused or cancelled while the pass
             was waiting).
         """
+        passing = self._pass(message, cancel=cancel, running=running, admit=admit)
+        return await telemetry.campaign_pass(self.connector, passing)
+
+    async def _pass(
+        self,
+        message: Message,
+        *,
+        cancel: asyncio.Event | None,
+        running: asyncio.Event | None,
+        admit: Callable[[], Awaitable[bool]] | None,
+    ) -> SendAttempt:
         if running is not None and not running.is_set():
             await running.wait()
         ledger = self.ledger
@@ -197,6 +209,7 @@ class SendPipeline:
                 return SendAttempt(message.id, _deferred(), SendState.PENDING, self.max_wait)
             if self.defer_beyond is not None and wait > self.defer_beyond:
                 return SendAttempt(message.id, _deferred(), SendState.PENDING, wait, deferred=True)
+            telemetry.paced(self.connector, wait)
             if wait > 0:
                 await asyncio.sleep(wait)
         if cancel is not None and cancel.is_set():

@@ -54,7 +54,7 @@ def serve(
 
     async def serve_until_stopped() -> None:
         async with WebhookHost(
-            connectors, settings=loaded.webhooks, status_store=store, host=host, port=port
+            connectors, settings=loaded.webhooks, status_store=store, host=host, port=port, metrics=loaded.metrics
         ) as served:
             base = served.base_url
             where = repr(store) if store is not None else "this process's memory (one host only)"
@@ -65,6 +65,8 @@ def serve(
                 routes = ", ".join(f"POST {base}/webhooks/{escape(name)}/{kind}" for kind in kinds)
                 console.print(f"connector {escape(name)}: {routes or 'no webhooks (send only)'}", soft_wrap=True)
             console.print(f"health: GET {base}/healthz (liveness), GET {base}/readyz (connectors)", soft_wrap=True)
+            if loaded.metrics.enabled:
+                console.print(f"metrics: GET {base}/metrics", soft_wrap=True)
             stopped = asyncio.Event()
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)

@@ -7,6 +7,7 @@ Routes, per connector name (only the kinds the connector's capabilities allow):
 - ``GET /healthz`` — liveness: the process and its event loop answer (no provider call)
 - ``GET /readyz`` — readiness: every connector's health, cached for ``readiness_cache_seconds``
   (503 with the reasons when one is unhealthy)
+- ``GET /metrics`` — the framework's Prometheus metrics, only with ``[metrics] enabled = true``
 
 The adapter reads the request (body size and time limited), builds the ``WebhookRequest`` with the
 public URL the provider called (``public_url_of``), and answers what the service says: verification,
@@ -24,8 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
+from messaging_core import telemetry
 from messaging_core.campaigns.protocols import StatusStore
-from messaging_core.config import WebhookSettings
+from messaging_core.config import MetricsSettings, WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.webhook_request import WebhookRequest
 from messaging_core.webhooks.service import (
@@ -117,6 +119,7 @@ def create_webhook_app(
     dedup_size: int = 100_000,
     status_store: StatusStore | None = None,
     pipeline: StatusReceiver | None = None,
+    metrics: MetricsSettings | None = None,
 ) -> web.Application:
     """An aiohttp application serving the webhooks of ``connectors`` (by name), through a ``WebhookService``.
 
@@ -124,6 +127,8 @@ def create_webhook_app(
     on cleanup; otherwise the caller does (``async with`` each connector, or ``WebhookHost``).
     ``status_store``, ``pipeline`` and ``dedup_size`` are the service's (see ``WebhookService``):
     pass the dispatcher as ``pipeline`` to let status callbacks settle sends held in doubt.
+    With ``metrics.enabled`` the framework records metrics and ``GET /metrics`` answers them
+    (``ConfigurationError`` when ``prometheus-client`` is not installed); otherwise that route is 404.
     """
     settings = settings or WebhookSettings()
     service = WebhookService(
@@ -138,6 +143,9 @@ def create_webhook_app(
     app.router.add_post("/webhooks/{connector}/status", routes.status)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
+    if metrics is not None and metrics.enabled:
+        telemetry.enable_metrics()
+        app.router.add_get("/metrics", telemetry.metrics_view)
     if manage_lifecycle:
 
         async def startup(_: web.Application) -> None:

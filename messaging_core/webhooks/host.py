@@ -24,7 +24,7 @@ from types import TracebackType
 from aiohttp import web
 
 from messaging_core.campaigns.protocols import StatusStore
-from messaging_core.config import WebhookSettings
+from messaging_core.config import MetricsSettings, WebhookSettings
 from messaging_core.connector import ChannelConnector
 from messaging_core.errors import ConfigurationError, ConnectorStateError
 from messaging_core.webhooks.app import SERVICE_KEY, STATS_KEY, create_webhook_app
@@ -42,6 +42,7 @@ class WebhookHost:
         reaches it once on entry and closes it on exit when it has a ``close()``.
     :param pipeline: records through ``pipeline.status_received`` (see ``create_webhook_app``).
     :param sock: an already bound socket to serve on (its port can be known before the host starts).
+    :param metrics: the ``[metrics]`` settings: when enabled, ``GET /metrics`` on the same port.
     """
 
     def __init__(
@@ -54,12 +55,13 @@ class WebhookHost:
         host: str | None = None,
         port: int | None = None,
         sock: socket.socket | None = None,
+        metrics: MetricsSettings | None = None,
     ) -> None:
         self.settings = settings or WebhookSettings()
         self.connectors = dict(connectors)
         self.status_store = status_store
         self.app = create_webhook_app(
-            self.connectors, settings=self.settings, status_store=status_store, pipeline=pipeline
+            self.connectors, settings=self.settings, status_store=status_store, pipeline=pipeline, metrics=metrics
         )
         self._host = host or self.settings.host
         self._port = self.settings.port if port is None else port

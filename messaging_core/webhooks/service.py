@@ -43,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 from attrs import evolve, frozen
 
+from messaging_core import telemetry
 from messaging_core.campaigns.memory import MemoryStatusStore
 from messaging_core.campaigns.protocols import StatusStore, SuppressionList
 from messaging_core.config import WebhookSettings
@@ -261,6 +262,11 @@ class WebhookService:
         Never raises for bad input or a failing observer or store: every outcome is an answer.
         """
         connector = self.connector(name, kind)
+        return await telemetry.webhook_handled(connector, name, kind, self._handle(name, kind, connector, request))
+
+    async def _handle(
+        self, name: str, kind: WebhookKind, connector: ChannelConnector | None, request: WebhookRequest
+    ) -> WebhookAnswer:
         if connector is None:
             return WebhookAnswer.text(404, f"no {kind} webhook for {name!r}\n")
         if not connector.is_ready:
@@ -371,6 +377,7 @@ class WebhookService:
         forbidden = _FORBIDDEN.get(error.code)
         if forbidden is not None:
             self.stats.forbidden += 1
+            telemetry.webhook_refused(name, error.code)
             # The reason is logged, not answered: whoever forged the request learns nothing from it.
             log.warning("webhook for %s refused: %s", name, error.message)
             return WebhookAnswer.text(403, forbidden)

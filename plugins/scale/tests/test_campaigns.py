@@ -27,6 +27,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,8 +37,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
 from messaging_core.campaigns import Claim, SendOutcome, SendState
@@ -765,3 +768,61 @@ async def test_chaos_ledger_crashes_the_first_accepted_attempt_of_predicted_ids(
         assert await ledger.record(Claim(mid, fence=2, attempts=2, lease_until=lease, deadline=0.0), accepted)
         assert await ledger.record(first, SendOutcome(SendState.UNKNOWN, error_code="TIMEOUT"))
     assert crash_log.read_text().split() == [mid for mid in ids if mid in hits]
+
+
+# -- metrics: each worker process answers GET /metrics on [metrics] port + its index ----------------------
+
+
+def _two_free_ports() -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are free now (worker-0 and worker-1 listen there)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two consecutive free ports")
+
+
+async def _metrics_text(url: str, workers: Workers, within: float = 30.0) -> str:
+    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        while True:
+            assert workers.process.poll() is None, f"the worker manager exited:\n{workers.tail()}"
+            try:
+                async with session.get(url) as response:
+                    assert response.status == 200
+                    return await response.text()
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)  # not listening yet
+
+
+def _sample(text: str, name: str, labels: Mapping[str, str]) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_each_worker_answers_metrics_on_its_port(scene: Scene) -> None:
+    port = _two_free_ports()
+    config = scene.config_path
+    config.write_text(config.read_text() + f"\n[metrics]\nenabled = true\nport = {port}\n", encoding="utf-8")
+    messages = campaign("metrics", 60)
+    workers = scene.start_workers(2)
+    await scene.submit(messages, "metrics")
+
+    assert await scene.wait_done("metrics", within=60) == {"accepted": 60}
+
+    texts = [await _metrics_text(f"http://127.0.0.1:{port + index}/metrics", workers) for index in range(2)]
+    accepted = {"connector": "sms", "state": "accepted"}
+    sent = {"channel": "twilio_sms", "connector": "sms", "outcome": "sent", "error_code": ""}
+    # Every message had one pass, on one worker or the other: the two endpoints add up to the campaign.
+    assert sum(_sample(text, "messaging_campaign_passes_total", accepted) for text in texts) == 60
+    assert sum(_sample(text, "messaging_sends_total", sent) for text in texts) == 60
+    assert sum(_sample(text, "messaging_pace_wait_seconds_count", {"connector": "sms"}) for text in texts) == 60

@@ -21,6 +21,7 @@ from typing import Any
 
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends
 
+from messaging_core import telemetry
 from messaging_core.campaigns import SendAttempt, SendPipeline, SendState
 from messaging_core.errors import ConfigurationError
 from messaging_scale._ledger import OpenMessage, PostgresLedger
@@ -313,7 +314,8 @@ async def _send_chunk(ids: list[str], context: Context = TaskiqDepends()) -> dic
         sender: ChunkSender | None = getattr(context.state, _STATE_KEY, None)
         if sender is None:
             raise RuntimeError("this worker has no ChunkSender: call install_sender() at worker start-up")
-        return await sender.send(ids)
+        with telemetry.campaign_chunk(len(ids)):
+            return await sender.send(ids)
     except asyncio.CancelledError:
         # Cut short (a worker stopping past its --shutdown-timeout): Taskiq acknowledges a
         # cancelled task as well, so publish a copy first; the rest of the chunk then goes on

@@ -14,7 +14,9 @@ Each worker process, at start-up (``WorkerRuntime``):
 - installs a ``ChunkSender`` that creates, on first use, the connector a campaign names, from
   the same file, and a ``SendPipeline`` for it (the shared limiter, an optional account-wide cap
   on calls in flight, the table's lease, retry and in-doubt options);
-- starts a ``Sweeper`` (one process of the fleet sweeps per interval).
+- starts a ``Sweeper`` (one process of the fleet sweeps per interval);
+- with ``[metrics] enabled = true``, answers ``GET /metrics`` on ``[metrics] port`` + the
+  process's index (``worker-0`` on ``port``, ``worker-1`` on ``port + 1``...).
 
 The ledger each process opens is chosen by the code that builds the runtime (``ledger_factory``
 of ``WorkerRuntime`` and ``broker_from_environment``), never by the environment: the chaos tests
@@ -28,13 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
+import re
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 
+from messaging_core import telemetry
 from messaging_core.campaigns import DispatcherSettings, SendPipeline
 from messaging_core.config import MessagingConfig, load_config
 from messaging_core.connector import ChannelConnector
@@ -87,6 +92,11 @@ async def preflight(config: MessagingConfig, registry: ChannelRegistry) -> list[
     """
     _, settings = taskiq_settings(config, registry)
     problems: list[str] = []
+    if config.metrics.enabled:
+        try:
+            telemetry.enable_metrics()
+        except ConfigurationError as err:
+            problems.append(f"{config.where}: [metrics] {err}")
 
     async def check(what: str, job: Coroutine[Any, Any, object]) -> None:
         try:
@@ -186,6 +196,8 @@ class WorkerRuntime:
         self.registry = registry
         self.ledger_factory = ledger_factory
         _, self.settings = taskiq_settings(config, registry)
+        if config.metrics.enabled:
+            telemetry.enable_metrics()  # now: a missing extra fails the process at start, not at its first send
         settings = self.settings
         self.broker = broker_from_settings(settings)
         self.broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, self.startup)
@@ -197,6 +209,7 @@ class WorkerRuntime:
         self._pipelines: dict[str, SendPipeline] = {}
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
+        self.metrics_server: telemetry.MetricsServer | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerRuntime {self.config.where} queue={self.settings.queue!r}>"
@@ -240,6 +253,10 @@ class WorkerRuntime:
         )
         self._sweeper = asyncio.create_task(_after(settings.sweep_interval, sweeper.run()), name="messaging sweeper")
         await self._open_connectors()
+        metrics = self.config.metrics
+        if metrics.enabled:
+            self.metrics_server = await telemetry.serve_metrics(metrics.host, _metrics_port(metrics.port))
+            log.info("worker metrics: GET %s", self.metrics_server.url)
         log.info("worker ready: queue %s, ledger schema %s", settings.queue, ledger.schema)
 
     async def _open_connectors(self) -> None:
@@ -309,7 +326,10 @@ class WorkerRuntime:
         return connector
 
     async def shutdown(self, state: TaskiqState | None = None) -> None:
-        """Stop the sweeper, shut the connectors down, close the stores."""
+        """Stop the sweeper and the metrics endpoint, shut the connectors down, close the stores."""
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -323,6 +343,16 @@ class WorkerRuntime:
             await self._redis.aclose()
         if self.ledger is not None:
             await self.ledger.close()
+
+
+def _metrics_port(base: int) -> int:
+    """The metrics port of this process: ``base`` plus its index among Taskiq's worker processes.
+
+    Taskiq's process manager names its processes ``worker-<index>``; a process started otherwise
+    listens on ``base`` (0 stays 0: any free port, logged).
+    """
+    found = re.fullmatch(r"worker-(\d+)", multiprocessing.current_process().name)
+    return base + int(found.group(1)) if base and found else base
 
 
 async def _after(delay: float, job: Coroutine[Any, Any, None]) -> None:
