@@ -53,6 +53,16 @@ async def test_demo_with_an_explicit_configuration(tmp_path: Path, monkeypatch: 
     assert "bulk batch of 5 via bulk — 5 sent, 0 failed" in out.getvalue()
 
 
+async def test_demo_with_metrics_enabled_checks_the_metrics_endpoint(tmp_path: Path) -> None:
+    config = tmp_path / "messaging.toml"
+    example = (REPO / "examples" / "messaging.toml").read_text(encoding="utf-8")
+    config.write_text(example + "\n[metrics]\nenabled = true\n", encoding="utf-8")
+    console, out = _console()
+    ok = await run_demo(ChannelRegistry.discover(), config, console=console, bulk=5, wait_seconds=10)
+    assert ok is True, out.getvalue()
+    assert "/metrics — HTTP 200" in out.getvalue()
+
+
 def test_the_package_ships_the_repositorys_example_configuration() -> None:
     """``messaging demo`` outside a checkout runs the copy in the package: it must be the documented one."""
     shipped = REPO / "messaging_core" / "examples" / "messaging.toml"

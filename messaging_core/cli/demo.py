@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import click
 from rich.console import Console
 from rich.table import Table
@@ -182,14 +183,15 @@ async def _run_demo(registry: ChannelRegistry, path: Path, *, console: Console, 
             )
             for name, spec in loaded.connectors.items()
         }
-        config = MessagingConfig(specs, WebhookSettings(public_url=webhook_base), path)
+        config = MessagingConfig(specs, WebhookSettings(public_url=webhook_base), path, metrics=loaded.metrics)
         connectors = registry.create_connectors(config)
         for emulator in running.values():
             console.print(f"emulator at {emulator.base_url}; webhook host at {webhook_base}")
 
         # 2. The webhook host on its socket, the connectors ready.
         try:
-            served = await stack.enter_async_context(WebhookHost(connectors, settings=config.webhooks, sock=sock))
+            host = WebhookHost(connectors, settings=config.webhooks, sock=sock, metrics=config.metrics)
+            served = await stack.enter_async_context(host)
         except MessagingError as err:
             steps.check("start the webhook host and initialize the connectors", False, str(err))
             return False
@@ -283,6 +285,12 @@ async def _run_demo(registry: ChannelRegistry, path: Path, *, console: Console, 
         if observer.reply_tasks:
             await asyncio.gather(*observer.reply_tasks, return_exceptions=True)
 
+        # 8. With [metrics] enabled: the webhook host's /metrics counts what the demo did.
+        if config.metrics.enabled:
+            status, exposed = await _get(f"{webhook_base}/metrics")
+            counted = "messaging_sends_total{" in exposed and "messaging_webhook_requests_total{" in exposed
+            steps.check(f"metrics at {webhook_base}/metrics", status == 200 and counted, f"HTTP {status}")
+
         summary = Table(title="Demo summary")
         summary.add_column("what")
         summary.add_column("count", justify="right")
@@ -310,6 +318,11 @@ class _AnyEnvironment(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return "placeholder"
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 def _describe(result: Any) -> str:
