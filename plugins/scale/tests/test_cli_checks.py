@@ -237,3 +237,25 @@ async def test_pause_resume_and_cancel_commands(
     assert code == 1, output
     assert "no campaign 'nope' in the ledger" in output
     assert emulator.messages == {}
+
+
+async def test_worker_with_metrics_and_without_the_extra_names_the_extra(
+    emulator: TwilioEmulator, services: dict[str, str], tmp_path: Path
+) -> None:
+    config = _write_config(tmp_path / "messaging.toml", emulator, services)
+    config.write_text(config.read_text() + "\n[metrics]\nenabled = true\n", encoding="utf-8")
+    # `messaging worker` in an interpreter where prometheus_client cannot be imported.
+    without_extra = "import sys; sys.modules['prometheus_client'] = None; from messaging_core.cli import main; main()"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", without_extra, "worker", "--config", str(config), "--workers", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(90):
+        output = (await process.communicate())[0].decode()
+    assert process.returncode == 1, output
+    lines = [line for line in output.splitlines() if line.startswith("  - ")]
+    assert lines == [
+        f"  - {config}: [metrics] metrics are enabled but prometheus-client is not installed: "
+        "pip install 'pluggable-messaging[metrics]'"
+    ], output
+    assert "Traceback" not in output
