@@ -306,3 +306,25 @@ def test_serve_answers_health_probes_and_webhooks(config_file: Path, emu: Thread
         assert command.stop() == 0
     finally:
         command.stop(signal.SIGKILL)
+
+
+def test_serve_with_metrics_enabled_answers_metrics(config_file: Path, emu: ThreadedEmulator) -> None:
+    with config_file.open("a", encoding="utf-8") as config:
+        config.write("\n[metrics]\nenabled = true\n")
+    command = Background("serve", "--config", str(config_file), "--port", "0")
+    try:
+        announced = URL.search(command.wait_for_line(r"metrics: GET"))
+        assert announced is not None
+        metrics_url = announced.group(0) + "/metrics"
+        url = announced.group(0) + "/webhooks/sms/messages"
+        status_code, _ = emu.run(lambda: emu.emulator.simulate_inbound(RECEIVER, SENDER, "Hi", url=url))
+        assert status_code == 200
+        assert http(url, data=b"MessageSid=SMx&From=%2B1&To=%2B2")[0] == 403  # unsigned
+        status, body = http(metrics_url)
+        assert status == 200
+        text = body.decode()
+        assert 'messaging_webhook_requests_total{connector="sms",kind="messages",status="200"} 1.0' in text
+        assert 'messaging_webhook_signatures_refused_total{connector="sms",reason="INVALID_SIGNATURE"} 1.0' in text
+        assert command.stop() == 0
+    finally:
+        command.stop(signal.SIGKILL)
