@@ -37,6 +37,11 @@ def _inbound(emulator: TwilioEmulator, body: str, **extra: str) -> WebhookReques
     return WebhookRequest.from_form(urlencode(fields), url=URL, headers={SIGNATURE_HEADER: signature})
 
 
+def _connector(emulator: TwilioEmulator) -> TwilioSmsConnector:
+    settings = {"ApiBaseUrl": emulator.base_url, "AccountSid": emulator.account_sid, "AuthToken": emulator.auth_token}
+    return TwilioSmsConnector(TwilioChannelSchemas.TWILIO_SMS, settings)
+
+
 async def _send(dispatcher: InProcessDispatcher) -> LedgerEntry:
     message = Message(uuid.uuid4().hex, Endpoint.phone(OUR_NUMBER), Endpoint.phone(CUSTOMER), TextContent("Offer"))
     handle = await dispatcher.submit([message])
@@ -48,42 +53,30 @@ async def _send(dispatcher: InProcessDispatcher) -> LedgerEntry:
 
 
 async def test_stop_suppresses_and_start_lifts_without_provider_calls_in_between() -> None:
-    async with TwilioEmulator(auto_advance=False) as emulator:
-        settings = {
-            "ApiBaseUrl": emulator.base_url,
-            "AccountSid": emulator.account_sid,
-            "AuthToken": emulator.auth_token,
-        }
-        async with TwilioSmsConnector(TwilioChannelSchemas.TWILIO_SMS, settings) as connector:
-            store = MemoryStatusStore()
-            dispatcher = InProcessDispatcher(connector, status_store=store)
-            service = WebhookService({"sms": connector}, pipeline=dispatcher)
+    async with TwilioEmulator(auto_advance=False) as emulator, _connector(emulator) as connector:
+        store = MemoryStatusStore()
+        dispatcher = InProcessDispatcher(connector, status_store=store)
+        service = WebhookService({"sms": connector}, pipeline=dispatcher)
 
-            answer = await service.handle("sms", "messages", _inbound(emulator, "STOP"))
-            assert answer.status == 200
-            assert await store.suppressed(CUSTOMER) == ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED
+        answer = await service.handle("sms", "messages", _inbound(emulator, "STOP"))
+        assert answer.status == 200
+        assert await store.suppressed(CUSTOMER) == ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED
 
-            before = emulator.create_requests
-            refused = await _send(dispatcher)
-            assert (refused.state.value, refused.error_code) == ("failed", "RECIPIENT_UNSUBSCRIBED")
-            assert emulator.create_requests == before, "a suppressed recipient cost a provider call"
+        before = emulator.create_requests
+        refused = await _send(dispatcher)
+        assert (refused.state.value, refused.error_code) == ("failed", "RECIPIENT_UNSUBSCRIBED")
+        assert emulator.create_requests == before, "a suppressed recipient cost a provider call"
 
-            await service.handle("sms", "messages", _inbound(emulator, "start"))
-            assert await store.suppressed(CUSTOMER) is None
-            emulator.opted_out.discard(CUSTOMER)  # the emulator only saw our hand-made webhook
-            sent = await _send(dispatcher)
-            assert sent.state.value == "accepted"
+        await service.handle("sms", "messages", _inbound(emulator, "start"))
+        assert await store.suppressed(CUSTOMER) is None
+        sent = await _send(dispatcher)
+        assert sent.state.value == "accepted"
 
 
 async def test_a_21610_refusal_suppresses_the_recipient_for_later_sends() -> None:
     async with TwilioEmulator(auto_advance=False) as emulator:
         emulator.opted_out.add(CUSTOMER)  # they texted STOP to another of our numbers, say
-        settings = {
-            "ApiBaseUrl": emulator.base_url,
-            "AccountSid": emulator.account_sid,
-            "AuthToken": emulator.auth_token,
-        }
-        async with TwilioSmsConnector(TwilioChannelSchemas.TWILIO_SMS, settings) as connector:
+        async with _connector(emulator) as connector:
             store = MemoryStatusStore()
             dispatcher = InProcessDispatcher(connector, status_store=store)
             first = await _send(dispatcher)
