@@ -102,7 +102,11 @@ class Installer:
         if not self._wheels:
             sources = self.root / "sources"
             shutil.copytree(REPO, sources, ignore=IGNORED)
-            projects = [sources, *(sources / "tests" / "external_plugins" / name for name in ("echo", "broken"))]
+            projects = [
+                sources,
+                sources / "plugins" / "twilio_sms",
+                *(sources / "tests" / "external_plugins" / name for name in ("echo", "broken")),
+            ]
             out = self.root / "wheels"
             build = ("-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", out)
             _run(sys.executable, *build, *projects, cwd=self.root, timeout=120)
@@ -111,6 +115,7 @@ class Installer:
                 "messaging_broken_example",
                 "messaging_echo_example",
                 "pluggable_messaging",
+                "pluggable_messaging_twilio_sms",
             ]
         return self._wheels
 
@@ -161,9 +166,13 @@ def echo_venv(installer: Installer, build_tools: None) -> Path:
 
 @pytest.fixture
 def broken_venv(installer: Installer, build_tools: None) -> Path:
-    """The core, the echo plugin and the broken plugin."""
+    """The core, Twilio, the echo plugin and the broken plugin."""
     return installer.environment(
-        "venv-broken", "pluggable_messaging", "messaging_echo_example", "messaging_broken_example"
+        "venv-broken",
+        "pluggable_messaging",
+        "pluggable_messaging_twilio_sms",
+        "messaging_echo_example",
+        "messaging_broken_example",
     )
 
 
@@ -299,6 +308,10 @@ def test_a_broken_plugin_is_named_and_leaves_the_others_working(broken_venv: Pat
     send = ("send", "--config", config, "--connector", "mem", "--to", "user_id:alice", "--text", "hi")
     sent = _run(messaging, *send, cwd=elsewhere)
     assert "sent MEM00000001 status=queued" in sent.stdout
+    # The issue's bar: a bad plugin installed next to Twilio leaves `messaging demo` green.
+    demo = _run(messaging, "demo", "--bulk", "5", cwd=elsewhere)
+    assert "demo passed" in demo.stdout
+    assert demo.stderr.count(problem) == 1, demo.stderr
 
     plugins = _run(messaging, "plugins", cwd=elsewhere)
     assert _cells(_row(plugins.stdout, "broken")) == ["broken", "messaging-broken-example 0.2.0", "", "", problem]
