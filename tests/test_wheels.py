@@ -130,3 +130,32 @@ def test_the_demo_runs_from_the_installed_wheels_outside_the_checkout(tmp_path: 
     # What a release would upload renders on PyPI: README, metadata (twine check).
     checked = _run(sys.executable, "-m", "twine", "check", "--strict", *wheels, cwd=tmp_path)
     assert checked.stdout.count("PASSED") == 3, checked.stdout
+
+
+@pytest.mark.slow
+def test_the_sdists_build_and_pass_twine_check(tmp_path: Path) -> None:
+    """The source distributions a release would upload: built with the PEP 517 hook (offline), checked."""
+    sources = tmp_path / "sources"
+    shutil.copytree(
+        REPO,
+        sources,
+        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", ".*_cache"),
+    )
+    dist = tmp_path / "dist"
+    hook = f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))"
+    for directory in DISTRIBUTIONS:
+        _run(sys.executable, "-c", hook, cwd=sources / directory, timeout=120)
+    built = sorted(dist.glob("*.tar.gz"))
+    assert [p.name for p in built] == [
+        "pluggable_messaging-0.1.0.tar.gz",
+        "pluggable_messaging_scale-0.1.0.tar.gz",
+        "pluggable_messaging_twilio_sms-0.1.0.tar.gz",
+    ]
+    checked = _run(sys.executable, "-m", "twine", "check", "--strict", *built, cwd=tmp_path)
+    assert checked.stdout.count("PASSED") == 3, checked.stdout
+    import tarfile
+
+    with tarfile.open(built[2]) as archive:
+        names = archive.getnames()
+    assert any(n.endswith("messaging_twilio_sms/py.typed") for n in names), names
+    assert any(n.endswith("/pyproject.toml") for n in names)
