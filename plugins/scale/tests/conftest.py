@@ -94,10 +94,14 @@ def ledger(pg_pool: Any, pg_schema: str) -> PostgresLedger:
     return PostgresLedger(pg_pool, schema=pg_schema)
 
 
-@pytest.fixture
-def status_store(pg_pool: Any, pg_schema: str) -> PostgresStatusStore:
-    """A status store on the same tables as ``ledger``."""
-    return PostgresStatusStore(pg_pool, schema=pg_schema)
+@pytest.fixture(params=["batched", "alone"])
+def status_store(request: pytest.FixtureRequest, pg_pool: Any, pg_schema: str) -> PostgresStatusStore:
+    """A status store on the same tables as ``ledger``: batching updates (the default), or not (``batch_size=1``).
+
+    Every test of the store runs on both write paths, so both keep its promises.
+    """
+    batch_size = 1 if request.param == "alone" else 100
+    return PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=batch_size)
 
 
 @pytest.fixture

@@ -43,3 +43,14 @@ class TestPostgresStatusStoreConformance(StatusStoreConformance):
             return PostgresStatusStore(pg_pool, schema=pg_schema)
 
         return factory
+
+
+class TestPostgresStatusStoreAloneConformance(StatusStoreConformance):
+    """The same store writing each update in a transaction of its own (``batch_size=1``)."""
+
+    @pytest.fixture
+    def status_store_factory(self, pg_pool: Any, pg_schema: str) -> Callable[[], Awaitable[PostgresStatusStore]]:
+        async def factory() -> PostgresStatusStore:
+            return PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1)
+
+        return factory

@@ -8,6 +8,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+import asyncpg
 import pytest
 
 from messaging_core.campaigns import Claim, SendOutcome, SendState, StatusStore
@@ -265,3 +266,189 @@ async def test_30k_shuffled_duplicated_updates(
     assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 0
     assert (await ledger.progress("c1")).counts == {"accepted": n}
     assert rate > 500  # a floor far below the measured rate: catches a pathological regression only
+
+
+# -- batches: many callers, one transaction ------------------------------------------------------
+
+
+@pytest.fixture
+def batching_store(pg_pool: Any, pg_schema: str) -> PostgresStatusStore:
+    """A store whose batches wait long enough (50 ms) for every update a test starts at once."""
+    return PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1000, batch_wait=0.05)
+
+
+async def transactions_of(pool: Any, schema: str, message_ids: list[str]) -> int:
+    """How many transactions wrote these rows last (``xmin``)."""
+    async with pool.acquire() as conn:
+        value: int = await conn.fetchval(
+            f"select count(distinct xmin::text) from {schema}.sends where message_id = any($1::text[])", message_ids
+        )
+    return value
+
+
+async def test_concurrent_callers_share_one_transaction_and_each_get_their_answer(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(4))
+    for i in range(4):
+        await accept(ledger, f"m-{i:06d}", f"SM{i}")
+    assert await batching_store.apply(StatusUpdate("m-000003", DELIVERED))
+    outcomes = await asyncio.gather(
+        batching_store.write(StatusUpdate("m-000000", SENT), idempotency_key="a"),
+        batching_store.write(StatusUpdate("SM1", DELIVERED, remote_message_id="SM1"), idempotency_key="b"),
+        batching_store.write(StatusUpdate("m-000002", QUEUED), idempotency_key="c"),
+        batching_store.write(StatusUpdate("m-000003", SENT), idempotency_key="d"),  # late: stale
+    )
+    assert outcomes == [StatusWrite.APPLIED, StatusWrite.APPLIED, StatusWrite.APPLIED, StatusWrite.STALE]
+    assert await transactions_of(pg_pool, pg_schema, ["m-000000", "m-000001", "m-000002"]) == 1
+    assert [await batching_store.get(f"m-{i:06d}") for i in range(4)] == [SENT, DELIVERED, QUEUED, DELIVERED]
+
+
+async def test_updates_of_one_message_in_one_batch_apply_in_arrival_order(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(2))
+    await accept(ledger, "m-000000", "SM0")
+    await accept(ledger, "m-000001", "SM1")
+    forward = await asyncio.gather(
+        *(batching_store.write(StatusUpdate("m-000000", status)) for status in (QUEUED, SENT, QUEUED, DELIVERED, SENT))
+    )
+    assert forward == [
+        StatusWrite.APPLIED,
+        StatusWrite.APPLIED,
+        StatusWrite.STALE,  # after SENT in the same batch
+        StatusWrite.APPLIED,
+        StatusWrite.STALE,
+    ]
+    # The same statuses arriving the other way round: the first wins, the rest are stale.
+    backward = await asyncio.gather(
+        *(batching_store.write(StatusUpdate("SM1", status, remote_message_id="SM1")) for status in (DELIVERED, SENT))
+    )
+    assert backward == [StatusWrite.APPLIED, StatusWrite.STALE]
+    assert await batching_store.get("m-000000") is DELIVERED
+    assert await batching_store.get("m-000001") is DELIVERED
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert entry.fence == 1  # accepted already: callbacks do not move the fence
+
+
+async def test_a_replay_inside_one_batch_is_a_duplicate(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(1))
+    await accept(ledger, "m-000000", "SM0")
+    outcomes = await asyncio.gather(
+        batching_store.write(StatusUpdate("m-000000", SENT), idempotency_key="tok-1"),
+        batching_store.write(StatusUpdate("m-000000", SENT), idempotency_key="tok-1"),
+        # an orphan and its replay: applied alone after the batch, in order
+        batching_store.write(StatusUpdate("SM-none", QUEUED), idempotency_key="tok-2"),
+        batching_store.write(StatusUpdate("SM-none", QUEUED), idempotency_key="tok-2"),
+    )
+    assert outcomes == [StatusWrite.APPLIED, StatusWrite.DUPLICATE, StatusWrite.ORPHANED, StatusWrite.DUPLICATE]
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.webhook_events") == 2
+    # And a replay in a later batch too.
+    assert await batching_store.write(StatusUpdate("m-000000", DELIVERED), idempotency_key="tok-1") is (
+        StatusWrite.DUPLICATE
+    )
+
+
+async def test_an_orphan_and_the_updates_after_it_keep_their_order(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """A callback by SID before the SID is stored, then one naming our id and that SID, in one batch."""
+    await ledger.add("c1", make_messages(1))
+    await claim(ledger, "m-000000")  # SUBMITTING, no SID yet
+    outcomes = await asyncio.gather(
+        batching_store.write(StatusUpdate("SMa", SENT, remote_message_id="SMa")),
+        batching_store.write(StatusUpdate("m-000000", DELIVERED, remote_message_id="SMa")),
+    )
+    # One after the other: the first kept as an orphan, the second settles the message (and
+    # merges the orphan, which does not move it back). Had the second been applied first, the
+    # first would be stale.
+    assert outcomes == [StatusWrite.ORPHANED, StatusWrite.APPLIED]
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert (entry.state, entry.provider_id, entry.status) == (SendState.ACCEPTED, "SMa", DELIVERED)
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.orphan_status") == 0
+
+
+async def test_a_failing_batch_makes_every_caller_raise_and_records_nothing(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(3))
+    for i in range(3):
+        await accept(ledger, f"m-{i:06d}", f"SM{i}")
+    async with pg_pool.acquire() as conn:  # the batch statement fails for every update in it
+        await conn.execute(
+            f"create function {pg_schema}.fail_status() returns trigger language plpgsql as "
+            "$$ begin raise exception 'disk full'; end $$; "
+            f"create trigger fail_status before update of status on {pg_schema}.sends "
+            f"for each row execute function {pg_schema}.fail_status()"
+        )
+    outcomes = await asyncio.gather(
+        *(batching_store.apply(StatusUpdate(f"m-{i:06d}", SENT), idempotency_key=f"t{i}") for i in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, asyncpg.RaiseError) for outcome in outcomes), outcomes
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.webhook_events") == 0  # rolled back
+    assert [await batching_store.get(f"m-{i:06d}") for i in range(3)] == [None, None, None]
+
+
+async def test_an_update_at_fault_fails_only_its_own_caller(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """A callback naming a SID another message holds: the batch is applied update by update."""
+    await ledger.add("c1", make_messages(3))
+    await accept(ledger, "m-000000", "SM0")
+    await claim(ledger, "m-000001")  # no SID yet
+    await accept(ledger, "m-000002", "SM2")
+    outcomes = await asyncio.gather(
+        batching_store.apply(StatusUpdate("m-000000", SENT), idempotency_key="a"),
+        batching_store.apply(StatusUpdate("m-000001", SENT, remote_message_id="SM0"), idempotency_key="b"),
+        batching_store.apply(StatusUpdate("m-000002", DELIVERED), idempotency_key="c"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], asyncpg.UniqueViolationError)
+    assert outcomes[2] is True
+    assert await batching_store.get("m-000000") is SENT
+    assert await batching_store.get("m-000002") is DELIVERED
+    # The failed update left nothing behind, not even its token: a retry is not taken for a replay.
+    assert await batching_store.get("m-000001") is None
+    assert await count(pg_pool, f"select count(*) from {pg_schema}.webhook_events where token = 'b'") == 0
+
+
+async def test_a_caller_that_stops_waiting_does_not_disturb_its_batch(
+    ledger: PostgresLedger, batching_store: PostgresStatusStore, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(2))
+    await accept(ledger, "m-000000", "SM0")
+    await accept(ledger, "m-000001", "SM1")
+    impatient = asyncio.ensure_future(batching_store.apply(StatusUpdate("m-000000", SENT)))
+    patient = asyncio.ensure_future(batching_store.apply(StatusUpdate("m-000001", SENT)))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    assert await patient is True
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    # Like a request cut off by a timeout: the update may still be committed (here it is).
+    assert await batching_store.get("m-000000") is SENT
+
+
+async def test_close_writes_the_updates_still_waiting(pg_pool: Any, pg_schema: str) -> None:
+    store = PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1000, batch_wait=60.0)
+    waiting = asyncio.ensure_future(store.apply(StatusUpdate("SM-x", SENT)))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    async with asyncio.timeout(10):
+        await store.close()
+    assert waiting.done()
+    assert waiting.result() is True
+    assert await store.get("SM-x") is SENT
+
+
+def test_batch_settings_are_checked(pg_pool: Any) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        PostgresStatusStore(pg_pool, batch_size=0)
+    with pytest.raises(ValueError, match="batch_wait"):
+        PostgresStatusStore(pg_pool, batch_wait=-1)

@@ -273,6 +273,109 @@ begin
     where message_id = target and {schema}.status_advances(status, status_rank, p_status, p_rank);
     return case when found then 'applied' else 'stale' end;
 end $$;
+
+-- Many status callbacks in one transaction (PostgresStatusStore's batches): the outcome of each,
+-- in order, as apply_status would have given them one after the other. NULL: not applied here,
+-- the caller applies it alone with apply_status after this batch commits: an update whose
+-- message is not found (an orphan, or a message appearing meanwhile: apply_status's locks and
+-- retry handle that race), and every later update naming one of its ids or its token, so that
+-- updates of one message keep their order.
+create or replace function {schema}.apply_statuses(
+    p_mid text[], p_sid text[], p_status text[], p_rank int[], p_at timestamptz[], p_token text[]
+) returns text[]
+language plpgsql as $$
+declare
+    n int := cardinality(p_mid);
+    outcome text[] := array_fill(null::text, array[n]);
+    target text[];
+    held text[] := '{}';
+    fresh int[];
+    r record;
+    cur_target text;
+    cur_status text;
+    cur_rank int;
+    cur_at timestamptz;
+    cur_sid text;
+    changed boolean := false;
+    ids text[] := '{}';
+    statuses text[] := '{}';
+    ranks int[] := '{}';
+    ats timestamptz[] := '{}';
+    sids text[] := '{}';
+begin
+    select array_agg(coalesce(
+               (select message_id from {schema}.sends where message_id = u.m),
+               (select message_id from {schema}.sends where provider_id = coalesce(u.s, u.m)))
+           order by u.i)
+    into target
+    from unnest(p_mid, p_sid) with ordinality as u(m, s, i);
+
+    for i in 1 .. n loop
+        if target[i] is null or p_mid[i] = any(held) or p_sid[i] = any(held) or p_token[i] = any(held) then
+            target[i] := null;
+            held := held || array[p_mid[i], p_sid[i], p_token[i]];
+        end if;
+    end loop;
+
+    -- A token seen before, or earlier in this batch, makes a duplicate. Inserted in one order, so
+    -- concurrent batches cannot deadlock on each other's tokens.
+    with firsts as (
+        select distinct on (u.t) u.t, u.i::int as i
+        from unnest(p_token, target) with ordinality as u(t, tg, i)
+        where u.t is not null and u.tg is not null
+        order by u.t, u.i
+    ), inserted as (
+        insert into {schema}.webhook_events (token) select firsts.t from firsts order by firsts.t
+        on conflict do nothing returning token
+    )
+    select coalesce(array_agg(firsts.i), '{}') into fresh from firsts join inserted on inserted.token = firsts.t;
+
+    -- Each message's updates in arrival order, on its row locked (messages in one order: no
+    -- deadlock between batches) and read as committed now.
+    for r in
+        select u.i::int as i, u.tg, u.sid, u.status, u.rank, u.at, (u.t is null or f.i is not null) as is_fresh,
+               s.status as row_status, s.status_rank as row_rank, s.status_at as row_at
+        from unnest(target, p_sid, p_status, p_rank, p_at, p_token)
+             with ordinality as u(tg, sid, status, rank, at, t, i)
+        join {schema}.sends s on s.message_id = u.tg
+        left join unnest(fresh) as f(i) on f.i = u.i
+        order by u.tg, u.i
+        for update of s
+    loop
+        if cur_target is distinct from r.tg then
+            if changed then
+                ids := ids || cur_target; statuses := statuses || cur_status; ranks := ranks || cur_rank;
+                ats := ats || cur_at; sids := sids || cur_sid;
+            end if;
+            cur_target := r.tg; cur_status := r.row_status; cur_rank := r.row_rank; cur_at := r.row_at;
+            cur_sid := null; changed := false;
+        end if;
+        if not r.is_fresh then
+            outcome[r.i] := 'duplicate';
+        elsif {schema}.status_advances(cur_status, cur_rank, r.status, r.rank) then
+            outcome[r.i] := 'applied';
+            cur_status := r.status; cur_rank := r.rank; cur_at := r.at; cur_sid := coalesce(cur_sid, r.sid);
+            changed := true;
+        else
+            outcome[r.i] := 'stale';
+        end if;
+    end loop;
+    if changed then
+        ids := ids || cur_target; statuses := statuses || cur_status; ranks := ranks || cur_rank;
+        ats := ats || cur_at; sids := sids || cur_sid;
+    end if;
+
+    -- As apply_status, once per message: a callback proves the provider created it.
+    update {schema}.sends s
+    set status = v.status, status_rank = v.rank, status_at = v.at,
+        provider_id = coalesce(s.provider_id, v.sid),
+        state = case when s.state in ('pending', 'submitting', 'unknown') then 'accepted' else s.state end,
+        fence = case when s.state in ('pending', 'submitting', 'unknown') then s.fence + 1 else s.fence end,
+        updated_at = now()
+    from unnest(ids, statuses, ranks, ats, sids) as v(message_id, status, rank, at, sid)
+    where s.message_id = v.message_id;
+    return outcome;
+end $$;
 """
 
 

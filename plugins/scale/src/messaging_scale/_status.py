@@ -13,14 +13,24 @@ function (one round trip):
    provider created it;
 4. a callback for a message not (yet) known by that id is kept in ``orphan_status`` and merged
    into the message when its provider id is stored (a trigger on ``sends``).
+
+Under load, callbacks are applied in batches: the updates that arrive within ``batch_wait``
+seconds (at most ``batch_size`` of them) go to the database in one call of ``apply_statuses``, one
+statement per step and one commit for all. Each caller still gets the outcome ``apply_status``
+would have given it, in arrival order, and only once the batch committed. An update whose message
+is not found (an orphan) and the later updates naming one of its ids go through ``apply_status``
+alone, after the batch, so orphan storage keeps its locks and retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from attrs import frozen
 
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale._schema import check_schema_name, migrate
@@ -34,7 +44,15 @@ at most, so every retry is still deduplicated. A replay after that is applied on
 moves the message forward, the rule every callback obeys anyway."""
 
 _RETRIES = 5
-"""Attempts of one update when the message appeared in the middle of it (see ``apply_status``)."""
+"""Attempts of one update when the message appeared in the middle of it (see ``apply_status``), and
+of one batch that lost a deadlock to another transaction."""
+
+_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+"""Errors after which the whole transaction rolled back and trying again is safe and may succeed."""
+
+_UPDATE_DEFECTS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+"""Errors that one update of a batch may cause (a provider id another message holds): the batch's
+updates are then applied one by one, so that only the offending caller gets the error."""
 
 
 class StatusWrite(enum.StrEnum):
@@ -55,19 +73,42 @@ class StatusWrite(enum.StrEnum):
         return self in (StatusWrite.APPLIED, StatusWrite.ORPHANED)
 
 
+@frozen
+class _Waiting:
+    """One ``write`` waiting for its batch."""
+
+    update: StatusUpdate
+    key: str | None
+    outcome: asyncio.Future[StatusWrite]
+
+
 class PostgresStatusStore:
     """``StatusStore`` on PostgreSQL, sharing the ledger's tables (run ``migrate`` once).
 
     :param pool: an ``asyncpg.Pool``.
     :param schema: the PostgreSQL schema of the ledger's tables.
+    :param batch_size: the most updates written in one transaction; 1 writes each update alone.
+    :param batch_wait: the longest an update waits for others to share its transaction, seconds.
     """
 
-    def __init__(self, pool: Any, *, schema: str = "messaging") -> None:
+    def __init__(
+        self, pool: Any, *, schema: str = "messaging", batch_size: int = 100, batch_wait: float = 0.002
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if batch_wait < 0:
+            raise ValueError(f"batch_wait must not be negative, not {batch_wait}")
         self._pool = pool
         self._owns_pool = False
         self.schema = check_schema_name(schema)
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._waiting: list[_Waiting] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         s = self.schema
         self._sql_apply = f"select {s}.apply_status($1, $2, $3, $4, $5, $6)"
+        self._sql_apply_batch = f"select {s}.apply_statuses($1, $2, $3, $4, $5, $6)"
         self._sql_get = (
             "select status from ("
             f"select 1 as pick, status from {s}.sends where message_id = $1 "
@@ -97,7 +138,10 @@ class PostgresStatusStore:
         return store
 
     async def close(self) -> None:
-        """Close the pool if this store opened it (``from_url``)."""
+        """Write the updates still waiting, then close the pool if this store opened it (``from_url``)."""
+        self._send_batch()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
         if self._owns_pool:
             await self._pool.close()
 
@@ -109,8 +153,88 @@ class PostgresStatusStore:
         """Record ``update`` unless it is stale or its key was seen; says which.
 
         ``update.message_id`` is our id when the callback carried it, otherwise the provider's id;
-        ``update.remote_message_id`` is the provider's id when known.
+        ``update.remote_message_id`` is the provider's id when known. Returns once the update is
+        committed (with its batch); raises if it was not.
         """
+        if self.batch_size == 1:
+            return await self._write_alone(update, idempotency_key)
+        outcome: asyncio.Future[StatusWrite] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(update, idempotency_key, outcome))
+        if len(self._waiting) >= self.batch_size:
+            self._send_batch()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_wait, self._send_batch)
+        return await outcome
+
+    def _send_batch(self) -> None:
+        """Start writing the waiting updates as one batch."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiting:
+            return
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._write_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _write_batch(self, batch: Sequence[_Waiting]) -> None:
+        """Write ``batch``, then settle each caller's future with its outcome (or the error)."""
+        try:
+            await self._settle_batch(batch)
+        finally:
+            for waiting in batch:  # only when this task itself was cancelled (the loop is closing)
+                if not waiting.outcome.done():
+                    waiting.outcome.cancel()
+
+    async def _settle_batch(self, batch: Sequence[_Waiting]) -> None:
+        try:
+            outcomes = await self._apply_batch(batch)
+        except _UPDATE_DEFECTS:
+            outcomes = [None] * len(batch)  # one of them is at fault: each alone, below
+        except Exception as err:
+            for waiting in batch:
+                _settle(waiting.outcome, error=err)
+            return
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if outcome is not None:
+                _settle(waiting.outcome, StatusWrite(outcome))
+        # Left to apply_status (orphans and the updates after them that name the same ids), one
+        # after the other in arrival order.
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if outcome is not None:
+                continue
+            try:
+                alone = await self._write_alone(waiting.update, waiting.key)
+            except Exception as err:
+                _settle(waiting.outcome, error=err)
+            else:
+                _settle(waiting.outcome, alone)
+
+    async def _apply_batch(self, batch: Sequence[_Waiting]) -> list[str | None]:
+        """One call of ``apply_statuses``: each update's outcome, None for those to apply alone."""
+        arguments = (
+            [waiting.update.message_id for waiting in batch],
+            [waiting.update.remote_message_id for waiting in batch],
+            [waiting.update.status.value for waiting in batch],
+            [waiting.update.status.rank for waiting in batch],
+            [waiting.update.timestamp for waiting in batch],
+            [waiting.key for waiting in batch],
+        )
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.acquire() as conn:
+                    outcomes: list[str | None] = await conn.fetchval(self._sql_apply_batch, *arguments)
+                return outcomes
+            except _RETRYABLE:
+                # A deadlock with another transaction (a ledger operation locking several rows in
+                # its own order): the whole batch rolled back, tokens included.
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write_alone(self, update: StatusUpdate, idempotency_key: str | None) -> StatusWrite:
+        """One call of ``apply_status``: the update in a transaction of its own."""
         status = update.status
         for attempt in range(_RETRIES):
             try:
@@ -125,7 +249,7 @@ class PostgresStatusStore:
                         idempotency_key,
                     )
                 return StatusWrite(outcome)
-            except asyncpg.SerializationError:
+            except _RETRYABLE:
                 # The message appeared while the update was being stored as an orphan; the whole
                 # call rolled back (token included), and the next attempt finds the message.
                 if attempt == _RETRIES - 1:
@@ -164,3 +288,16 @@ class PostgresStatusStore:
         async with self._pool.acquire() as conn:
             status = await conn.fetchval(self._sql_get, message_id)
         return None if status is None else MessageStatus(status)
+
+
+def _settle(
+    outcome: asyncio.Future[StatusWrite], result: StatusWrite | None = None, *, error: Exception | None = None
+) -> None:
+    """Give a waiting caller its outcome, unless it stopped waiting (cancelled: its update may still be committed)."""
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        assert result is not None
+        outcome.set_result(result)
