@@ -179,21 +179,43 @@ class LedgerSql:
         # never-claimed PENDING rows only when the caller knows their chunks are not still queued.
         # A row kicked by a sweep is left alone for ``stale_after`` (kicked_at): a row that stays in
         # doubt, or held, does not crowd out the others sweep after sweep.
-        self.stale = (
-            f"with picked as (select s.message_id from {s}.sends s "
-            f"left join {s}.campaigns c on c.campaign_id = s.campaign_id "
-            f"where s.state in ({open_states}) and not coalesce(c.paused, false) "
-            "and ($5::text is null or s.campaign_id = $5) and ("
+        # One branch per kind of candidate, each on its own partial index (``_schema``), so that a
+        # sweep reads the rows that are due, not every open row. The locked rows are checked again.
+        stale_for = "now() - make_interval(secs => $1)"
+        not_kicked = f"(s.kicked_at is null or s.kicked_at <= {stale_for})"
+        # (condition, the indexed time it is due by): the longest due of each kind first.
+        branches = (
             # An expired lease is due ``$6`` seconds after it ended (a killed worker's message is
             # taken up in about one lease), unless a sweep already published it since then.
-            "(s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $6) "
-            "and (s.kicked_at is null or s.kicked_at < s.lease_until "
-            "or s.kicked_at <= now() - make_interval(secs => $1))) "
-            "or ((s.kicked_at is null or s.kicked_at <= now() - make_interval(secs => $1)) and ("
-            "($2 and s.state = 'unknown' and s.updated_at <= now() - make_interval(secs => $1)) "
-            "or (s.state = 'pending' and (s.attempts > 0 or $3) "
-            "and coalesce(s.retry_at, s.updated_at) <= now() - make_interval(secs => $1))))"
-            ") order by s.seq limit $4 for update of s skip locked) "
+            (
+                "s.state = 'submitting' and s.lease_until <= now() - make_interval(secs => $6) "
+                f"and (s.kicked_at is null or s.kicked_at < s.lease_until or s.kicked_at <= {stale_for})",
+                "s.lease_until",
+            ),
+            (f"$2 and s.state = 'unknown' and s.updated_at <= {stale_for} and {not_kicked}", "s.updated_at"),
+            (
+                f"s.state = 'pending' and s.attempts > 0 and coalesce(s.retry_at, s.updated_at) <= {stale_for} "
+                f"and {not_kicked}",
+                "coalesce(s.retry_at, s.updated_at)",
+            ),
+            (
+                f"$3 and s.state = 'pending' and s.attempts = 0 and coalesce(s.retry_at, s.updated_at) <= {stale_for} "
+                f"and {not_kicked}",
+                "coalesce(s.retry_at, s.updated_at)",
+            ),
+        )
+        candidates = " union all ".join(
+            f"(select s.message_id, s.seq from {s}.sends s where {condition} "
+            "and ($5::text is null or s.campaign_id = $5) "
+            f"and not exists (select 1 from {s}.campaigns c where c.campaign_id = s.campaign_id and c.paused) "
+            f"order by {due_by} limit $4)"
+            for condition, due_by in branches
+        )
+        # The picked rows are fetched by id (an array, so that no plan joins them by a scan).
+        self.stale = (
+            f"with picked as (select s.message_id from {s}.sends s where s.message_id = any(array("
+            f"select due.message_id from ({candidates}) as due order by due.seq limit $4)) "
+            f"and s.state in ({open_states}) order by s.seq for update of s skip locked) "
             f"update {s}.sends t set kicked_at = now() from picked where t.message_id = picked.message_id "
             "returning t.message_id"
         )

@@ -97,6 +97,19 @@ create index if not exists sends_deferred on {schema}.sends (retry_at) where def
 -- A probe asks which calls to the same receiver may be under way or in doubt (open_to): rare, small.
 create index if not exists sends_open_to on {schema}.sends (to_address) where state in ('submitting', 'unknown');
 create index if not exists sends_open on {schema}.sends (seq) where state in ({open_states});
+-- The sweeper's candidates, each kind by the time it became due, so that a sweep reads the rows
+-- that are due, not every open row: expired leases, rows in doubt, PENDING rows tried before and
+-- never tried (apart: those are many during a campaign, and swept only when the queue is empty).
+-- Each is partial on the state and keyed on columns that change only with the state or retry_at
+-- (indexed already): updated_at moves only with the sending state (a status callback leaves it
+-- unless it settles a send), so the updates that leave the state alone, status callbacks above
+-- all and the sweep's own kicked_at, stay HOT.
+create index if not exists sends_lease_ends on {schema}.sends (lease_until) where state = 'submitting';
+create index if not exists sends_in_doubt_since on {schema}.sends (updated_at) where state = 'unknown';
+create index if not exists sends_tried_due on {schema}.sends (coalesce(retry_at, updated_at))
+    where state = 'pending' and attempts > 0;
+create index if not exists sends_untried_due on {schema}.sends (coalesce(retry_at, updated_at))
+    where state = 'pending' and attempts = 0;
 
 create table if not exists {schema}.campaign_counters (
     campaign_id  text not null,
@@ -264,12 +277,13 @@ begin
     end if;
 
     -- A callback proves the provider created the message: it settles an in-doubt send.
+    -- updated_at is the sending state's: a status alone leaves it (and the row HOT).
     update {schema}.sends
     set status = p_status, status_rank = p_rank, status_at = p_at,
         provider_id = coalesce(provider_id, p_sid),
         state = case when state in ('pending', 'submitting', 'unknown') then 'accepted' else state end,
         fence = case when state in ('pending', 'submitting', 'unknown') then fence + 1 else fence end,
-        updated_at = now()
+        updated_at = case when state in ('pending', 'submitting', 'unknown') then now() else updated_at end
     where message_id = target and {schema}.status_advances(status, status_rank, p_status, p_rank);
     return case when found then 'applied' else 'stale' end;
 end $$;
@@ -371,7 +385,7 @@ begin
         provider_id = coalesce(s.provider_id, v.sid),
         state = case when s.state in ('pending', 'submitting', 'unknown') then 'accepted' else s.state end,
         fence = case when s.state in ('pending', 'submitting', 'unknown') then s.fence + 1 else s.fence end,
-        updated_at = now()
+        updated_at = case when s.state in ('pending', 'submitting', 'unknown') then now() else s.updated_at end
     from unnest(ids, statuses, ranks, ats, sids) as v(message_id, status, rank, at, sid)
     where s.message_id = v.message_id;
     return outcome;
