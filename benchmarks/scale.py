@@ -24,6 +24,10 @@ Two more measurements follow (``--no-extras`` skips them):
 - status-store updates per second, as ``test_postgres_status_store.py`` measures them:
   ``PostgresStatusStore.apply`` of 3 callbacks per message, shuffled, 10 % replayed with their
   idempotency token, by 50 concurrent writers; the final status of every message is checked.
+  Measured with the store's batches (the default) and, in the same run, with each update in a
+  transaction of its own (``batch_size=1``, the former path; ``--no-status-unbatched`` skips it).
+
+The section ``benchmarks.sweep`` writes into the same file is kept.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from benchmarks import sweep
 from benchmarks.__main__ import machine
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
 from messaging_core.campaigns import SendState
@@ -380,7 +385,7 @@ async def measure_limiter(args: argparse.Namespace, directory: Path, schema: str
     return {"campaign": result, "senders": rows, "duplicates": sum(n - 1 for n in created.values() if n > 1)}
 
 
-async def measure_status_store(args: argparse.Namespace, schema: str) -> dict[str, Any]:
+async def measure_status_store(args: argparse.Namespace, schema: str, batch_size: int) -> dict[str, Any]:
     """``test_postgres_status_store.py``'s measurement: shuffled, 10 % duplicated updates, 50 writers."""
     import random
 
@@ -390,7 +395,7 @@ async def measure_status_store(args: argparse.Namespace, schema: str) -> dict[st
     try:
         ledger = PostgresLedger(pool, schema=schema)
         await ledger.migrate()
-        store = PostgresStatusStore(pool, schema=schema)
+        store = PostgresStatusStore(pool, schema=schema, batch_size=batch_size)
         entries = [
             (Message(f"s-{i:06d}", Endpoint.phone(SENDERS[0]), Endpoint.phone(f"+1418{i:07d}"), TextContent("x")),
              SENDERS[0], 1)
@@ -445,6 +450,7 @@ async def measure_status_store(args: argparse.Namespace, schema: str) -> dict[st
         "applied": applied,
         "correct": correct,
         "writers": writers,
+        "batch_size": batch_size,
     }
     print(f"status store: {result}", flush=True)
     return result
@@ -499,7 +505,8 @@ async def main(args: argparse.Namespace) -> None:
                 extras["limiter"] = await measure_limiter(
                     args, Path(directory), schema, f"{prefix}-lim", f"{queue}-lim"
                 )
-                extras["status"] = await measure_status_store(args, f"{schema}_status")
+                sizes = (100, 1) if args.status_unbatched else (100,)
+                extras["status"] = [await measure_status_store(args, f"{schema}_status{size}", size) for size in sizes]
         finally:
             await dispatcher.close()
             await connector.shutdown()
@@ -557,21 +564,30 @@ def extra_lines(args: argparse.Namespace, extras: dict[str, Any]) -> list[str]:
             )
         lines += ["", f"Duplicates at the emulator: {limiter['duplicates']}.", ""]
     if "status" in extras:
-        status = extras["status"]
+        runs = extras["status"]
+        first = runs[0]
         lines += [
             "## Status-store updates per second",
             "",
-            f"As `test_postgres_status_store.py`: {status['messages']:,} accepted messages × 3 callbacks (queued, "
+            f"As `test_postgres_status_store.py`: {first['messages']:,} accepted messages × 3 callbacks (queued, "
             "sent, delivered or failed), half addressed by the provider's SID only, 10 % replayed with their "
-            f"idempotency token, shuffled, applied with `PostgresStatusStore.apply` by {status['writers']} "
-            "concurrent writers (one asyncpg pool of 50) on loopback PostgreSQL.",
+            f"idempotency token, shuffled, applied with `PostgresStatusStore.apply` by {first['writers']} "
+            "concurrent writers (one asyncpg pool of 50) on loopback PostgreSQL. *Batched*: the store's default "
+            "(the updates of up to 2 ms, at most 100, in one transaction); *alone*: `batch_size=1`, one "
+            "transaction per update (the store before batching). Same run, one after the other.",
             "",
-            "| updates | seconds | updates/s | applied (moved a status) | messages with the right final status |",
-            "|---|---|---|---|---|",
-            f"| {status['updates']:,} | {status['elapsed']:.2f} | {status['rate']:,.0f} | {status['applied']:,} | "
-            f"{status['correct']:,} of {status['messages']:,} |",
-            "",
+            "| path | updates | seconds | updates/s | applied (moved a status) "
+            "| messages with the right final status |",
+            "|---|---|---|---|---|---|",
         ]
+        for status in runs:
+            size = status["batch_size"]
+            path = "alone (`batch_size=1`)" if size == 1 else f"batched (`batch_size={size}`)"
+            lines.append(
+                f"| {path} | {status['updates']:,} | {status['elapsed']:.2f} | {status['rate']:,.0f} | "
+                f"{status['applied']:,} | {status['correct']:,} of {status['messages']:,} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -626,7 +642,12 @@ def write_results(
         "",
     ]
     lines += extra_lines(args, extras)
+    previous = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
     args.output.write_text("\n".join(lines), encoding="utf-8")
+    kept = previous.find(sweep.HEADING)
+    if kept >= 0:  # benchmarks.sweep's section: not measured here
+        end = previous.find("\n## ", kept + len(sweep.HEADING))
+        sweep.write_section(args.output, previous[kept : end + 1 if end >= 0 else None])
     print(f"written to {args.output}")
 
 
@@ -646,6 +667,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--status-messages", type=int, default=10_000, help="messages of the status-store run")
     parser.add_argument(
         "--no-extras", dest="extras", action="store_false", help="skip the limiter and status-store measurements"
+    )
+    parser.add_argument(
+        "--no-status-unbatched",
+        dest="status_unbatched",
+        action="store_false",
+        help="measure the status store with its batches only, not also with batch_size=1",
     )
     return parser.parse_args()
 
