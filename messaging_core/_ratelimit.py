@@ -45,6 +45,8 @@ class MemoryRateLimiter:
         """Theoretical arrival time of the next unit, per key."""
         self._booked: dict[tuple[str, str], float] = {}
         """Slot start per (key, token), until the slot starts."""
+        self._last: dict[str, tuple[str, float, float]] = {}
+        """The last booking per key made under a token: ``(token, tat before it, tat after it)``."""
 
     def __repr__(self) -> str:
         return f"<MemoryRateLimiter rate={self._rate} burst={self._burst} keys={len(self._tat)}>"
@@ -74,7 +76,11 @@ class MemoryRateLimiter:
             booked = self._booked.get((key, token))
             if booked is not None and booked > now:
                 left = booked - now
-                return None if max_wait is not None and left > max_wait else left
+                if max_wait is not None and left > max_wait:
+                    return None
+                if key in self._last and self._last[key][0] == token:
+                    del self._last[key]  # shared by two passes now: one may use it, so it is never given back
+                return left
         tat = max(self._tat.get(key, now), now)
         wait = max(0.0, tat - now - (self._burst - 1.0) * interval)
         if max_wait is not None and wait > max_wait:
@@ -82,8 +88,24 @@ class MemoryRateLimiter:
         if len(self._tat) >= self._PRUNE_AT and key not in self._tat:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
         self._tat[key] = tat + cost * interval
+        if token is None:
+            self._last.pop(key, None)
+        else:
+            if len(self._last) >= self._PRUNE_AT and key not in self._last:
+                self._last = {k: last for k, last in self._last.items() if last[2] > now}
+            self._last[key] = (token, tat, tat + cost * interval)
         if token is not None and wait > 0:
             if len(self._booked) >= self._PRUNE_AT:
                 self._booked = {k: t for k, t in self._booked.items() if t > now}
             self._booked[(key, token)] = now + wait
         return wait
+
+    async def release(self, key: str, token: str) -> bool:
+        """Give back the slot booked under ``token`` if it is still ``key``'s last one (see ``RateLimiter.release``)."""
+        last = self._last.get(key)
+        if last is None or last[0] != token or self._tat.get(key) != last[2]:
+            return False
+        del self._last[key]
+        self._tat[key] = last[1]
+        self._booked.pop((key, token), None)
+        return True

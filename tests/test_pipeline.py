@@ -34,6 +34,7 @@ from messaging_core.campaigns import (
     InProcessDispatcher,
     LedgerEntry,
     MemoryLedger,
+    MemoryRateLimiter,
     MemoryStatusStore,
     SendLedger,
     SendOutcome,
@@ -610,6 +611,38 @@ async def test_a_pace_beyond_max_wait_defers_without_claiming(connector: Recordi
     assert entry is not None
     assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "nothing was claimed"
     assert connector.calls == []
+
+
+@pytest.mark.parametrize("limiter_kind", ["gives back", "keeps"])
+async def test_a_refused_claim_gives_its_pace_slot_back(connector: RecordingConnector, limiter_kind: str) -> None:
+    """Another worker holds the message: this pass sent nothing, so the next message takes its slot."""
+    ledger = MemoryLedger()
+    held, following = sms("+15550000017"), sms("+15550000018")
+    await _added(ledger, held, following)
+    assert isinstance(await ledger.claim(held.id, lease=60.0, request_timeout=5.0), Claim)  # another worker's lease
+    limiter = MemoryRateLimiter(1.0)
+    paced = limiter if limiter_kind == "gives back" else WithoutRelease(limiter)
+    attempt = await _pipeline(connector, ledger, limiter=paced).process(held)
+    assert attempt.state is SendState.SUBMITTING
+    assert connector.calls == []
+    wait = await limiter.reserve(SENDER, token=following.id)
+    if limiter_kind == "gives back":
+        assert wait == 0.0, "the refused pass's slot is free for the next message"
+    else:  # a limiter without ``release`` keeps the slot, as before
+        assert wait is not None
+        assert wait > 0.9
+
+
+class WithoutRelease:
+    """A limiter written before ``RateLimiter.release``: ``reserve`` only."""
+
+    def __init__(self, limiter: MemoryRateLimiter) -> None:
+        self.limiter = limiter
+
+    async def reserve(
+        self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
+    ) -> float | None:
+        return await self.limiter.reserve(key, cost, max_wait=max_wait, token=token)
 
 
 async def test_a_cancellation_before_the_claim_sends_nothing(connector: RecordingConnector) -> None:

@@ -231,6 +231,8 @@ class SendPipeline:
                     # I2: a call starting now might outlive the lease. Nothing was sent: a retry is safe.
                     result = not_attempted("the claim's deadline passed")
         if not isinstance(claim, Claim):
+            if self.limiter is not None:
+                await self._give_back_slot(message)
             return await self._unclaimable(claim)
         outcome = SendOutcome.from_result(result)
         if claim.attempts > self.max_attempts:
@@ -372,6 +374,21 @@ class SendPipeline:
         key = self.limiter_key or connector.rate_limit_key(message)
         cost = connector.send_cost(message)
         return await self.limiter.reserve(key, cost, max_wait=self.max_wait, token=message.id)
+
+    async def _give_back_slot(self, message: Message) -> None:
+        """The claim was refused: nothing was sent in the message's pace slot, so the next message may take it.
+
+        ``RateLimiter.release`` gives it back only if it is the key's last slot and no other pass
+        of the message shares it; a limiter without the method keeps it (the default).
+        """
+        release = getattr(self.limiter, "release", None)
+        if release is None:
+            return
+        key = self.limiter_key or self.connector.rate_limit_key(message)
+        try:
+            await release(key, message.id)
+        except Exception:  # the slot is only lost time: never fail the pass for it
+            log.warning("send %s: the pace slot could not be given back", message.id, exc_info=True)
 
     async def _cancelled(self, message: Message) -> SendAttempt:
         state = SendState.CANCELLED

@@ -401,6 +401,20 @@ class RateLimiter(Protocol):
             would exceed ``max_wait`` (nothing is reserved then).
         """
 
+    async def release(self, key: str, token: str) -> bool:
+        """Give back the slot booked for ``key`` under ``token``, which its message did not use.
+
+        The pipeline calls it when the claim after the pace wait was refused (another worker
+        holds the message, or it is not due): nothing was sent in that slot. Only the last slot
+        booked for the key can be given back; the next reservation then starts where it started.
+        A later slot is left alone: moving the schedule back under it would let two sends share
+        an instant. The default gives nothing back; ``SendPipeline`` also calls limiters that
+        lack the method as if they had the default.
+
+        :returns: whether the slot was given back.
+        """
+        return False
+
 
 @runtime_checkable
 class StatusStore(Protocol):

@@ -674,6 +674,50 @@ class RateLimiterConformance:
         assert self._close_to(after_refusal, 0.1, elapsed), "a refused reservation must not take a slot"
 
     @_asyncio
+    async def test_the_last_slot_booked_under_a_token_can_be_given_back(
+        self, limiter_factory: RateLimiterFactory
+    ) -> None:
+        # A pass whose claim was refused sent nothing in its slot: the next message takes it.
+        limiter = await limiter_factory(1.0)
+        key = _uid("k")
+        assert await limiter.reserve(key, token="m1") == 0.0
+        assert await limiter.release(key, "m2") is False, "another token's slot"
+        assert await limiter.release(key, "m1") is True
+        assert await limiter.reserve(key, token="m2") == 0.0, "the slot given back is free again"
+        assert await limiter.release(key, "m1") is False, "given back once"
+
+    @_asyncio
+    async def test_a_slot_two_passes_share_is_kept(self, limiter_factory: RateLimiterFactory) -> None:
+        # A second copy of a message (a redelivered chunk) shares its slot: the copy whose claim
+        # is refused must not give back the slot the other copy sends in.
+        limiter = await limiter_factory(1.0)
+        key = _uid("k")
+        assert await limiter.reserve(key) == 0.0
+        first = await limiter.reserve(key, token="m1")
+        again = await limiter.reserve(key, token="m1")
+        assert first is not None
+        assert again is not None
+        assert again <= first
+        assert await limiter.release(key, "m1") is False
+        later = await limiter.reserve(key)
+        assert later is not None
+        assert later > 1.5, "the shared slot is still booked"
+
+    @_asyncio
+    async def test_a_slot_with_later_slots_booked_behind_it_is_kept(self, limiter_factory: RateLimiterFactory) -> None:
+        # Moving the schedule back under a later slot would let two sends share an instant.
+        limiter = await limiter_factory(10.0)
+        key = _uid("k")
+        start = time.monotonic()
+        assert await limiter.reserve(key, token="m1") == 0.0
+        assert await limiter.reserve(key, token="m2") is not None
+        assert await limiter.release(key, "m1") is False
+        third = await limiter.reserve(key)
+        elapsed = time.monotonic() - start
+        assert self._close_to(third, 0.2, elapsed), third
+        assert await limiter.release(key, "m2") is False, "a reservation without a token came after it"
+
+    @_asyncio
     async def test_keys_are_independent(self, limiter_factory: RateLimiterFactory) -> None:
         limiter = await limiter_factory(1.0)
         first, second = _uid("k"), _uid("k")

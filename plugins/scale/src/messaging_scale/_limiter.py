@@ -25,18 +25,23 @@ __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 
 # KEYS[1]: the sender's schedule, its theoretical arrival time (TAT, µs since the epoch).
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
-# KEYS[3] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
+# KEYS[3]: the sender's last booking made under a token, "<token> <TAT before> <TAT after>", so
+# that it can be given back (_RELEASE_LUA) while it is still the last one and nobody shares it.
+# KEYS[4] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
 # ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit),
-# start delay (µs: an idle schedule starts this far ahead, at most 5 intervals).
+# start delay (µs: an idle schedule starts this far ahead, at most 5 intervals), token ('' if none).
 # Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local max_wait = tonumber(ARGV[4])
-if KEYS[3] then
-  local booked = tonumber(redis.call('GET', KEYS[3]) or '0')
+if KEYS[4] then
+  local booked = tonumber(redis.call('GET', KEYS[4]) or '0')
   if booked > now then
     if max_wait >= 0 and booked - now > max_wait then return -1 end
+    -- Shared by two passes now: one of them may use it, so it is never given back.
+    local last = redis.call('GET', KEYS[3])
+    if last and string.sub(last, 1, #ARGV[6] + 1) == ARGV[6] .. ' ' then redis.call('DEL', KEYS[3]) end
     return booked - now
   end
 end
@@ -51,11 +56,37 @@ local wait = math.floor(tat - now - tolerance)
 if wait < 0 then wait = 0 end
 if max_wait >= 0 and wait > max_wait then return -1 end
 local new_tat = math.ceil(tat + cost * interval)
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-if KEYS[3] and wait > 0 then
-  redis.call('SET', KEYS[3], string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000))
+local ttl = math.ceil((new_tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
+if ARGV[6] ~= '' then
+  local booking = ARGV[6] .. ' ' .. string.format('%.0f', tat) .. ' ' .. string.format('%.0f', new_tat)
+  redis.call('SET', KEYS[3], booking, 'PX', ttl)
+else
+  redis.call('DEL', KEYS[3])
+end
+if KEYS[4] and wait > 0 then
+  redis.call('SET', KEYS[4], string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000))
 end
 return wait
+"""
+
+# KEYS[1]: the sender's schedule; KEYS[2]: its last booking under a token; KEYS[3]: the token's
+# booking. ARGV[1]: the token. Gives the booking back only while it is the last one: the schedule
+# returns to where it was before it. Returns 1 when it did, 0 otherwise.
+_RELEASE_LUA = """
+local last = redis.call('GET', KEYS[2])
+if not last then return 0 end
+local token, before, after = string.match(last, '^(.*) (%d+) (%d+)$')
+if token ~= ARGV[1] or redis.call('GET', KEYS[1]) ~= after then return 0 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+if tonumber(before) > now then
+  redis.call('SET', KEYS[1], before, 'PX', math.ceil((tonumber(before) - now) / 1000) + 1000)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
 """
 
 # KEYS[1]: the holders, a sorted set scored by expiry (µs). ARGV: holder id, limit, ttl (µs).
@@ -115,6 +146,7 @@ class RedisGcraLimiter:
         self._redis = redis
         self._owns_client = False
         self._script = redis.register_script(_RESERVE_LUA)
+        self._release_script = redis.register_script(_RELEASE_LUA)
         self.rate = rate
         self.rates = dict(rates or {})
         self.burst = burst
@@ -160,6 +192,12 @@ class RedisGcraLimiter:
     def _rate_key(self, key: str) -> str:
         return f"{self.prefix}:{self.account}:{{{key}}}:rate"
 
+    def _last_key(self, key: str) -> str:
+        return f"{self.prefix}:{self.account}:{{{key}}}:last"
+
+    def _booking_key(self, key: str, token: str) -> str:
+        return f"{self.prefix}:{self.account}:{{{key}}}:b:{token}"
+
     async def reserve(
         self, key: str, cost: float = 1.0, *, max_wait: float | None = None, token: str | None = None
     ) -> float | None:
@@ -174,12 +212,22 @@ class RedisGcraLimiter:
         """
         interval = 1_000_000 / self.rates.get(key, self.rate)
         limit = -1 if max_wait is None else math.floor(max_wait * 1_000_000)
-        keys = [self.redis_key(key), self._rate_key(key)]
+        keys = [self.redis_key(key), self._rate_key(key), self._last_key(key)]
         if token is not None:
-            keys.append(f"{self.prefix}:{self.account}:{{{key}}}:b:{token}")
+            keys.append(self._booking_key(key, token))
         start = math.floor(self.start_delay * 1_000_000)
-        wait_us = int(await self._script(keys=keys, args=[interval, cost, self.burst, limit, start]))
+        arguments = [interval, cost, self.burst, limit, start, token or ""]
+        wait_us = int(await self._script(keys=keys, args=arguments))
         return None if wait_us < 0 else wait_us / 1_000_000
+
+    async def release(self, key: str, token: str) -> bool:
+        """Give back ``token``'s slot while it is ``key``'s last booking (see ``RateLimiter.release``).
+
+        Atomic on the server: a reservation made meanwhile (by any worker) keeps its slot, and
+        this one is then not given back.
+        """
+        keys = [self.redis_key(key), self._last_key(key), self._booking_key(key, token)]
+        return bool(await self._release_script(keys=keys, args=[token]))
 
     async def set_rate(self, key: str, rate: float | None, *, duration: float = 300.0) -> None:
         """Change ``key``'s rate for every worker during ``duration`` seconds (None: back to the configured rate).
