@@ -452,3 +452,16 @@ def test_batch_settings_are_checked(pg_pool: Any) -> None:
         PostgresStatusStore(pg_pool, batch_size=0)
     with pytest.raises(ValueError, match="batch_wait"):
         PostgresStatusStore(pg_pool, batch_wait=-1)
+
+
+async def test_batches_are_set_in_the_url(pg_dsn: str, pg_schema: str) -> None:
+    store = PostgresStatusStore.from_url(f"{pg_dsn}?schema={pg_schema}&batch_size=1&batch_wait=0.01")
+    try:
+        assert (store.batch_size, store.batch_wait) == (1, 0.01)
+        assert await store.apply(StatusUpdate("SM-url", SENT))
+        assert await store.get("SM-url") is SENT
+    finally:
+        await store.close()
+    default = PostgresStatusStore.from_url(f"{pg_dsn}?schema={pg_schema}")
+    assert (default.batch_size, default.batch_wait) == (100, 0.002)
+    await default.close()

@@ -34,7 +34,7 @@ from attrs import frozen
 
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale._schema import check_schema_name, migrate
-from messaging_scale._urls import postgres_pool
+from messaging_scale._urls import POSTGRES_OPTIONS, postgres_pool, split_options
 
 __all__ = ["WEBHOOK_EVENTS_RETENTION", "PostgresStatusStore", "StatusWrite"]
 
@@ -42,6 +42,12 @@ WEBHOOK_EVENTS_RETENTION = 3 * 86_400.0
 """Seconds an idempotency token is kept (``webhook_events``): Twilio retries a callback for hours
 at most, so every retry is still deduplicated. A replay after that is applied only if its status
 moves the message forward, the rule every callback obeys anyway."""
+
+BATCH_SIZE = 100
+"""The most status updates ``PostgresStatusStore`` writes in one transaction, by default."""
+
+BATCH_WAIT = 0.002
+"""Seconds an update waits at most for others to share its transaction, by default."""
 
 _RETRIES = 5
 """Attempts of one update when the message appeared in the middle of it (see ``apply_status``), and
@@ -92,7 +98,7 @@ class PostgresStatusStore:
     """
 
     def __init__(
-        self, pool: Any, *, schema: str = "messaging", batch_size: int = 100, batch_wait: float = 0.002
+        self, pool: Any, *, schema: str = "messaging", batch_size: int = BATCH_SIZE, batch_wait: float = BATCH_WAIT
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -130,10 +136,15 @@ class PostgresStatusStore:
     def from_url(cls, url: str) -> PostgresStatusStore:
         """A store with a pool of its own, opened (and the schema migrated) on first use.
 
-        Same URL as ``PostgresLedger.from_url``; ``close()`` it when done.
+        Same URL as ``PostgresLedger.from_url``, plus ``batch_size`` and ``batch_wait`` (seconds)
+        in its query (``batch_size=1``: every update in a transaction of its own); ``close()`` it
+        when done.
         """
         pool, schema = postgres_pool(url)
-        store = cls(pool, schema=schema)
+        _, options = split_options(url, POSTGRES_OPTIONS)
+        batch_size = int(options.get("batch_size", BATCH_SIZE))
+        batch_wait = float(options.get("batch_wait", BATCH_WAIT))
+        store = cls(pool, schema=schema, batch_size=batch_size, batch_wait=batch_wait)
         store._owns_pool = True
         return store
 
