@@ -46,6 +46,7 @@ from messaging_core.campaigns.protocols import (
     SendOutcome,
     SendState,
     StatusStore,
+    SuppressionList,
 )
 from messaging_core.message import Endpoint, Message, TextContent
 from messaging_core.results import MessageStatus, StatusUpdate
@@ -857,6 +858,21 @@ class StatusStoreConformance:
                 seen[message_id] = now
         for message_id, status in expected.items():
             assert await status_store.get(message_id) is status
+
+    @_asyncio
+    async def test_the_suppression_list_if_the_store_keeps_one(self, status_store: StatusStore) -> None:
+        if not isinstance(status_store, SuppressionList):
+            pytest.skip(f"{type(status_store).__name__} keeps no suppression list (SuppressionList)")
+        listed, other = _uid("+1555"), _uid("+1555")
+        assert await status_store.suppressed(listed) is None
+        await status_store.suppress(listed, "RECIPIENT_UNSUBSCRIBED")
+        assert await status_store.suppressed(listed) == "RECIPIENT_UNSUBSCRIBED"
+        assert await status_store.suppressed(other) is None, "addresses are independent"
+        await status_store.suppress(listed, "ANOTHER_REASON")  # again: the latest reason
+        assert await status_store.suppressed(listed) == "ANOTHER_REASON"
+        await status_store.lift(listed)
+        assert await status_store.suppressed(listed) is None
+        await status_store.lift(listed)  # lifting what is not listed is harmless
 
 
 class StoreConformance(LedgerConformance, RateLimiterConformance, StatusStoreConformance):

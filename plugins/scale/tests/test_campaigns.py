@@ -826,3 +826,22 @@ async def test_each_worker_answers_metrics_on_its_port(scene: Scene) -> None:
     assert sum(_sample(text, "messaging_campaign_passes_total", accepted) for text in texts) == 60
     assert sum(_sample(text, "messaging_sends_total", sent) for text in texts) == 60
     assert sum(_sample(text, "messaging_pace_wait_seconds_count", {"connector": "sms"}) for text in texts) == 60
+
+
+async def test_workers_send_nothing_to_a_suppressed_recipient(scene: Scene, pg_pool: Any) -> None:
+    """``suppressions = true``: a recipient who replied STOP (listed by a status store) gets no provider call."""
+    from messaging_scale import PostgresStatusStore
+
+    scene.write_config(suppressions=True)
+    messages = campaign("sup", 20)
+    listed = messages[7].receiver
+    assert listed is not None
+    await PostgresStatusStore(pg_pool, schema=scene.schema).suppress(listed.address, "RECIPIENT_UNSUBSCRIBED")
+    scene.start_workers(1)
+    await scene.submit(messages, "sup")
+    counts = await scene.wait_done("sup", within=60)
+    assert counts == {"accepted": 19, "failed": 1}
+    entry = await scene.ledger.get(messages[7].id)
+    assert entry is not None
+    assert (entry.state.value, entry.error_code, entry.provider_id) == ("failed", "RECIPIENT_UNSUBSCRIBED", None)
+    assert listed.address not in {m.to for m in scene.emulator.messages.values()}, "the provider was called"

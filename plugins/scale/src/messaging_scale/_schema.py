@@ -126,6 +126,14 @@ create table if not exists {schema}.webhook_events (
 -- The sweeper deletes the oldest tokens in batches (PostgresStatusStore.prune_webhook_events).
 create index if not exists webhook_events_received on {schema}.webhook_events (received_at);
 
+-- The suppression list (SuppressionList): recipients who opted out (STOP); sends to them fail at
+-- once, with no provider call, until they opt back in (START).
+create table if not exists {schema}.suppressions (
+    address  text primary key,
+    reason   text not null,
+    since    timestamptz not null default now()
+);
+
 create table if not exists {schema}.orphan_status (
     ref          text primary key,  -- the id the callback named: the provider's, or ours
     status       text not null,

@@ -71,6 +71,9 @@ class TaskiqSettings:
     recorded in the ledger and the sweeper kicks the message again when it is due. Above ``sweep_interval``."""
     poll_interval: float = 0.5
     """How often campaign handles read the ledger's counters while waiting."""
+    suppressions: bool = False
+    """Workers consult the suppression list (the ledger's ``suppressions`` table, which a PostgreSQL
+    status store fills from STOP/START webhooks) before every provider call: one indexed read per send."""
     webhook_events_retention: float = WEBHOOK_EVENTS_RETENTION
     """Seconds a status callback's idempotency token is kept (3 days: Twilio's retries span hours at
     most); the sweeper deletes older ones in batches."""
@@ -95,7 +98,7 @@ class TaskiqSettings:
 
     @classmethod
     def known_options(cls) -> frozenset[str]:
-        return frozenset((*cls._NUMBERS, *cls._COUNTS, *cls._NAMES, "rates", "in_doubt"))
+        return frozenset((*cls._NUMBERS, *cls._COUNTS, *cls._NAMES, "rates", "in_doubt", "suppressions"))
 
     @classmethod
     def from_dispatcher(cls, settings: DispatcherSettings) -> TaskiqSettings:
@@ -145,6 +148,11 @@ class TaskiqSettings:
             problems.append("'rates' must be a table of sender = messages per second (positive numbers)")
         else:
             values["rates"] = {str(k): float(v) for k, v in rates.items()}
+        suppressions = options.get("suppressions", False)
+        if not isinstance(suppressions, bool):
+            problems.append("'suppressions' must be true or false")
+        else:
+            values["suppressions"] = suppressions
         in_doubt = options.get("in_doubt", "hold")
         if in_doubt not in ("hold", "probe_then_resend"):
             problems.append('\'in_doubt\' must be "hold" or "probe_then_resend"')

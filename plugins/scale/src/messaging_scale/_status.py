@@ -294,6 +294,29 @@ class PostgresStatusStore:
         """Record ``update`` if it moves the message forward and the key was not seen; whether it did."""
         return (await self.write(update, idempotency_key=idempotency_key)).changed
 
+    async def suppressed(self, address: str) -> str | None:
+        """Why nothing is sent to ``address`` (``SuppressionList``), or None."""
+        async with self._pool.acquire() as conn:
+            reason: str | None = await conn.fetchval(
+                f"select reason from {self.schema}.suppressions where address = $1", address
+            )
+        return reason
+
+    async def suppress(self, address: str, reason: str) -> None:
+        """Put ``address`` on the suppression list (again: the reason and time are updated)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                f"insert into {self.schema}.suppressions (address, reason) values ($1, $2) "
+                "on conflict (address) do update set reason = excluded.reason, since = now()",
+                address,
+                reason,
+            )
+
+    async def lift(self, address: str) -> None:
+        """Take ``address`` off the suppression list."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(f"delete from {self.schema}.suppressions where address = $1", address)
+
     async def get(self, message_id: str) -> MessageStatus | None:
         """The reconciled status by our id (or the provider's), or None when unknown."""
         async with self._pool.acquire() as conn:

@@ -50,6 +50,7 @@ from messaging_scale._chunks import ChunkKicker, ChunkSender, install_sender
 from messaging_scale._ledger import PostgresLedger
 from messaging_scale._limiter import RedisConcurrencyLimit, RedisGcraLimiter
 from messaging_scale._settings import TaskiqSettings
+from messaging_scale._status import PostgresStatusStore
 from messaging_scale._sweeper import Sweeper
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
@@ -290,10 +291,17 @@ class WorkerRuntime:
                 if self.ledger is None:
                     raise RuntimeError("the worker's services are not open (call start() first)")
                 connector = await self._open_connector(name)
+                # The suppression list is the ledger's table, read through a status store on its pool.
+                suppressions = (
+                    PostgresStatusStore(self.ledger.pool, schema=self.ledger.schema, batch_size=1)
+                    if self.settings.suppressions
+                    else None
+                )
                 pipeline = SendPipeline(
                     connector,
                     ledger=self.ledger,
                     limiter=self.limiter,
+                    status_store=suppressions,
                     call_slot=self._slot if self._cap is not None else None,
                     **self.settings.pipeline_options(),
                 )
