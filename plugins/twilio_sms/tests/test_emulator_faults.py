@@ -389,7 +389,9 @@ async def test_smart_encoded_body_is_stored_and_listed_encoded(
 async def test_creates_by_message_id_counts_stored_creates_whatever_the_client_saw(
     lagging: TwilioEmulator, api: Api, receiver: Receiver
 ) -> None:
-    lagging.fault_delay = 0.1
+    # The held faults answer after 1.5 s, the client gives up after 0.5 s: margins a loaded machine
+    # keeps (with 0.1 s and 0.05 s, a request could time out before it even reached the emulator).
+    lagging.fault_delay = 1.5
     outcomes: Mapping[str, str | None] = {
         "ok": None,
         "lost-500": "500_after_create",
@@ -398,11 +400,13 @@ async def test_creates_by_message_id_counts_stored_creates_whatever_the_client_s
         "refused": "500",
         "never": "timeout_before_create",
     }
+    held = {"create_then_timeout", "timeout_before_create"}
     for message_id, fault in outcomes.items():
         if fault is not None:
             lagging.inject(fault)
         with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-            await api.create(time_limit=0.05, StatusCallback=callback_url(receiver, message_id))
+            limit = 0.5 if fault in held else 10.0
+            await api.create(time_limit=limit, StatusCallback=callback_url(receiver, message_id))
     await api.create(StatusCallback=callback_url(receiver, "ok"))  # a duplicate
     await api.create(StatusCallback=f"{receiver.base}/status?MessageId=theirs&MessageId=ours")
     await api.create()  # no StatusCallback: not ours to count
