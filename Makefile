@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit schemas bench clean
+.PHONY: demo test lint typecheck unit schemas bench mutation clean
 
 $(STAMP): pyproject.toml plugins/twilio_sms/pyproject.toml plugins/scale/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,19 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Mutation testing of one module, by hand (never part of `make test`): mutmut mutates MODULE, runs
+# the tests of its distribution against each mutant and adds a dated row to
+# benchmarks/results/mutation.md. Bounded: MAX_CHILDREN parallel mutants, stopped after MINUTES.
+#   make mutation MODULE=plugins/twilio_sms/src/messaging_twilio_sms/segments.py
+MODULE ?=
+MAX_CHILDREN ?= 2
+MINUTES ?= 25
+LABEL ?=
+mutation: $(STAMP)
+	@test -n "$(MODULE)" || { echo "usage: make mutation MODULE=path/to/module.py [LABEL=after] [MAX_CHILDREN=2] [MINUTES=25]"; exit 2; }
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[mutation]"
+	$(BIN)/python -m benchmarks.mutation $(MODULE) --max-children $(MAX_CHILDREN) --minutes $(MINUTES) --label "$(LABEL)"
 
 clean:
 	rm -rf $(VENV)
