@@ -61,6 +61,57 @@ def test_count_segments(text: str, encoding: Encoding, segments: int, code_units
     assert info == SegmentInfo(encoding, segments, len(text), code_units, text)
 
 
+# Supplementary characters at the edges of the surrogate ranges, as (high, low) code units. The cut
+# test reads the first byte of each unit: 0xD8-0xDB for a high surrogate, 0xDC-0xDF for a low one.
+# U+1F400-U+1F4FF (animals, objects) are the emoji whose low surrogate starts with 0xDC.
+EDGE_PAIRS = {
+    "\U00010000": "D800 DC00 (first supplementary character)",
+    "\U0001f400": "D83D DC00 (first emoji whose low surrogate starts with 0xDC)",
+    "\U0001f4ff": "D83D DCFF (last emoji whose low surrogate starts with 0xDC)",
+    "\U0001f7ff": "D83D DFFF (a low surrogate starting with 0xDF)",
+    "\U000f0000": "DB80 DC00 (a high surrogate starting with 0xDB)",
+    "\U0010ffff": "DBFF DFFF (last code point)",
+}
+
+
+@pytest.mark.parametrize("pair", list(EDGE_PAIRS), ids=list(EDGE_PAIRS.values()))
+def test_a_pair_straddling_the_cut_moves_back_exactly_one_unit(pair: str) -> None:
+    # The pair would take units 66-67, across the 67-unit cut: it starts segment 2, which then
+    # holds units 66-132 and the rest spills into a third segment.
+    assert count_segments(CYRILLIC * 66 + pair + CYRILLIC * 66).segments == 3
+    # One unit less after it, and segment 2 ends exactly at the last unit: a move-back of two
+    # units (or none) would need a third segment here.
+    assert count_segments(CYRILLIC * 66 + pair + CYRILLIC * 65).segments == 2
+    # The pair right before the cut fits whole: no move-back.
+    assert count_segments(CYRILLIC * 65 + pair + CYRILLIC * 67).segments == 2
+
+
+@pytest.mark.parametrize(
+    "units",
+    [
+        pytest.param("\ud83d" + CYRILLIC, id="lone-high-surrogate-then-a-letter"),
+        pytest.param("\udc00\udc00", id="two-lone-low-surrogates"),
+        pytest.param("\ud800\ue000", id="lone-high-surrogate-then-private-use"),
+    ],
+)
+def test_only_a_real_surrogate_pair_moves_the_cut(units: str) -> None:
+    """Lone surrogates count as the one code unit each is; two units that are no pair are cut apart."""
+    text = CYRILLIC * 66 + units + CYRILLIC * 66
+    info = count_segments(text)
+    assert (info.encoding, info.code_units, info.segments) == ("UCS-2", 134, 2)
+
+
+def test_a_lone_high_surrogate_at_the_very_end() -> None:
+    # The cut after it is the end of the text: there is no next unit to look at.
+    assert count_segments(CYRILLIC * 133 + "\ud800").segments == 2
+
+
+@pytest.mark.parametrize("text", [CYRILLIC * 71, EMOJI * 36, "\ud800"], ids=["bmp", "pairs", "lone-surrogate"])
+def test_ucs2_code_units_are_an_integer(text: str) -> None:
+    info = count_segments(text)
+    assert type(info.code_units) is int  # a count, written as 72 (not 72.0) wherever it is shown
+
+
 @pytest.mark.parametrize("char", GSM7_BASIC)
 def test_basic_set_is_one_septet(char: str) -> None:
     assert is_gsm7(char)
