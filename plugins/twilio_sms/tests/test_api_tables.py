@@ -332,6 +332,9 @@ ERROR_CASES = [
     (429, b"", "send", TwilioErrorCodes.RATE_LIMITED, True),
     (401, _twilio_error(401, 20003, "Authenticate"), "send", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
     (401, b"", "send", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
+    # Twilio's code alone decides, whatever the HTTP status a proxy or an API version answers with.
+    (403, _twilio_error(403, 20003, "Authenticate"), "send", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
+    (400, _twilio_error(400, 20003, "Authenticate"), "status", TwilioErrorCodes.AUTHENTICATION_FAILED, False),
     (400, _twilio_error(400, 21617), "send", TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, False),
     (400, _twilio_error(400, 21623), "send", TwilioErrorCodes.MESSAGE_VALIDATION_FAILED, False),
     (500, _twilio_error(500, 20500), "send", TwilioErrorCodes.TEMPORARY_FAILURE, False),
