@@ -137,6 +137,33 @@ def test_port_variants_validate(request_url: str, signature: str) -> None:
     assert validate_signature(TOKEN, request_url, PARAMS, signature)
 
 
+@pytest.mark.parametrize(
+    ("signed_url", "request_url"),
+    [
+        # The port is found after the scheme's "//", not after a later "//" of the path or query.
+        pytest.param(
+            "https://example.com/a//b?next=https://x.example//y",
+            "https://example.com:443/a//b?next=https://x.example//y",
+            id="later-slashes-add",
+        ),
+        pytest.param(
+            "https://example.com:443/a//b?next=https://x.example//y",
+            "https://example.com/a//b?next=https://x.example//y",
+            id="later-slashes-drop",
+        ),
+        # IPv6 literals: the port is what follows the closing bracket; the address keeps its colons.
+        pytest.param("https://[2001:db8::1]/sms", "https://[2001:db8::1]:443/sms", id="ipv6-adds-443"),
+        pytest.param("https://[2001:db8::1]:443/sms", "https://[2001:db8::1]/sms", id="ipv6-drops-443"),
+        pytest.param("http://[::1]/sms?x=1", "http://[::1]:8080/sms?x=1", id="ipv6-drops-8080"),
+        pytest.param("https://user:pw@[::1]/sms", "https://user:pw@[::1]:443/sms", id="ipv6-userinfo-adds-443"),
+    ],
+)
+def test_port_variants_of_unusual_urls(signed_url: str, request_url: str) -> None:
+    signature = compute_signature(TOKEN, signed_url, PARAMS)
+    assert validate_signature(TOKEN, request_url, PARAMS, signature)
+    assert not validate_signature(TOKEN, request_url, PARAMS, compute_signature(TOKEN, signed_url + "x", PARAMS))
+
+
 def test_other_ports_are_not_tried() -> None:
     assert not validate_signature(TOKEN, URL, PARAMS, "CYn1h0gLBdNxDGkKJg6hYohgeD8=")  # signed for :1234
 
@@ -209,6 +236,48 @@ class TestJsonBody:
         assert "bodySHA256" in reason
 
 
+MISMATCH = (
+    "the X-Twilio-Signature does not match this request "
+    "(is AuthToken right, and is the URL exactly the public URL Twilio called?)"
+)
+
+
+def _needs_hash(kind: str) -> str:
+    return (
+        f"a webhook with a {kind} body must be signed with bodySHA256 in its URL query (Twilio adds it); "
+        "this URL has none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "body", "reason"),
+    [
+        pytest.param(URL, PARAMS, None, MISMATCH, id="wrong-signature"),
+        pytest.param("ftp://example.com/sms", PARAMS, None, MISMATCH, id="no-port-variant"),
+        pytest.param(URL, None, BODY, _needs_hash("JSON"), id="json-object-without-hash"),
+        pytest.param(URL, None, b"[1]", _needs_hash("JSON"), id="json-array-without-hash"),
+        pytest.param(URL, None, b"hello", _needs_hash("non-form"), id="text-without-hash"),
+        pytest.param(URL, None, b"", _needs_hash("non-form"), id="empty-without-hash"),
+        pytest.param(
+            f"{URL}&bodySHA256=",
+            None,
+            BODY,
+            "the body does not match the bodySHA256 it was signed with",
+            id="empty-hash",
+        ),
+        pytest.param(
+            "https://example.com:99999/sms",
+            PARAMS,
+            None,
+            "the request's URL or fields are malformed; its signature cannot be checked",
+            id="port-out-of-range",
+        ),
+    ],
+)
+def test_the_refusal_says_why(url: str, params: Params | None, body: bytes | None, reason: str) -> None:
+    assert SignatureValidator(TOKEN).refusal(url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=x", body=body) == reason
+
+
 @pytest.mark.parametrize(
     ("token", "url", "params", "signature"),
     [
@@ -267,12 +336,12 @@ def test_garbage_is_invalid_without_raising(token: Any, url: Any, params: Any, s
 
 @pytest.mark.parametrize("params", [{"From": 1}, [("a",)], "From=+1", {"Digits": [1, 2]}])
 def test_compute_rejects_non_str_params(params: Any) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^webhook parameters must map str names to str values$"):
         compute_signature(TOKEN, URL, params)
 
 
 def test_validator_rejects_a_non_str_token() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^auth_token must be a str$"):
         SignatureValidator(b"12345")  # type: ignore[arg-type]
 
 
@@ -340,6 +409,11 @@ class TestWhatwgQuery:
     def test_the_escaped_form_with_the_default_port(self) -> None:
         with_port = compute_signature(TOKEN, self.url.replace(".com/", ".com:443/").replace("'", "%27"), PARAMS)
         assert validate_signature(TOKEN, self.url, PARAMS, with_port)
+
+    def test_only_the_query_is_escaped(self) -> None:
+        # The query runs from the first "?" to the first "#": a later "?" is part of it, a fragment is not.
+        escaped = compute_signature(TOKEN, "https://example.com/p?q=It%27s?x=It%27s#it's", PARAMS)
+        assert validate_signature(TOKEN, "https://example.com/p?q=It's?x=It's#it's", PARAMS, escaped)
 
     def test_no_other_escaping_is_accepted(self) -> None:
         # Node's legacy querystring form escapes '+' too; only the two forms above are Twilio's.

@@ -283,17 +283,17 @@ def _port_variant(url: str) -> str | None:
     """
     parts = urlsplit(url)
     netloc = parts.netloc
-    start = url.find("//") + 2
+    start = url.find("//") + 2  # the first "//" starts the netloc; the path or query may hold others
     if not netloc or url[start : start + len(netloc)] != netloc:
         return None
-    userinfo, at, hostport = netloc.rpartition("@")
+    # The port ends the netloc (after userinfo, and after an IPv6 literal's closing bracket).
     if parts.port is not None:  # raises ValueError for a non-numeric or out-of-range port
-        hostport = hostport.rpartition(":")[0]
+        netloc = netloc.rpartition(":")[0]
     elif parts.scheme in _DEFAULT_PORTS:
-        hostport += _DEFAULT_PORTS[parts.scheme]
+        netloc += _DEFAULT_PORTS[parts.scheme]
     else:
         return None
-    return url[:start] + userinfo + at + hostport + url[start + len(netloc) :]
+    return url[:start] + netloc + url[start + len(parts.netloc) :]
 
 
 # =====================================================================================================
