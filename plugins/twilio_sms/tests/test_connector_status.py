@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -219,6 +220,33 @@ async def test_status_of_a_resource_with_a_new_status_word(mock_http: aiorespons
     assert update is not None
     assert (update.status, update.raw_status) == (MessageStatus.UNKNOWN, "teleported")
     assert update.timestamp == parsedate_to_datetime(resource["date_updated"])
+
+
+async def test_status_of_a_resource_with_fields_of_other_types(mock_http: aioresponses) -> None:
+    """A resource is whatever JSON came back: a field of another type is no value, never an error or a str()."""
+    resource = {
+        "sid": 42,
+        "status": ["delivered"],
+        "date_updated": 1692853305,
+        "error_code": "30003",
+        "error_message": None,
+        "price": -0.0075,
+        "num_segments": "1",
+    }
+    mock_http.get(FETCH_URL, status=200, payload=resource)
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"ApiBaseUrl": API, "AccountSid": ACCOUNT, "AuthToken": "token-token"}
+    )
+    async with connector:
+        before = datetime.now(UTC)
+        result = await connector.get_message_status(SID)
+    assert result.value is not None, result.error
+    update = result.value.latest
+    assert update is not None
+    assert (update.status, update.raw_status, update.remote_message_id) == (MessageStatus.UNKNOWN, None, None)
+    assert update.timestamp >= before  # a date that is not Twilio's RFC 2822 text: the time of the query
+    # Kept raw (nulls left out); a code that is not a number is not looked up in the delivery errors.
+    assert update.additional_data == {"error_code": "30003", "price": -0.0075, "num_segments": "1"}
 
 
 def test_a_status_callback_classifies_its_error_code_too() -> None:

@@ -31,7 +31,7 @@ from messaging_core import (
 from messaging_core.testing import HookRecorder
 from messaging_twilio_sms import OptOutType, TwilioChannelSchemas, TwilioErrorCodes, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
-from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute_signature
+from messaging_twilio_sms.webhooks import SIGNATURE_HEADER, body_sha256, compute_signature, twiml_reply
 
 Maker = Callable[..., Awaitable[TwilioSmsConnector]]
 Sms = Callable[..., Message]
@@ -255,19 +255,38 @@ async def test_missing_required_fields(make_connector: Maker, emulator: TwilioEm
 
 
 @pytest.mark.parametrize(
-    ("source", "code"),
+    ("source", "code", "message"),
     [
-        (WebhookRequest("text/plain", b"MessageSid=SM1"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
-        (WebhookRequest("application/xml", b"<Sms/>"), TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE),
-        (WebhookRequest.from_json(b"{not json"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
-        (WebhookRequest.from_json(b"[1, 2]"), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
-        (WebhookRequest.from_form(urlencode({**INBOUND, "NumMedia": "two"})), TwilioErrorCodes.INVALID_WEBHOOK_DATA),
+        (
+            WebhookRequest("text/plain", b"MessageSid=SM1"),
+            TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE,
+            "unsupported content type 'text/plain'; Twilio sends application/x-www-form-urlencoded",
+        ),
+        (
+            WebhookRequest("application/xml", b"<Sms/>"),
+            TwilioErrorCodes.UNSUPPORTED_CONTENT_TYPE,
+            "unsupported content type 'application/xml'; Twilio sends application/x-www-form-urlencoded",
+        ),
+        (WebhookRequest.from_json(b"{not json"), TwilioErrorCodes.INVALID_WEBHOOK_DATA, "body is not valid JSON"),
+        (WebhookRequest.from_json(b"[1, 2]"), TwilioErrorCodes.INVALID_WEBHOOK_DATA, "JSON body is not an object"),
+        (
+            WebhookRequest.from_form(urlencode({**INBOUND, "NumMedia": "two"})),
+            TwilioErrorCodes.INVALID_WEBHOOK_DATA,
+            "NumMedia is not a number",
+        ),
+        (
+            WebhookRequest.from_form_data({"Body": "hi", "To": "+15005550006"}),
+            TwilioErrorCodes.INVALID_WEBHOOK_DATA,
+            "missing field(s) MessageSid, From",
+        ),
     ],
 )
-async def test_unusable_payloads(make_connector: Maker, source: WebhookRequest, code: str) -> None:
+async def test_unusable_payloads(make_connector: Maker, source: WebhookRequest, code: str, message: str) -> None:
     connector = await make_connector(ValidateSignatures=False)  # parsing is the subject, not signatures
     result = await connector.receive_messages(source)
     assert result.error_code == code
+    assert result.error is not None
+    assert result.error.message == message
 
 
 async def test_unsupported_content_type_with_a_valid_signature(make_connector: Maker, emulator: TwilioEmulator) -> None:
@@ -316,6 +335,31 @@ async def test_fuzzed_inbound_webhooks_never_raise(
         assert set(message.properties) == set(fields) - {"MessageSid", "From", "To", "Body"}
     else:
         assert result.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
+
+
+async def test_json_nulls_are_empty_fields_not_the_text_none(make_connector: Maker) -> None:
+    """A JSON webhook's ``null`` is an absent value, as Twilio's forms send an empty one: never ``"None"``."""
+    connector = await make_connector(ValidateSignatures=False)
+    body = {**INBOUND, "Body": None, "NumMedia": None, "ToCity": None, "MediaUrl0": "https://demo.twilio.com/a.png"}
+    result = await connector.receive_messages(WebhookRequest.from_json(body))
+    assert result.is_success, result.error
+    (message,) = result.value.messages
+    assert message.content == MediaContent("https://demo.twilio.com/a.png")  # no text part for a null Body
+    assert (message.properties["NumMedia"], message.properties["ToCity"]) == ("", "")
+    assert "None" not in message.properties.values()
+
+    missing = await connector.receive_messages(WebhookRequest.from_json({**INBOUND, "From": None}))
+    assert missing.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
+    assert missing.error is not None
+    assert "From" in missing.error.message
+
+
+async def test_inbound_without_body_or_media_is_an_empty_text(make_connector: Maker) -> None:
+    connector = await make_connector(ValidateSignatures=False)
+    for fields in ({**INBOUND, "Body": ""}, {k: v for k, v in INBOUND.items() if k not in ("Body", "NumMedia")}):
+        result = await connector.receive_messages(WebhookRequest.from_form_data(fields))
+        assert result.is_success, result.error
+        assert result.value.messages[0].content == TextContent("")
 
 
 # -- status callbacks ------------------------------------------------------------------------------------
@@ -405,15 +449,56 @@ async def test_status_callback_without_our_id_uses_the_sid(make_connector: Maker
     assert (result.value.status, result.value.raw_status) == (MessageStatus.SENT, "sent")
 
 
+async def test_message_status_takes_precedence_over_sms_status(make_connector: Maker) -> None:
+    """Twilio sends both; ``SmsStatus`` is the deprecated one and can lag behind (``sent`` for ``delivered``)."""
+    connector = await make_connector(ValidateSignatures=False)
+    fields = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered", "SmsStatus": "sent", "AccountSid": ACCOUNT}
+    result = await connector.receive_message_status(WebhookRequest.from_form_data(fields))
+    assert result.value is not None, result.error
+    assert (result.value.status, result.value.raw_status) == (MessageStatus.DELIVERED, "delivered")
+    # The other fields are kept raw; the sid and the status are the update's own fields.
+    assert result.value.additional_data == {"SmsStatus": "sent", "AccountSid": ACCOUNT}
+
+
 @pytest.mark.parametrize(
-    "fields", [{"MessageStatus": "sent", "AccountSid": ACCOUNT}, {"MessageSid": "SM" + "3" * 32, "AccountSid": ACCOUNT}]
+    ("raw", "error_code"),
+    [
+        ("30003", 30003),
+        ("abc", "abc"),
+        ("3000x", "3000x"),
+        ("\u00b2", "\u00b2"),  # a superscript two: str.isdigit() says yes, int() says no
+        ("\u0663\u0660", "\u0663\u0660"),  # Arabic-Indic digits: int() reads them, Twilio never sends them
+        (" 30003", " 30003"),
+    ],
+)
+async def test_a_status_callback_keeps_an_error_code_that_is_not_a_number(
+    make_connector: Maker, raw: str, error_code: int | str
+) -> None:
+    connector = await make_connector(ValidateSignatures=False)
+    fields = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "undelivered", "ErrorCode": raw, "AccountSid": ACCOUNT}
+    result = await connector.receive_message_status(WebhookRequest.from_form_data(fields))
+    assert result.value is not None, result.error
+    assert result.value.additional_data["error_code"] == error_code
+    assert type(result.value.additional_data["error_code"]) is type(error_code)
+    assert result.value.additional_data["ErrorCode"] == raw
+    assert ("delivery_error" in result.value.additional_data) is (error_code == 30003)
+
+
+@pytest.mark.parametrize(
+    ("fields", "missing"),
+    [
+        ({"MessageStatus": "sent", "AccountSid": ACCOUNT}, "MessageSid"),
+        ({"MessageSid": "SM" + "3" * 32, "AccountSid": ACCOUNT}, "MessageStatus"),
+    ],
 )
 async def test_status_callback_missing_fields(
-    make_connector: Maker, emulator: TwilioEmulator, fields: dict[str, str]
+    make_connector: Maker, emulator: TwilioEmulator, fields: dict[str, str], missing: str
 ) -> None:
     connector = await make_connector()
     result = await connector.receive_message_status(_signed_form(emulator.auth_token, fields))
     assert result.error_code == TwilioErrorCodes.INVALID_WEBHOOK_DATA
+    assert result.error is not None
+    assert result.error.message == f"missing field(s) {missing}"
 
 
 async def test_status_callback_with_a_bad_signature(make_connector: Maker) -> None:
@@ -432,6 +517,22 @@ async def test_variants_without_webhooks_refuse_them(make_connector: Maker) -> N
         await connector.receive_messages(WebhookRequest.from_json(INBOUND))
     with pytest.raises(CapabilityNotSupportedError):
         await connector.receive_message_status(WebhookRequest.from_json(INBOUND))
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (TextContent("Thanks <3 & bye"), "<Body>Thanks &lt;3 &amp; bye</Body>"),
+        (
+            MultipartContent((TextContent("a"), MediaContent("https://x.example/a.png?s=1&t=2"), TextContent("b"))),
+            "<Body>a\nb</Body><Media>https://x.example/a.png?s=1&amp;t=2</Media>",
+        ),
+        (MediaContent("https://x.example/a.png"), "<Media>https://x.example/a.png</Media>"),
+    ],
+)
+def test_twiml_reply(reply: TextContent | MediaContent | MultipartContent, message: str) -> None:
+    expected = f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{message}</Message></Response>'
+    assert twiml_reply(reply) == expected.encode()
 
 
 def test_webhook_responses() -> None:

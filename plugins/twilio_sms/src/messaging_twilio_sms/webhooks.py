@@ -302,7 +302,8 @@ def _port_variant(url: str) -> str | None:
 
 _REQUIRED_INBOUND: Final = ("MessageSid", "From", "To")
 _INBOUND_CORE_FIELDS: Final = frozenset({"MessageSid", "From", "To", "Body"})
-_MAX_INBOUND_MEDIA: Final = 10
+# MediaUrl{N} and MediaContentType{N} are zero-based; Twilio carries at most ten.
+_MEDIA_FIELDS: Final = tuple((f"MediaUrl{index}", f"MediaContentType{index}") for index in range(10))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -348,23 +349,23 @@ def _missing(fields: Mapping[str, str], names: Iterable[str]) -> Failure | None:
 
 def parse_inbound(fields: Mapping[str, str]) -> Message | Failure:
     """An inbound SMS/MMS webhook → a ``Message`` (text plus ``MediaUrl{N}`` parts; every field kept)."""
-    if not (fields.get("MessageSid") and fields.get("From") and fields.get("To")):
-        return _missing(fields, _REQUIRED_INBOUND) or Failure("INVALID_WEBHOOK_DATA", "missing fields")
+    problem = _missing(fields, _REQUIRED_INBOUND)
+    if problem is not None:
+        return problem
     parts: list[Content] = []
-    body = fields.get("Body", "")
+    body = fields.get("Body")
     if body:
         parts.append(TextContent(body))
     try:
         int(fields.get("NumMedia") or 0)
     except ValueError:
         return Failure("INVALID_WEBHOOK_DATA", "NumMedia is not a number")
-    # MediaUrl{N} is zero-based; trust the keys present rather than NumMedia alone (a JSON
-    # webhook or a relay may leave NumMedia out). Twilio carries at most ten.
-    if "MediaUrl0" in fields or fields.get("NumMedia", "0") not in ("0", ""):  # most messages: text only
-        for index in range(_MAX_INBOUND_MEDIA):
-            url = fields.get(f"MediaUrl{index}")
-            if url:
-                parts.append(MediaContent(url, fields.get(f"MediaContentType{index}") or None))
+    # Trust the MediaUrl{N} keys present rather than NumMedia (a JSON webhook or a relay may
+    # leave NumMedia out).
+    for url_field, type_field in _MEDIA_FIELDS:
+        url = fields.get(url_field)
+        if url:
+            parts.append(MediaContent(url, fields.get(type_field) or None))
     if not parts:
         parts.append(TextContent(""))
     content: Content = parts[0] if len(parts) == 1 else MultipartContent(tuple(parts))
@@ -431,7 +432,12 @@ def status_update_from_resource(message_id: str, data: Mapping[str, object]) -> 
 
 
 def _int_or_text(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
+    """A Twilio error code as the number it is, or the text as sent when it is not one.
+
+    ASCII digits only: ``str.isdigit`` also says yes to ``"²"`` (which ``int`` refuses) and to other
+    scripts' digits (which ``int`` reads), and neither is a Twilio code.
+    """
+    return int(value) if value.isascii() and value.isdigit() else value
 
 
 # =====================================================================================================
