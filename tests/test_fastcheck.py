@@ -187,6 +187,20 @@ def test_unsupported_keywords_fall_back_to_jsonschema() -> None:
         ({"type": "array", "contains": {"const": 1}, "maxContains": 1}, [[1, 2]], [[], [1, 1]]),
         ({"not": {}}, [], [1, None, {}]),
         ({"pattern": "^a"}, ["abc", 5], ["ba"]),
+        # json_equal on lists and objects (enum/const values that are not strings): equal only with the
+        # same length or the same keys, element by element, booleans never equal to numbers.
+        (
+            {"enum": [[1, 2], {"a": 1}]},
+            [[1, 2], [1.0, 2], {"a": 1}, {"a": 1.0}],
+            [[1], [1, 2, 3], [], [2, 1], [True, 2], [[1, 2]], {}, {"a": 1, "b": 2}, {"b": 1}, {"a": 2}, {"a": True}],
+        ),
+        (
+            {"const": {"a": [1, {"b": None}]}},
+            [{"a": [1, {"b": None}]}],
+            [{"a": [1]}, {"a": [1, {"b": None}, 2]}, {"a": [1, {}]}, {"a": [1, {"b": None, "c": 1}]}, {"a": [1, 1]}],
+        ),
+        ({"const": [False]}, [[False]], [[0], [], [False, False], False, [None]]),
+        ({"const": []}, [[]], [[0], {}, None]),
     ],
 )
 def test_keyword_semantics_match_jsonschema(schema: dict[str, Any], valid: list[Any], invalid: list[Any]) -> None:

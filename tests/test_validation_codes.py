@@ -76,6 +76,36 @@ CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
         [("$.to", "must be of type string (got integer)", "INVALID_TYPE")],
     ),
     ("not", {"not": {"type": "integer"}}, 3, [("$", "is not allowed here", "NOT_ALLOWED")]),
+    (
+        "null for an anyOf without a null branch",
+        {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        None,
+        [("$", "is required", "REQUIRED")],
+    ),
+    (
+        "a null field of an object",
+        OBJECT,
+        {"name": None, "age": 1},
+        [("$.name", "is required", "REQUIRED")],
+    ),
+    (
+        "the value's type tells the branch",
+        {"anyOf": [{"type": "string", "minLength": 5}, {"type": "integer"}]},
+        "abc",
+        [("$", "must have at least 5 characters", "TOO_SHORT")],
+    ),
+    (
+        "no branch can be told apart",
+        {"anyOf": [{"minLength": 5}, {"maxLength": 1}]},
+        "abc",
+        [("$", "matches none of the allowed forms", "INVALID_VALUE")],
+    ),
+    (
+        "required inside an anyOf branch",
+        CONTENT,
+        {"type": "media"},
+        [("$.url", "is required", "REQUIRED")],
+    ),
     ("enum", {"enum": ["a", "b"]}, "c", [("$", 'must be one of ["a", "b"]', "NOT_ALLOWED")]),
     ("const", {"const": "x"}, "y", [("$", 'must be "x"', "NOT_ALLOWED")]),
     # json_equal on lists and objects: a shorter or longer list, a missing or extra key is not equal.
