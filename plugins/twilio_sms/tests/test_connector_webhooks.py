@@ -524,8 +524,15 @@ async def test_variants_without_webhooks_refuse_them(make_connector: Maker) -> N
     [
         (TextContent("Thanks <3 & bye"), "<Body>Thanks &lt;3 &amp; bye</Body>"),
         (
-            MultipartContent((TextContent("a"), MediaContent("https://x.example/a.png?s=1&t=2"), TextContent("b"))),
-            "<Body>a\nb</Body><Media>https://x.example/a.png?s=1&amp;t=2</Media>",
+            MultipartContent(
+                (
+                    TextContent("a"),
+                    MediaContent("https://x.example/a.png?s=1&t=2"),
+                    TextContent("b"),
+                    MediaContent("https://x.example/b.gif"),
+                )
+            ),
+            "<Body>a\nb</Body><Media>https://x.example/a.png?s=1&amp;t=2</Media><Media>https://x.example/b.gif</Media>",
         ),
         (MediaContent("https://x.example/a.png"), "<Media>https://x.example/a.png</Media>"),
     ],

@@ -164,6 +164,15 @@ def test_port_variants_of_unusual_urls(signed_url: str, request_url: str) -> Non
     assert not validate_signature(TOKEN, request_url, PARAMS, compute_signature(TOKEN, signed_url + "x", PARAMS))
 
 
+def test_the_url_as_given_is_checked_before_it_is_parsed() -> None:
+    # urlsplit refuses an unclosed IPv6 bracket; a signature over the URL exactly as given still holds.
+    url = "https://[::1/sms"
+    assert validate_signature(TOKEN, url, PARAMS, compute_signature(TOKEN, url, PARAMS))
+    assert SignatureValidator(TOKEN).refusal(url, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=") == (
+        "the request's URL or fields are malformed; its signature cannot be checked"
+    )
+
+
 def test_other_ports_are_not_tried() -> None:
     assert not validate_signature(TOKEN, URL, PARAMS, "CYn1h0gLBdNxDGkKJg6hYohgeD8=")  # signed for :1234
 
