@@ -42,15 +42,17 @@ bench: $(STAMP)
 # Mutation testing of one module, by hand (never part of `make test`): mutmut mutates MODULE, runs
 # the tests of its distribution against each mutant and adds a dated row to
 # benchmarks/results/mutation.md. Bounded: MAX_CHILDREN parallel mutants, stopped after MINUTES.
+# TESTS narrows the tests run (default: the module's test tree). See docs/contributing.md.
 #   make mutation MODULE=plugins/twilio_sms/src/messaging_twilio_sms/segments.py
 MODULE ?=
+TESTS ?=
 MAX_CHILDREN ?= 2
 MINUTES ?= 25
 LABEL ?=
 mutation: $(STAMP)
-	@test -n "$(MODULE)" || { echo "usage: make mutation MODULE=path/to/module.py [LABEL=after] [MAX_CHILDREN=2] [MINUTES=25]"; exit 2; }
+	@test -n "$(MODULE)" || { echo "usage: make mutation MODULE=path/to/module.py [TESTS=...] [LABEL=after] [MAX_CHILDREN=2] [MINUTES=25]"; exit 2; }
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[mutation]"
-	$(BIN)/python -m benchmarks.mutation $(MODULE) --max-children $(MAX_CHILDREN) --minutes $(MINUTES) --label "$(LABEL)"
+	$(BIN)/python -m benchmarks.mutation $(MODULE) --max-children $(MAX_CHILDREN) --minutes $(MINUTES) --label "$(LABEL)" $(if $(TESTS),--tests $(TESTS))
 
 clean:
 	rm -rf $(VENV)

@@ -169,8 +169,11 @@ def record(new_row: str) -> None:
         raise SystemExit(f"{RESULTS} lost its table markers {TABLE_START} / {TABLE_END}")
     key = new_row.split(" | ")[:3]
     rows = [line for line in table.strip().splitlines() if line.startswith("| ") and not line.startswith("| date")]
-    rows = [line for line in rows if line.split(" | ")[:3] != key] + [new_row]
-    body = "\n".join([HEADER, *sorted(rows, key=lambda line: line.split(" | ")[1:3] + line.split(" | ")[:1])])
+    rows = [new_row if line.split(" | ")[:3] == key else line for line in rows]
+    if new_row not in rows:
+        rows.append(new_row)
+    # By module, then date; rows of one module and date stay in the order they were run (before, after).
+    body = "\n".join([HEADER, *sorted(rows, key=lambda line: (line.split(" | ")[1], line.split(" | ")[0]))])
     RESULTS.write_text(f"{head}{TABLE_START}\n{body}\n{end}{tail}")
 
 
