@@ -119,6 +119,75 @@ CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
     ),
     ("const object, extra key", {"const": {"a": 1}}, {"a": 1, "b": 2}, [("$", 'must be {"a": 1}', "NOT_ALLOWED")]),
     ("const 1 is not true", {"const": 1}, True, [("$", "must be 1", "NOT_ALLOWED")]),
+    # The wording and code of every other keyword with a message of its own.
+    ("above maximum", {"maximum": 5}, 6, [("$", "must be <= 5", "OUT_OF_RANGE")]),
+    ("exclusive minimum", {"exclusiveMinimum": 5}, 5, [("$", "must be > 5", "OUT_OF_RANGE")]),
+    ("exclusive maximum", {"exclusiveMaximum": 5}, 5, [("$", "must be < 5", "OUT_OF_RANGE")]),
+    ("too short", {"minLength": 2}, "a", [("$", "must have at least 2 characters", "TOO_SHORT")]),
+    ("format", {"format": "email"}, "nobody", [("$", "must be a valid email", "INVALID_FORMAT")]),
+    ("too few items", {"minItems": 2}, [1], [("$", "must have at least 2 items", "TOO_SHORT")]),
+    ("too many items", {"maxItems": 1}, [1, 2], [("$", "must have at most 1 items", "TOO_MANY")]),
+    (
+        "too many such items",
+        {"contains": {"const": 1}, "maxContains": 1},
+        [1, 1],
+        [("$", "must have at most 1 such items", "TOO_MANY")],
+    ),
+    ("too few entries", {"minProperties": 1}, {}, [("$", "must have at least 1 entries", "TOO_SHORT")]),
+    ("duplicates", {"uniqueItems": True}, [1, 1], [("$", "must not contain duplicates", "INVALID_VALUE")]),
+    (
+        "a pattern with its own wording",
+        {"type": "string", "pattern": "^\\+", "errorMessage": "must start with +"},
+        "1",
+        [("$", "must start with +", "INVALID_FORMAT")],
+    ),
+    (
+        "unevaluated properties",
+        {"properties": {"a": {}}, "unevaluatedProperties": False},
+        {"a": 1, "b": 2},
+        [("$.b", "is not a known field", "UNKNOWN_FIELD")],
+    ),
+    (
+        "oneOf, told apart by the value's type",
+        {"oneOf": [{"type": "string", "maxLength": 1}, {"type": "integer"}]},
+        "ab",
+        [("$", "must have at most 1 characters", "TOO_LONG")],
+    ),
+    (
+        "a keyword without wording of its own",
+        {"dependentRequired": {"a": ["b"]}},
+        {"a": 1},
+        [("$", "is invalid (dependentRequired)", "INVALID_VALUE")],
+    ),
+    # The type found is named as JSON names it; a list of types is read out with "or".
+    (
+        "one of two types",
+        {"type": ["string", "integer"]},
+        1.5,
+        [("$", "must be of type string or integer (got number)", "INVALID_TYPE")],
+    ),
+    ("a boolean", {"type": "string"}, True, [("$", "must be of type string (got boolean)", "INVALID_TYPE")]),
+    ("an array", {"type": "string"}, [], [("$", "must be of type string (got array)", "INVALID_TYPE")]),
+    ("an object", {"type": "string"}, {}, [("$", "must be of type string (got object)", "INVALID_TYPE")]),
+    # Long lists of allowed values are cut after 200 characters of JSON.
+    (
+        "allowed values of exactly 200 characters are cut",
+        {"enum": ["a" * 198]},
+        "b",
+        [("$", f'must be one of ["{"a" * 198}"...]', "NOT_ALLOWED")],
+    ),
+    (
+        "allowed values of 199 characters are not",
+        {"enum": ["a" * 197]},
+        "b",
+        [("$", f'must be one of ["{"a" * 197}"]', "NOT_ALLOWED")],
+    ),
+    (
+        "longer allowed values keep their first 200 characters",
+        {"enum": ["a" * 300]},
+        "b",
+        [("$", f'must be one of ["{"a" * 199}...]', "NOT_ALLOWED")],
+    ),
 ]
 
 VALID: list[tuple[str, dict[str, Any], Any]] = [
