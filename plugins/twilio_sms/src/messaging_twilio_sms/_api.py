@@ -1,7 +1,7 @@
 """Sans-I/O Twilio Messages API: build requests, parse resources, map statuses and errors.
 
 Nothing here touches the network; the connector moves the bytes. Tables map Twilio's vocabulary
-to the core's, with a comment per quirk (facts: ``shared/docs/twilio-api-facts.md``).
+to the core's, with a comment per quirk naming its source (Twilio's API reference, error pages, OpenAPI file).
 """
 
 from __future__ import annotations
