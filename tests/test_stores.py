@@ -205,10 +205,59 @@ async def test_idle_keys_are_forgotten() -> None:
 
 
 def test_limiter_arguments_are_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^rate must be positive, not 0.0$"):
         MemoryRateLimiter(0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^burst must be at least 1, not 0.5$"):
         MemoryRateLimiter(1.0, burst=0.5)
+    limiter = MemoryRateLimiter(1.0)
+    for rate in (0.0, -1.0):  # a zero rate would divide by zero at the next reservation
+        with pytest.raises(ValueError, match=rf"^rate must be positive, not {rate}$"):
+            limiter.set_rate("S", rate)
+    limiter.set_rate("never-set", None)  # back to the default: nothing to undo is not an error
+
+
+async def test_a_pass_that_comes_back_to_its_booked_slot_shares_it() -> None:
+    """A message's second pass (a redelivered chunk) is told the wait of its first pass's slot, not a new one."""
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(2.0, clock=clock)
+    assert await limiter.reserve("S") == 0.0
+    assert await limiter.reserve("S", token="m1") == pytest.approx(0.5)
+    assert await limiter.reserve("S") == pytest.approx(1.0), "a reservation without a token comes between"
+    assert await limiter.reserve("S", token="m1", max_wait=0.5) == pytest.approx(0.5), "max_wait is inclusive"
+    assert await limiter.reserve("S", token="m1", max_wait=0.4) is None
+    assert await limiter.reserve("S") == pytest.approx(1.5), "sharing took no slot"
+
+
+async def test_a_slot_given_back_is_booked_anew_when_its_message_comes_back() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(2.0, clock=clock)
+    assert await limiter.reserve("S") == 0.0
+    assert await limiter.reserve("S", 3.0, token="m1") == pytest.approx(0.5)
+    assert await limiter.release("S", "m1") is True, "at any rate, the slot of the last booking is given back"
+    # The message comes back (its claim was granted this time): a new slot, not the one given back.
+    assert await limiter.reserve("S", token="m1") == pytest.approx(0.5)
+    assert await limiter.reserve("S") == pytest.approx(1.0), "two sends never share the slot given back"
+
+
+async def test_idle_keys_are_forgotten_when_the_bound_is_reached() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(1.0, clock=clock)
+    for i in range(1024):
+        await limiter.reserve(f"sender-{i}", token=f"m{i}")
+    assert len(limiter) == 1024
+    clock.advance(1.0)  # every slot has ended: their keys are idle
+    await limiter.reserve("one more", token="m")
+    assert len(limiter) == 1, "the keys whose slots have ended are dropped"
+
+
+async def test_pending_bookings_are_bounded_and_kept() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(1.0, clock=clock)
+    for i in range(1030):  # each key's second pass waits for a slot: a booking
+        await limiter.reserve(f"sender-{i}")
+        assert await limiter.reserve(f"sender-{i}", token=f"m{i}") == pytest.approx(1.0)
+    for i in (0, 1029):
+        assert await limiter.reserve(f"sender-{i}", token=f"m{i}") == pytest.approx(1.0), "still shared"
 
 
 # -- status store ------------------------------------------------------------------------------------------
