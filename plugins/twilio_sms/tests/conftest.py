@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import os
+import time
 import tomllib
 import types
 import uuid
@@ -266,6 +267,16 @@ def mock_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         monkeypatch.setattr("aioresponses.core.ClientResponse", _CompatClientResponse)
     with aioresponses() as mocked:
         yield mocked
+
+
+@pytest.fixture
+def local_time_nine_hours_ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone at UTC+9, so a date taken in local time instead of UTC shows."""
+    monkeypatch.setenv("TZ", "TEST-9")  # POSIX form: no tz database needed
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

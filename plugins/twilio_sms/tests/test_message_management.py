@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+from aioresponses import aioresponses
 
 from messaging_core import MediaContent, Message, MessageStatus
-from messaging_twilio_sms import TwilioErrorCodes, TwilioMessage, TwilioSmsConnector
+from messaging_twilio_sms import TwilioChannelSchemas, TwilioErrorCodes, TwilioMessage, TwilioSmsConnector
 from messaging_twilio_sms.emulator import TwilioEmulator
 
 Maker = Callable[..., Awaitable[TwilioSmsConnector]]
@@ -94,3 +98,89 @@ def test_a_record_tolerates_missing_and_malformed_fields() -> None:
     record = TwilioMessage.from_resource({"sid": "SM1", "num_media": "x", "error_code": True, "status": "delivered"})
     assert (record.sid, record.num_media, record.error_code, record.status) == ("SM1", 0, None, MessageStatus.DELIVERED)
     assert (record.to, record.from_, record.date_sent) == ("", None, None)
+
+
+LISTED = {
+    "sid": "SM" + "1" * 32,
+    "to": "+15551230001",
+    "from": "+15005550006",
+    "body": "Your code is 1234",
+    "status": "undelivered",
+    "direction": "outbound-api",
+    "date_created": "Fri, 04 Dec 2026 23:30:00 +0000",
+    "date_sent": "Fri, 04 Dec 2026 23:30:02 +0000",
+    "num_media": "2",
+    "num_segments": "3",
+    "error_code": 30003,
+    "messaging_service_sid": "MG" + "2" * 32,
+    "price": "-0.00790",
+    "price_unit": "USD",
+}
+
+
+async def test_list_reads_every_field_of_a_record_and_sends_the_filters_in_utc(
+    mock_http: aioresponses, local_time_nine_hours_ahead: None
+) -> None:
+    api = "https://api.twilio.example"
+    connector = TwilioSmsConnector(
+        TwilioChannelSchemas.TWILIO_SMS, {"ApiBaseUrl": api, "AccountSid": "AC" + "0" * 32, "AuthToken": "t"}
+    )
+    empty: dict[str, Any] = {}
+    malformed = {"to": 15551230001, "from": ["+1"], "num_segments": None, "error_code": "30003x", "price": -0.0079}
+    mock_http.get(
+        re.compile(r"^https://api\.twilio\.example/.*/Messages\.json\?.*"),
+        payload={"messages": [LISTED, empty, malformed]},
+    )
+    # Late on the 4th in UTC is already the 5th at UTC+9: Twilio's date filters are UTC days.
+    late = datetime(2026, 12, 4, 23, 30, tzinfo=UTC)
+    async with connector:
+        full, nothing, odd = [
+            m
+            async for m in connector.list_messages(
+                to="+15551230001", from_="+15005550006", sent_after=late, sent_before=late, page_size=20
+            )
+        ]
+    ((_, url),) = list(mock_http.requests)
+    assert dict(parse_qsl(url.query_string)) == {
+        "PageSize": "20",
+        "To": "+15551230001",
+        "From": "+15005550006",
+        "DateSent>": "2026-12-04",
+        "DateSent<": "2026-12-04",
+    }
+    assert full == TwilioMessage(
+        sid="SM" + "1" * 32,
+        to="+15551230001",
+        from_="+15005550006",
+        body="Your code is 1234",
+        status=MessageStatus.DELIVERY_FAILED,
+        raw_status="undelivered",
+        direction="outbound-api",
+        date_created=datetime(2026, 12, 4, 23, 30, tzinfo=UTC),
+        date_sent=datetime(2026, 12, 4, 23, 30, 2, tzinfo=UTC),
+        num_media=2,
+        num_segments=3,
+        error_code=30003,
+        messaging_service_sid="MG" + "2" * 32,
+        price="-0.00790",
+        price_unit="USD",
+    )
+    blank = TwilioMessage(
+        sid="",
+        to="",
+        from_=None,
+        body="",
+        status=MessageStatus.UNKNOWN,
+        raw_status=None,
+        direction="",
+        date_created=None,
+        date_sent=None,
+        num_media=0,
+        num_segments=0,
+        error_code=None,
+        messaging_service_sid=None,
+        price=None,
+        price_unit=None,
+    )
+    assert nothing == blank, "a missing field is empty, never a made-up value"
+    assert odd == blank, "a field of the wrong type is taken as missing"
