@@ -24,6 +24,7 @@ from messaging_core import (
     MessageStatus,
     MultipartContent,
     ParameterSpec,
+    TemplateContent,
     TextContent,
 )
 from messaging_core.validation import validator_for
@@ -344,6 +345,9 @@ ERROR_CASES = [
     (404, _twilio_error(404, 20404), "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
     (404, _twilio_error(404, 20404), "status", TwilioErrorCodes.STATUS_QUERY_FAILED, False),
     (400, b"[1, 2, 3]", "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
+    (400, _twilio_error(400, 21220), "cancel", TwilioErrorCodes.CANCEL_FAILED, False),
+    (404, _twilio_error(404, 20404), "manage", TwilioErrorCodes.MESSAGE_NOT_FOUND, False),
+    (400, _twilio_error(400, 20001), "manage", TwilioErrorCodes.REQUEST_FAILED, False),
     (400, b"\xff\xfe not utf-8", "send", TwilioErrorCodes.SEND_MESSAGE_FAILED, False),
 ]
 
@@ -361,11 +365,15 @@ def test_error_from_response(http_status: int, body: bytes, operation: str, code
         assert error.message == data["message"]
     else:
         assert "twilio_code" not in error.details
+    if http_status < 500:  # only a 5xx leaves a create in doubt; the rest keep the code's own outcome
+        assert error.outcome is (FailureOutcome.NOT_SENT if retryable else FailureOutcome.REJECTED)
 
 
 def test_error_text_falls_back_to_the_http_status() -> None:
     error = _api.error_from_response(502, b"<html>Bad Gateway</html>")
     assert error.message == "HTTP 502 from Twilio"
+    not_text = _api.error_from_response(400, b'{"code": 21211, "message": {"text": "Invalid To"}}')
+    assert not_text.message == "HTTP 400 from Twilio", "a message that is not a string is not shown"
     assert error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT  # a 5xx to a create may have been processed
 
 
@@ -587,6 +595,33 @@ def test_persistent_action_takes_one_string_or_a_list(sms: Callable[..., Message
 )
 def test_numbers_are_sent_as_plain_decimals(value: float, text: str) -> None:
     assert _api.decimal_text(value) == text
+
+
+def test_extra_fields_split_at_the_first_equals_sign(sms: Callable[..., Message]) -> None:
+    form = _api.build_message_form(sms(ExtraFields="Tags=a=b"), SETTINGS)
+    assert form[-1] == ("Tags", "a=b")
+
+
+def test_content_variables_are_compact_json_that_keeps_accents(sms: Callable[..., Message]) -> None:
+    template = TemplateContent("HX" + "0" * 32, {"1": "Zoë", "2": "10 h"})
+    form = dict(_api.build_message_form(attrs.evolve(sms(), content=template), SETTINGS))
+    assert form["ContentVariables"] == '{"1":"Zoë","2":"10 h"}'
+
+
+def test_send_at_is_sent_in_utc_whatever_the_local_time_zone(
+    sms: Callable[..., Message], local_time_nine_hours_ahead: None
+) -> None:
+    form = dict(_api.build_message_form(sms(SendAt="2030-01-02T03:04:05+01:00"), SETTINGS))
+    assert form["SendAt"] == "2030-01-02T02:04:05Z"
+    assert (
+        dict(_api.build_message_form(sms(SendAt="2030-01-02T03:04:05Z"), SETTINGS))["SendAt"] == "2030-01-02T03:04:05Z"
+    )
+
+
+def test_a_delivery_error_code_of_any_json_shape_is_no_known_error() -> None:
+    for code in ("30003", 30003.0, [30003], {"code": 30003}, None):
+        assert _api.delivery_error(code) == {}, code
+    assert _api.delivery_error(30003) == {"delivery_error": "unreachable_handset", "delivery_error_permanent": False}
 
 
 def test_provide_callback_false_sends_no_status_callback(sms: Callable[..., Message]) -> None:

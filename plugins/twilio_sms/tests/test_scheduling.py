@@ -131,3 +131,24 @@ async def test_simple_sms_cannot_schedule(make_connector: Maker, sms: Sms) -> No
     assert [(i.path, i.code) for i in result.error.issues] == [("$.properties.SendAt", "UNKNOWN_FIELD")]
     with pytest.raises(Exception, match="SCHEDULED_SENDING"):
         await connector.cancel_scheduled("x")
+
+
+async def test_the_window_is_more_than_300_seconds_and_at_most_35_days(make_connector: Maker, sms: Sms) -> None:
+    """Twilio's own bounds, to the second: 300 s ahead is refused (35114), 35 days ahead is taken."""
+    connector = await make_connector(MessagingServiceSid=SERVICE)
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    connector.clock = now.timestamp
+
+    def problems(value: datetime | str) -> list[str]:
+        send_at = value if isinstance(value, str) else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return [issue.message for issue in connector.validate_message(sms(SendAt=send_at))]
+
+    assert problems(now + timedelta(seconds=300)) == [
+        "must be more than 300 seconds ahead (Twilio refuses it: 35114/35115)"
+    ]
+    assert problems(now + timedelta(seconds=301)) == []
+    assert problems(now + timedelta(days=35)) == []
+    assert problems(now + timedelta(days=35, seconds=1)) == [
+        "must be at most 35 days ahead (Twilio refuses it: 35114/35115)"
+    ]
+    assert problems("2026-12-32T10:00:00Z") == ["is not a real date and time"]
