@@ -191,6 +191,9 @@ class WebhookService:
             self.connectors, self.settings.readiness_cache_seconds, self.settings.request_timeout
         )
         self.status_store, self._record = _recorder(status_store, pipeline, dedup_size)
+        store = self.status_store
+        self._suppressions = store if isinstance(store, SuppressionList) else None
+        """The status store's suppression list, if it keeps one (checked once: a protocol check is not cheap)."""
         self.stats = WebhookStats()
         self._seen = {name: _Recent(dedup_size) for name in self.connectors}
         self._undispatched = _Recent(dedup_size)
@@ -326,8 +329,8 @@ class WebhookService:
 
     async def _note_opt_out(self, connector: ChannelConnector, message: Message) -> None:
         """A STOP (or START) puts its sender on (or off) the status store's suppression list."""
-        store = self.status_store
-        if not isinstance(store, SuppressionList) or message.sender is None:
+        store = self._suppressions
+        if store is None or message.sender is None:
             return
         change = connector.opt_out_change(message)
         if change is True:
