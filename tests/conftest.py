@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
+import sysconfig
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -293,3 +297,36 @@ def twilio_config(tmp_path: Any) -> Callable[..., Any]:
         return config
 
     return write
+
+
+# -- fresh virtual environments (installed as users install) -----------------------------------------
+
+_OURS = ("pluggable_messaging", "messaging_core", "messaging_twilio_sms", "messaging_scale", "__editable__")
+"""What the test environment holds of this project (editable installs): never visible to a fresh one."""
+
+
+@pytest.fixture(scope="session")
+def make_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """``make_venv(path)``: a new virtual environment (no pip) that also sees the test environment's
+    third-party packages, linked one by one into a directory on its path, leaving this project's own
+    distributions out, so that only the wheels installed into it provide them (nothing downloaded)."""
+    third_party = tmp_path_factory.mktemp("third_party")
+    for directory in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for entry in Path(directory).iterdir():
+            if entry.name.startswith(_OURS) or entry.suffix == ".pth" or (third_party / entry.name).exists():
+                continue
+            (third_party / entry.name).symlink_to(entry)
+
+    def make(venv: Path) -> Path:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        purelib = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        (Path(purelib) / "third_party.pth").write_text(f"{third_party}\n", encoding="utf-8")
+        return venv
+
+    return make

@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,8 +32,6 @@ from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "tests" / "external_plugins"
-OURS = ("pluggable_messaging", "messaging_core", "messaging_twilio_sms", "messaging_scale", "__editable__")
-"""What the test environment holds of this project (editable installs): never visible to the new one."""
 IGNORED = shutil.ignore_patterns(
     ".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", ".*_cache", ".hypothesis"
 )
@@ -92,8 +89,9 @@ async def _run_beside_a_server(*command: str | Path, cwd: Path, exit_code: int =
 class Installer:
     """Builds the wheels once, and the virtual environments that install them, for the module."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, make_venv: Callable[[Path], Path]) -> None:
         self.root = root
+        self.make_venv = make_venv
         self._wheels: dict[str, Path] = {}
         self._environments: dict[str, Path] = {}
 
@@ -122,33 +120,18 @@ class Installer:
     def environment(self, name: str, *distributions: str) -> Path:
         """A virtual environment with these wheels installed and the test environment's third-party packages."""
         if name not in self._environments:
-            venv = self.root / name
-            _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=self.root)
+            venv = self.make_venv(self.root / name)
             python = venv / "bin" / "python"
-            site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=self.root)
-            (Path(site.stdout.strip()) / "third_party.pth").write_text(f"{self._third_party()}\n", encoding="utf-8")
             wheels = [self.wheels()[d] for d in distributions]
             install = ("-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index")
             _run(sys.executable, *install, *wheels, cwd=self.root)
             self._environments[name] = venv
         return self._environments[name]
 
-    def _third_party(self) -> Path:
-        """The test environment's third-party packages, linked one by one, leaving this project's out."""
-        third_party = self.root / "third_party"
-        if not third_party.exists():
-            third_party.mkdir()
-            for directory in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-                for entry in Path(directory).iterdir():
-                    if entry.name.startswith(OURS) or entry.suffix == ".pth" or (third_party / entry.name).exists():
-                        continue
-                    (third_party / entry.name).symlink_to(entry)
-        return third_party
-
 
 @pytest.fixture(scope="module")
-def installer(tmp_path_factory: pytest.TempPathFactory) -> Installer:
-    return Installer(tmp_path_factory.mktemp("external-author"))
+def installer(tmp_path_factory: pytest.TempPathFactory, make_venv: Callable[[Path], Path]) -> Installer:
+    return Installer(tmp_path_factory.mktemp("external-author"), make_venv)
 
 
 @pytest.fixture

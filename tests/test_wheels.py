@@ -18,15 +18,13 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTIONS = (".", "plugins/twilio_sms", "plugins/scale")
-OURS = ("pluggable_messaging", "messaging_core", "messaging_twilio_sms", "messaging_scale", "__editable__")
-"""What the test environment holds of this project (editable installs): never visible to the new one."""
 
 
 def _run(*command: str | Path, cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -65,29 +63,12 @@ def _build_wheels(tmp_path: Path) -> list[Path]:
     return built
 
 
-def _fresh_environment(tmp_path: Path) -> Path:
-    """A new virtual environment whose path also holds the test environment's third-party packages."""
-    venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
-    python = venv / "bin" / "python"
-    site = Path(
-        _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).stdout.strip()
-    )
-    third_party = tmp_path / "third_party"
-    third_party.mkdir()
-    for directory in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        for entry in Path(directory).iterdir():
-            if entry.name.startswith(OURS) or entry.suffix == ".pth" or (third_party / entry.name).exists():
-                continue
-            (third_party / entry.name).symlink_to(entry)
-    (site / "third_party.pth").write_text(f"{third_party}\n", encoding="utf-8")
-    return venv
-
-
 @pytest.mark.slow
-def test_the_demo_runs_from_the_installed_wheels_outside_the_checkout(tmp_path: Path) -> None:
+def test_the_demo_runs_from_the_installed_wheels_outside_the_checkout(
+    tmp_path: Path, make_venv: Callable[[Path], Path]
+) -> None:
     wheels = _build_wheels(tmp_path)
-    venv = _fresh_environment(tmp_path)
+    venv = make_venv(tmp_path / "venv")
     python = venv / "bin" / "python"
     _run(
         sys.executable,
