@@ -61,8 +61,9 @@ class CrashAfterAcceptLedger(PostgresLedger):
 class UnsafeClaimLedger(CrashAfterAcceptLedger):
     """The control: a claim that ignores the state (a live lease, a message in doubt), crashes included."""
 
-    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000) -> None:
-        super().__init__(pool, schema=schema, page_size=page_size)
+    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000, **batching: Any) -> None:
+        # Claims one at a time, through the one statement replaced below (a batch would claim safely).
+        super().__init__(pool, schema=schema, page_size=page_size, batch_size=1)
         self._sql.claim = (
             f"update {self.schema}.sends set state = 'submitting', attempts = attempts + 1, fence = fence + 1, "
             "claimed_at = now(), lease_until = now() + make_interval(secs => $2), updated_at = now(), "

@@ -54,3 +54,14 @@ class TestPostgresStatusStoreAloneConformance(StatusStoreConformance):
             return PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1)
 
         return factory
+
+
+class TestPostgresLedgerAloneConformance(LedgerConformance):
+    """The same ledger writing each claim and record in a statement of its own (``batch_size=1``)."""
+
+    @pytest.fixture
+    def ledger_factory(self, pg_pool: Any, pg_schema: str) -> Callable[[], Awaitable[PostgresLedger]]:
+        async def factory() -> PostgresLedger:
+            return PostgresLedger(pg_pool, schema=pg_schema, batch_size=1)
+
+        return factory

@@ -1,7 +1,9 @@
 """``PostgresLedger``: the send ledger in PostgreSQL (asyncpg).
 
 Every method is one short transaction on one pooled connection, released before the method
-returns (or, for ``results``, before each page is yielded). Nothing here holds a connection while
+returns (or, for ``results``, before each page is yielded). Concurrent claims, and concurrent
+records, are coalesced into one statement each (``batch_size``, ``batch_wait``): a chunk's claims
+cost one round trip and one commit, and every caller hears back only once its batch committed. Nothing here holds a connection while
 acquiring another one, waiting on the rate limiter or calling the provider: the prototype's
 reconciliation did, and 100 concurrent tasks deadlocked a 10-connection pool
 (``docs/scale-out.md``).
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,13 +38,23 @@ from messaging_core.campaigns import (
 from messaging_core.converters import structure, unstructure
 from messaging_core.message import Message
 from messaging_core.results import MessageStatus
+from messaging_scale._coalesce import Coalescer
 from messaging_scale._ledger_sql import CREATE_STAGING_TABLE, STAGING_COLUMNS, STAGING_TABLE, LedgerSql
 from messaging_scale._schema import check_schema_name, migrate
-from messaging_scale._urls import postgres_pool
+from messaging_scale._urls import POSTGRES_OPTIONS, postgres_pool, split_options
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CampaignInfo", "OpenMessage", "PostgresLedger"]
+
+BATCH_SIZE = 100
+"""The most claims (or records) ``PostgresLedger`` writes in one statement, by default."""
+
+BATCH_WAIT = 0.002
+"""Seconds a claim or record waits at most for others to share its statement, by default."""
+
+_RETRIES = 5
+"""Attempts of a batch of records that lost a deadlock to another transaction."""
 
 # What ``record`` may write: the outcomes of one provider call.
 _RECORDABLE = frozenset({SendState.ACCEPTED, SendState.FAILED, SendState.PENDING, SendState.UNKNOWN})
@@ -74,6 +86,24 @@ class OpenMessage:
     """The campaign's connector name; None for a campaign not submitted by the distributed dispatcher."""
     paused: bool = False
     cancelled: bool = False
+
+
+@frozen
+class _ClaimRequest:
+    message_id: str
+    lease: float
+    token: str | None
+
+
+_ClaimAnswer = tuple[int, int, datetime] | LedgerEntry
+"""A claim's ``(fence, attempts, lease_until)``, or the current entry when the row could not be claimed."""
+
+
+async def _or_error(call: Awaitable[bool]) -> bool | Exception:
+    try:
+        return await call
+    except Exception as err:
+        return err
 
 
 def _entry(row: Mapping[str, Any]) -> LedgerEntry:
@@ -120,14 +150,35 @@ class PostgresLedger:
     :param schema: the PostgreSQL schema holding the tables (created by ``migrate``); a plain
         lower-case identifier. Tests use one schema each.
     :param page_size: rows per query when ``results`` streams a campaign.
+    :param batch_size: the most claims (and, apart, records) written in one statement; 1 writes
+        each alone. Concurrent claims and records are coalesced (``messaging_scale._coalesce``):
+        a chunk's claims become one statement and one commit, its records another, each row
+        still fenced, and no caller hears back before its batch is committed.
+    :param batch_wait: the longest a claim or record waits for others to share its statement, seconds.
     """
 
-    def __init__(self, pool: Any, *, schema: str = "messaging", page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        schema: str = "messaging",
+        page_size: int = 1000,
+        batch_size: int = BATCH_SIZE,
+        batch_wait: float = BATCH_WAIT,
+    ) -> None:
         self._pool = pool
         self._owns_pool = False
         self.schema = check_schema_name(schema)
         self._page_size = page_size
         self._sql = LedgerSql(self.schema)
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._claims: Coalescer[_ClaimRequest, _ClaimAnswer] = Coalescer(
+            self._claim_batch, size=batch_size, wait=batch_wait
+        )
+        self._records: Coalescer[tuple[Claim, SendOutcome], bool] = Coalescer(
+            self._record_batch, size=batch_size, wait=batch_wait
+        )
 
     @property
     def pool(self) -> Any:
@@ -141,15 +192,23 @@ class PostgresLedger:
     def from_url(cls, url: str) -> PostgresLedger:
         """A ledger with a pool of its own, opened (and the schema migrated) on first use.
 
-        ``postgresql://user@host/db?schema=messaging&pool_max_size=10``; ``close()`` it when done.
+        ``postgresql://user@host/db?schema=messaging&pool_max_size=10&batch_size=100&batch_wait=0.002``
+        (``batch_size=1``: every claim and record in a statement of its own); ``close()`` it when done.
         """
         pool, schema = postgres_pool(url)
-        ledger = cls(pool, schema=schema)
+        _, options = split_options(url, POSTGRES_OPTIONS)
+        batch_size = int(options.get("batch_size", BATCH_SIZE))
+        batch_wait = float(options.get("batch_wait", BATCH_WAIT))
+        ledger = cls(pool, schema=schema, batch_size=batch_size, batch_wait=batch_wait)
         ledger._owns_pool = True
         return ledger
 
     async def close(self) -> None:
-        """Close the pool if this ledger opened it (``from_url``); a pool passed in is the caller's."""
+        """Finish the batches in flight, then close the pool if this ledger opened it (``from_url``).
+
+        A pool passed in is the caller's."""
+        await self._claims.close()
+        await self._records.close()
         if self._owns_pool:
             await self._pool.close()
 
@@ -210,34 +269,80 @@ class PostgresLedger:
         :raises KeyError: when no message has this id.
         """
         started = time.monotonic()
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._sql.claim, message_id, float(lease), token)
-            if row is None:
-                current = await conn.fetchrow(self._sql.get, message_id)
-        if row is None:
-            if current is None:
-                raise KeyError(message_id)
-            return _entry(current)
+        if self.batch_size == 1:
+            answer = await self._claim_alone(message_id, float(lease), token)
+        else:
+            answer = await self._claims.submit(_ClaimRequest(message_id, float(lease), token))
+        if isinstance(answer, LedgerEntry):
+            return answer
+        fence, attempts, lease_until = answer
         return Claim(
             message_id=message_id,
-            fence=row["fence"],
-            attempts=row["attempts"],
-            lease_until=row["lease_until"],
+            fence=fence,
+            attempts=attempts,
+            lease_until=lease_until,
             deadline=started + lease - request_timeout,
         )
+
+    async def _claim_alone(self, message_id: str, lease: float, token: str | None) -> _ClaimAnswer:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._sql.claim, message_id, lease, token)
+            if row is None:
+                current = await conn.fetchrow(self._sql.get, message_id)
+        if row is not None:
+            return row["fence"], row["attempts"], row["lease_until"]
+        if current is None:
+            raise KeyError(message_id)
+        return _entry(current)
+
+    async def _claim_batch(self, requests: list[_ClaimRequest]) -> list[_ClaimAnswer | Exception]:
+        """One statement claims every claimable row of the batch; the others get their current entry.
+
+        An id asked twice in one batch is claimed for its first request only.
+        """
+        first = {request.message_id: request for request in reversed(requests)}
+        ids = list(first)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                self._sql.claim_batch,
+                ids,
+                [first[message_id].token for message_id in ids],
+                [first[message_id].lease for message_id in ids],
+            )
+            claimed = {row["message_id"]: (row["fence"], row["attempts"], row["lease_until"]) for row in rows}
+            current: dict[str, LedgerEntry] = {}
+            if len(claimed) < len(requests):
+                refused = [message_id for message_id in ids if message_id not in claimed]
+                refused += [r.message_id for r in requests if first[r.message_id] is not r]
+                for row in await conn.fetch(self._sql.get_many, list(dict.fromkeys(refused))):
+                    current[row["message_id"]] = _entry(row)
+        answers: list[_ClaimAnswer | Exception] = []
+        for request in requests:
+            won = claimed.get(request.message_id) if first[request.message_id] is request else None
+            if won is not None:
+                answers.append(won)
+            elif request.message_id in current:
+                answers.append(current[request.message_id])
+            else:
+                answers.append(KeyError(request.message_id))
+        return answers
 
     async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
         """Write the outcome if ``claim.fence`` is still current; False when the fence was lost."""
         if outcome.state not in _RECORDABLE:
             raise ValueError(f"record() takes the outcome of a provider call, not {outcome.state!r}")
-        retry_after = float(outcome.retry_after or 0.0)
+        if self.batch_size == 1:
+            return await self._record_alone(claim, outcome)
+        return await self._records.submit((claim, outcome))
+
+    async def _record_alone(self, claim: Claim, outcome: SendOutcome) -> bool:
         arguments = (
             claim.message_id,
             claim.fence,
             outcome.state.value,
             outcome.provider_id,
             outcome.error_code,
-            retry_after,
+            float(outcome.retry_after or 0.0),
         )
         async with self._pool.acquire() as conn:
             try:
@@ -246,6 +351,36 @@ class PostgresLedger:
                 assert outcome.provider_id is not None
                 return await self._collision(conn, claim, outcome.provider_id, arguments)
         return _updated(status)
+
+    async def _record_batch(self, batch: list[tuple[Claim, SendOutcome]]) -> list[bool | Exception]:
+        """One statement writes every outcome of the batch whose fence is still current.
+
+        A provider id another message holds spoils the statement (a unique violation): the
+        batch's outcomes are then written one by one, each as ``record`` writes it alone.
+        """
+        claims = [claim for claim, _ in batch]
+        outcomes = [outcome for _, outcome in batch]
+        arguments = (
+            [claim.message_id for claim in claims],
+            [claim.fence for claim in claims],
+            [outcome.state.value for outcome in outcomes],
+            [outcome.provider_id for outcome in outcomes],
+            [outcome.error_code for outcome in outcomes],
+            [float(outcome.retry_after or 0.0) for outcome in outcomes],
+        )
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.acquire() as conn:
+                    rows = await conn.fetch(self._sql.record_batch, *arguments)
+                break
+            except asyncpg.UniqueViolationError:
+                return [await _or_error(self._record_alone(claim, outcome)) for claim, outcome in batch]
+            except asyncpg.DeadlockDetectedError:
+                # Another batch locked some of the same rows in another order; ours rolled back whole.
+                if attempt == _RETRIES - 1:
+                    raise
+        written = {(row["message_id"], row["fence"]) for row in rows}
+        return [(claim.message_id, claim.fence) in written for claim in claims]
 
     async def _collision(self, conn: Any, claim: Claim, provider_id: str, arguments: tuple[Any, ...]) -> bool:
         """The call answered with a provider id another message holds: see ``SendLedger.record``."""

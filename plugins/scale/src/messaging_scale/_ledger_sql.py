@@ -68,6 +68,39 @@ class LedgerSql:
             "updated_at = now() "
             "where message_id = $1 and fence = $2 and state = 'submitting'"
         )
+        # The claims of a batch (``PostgresLedger`` coalesces concurrent ones): the same rules as
+        # ``claim``, row by row. Rows another transaction holds are skipped (no deadlock between
+        # batches locking in different orders; their callers get the current entry and try again).
+        # An id appears once ($1 is deduplicated by the caller).
+        self.claim_batch = (
+            "with req as (select * from unnest($1::text[], $2::text[], $3::float8[]) as r(message_id, token, lease)), "
+            f"picked as (select s.message_id from {s}.sends s where s.message_id = any($1::text[]) "
+            "and s.state = 'pending' and (s.retry_at is null or s.retry_at <= now()) "
+            "order by s.message_id for update skip locked) "
+            f"update {s}.sends t set state = 'submitting', attempts = t.attempts + 1, fence = t.fence + 1, "
+            "claimed_at = now(), lease_until = now() + make_interval(secs => req.lease), updated_at = now(), "
+            "deferred = false, claim_token = req.token "
+            "from picked join req on req.message_id = picked.message_id "
+            "where t.message_id = picked.message_id and t.state = 'pending' "
+            "returning t.message_id, t.fence, t.attempts, t.lease_until"
+        )
+        self.get_many = f"select {ENTRY_COLUMNS} from {s}.sends where message_id = any($1::text[])"
+        # The records of a batch, each fenced as ``record`` is. Rows are locked in one order first,
+        # so that two batches (or a batch of status callbacks) touching the same rows queue
+        # instead of deadlocking as far as they can.
+        self.record_batch = (
+            "with v as (select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
+            "$6::float8[]) as r(message_id, fence, state, provider_id, error_code, retry_after)), "
+            f"locked as (select s.message_id from {s}.sends s join v on v.message_id = s.message_id "
+            "and s.fence = v.fence where s.state = 'submitting' order by s.message_id for update of s) "
+            f"update {s}.sends t set state = v.state, provider_id = coalesce(v.provider_id, t.provider_id), "
+            "error_code = v.error_code, "
+            "retry_at = case when v.state = 'pending' then now() + make_interval(secs => v.retry_after) "
+            "else t.retry_at end, updated_at = now() "
+            "from v join locked on locked.message_id = v.message_id "
+            "where t.message_id = v.message_id and t.fence = v.fence and t.state = 'submitting' "
+            "returning t.message_id, t.fence"
+        )
         # A claim whose answer was lost (committed, then the connection dropped): given back by its token.
         self.release = (
             f"update {s}.sends set state = 'pending', claim_token = null, attempts = attempts - 1, "

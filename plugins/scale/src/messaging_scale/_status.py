@@ -24,7 +24,6 @@ alone, after the batch, so orphan storage keeps its locks and retry.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +32,7 @@ import asyncpg
 from attrs import frozen
 
 from messaging_core.results import MessageStatus, StatusUpdate
+from messaging_scale._coalesce import Coalescer
 from messaging_scale._schema import check_schema_name, migrate
 from messaging_scale._urls import POSTGRES_OPTIONS, postgres_pool, split_options
 
@@ -80,12 +80,11 @@ class StatusWrite(enum.StrEnum):
 
 
 @frozen
-class _Waiting:
-    """One ``write`` waiting for its batch."""
+class _Update:
+    """One ``write`` in a batch."""
 
     update: StatusUpdate
     key: str | None
-    outcome: asyncio.Future[StatusWrite]
 
 
 class PostgresStatusStore:
@@ -100,18 +99,12 @@ class PostgresStatusStore:
     def __init__(
         self, pool: Any, *, schema: str = "messaging", batch_size: int = BATCH_SIZE, batch_wait: float = BATCH_WAIT
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        if batch_wait < 0:
-            raise ValueError(f"batch_wait must not be negative, not {batch_wait}")
+        self._batches = Coalescer(self._write_batch, size=batch_size, wait=batch_wait)  # checks both
         self._pool = pool
         self._owns_pool = False
         self.schema = check_schema_name(schema)
         self.batch_size = batch_size
         self.batch_wait = batch_wait
-        self._waiting: list[_Waiting] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._batches: set[asyncio.Task[None]] = set()
         s = self.schema
         self._sql_apply = f"select {s}.apply_status($1, $2, $3, $4, $5, $6)"
         self._sql_apply_batch = f"select {s}.apply_statuses($1, $2, $3, $4, $5, $6)"
@@ -150,9 +143,7 @@ class PostgresStatusStore:
 
     async def close(self) -> None:
         """Write the updates still waiting, then close the pool if this store opened it (``from_url``)."""
-        self._send_batch()
-        if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
+        await self._batches.close()
         if self._owns_pool:
             await self._pool.close()
 
@@ -169,60 +160,28 @@ class PostgresStatusStore:
         """
         if self.batch_size == 1:
             return await self._write_alone(update, idempotency_key)
-        outcome: asyncio.Future[StatusWrite] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(update, idempotency_key, outcome))
-        if len(self._waiting) >= self.batch_size:
-            self._send_batch()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.batch_wait, self._send_batch)
-        return await outcome
+        return await self._batches.submit(_Update(update, idempotency_key))
 
-    def _send_batch(self) -> None:
-        """Start writing the waiting updates as one batch."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._waiting:
-            return
-        batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._write_batch(batch))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
-
-    async def _write_batch(self, batch: Sequence[_Waiting]) -> None:
-        """Write ``batch``, then settle each caller's future with its outcome (or the error)."""
-        try:
-            await self._settle_batch(batch)
-        finally:
-            for waiting in batch:  # only when this task itself was cancelled (the loop is closing)
-                if not waiting.outcome.done():
-                    waiting.outcome.cancel()
-
-    async def _settle_batch(self, batch: Sequence[_Waiting]) -> None:
+    async def _write_batch(self, batch: Sequence[_Update]) -> list[StatusWrite | Exception]:
+        """Each update's outcome: the batch's, or (orphans, a batch one update spoils) ``apply_status``'s alone."""
         try:
             outcomes = await self._apply_batch(batch)
         except _UPDATE_DEFECTS:
             outcomes = [None] * len(batch)  # one of them is at fault: each alone, below
-        except Exception as err:
-            for waiting in batch:
-                _settle(waiting.outcome, error=err)
-            return
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            if outcome is not None:
-                _settle(waiting.outcome, StatusWrite(outcome))
         # Left to apply_status (orphans and the updates after them that name the same ids), one
         # after the other in arrival order.
+        answers: list[StatusWrite | Exception] = []
         for waiting, outcome in zip(batch, outcomes, strict=True):
             if outcome is not None:
+                answers.append(StatusWrite(outcome))
                 continue
             try:
-                alone = await self._write_alone(waiting.update, waiting.key)
+                answers.append(await self._write_alone(waiting.update, waiting.key))
             except Exception as err:
-                _settle(waiting.outcome, error=err)
-            else:
-                _settle(waiting.outcome, alone)
+                answers.append(err)
+        return answers
 
-    async def _apply_batch(self, batch: Sequence[_Waiting]) -> list[str | None]:
+    async def _apply_batch(self, batch: Sequence[_Update]) -> list[str | None]:
         """One call of ``apply_statuses``: each update's outcome, None for those to apply alone."""
         arguments = (
             [waiting.update.message_id for waiting in batch],
@@ -322,16 +281,3 @@ class PostgresStatusStore:
         async with self._pool.acquire() as conn:
             status = await conn.fetchval(self._sql_get, message_id)
         return None if status is None else MessageStatus(status)
-
-
-def _settle(
-    outcome: asyncio.Future[StatusWrite], result: StatusWrite | None = None, *, error: Exception | None = None
-) -> None:
-    """Give a waiting caller its outcome, unless it stopped waiting (cancelled: its update may still be committed)."""
-    if outcome.done():
-        return
-    if error is not None:
-        outcome.set_exception(error)
-    else:
-        assert result is not None
-        outcome.set_result(result)
