@@ -207,3 +207,36 @@ async def test_two_workers_racing_for_overlapping_ids_claim_each_once(
     assert {entry.state for entry in refused} <= {SendState.SUBMITTING, SendState.PENDING}
     assert len(refused) == 200
     assert (await workers[0].progress("c1")).counts == {"submitting": 200}
+
+
+async def test_batches_are_set_in_the_url(pg_dsn: str, pg_schema: str, make_messages: Any) -> None:
+    ledger = PostgresLedger.from_url(f"{pg_dsn}?schema={pg_schema}&batch_size=1&batch_wait=0.01")
+    try:
+        assert (ledger.batch_size, ledger.batch_wait) == (1, 0.01)
+        await ledger.add("c1", make_messages(1))
+        assert isinstance(await ledger.claim("m-000000", lease=LEASE, request_timeout=TIMEOUT), Claim)
+    finally:
+        await ledger.close()
+    default = PostgresLedger.from_url(f"{pg_dsn}?schema={pg_schema}")
+    assert (default.batch_size, default.batch_wait) == (100, 0.002)
+    await default.close()
+
+
+async def test_a_url_pool_gives_connections_back_without_a_reset_round_trip(pg_dsn: str, pg_schema: str) -> None:
+    """asyncpg's default reset (``reset all`` and more) is one more round trip per ledger call; the stores need none.
+
+    Shown by a session setting that survives the release: with the default reset it would be gone.
+    """
+    ledger = PostgresLedger.from_url(f"{pg_dsn}?schema={pg_schema}&pool_min_size=1&pool_max_size=1")
+    try:
+        async with ledger.pool.acquire() as conn:
+            await conn.execute("set application_name = 'kept'")
+        async with ledger.pool.acquire() as conn:
+            assert await conn.fetchval("show application_name") == "kept"
+            # An open transaction is still rolled back on release (asyncpg does that before any reset).
+            await conn.execute("begin")
+            await conn.execute(f"insert into {pg_schema}.sweeps (name, next_at) values ('left open', now())")
+        async with ledger.pool.acquire() as conn:
+            assert await conn.fetchval(f"select count(*) from {pg_schema}.sweeps where name = 'left open'") == 0
+    finally:
+        await ledger.close()

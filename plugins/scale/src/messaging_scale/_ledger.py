@@ -3,10 +3,10 @@
 Every method is one short transaction on one pooled connection, released before the method
 returns (or, for ``results``, before each page is yielded). Concurrent claims, and concurrent
 records, are coalesced into one statement each (``batch_size``, ``batch_wait``): a chunk's claims
-cost one round trip and one commit, and every caller hears back only once its batch committed. Nothing here holds a connection while
-acquiring another one, waiting on the rate limiter or calling the provider: the prototype's
-reconciliation did, and 100 concurrent tasks deadlocked a 10-connection pool
-(``docs/scale-out.md``).
+cost one round trip and one commit, and every caller hears back only once its batch committed.
+Nothing here holds a connection while acquiring another one, waiting on the rate limiter or
+calling the provider: the prototype's reconciliation did, and 100 concurrent tasks deadlocked a
+10-connection pool (``docs/scale-out.md``).
 
 State transitions are single ``update ... where`` statements whose conditions are the rules of
 the protocol (claim only PENDING and due rows; result writes only with the current fence), so two
