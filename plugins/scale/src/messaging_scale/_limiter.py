@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+
+from attrs import frozen
 
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
@@ -27,47 +29,66 @@ __all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
 # KEYS[3]: the sender's last booking made under a token, "<token> <TAT before> <TAT after>", so
 # that it can be given back (_RELEASE_LUA) while it is still the last one and nobody shares it.
-# KEYS[4] (optional): the token's booking, the start of its slot (µs), kept until the slot starts.
-# ARGV: interval (µs per unit of cost), cost (units), burst (units), max wait (µs; -1: no limit),
-# start delay (µs: an idle schedule starts this far ahead, at most 5 intervals), token ('' if none).
-# Returns the wait in µs, or -1 when it would exceed the max wait (nothing is booked then).
+# KEYS[4], KEYS[5], ...: the bookings of the items that carry a token, in item order: the start
+# of each one's slot (µs), kept until the slot starts.
+# ARGV[1..3]: interval (µs per unit of cost), burst (units), start delay (µs: an idle schedule
+# starts this far ahead, at most 5 intervals); then three per item, in arrival order: cost
+# (units), max wait (µs; -1: no limit), token ('' if none).
+# Books the items one after the other at one instant (the server's clock, read once), exactly as
+# that many calls in a row would. Returns one wait per item in µs, or -1 for an item whose wait
+# would exceed its max wait (nothing is booked for it then).
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local max_wait = tonumber(ARGV[4])
-if KEYS[4] then
-  local booked = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if booked > now then
-    if max_wait >= 0 and booked - now > max_wait then return -1 end
-    -- Shared by two passes now: one of them may use it, so it is never given back.
-    local last = redis.call('GET', KEYS[3])
-    if last and string.sub(last, 1, #ARGV[6] + 1) == ARGV[6] .. ' ' then redis.call('DEL', KEYS[3]) end
-    return booked - now
-  end
-end
 local interval = tonumber(ARGV[1])
 local override = redis.call('GET', KEYS[2])
 if override then interval = 1000000 / tonumber(override) end
-local cost = tonumber(ARGV[2])
-local tolerance = (tonumber(ARGV[3]) - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now + math.min(tonumber(ARGV[5]), 5 * interval) end
-local wait = math.floor(tat - now - tolerance)
-if wait < 0 then wait = 0 end
-if max_wait >= 0 and wait > max_wait then return -1 end
-local new_tat = math.ceil(tat + cost * interval)
-local ttl = math.ceil((new_tat - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
-if ARGV[6] ~= '' then
-  local booking = ARGV[6] .. ' ' .. string.format('%.0f', tat) .. ' ' .. string.format('%.0f', new_tat)
-  redis.call('SET', KEYS[3], booking, 'PX', ttl)
-else
-  redis.call('DEL', KEYS[3])
+local tolerance = (tonumber(ARGV[2]) - 1) * interval
+local start_delay = tonumber(ARGV[3])
+
+local function reserve(cost, max_wait, token, booking)
+  if booking then
+    local booked = tonumber(redis.call('GET', booking) or '0')
+    if booked > now then
+      if max_wait >= 0 and booked - now > max_wait then return -1 end
+      -- Shared by two passes now: one of them may use it, so it is never given back.
+      local last = redis.call('GET', KEYS[3])
+      if last and string.sub(last, 1, #token + 1) == token .. ' ' then redis.call('DEL', KEYS[3]) end
+      return booked - now
+    end
+  end
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now + math.min(start_delay, 5 * interval) end
+  local wait = math.floor(tat - now - tolerance)
+  if wait < 0 then wait = 0 end
+  if max_wait >= 0 and wait > max_wait then return -1 end
+  local new_tat = math.ceil(tat + cost * interval)
+  local ttl = math.ceil((new_tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
+  if token ~= '' then
+    local record = token .. ' ' .. string.format('%.0f', tat) .. ' ' .. string.format('%.0f', new_tat)
+    redis.call('SET', KEYS[3], record, 'PX', ttl)
+  else
+    redis.call('DEL', KEYS[3])
+  end
+  if booking and wait > 0 then
+    redis.call('SET', booking, string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000))
+  end
+  return wait
 end
-if KEYS[4] and wait > 0 then
-  redis.call('SET', KEYS[4], string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000))
+
+local waits = {}
+local bookings = 3
+for item = 4, #ARGV, 3 do
+  local token = ARGV[item + 2]
+  local booking = nil
+  if token ~= '' then
+    bookings = bookings + 1
+    booking = KEYS[bookings]
+  end
+  waits[#waits + 1] = reserve(tonumber(ARGV[item]), tonumber(ARGV[item + 1]), token, booking)
 end
-return wait
+return waits
 """
 
 # KEYS[1]: the sender's schedule; KEYS[2]: its last booking under a token; KEYS[3]: the token's
@@ -100,6 +121,17 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) / 1000) + 1000)
 return 1
 """
+
+
+@frozen
+class _Reservation:
+    """One ``reserve`` call, in the units of the script."""
+
+    key: str
+    cost: float
+    max_wait: int
+    """Microseconds; -1: no limit."""
+    token: str | None
 
 
 class RedisGcraLimiter:
@@ -210,15 +242,21 @@ class RedisGcraLimiter:
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
             would exceed ``max_wait`` (nothing is booked then).
         """
-        interval = 1_000_000 / self.rates.get(key, self.rate)
         limit = -1 if max_wait is None else math.floor(max_wait * 1_000_000)
-        keys = [self.redis_key(key), self._rate_key(key), self._last_key(key)]
-        if token is not None:
-            keys.append(self._booking_key(key, token))
-        start = math.floor(self.start_delay * 1_000_000)
-        arguments = [interval, cost, self.burst, limit, start, token or ""]
-        wait_us = int(await self._script(keys=keys, args=arguments))
+        reservation = _Reservation(key, cost, limit, token or None)
+        keys, arguments = self._script_call(key, [reservation])
+        [wait_us] = await self._script(keys=keys, args=arguments)
         return None if wait_us < 0 else wait_us / 1_000_000
+
+    def _script_call(self, key: str, items: Sequence[_Reservation]) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the script call booking ``items`` (all of ``key``), in order."""
+        keys = [self.redis_key(key), self._rate_key(key), self._last_key(key)]
+        keys += [self._booking_key(key, item.token) for item in items if item.token is not None]
+        interval = 1_000_000 / self.rates.get(key, self.rate)
+        arguments: list[Any] = [interval, self.burst, math.floor(self.start_delay * 1_000_000)]
+        for item in items:
+            arguments += [item.cost, item.max_wait, item.token or ""]
+        return keys, arguments
 
     async def release(self, key: str, token: str) -> bool:
         """Give back ``token``'s slot while it is ``key``'s last booking (see ``RateLimiter.release``).
