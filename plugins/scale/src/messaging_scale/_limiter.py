@@ -5,6 +5,11 @@ atomically on the Redis server's clock, books the next slot and says how long to
 caller sleeps that long, then sends. Spacing is exact across any number of processes and machines
 (there is one clock: the server's), and nobody polls.
 
+A worker has up to a hundred passes in flight, often of one sender, and a chunk starts them
+together: the reservations that arrive within ``batch_wait`` seconds (at most ``batch_size`` of
+them) go to Redis in one round trip, one script call per sender that books its reservations one
+after the other in arrival order. Each caller gets the wait it would have got alone, in that order.
+
 ``RedisConcurrencyLimit`` caps how many provider calls an account has in flight (Twilio answers
 20429 past its REST concurrency limit): a semaphore whose holders expire, so a killed worker's
 slot comes back by itself.
@@ -20,10 +25,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from attrs import frozen
+from redis.exceptions import NoScriptError
 
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
-__all__ = ["RedisConcurrencyLimit", "RedisGcraLimiter"]
+__all__ = ["BATCH_SIZE", "BATCH_WAIT", "RedisConcurrencyLimit", "RedisGcraLimiter"]
+
+BATCH_SIZE = 100
+"""The most reservations ``RedisGcraLimiter`` sends in one round trip, by default."""
+
+BATCH_WAIT = 0.001
+"""Seconds a reservation waits at most for others to share its round trip, by default."""
 
 # KEYS[1]: the sender's schedule, its theoretical arrival time (TAT, µs since the epoch).
 # KEYS[2]: the sender's temporary rate (units per second), set by set_rate; absent: ARGV[1] applies.
@@ -134,6 +146,14 @@ class _Reservation:
     token: str | None
 
 
+@frozen
+class _Waiting:
+    """One ``reserve`` call waiting for its batch."""
+
+    reservation: _Reservation
+    wait: asyncio.Future[int]
+
+
 class RedisGcraLimiter:
     """``RateLimiter`` shared through Redis: one key per (account, sender), GCRA on the server clock.
 
@@ -155,6 +175,8 @@ class RedisGcraLimiter:
         a sender far below its rate pays next to nothing). A worker receiving a chunk starts many
         passes at once; without it, the first (wait 0) leaves late, behind that burst of work,
         and bunches with the next ones at the provider. Workers use 0.1 s.
+    :param batch_size: the most reservations sent in one round trip; 1 sends each one alone, at once.
+    :param batch_wait: the longest a reservation waits for others to share its round trip, seconds.
     """
 
     def __init__(
@@ -167,6 +189,8 @@ class RedisGcraLimiter:
         account: str = "default",
         prefix: str = "messaging:rl",
         start_delay: float = 0.0,
+        batch_size: int = BATCH_SIZE,
+        batch_wait: float = BATCH_WAIT,
     ) -> None:
         if rate <= 0 or any(value <= 0 for value in (rates or {}).values()):
             raise ValueError("rates must be positive")
@@ -174,7 +198,16 @@ class RedisGcraLimiter:
             raise ValueError("burst must be at least 1")
         if start_delay < 0:
             raise ValueError("start_delay must not be negative")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if batch_wait < 0:
+            raise ValueError(f"batch_wait must not be negative, not {batch_wait}")
         self.start_delay = start_delay
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._waiting: list[_Waiting] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         self._redis = redis
         self._owns_client = False
         self._script = redis.register_script(_RESERVE_LUA)
@@ -195,8 +228,9 @@ class RedisGcraLimiter:
         """A limiter with a client of its own (it connects on first use).
 
         ``redis://host:6379/0?prefix=messaging:rl&account=AC123&burst=1&max_connections=100&start_delay=0.1``
-        (``start_delay`` in the URL overrides the argument); ``close()`` it when done. Callers
-        wait for one of ``max_connections`` connections.
+        (``start_delay`` in the URL overrides the argument), plus ``batch_size`` and ``batch_wait``
+        (seconds; ``batch_size=1``: every reservation in a round trip of its own); ``close()`` it
+        when done. Callers wait for one of ``max_connections`` connections.
         """
         address, options = split_options(url, REDIS_OPTIONS)
         limiter = cls(
@@ -207,12 +241,17 @@ class RedisGcraLimiter:
             account=options.get("account", "default"),
             prefix=options.get("prefix", "messaging:rl"),
             start_delay=float(options.get("start_delay", start_delay)),
+            batch_size=int(options.get("batch_size", BATCH_SIZE)),
+            batch_wait=float(options.get("batch_wait", BATCH_WAIT)),
         )
         limiter._owns_client = True
         return limiter
 
     async def close(self) -> None:
-        """Close the client if this limiter made it (``from_url``)."""
+        """Send the reservations still waiting, then close the client if this limiter made it (``from_url``)."""
+        self._send_batch()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
         if self._owns_client:
             await self._redis.aclose()
 
@@ -244,9 +283,73 @@ class RedisGcraLimiter:
         """
         limit = -1 if max_wait is None else math.floor(max_wait * 1_000_000)
         reservation = _Reservation(key, cost, limit, token or None)
-        keys, arguments = self._script_call(key, [reservation])
-        [wait_us] = await self._script(keys=keys, args=arguments)
+        if self.batch_size == 1:
+            keys, arguments = self._script_call(key, [reservation])
+            [wait_us] = await self._script(keys=keys, args=arguments)
+        else:
+            wait_us = await self._submit(reservation)
         return None if wait_us < 0 else wait_us / 1_000_000
+
+    # Batching: the waiting list, its timer and the tasks in flight, as in PostgresStatusStore.
+    # ``_book`` has the shape of a generic coalescer's flush (items in, one answer or error per
+    # item out), so that such a coalescer can replace ``_submit``, ``_send_batch`` and ``_run_batch``.
+
+    async def _submit(self, reservation: _Reservation) -> int:
+        """``reservation``'s wait (µs, -1: refused), once the batch holding it is booked."""
+        loop = asyncio.get_running_loop()
+        wait: asyncio.Future[int] = loop.create_future()
+        self._waiting.append(_Waiting(reservation, wait))
+        if len(self._waiting) >= self.batch_size:
+            self._send_batch()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.batch_wait, self._send_batch)
+        return await wait
+
+    def _send_batch(self) -> None:
+        """Start booking the waiting reservations as one batch."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiting:
+            return
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, batch: Sequence[_Waiting]) -> None:
+        """Book ``batch``, then settle each caller's future with its wait (or the error)."""
+        answers: list[int | Exception]
+        try:
+            answers = await self._book([waiting.reservation for waiting in batch])
+        except asyncio.CancelledError:  # this task itself was cancelled (the loop is closing)
+            for waiting in batch:
+                waiting.wait.cancel()
+            raise
+        except Exception as err:
+            answers = [err] * len(batch)
+        for waiting, answer in zip(batch, answers, strict=True):
+            if waiting.wait.done():  # the caller stopped waiting; its slot may still be booked
+                continue
+            if isinstance(answer, Exception):
+                waiting.wait.set_exception(answer)
+            else:
+                waiting.wait.set_result(answer)
+
+    async def _book(self, batch: Sequence[_Reservation]) -> list[int | Exception]:
+        """Book ``batch`` in one round trip: one script call per key, booking its items in arrival order.
+
+        :returns: each item's wait (µs, -1: refused), or the error of its key's call (the other
+            keys' calls ran: their items got their slots).
+        """
+        groups = _group_by_key(batch)
+        calls = [self._script_call(key, [batch[i] for i in indexes]) for key, indexes in groups.items()]
+        results = await self._call_pipelined(calls)
+        answers: list[int | Exception] = [-1] * len(batch)
+        for indexes, result in zip(groups.values(), results, strict=True):
+            for position, index in enumerate(indexes):
+                answers[index] = result if isinstance(result, Exception) else int(result[position])
+        return answers
 
     def _script_call(self, key: str, items: Sequence[_Reservation]) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the script call booking ``items`` (all of ``key``), in order."""
@@ -257,6 +360,26 @@ class RedisGcraLimiter:
         for item in items:
             arguments += [item.cost, item.max_wait, item.token or ""]
         return keys, arguments
+
+    async def _call_pipelined(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the script once per call, all in one pipeline; each call's result or its error."""
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for index in pending:
+                    keys, arguments = calls[index]
+                    pipe.evalsha(self._script.sha, len(keys), *keys, *arguments)
+                for index, result in zip(pending, await pipe.execute(raise_on_error=False), strict=True):
+                    results[index] = result
+            pending = [index for index in pending if isinstance(results[index], NoScriptError)]
+            if not pending:
+                break
+            # The server lost its scripts (a restart, SCRIPT FLUSH), so none of these ran: load
+            # the script and run them again. redis-py's own reloading in pipelines would ask
+            # SCRIPT EXISTS before every batch, one more round trip each time.
+            self._script.sha = await self._redis.script_load(self._script.script)
+        return results
 
     async def release(self, key: str, token: str) -> bool:
         """Give back ``token``'s slot while it is ``key``'s last booking (see ``RateLimiter.release``).
@@ -279,6 +402,14 @@ class RedisGcraLimiter:
         if rate <= 0 or duration <= 0:
             raise ValueError("rate and duration must be positive")
         await self._redis.set(self._rate_key(key), repr(float(rate)), px=math.ceil(duration * 1000))
+
+
+def _group_by_key(batch: Sequence[_Reservation]) -> dict[str, list[int]]:
+    """The positions of ``batch``'s items per key, in arrival order."""
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(batch):
+        groups.setdefault(item.key, []).append(index)
+    return groups
 
 
 class RedisConcurrencyLimit:

@@ -10,7 +10,8 @@ Our own settings travel in the URL's query and are removed before the URL reache
 - PostgreSQL: ``schema`` (default ``messaging``), ``pool_min_size``, ``pool_max_size``,
   ``migrate`` (``true`` by default: create the tables on first use); for the status store,
   ``batch_size`` and ``batch_wait`` (``PostgresStatusStore.from_url``);
-- Redis: ``prefix``, ``account``, ``burst``.
+- Redis: ``prefix``, ``account``, ``burst``; for the limiter, ``batch_size`` and ``batch_wait``
+  (``RedisGcraLimiter.from_url``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from messaging_scale._schema import check_schema_name, migrate
 __all__ = ["POSTGRES_OPTIONS", "REDIS_OPTIONS", "LazyPool", "flag", "postgres_pool", "redis_client", "split_options"]
 
 POSTGRES_OPTIONS = frozenset({"schema", "pool_min_size", "pool_max_size", "migrate", "batch_size", "batch_wait"})
-REDIS_OPTIONS = frozenset({"prefix", "account", "burst", "max_connections", "start_delay"})
+REDIS_OPTIONS = frozenset({"prefix", "account", "burst", "max_connections", "start_delay", "batch_size", "batch_wait"})
 
 
 def split_options(url: str, names: frozenset[str]) -> tuple[str, dict[str, str]]:
