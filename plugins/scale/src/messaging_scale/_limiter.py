@@ -276,7 +276,10 @@ class RedisGcraLimiter:
 
         ``token`` (the message id): until its slot starts, booking again with it books nothing
         and returns the time left to the slot (see ``RateLimiter.reserve``); any worker, any
-        process, since the booking is in Redis beside the schedule.
+        process, since the booking is in Redis beside the schedule. An empty token is no token.
+
+        Calls made within ``batch_wait`` of each other share a round trip; each gets the answer
+        it would have got alone, in the order of the calls.
 
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait
             would exceed ``max_wait`` (nothing is booked then).
