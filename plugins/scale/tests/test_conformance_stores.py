@@ -28,15 +28,21 @@ class TestPostgresLedgerConformance(LedgerConformance):
 
 
 class TestRedisGcraLimiterConformance(RateLimiterConformance):
-    @pytest.fixture(params=["batched", "alone"])
-    def limiter_factory(
-        self, request: pytest.FixtureRequest, redis_client: Any, redis_prefix: str
-    ) -> Callable[..., Awaitable[RateLimiter]]:
-        """Reservations coalesced into batches (the default), or each in a call of its own (``batch_size=1``)."""
-        batch_size = 1 if request.param == "alone" else 100
-
+    @pytest.fixture
+    def limiter_factory(self, redis_client: Any, redis_prefix: str) -> Callable[..., Awaitable[RateLimiter]]:
         async def factory(rate: float, burst: float = 1.0) -> RateLimiter:
-            return RedisGcraLimiter(redis_client, rate=rate, burst=burst, prefix=redis_prefix, batch_size=batch_size)
+            return RedisGcraLimiter(redis_client, rate=rate, burst=burst, prefix=redis_prefix)
+
+        return factory
+
+
+class TestRedisGcraLimiterAloneConformance(RateLimiterConformance):
+    """The same limiter sending each reservation in a script call of its own (``batch_size=1``)."""
+
+    @pytest.fixture
+    def limiter_factory(self, redis_client: Any, redis_prefix: str) -> Callable[..., Awaitable[RateLimiter]]:
+        async def factory(rate: float, burst: float = 1.0) -> RateLimiter:
+            return RedisGcraLimiter(redis_client, rate=rate, burst=burst, prefix=redis_prefix, batch_size=1)
 
         return factory
 
