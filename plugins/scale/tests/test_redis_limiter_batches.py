@@ -162,7 +162,7 @@ async def test_a_full_batch_leaves_at_once_and_close_sends_the_rest(redis_client
         await limiter.close()
         later = await asyncio.gather(*pending)
     assert exact(spaced(later), [0.0, 0.01, 0.02]), later
-    assert 0.05 <= cast(float, later[0]) <= 0.1, later
+    assert 0.0 <= cast(float, later[0]) <= 0.1, later
 
 
 async def test_batched_waits_are_the_single_path_waits(redis_client: Any, redis_prefix: str) -> None:
@@ -198,7 +198,7 @@ async def test_a_refusal_in_a_batch_books_nothing(redis_client: Any, redis_prefi
     )
     first = waits[0]
     assert first is not None
-    assert 0.45 <= first <= 0.5, waits
+    assert 0.4 <= first <= 0.5, waits
     # The refused ones took no slot: the others follow each other 1 interval apart.
     assert exact(waits, [first, None, None, first + 0.1, None, first + 0.2]), waits
     # Nor a booking for the refused token, nor a 'last' record naming it.
@@ -245,7 +245,7 @@ async def test_the_last_item_of_a_batch_is_the_one_given_back(redis_client: Any,
     assert await limiter.release("k", "m3") is True
     wait = await limiter.reserve("k")
     assert wait is not None
-    assert 0.25 <= wait <= 0.3, wait
+    assert 0.2 <= wait <= 0.3, wait
 
 
 async def test_a_failed_call_reaches_every_caller_of_its_key(redis_client: Any, redis_prefix: str) -> None:
