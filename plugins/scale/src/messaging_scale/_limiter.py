@@ -27,6 +27,7 @@ from typing import Any
 from attrs import frozen
 from redis.exceptions import NoScriptError
 
+from messaging_scale._coalesce import Coalescer
 from messaging_scale._urls import REDIS_OPTIONS, redis_client, split_options
 
 __all__ = ["BATCH_SIZE", "BATCH_WAIT", "RedisConcurrencyLimit", "RedisGcraLimiter"]
@@ -146,14 +147,6 @@ class _Reservation:
     token: str | None
 
 
-@frozen
-class _Waiting:
-    """One ``reserve`` call waiting for its batch."""
-
-    reservation: _Reservation
-    wait: asyncio.Future[int]
-
-
 class RedisGcraLimiter:
     """``RateLimiter`` shared through Redis: one key per (account, sender), GCRA on the server clock.
 
@@ -198,16 +191,10 @@ class RedisGcraLimiter:
             raise ValueError("burst must be at least 1")
         if start_delay < 0:
             raise ValueError("start_delay must not be negative")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        if batch_wait < 0:
-            raise ValueError(f"batch_wait must not be negative, not {batch_wait}")
         self.start_delay = start_delay
         self.batch_size = batch_size
         self.batch_wait = batch_wait
-        self._waiting: list[_Waiting] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches: Coalescer[_Reservation, int] = Coalescer(self._book, size=batch_size, wait=batch_wait)
         self._redis = redis
         self._owns_client = False
         self._script = redis.register_script(_RESERVE_LUA)
@@ -249,9 +236,7 @@ class RedisGcraLimiter:
 
     async def close(self) -> None:
         """Send the reservations still waiting, then close the client if this limiter made it (``from_url``)."""
-        self._send_batch()
-        if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
+        await self._batches.close()
         if self._owns_client:
             await self._redis.aclose()
 
@@ -290,56 +275,10 @@ class RedisGcraLimiter:
             keys, arguments = self._script_call(key, [reservation])
             [wait_us] = await self._script(keys=keys, args=arguments)
         else:
-            wait_us = await self._submit(reservation)
+            wait_us = await self._batches.submit(reservation)
         return None if wait_us < 0 else wait_us / 1_000_000
 
-    # Batching: the waiting list, its timer and the tasks in flight, as in PostgresStatusStore.
-    # ``_book`` has the shape of a generic coalescer's flush (items in, one answer or error per
-    # item out), so that such a coalescer can replace ``_submit``, ``_send_batch`` and ``_run_batch``.
-
-    async def _submit(self, reservation: _Reservation) -> int:
-        """``reservation``'s wait (µs, -1: refused), once the batch holding it is booked."""
-        loop = asyncio.get_running_loop()
-        wait: asyncio.Future[int] = loop.create_future()
-        self._waiting.append(_Waiting(reservation, wait))
-        if len(self._waiting) >= self.batch_size:
-            self._send_batch()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.batch_wait, self._send_batch)
-        return await wait
-
-    def _send_batch(self) -> None:
-        """Start booking the waiting reservations as one batch."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._waiting:
-            return
-        batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
-
-    async def _run_batch(self, batch: Sequence[_Waiting]) -> None:
-        """Book ``batch``, then settle each caller's future with its wait (or the error)."""
-        answers: list[int | Exception]
-        try:
-            answers = await self._book([waiting.reservation for waiting in batch])
-        except asyncio.CancelledError:  # this task itself was cancelled (the loop is closing)
-            for waiting in batch:
-                waiting.wait.cancel()
-            raise
-        except Exception as err:
-            answers = [err] * len(batch)
-        for waiting, answer in zip(batch, answers, strict=True):
-            if waiting.wait.done():  # the caller stopped waiting; its slot may still be booked
-                continue
-            if isinstance(answer, Exception):
-                waiting.wait.set_exception(answer)
-            else:
-                waiting.wait.set_result(answer)
-
-    async def _book(self, batch: Sequence[_Reservation]) -> list[int | Exception]:
+    async def _book(self, batch: list[_Reservation]) -> list[int | Exception]:
         """Book ``batch`` in one round trip: one script call per key, booking its items in arrival order.
 
         :returns: each item's wait (µs, -1: refused), or the error of its key's call (the other
