@@ -1,19 +1,26 @@
 """Campaign throughput on worker processes: 1, 2 and 4 ``messaging worker`` processes, emulator at 50 ms.
 
-    .venv/bin/python -m benchmarks.scale            # about a minute; writes benchmarks/results/scale.md
+    .venv/bin/python -m benchmarks.scale            # about 4 minutes; writes benchmarks/results/scale.md
 
 Needs PostgreSQL, Redis and RabbitMQ on loopback (``plugins/scale/ci_services.sh`` starts them);
-everything it creates (a PostgreSQL schema, Redis keys, RabbitMQ queues) is its own and removed at
+everything it creates (a PostgreSQL database and schemas, Redis keys, RabbitMQ queues) is its own and removed at
 the end. The Twilio emulator runs in its own process (``python -m messaging_twilio_sms.emulator
 --fast --latency 0.05``), the workers in theirs (``messaging worker -w N``, Taskiq's manager and
 its children, in a session of their own), the submitter and the clock here. Each run is bounded
 (``--run-timeout``); a run that does not finish is reported as such.
 
-For each worker count: a warm-up campaign (connections, imports), then the measured campaign,
-timed from ``submit`` (``COPY`` + chunks on the queue) until the ledger's counters say every
-message is accepted. The pace (the Redis limiter, one round trip per message) is set far above
-what the machine can send, so the workers, not the pace, are measured. Afterwards the emulator's
-message list is read back: every message must have been created exactly once.
+For each concurrency, first the baseline: the same kind of messages through bare ``send_stream``
+from this process (no ledger, no limiter, no broker), the connector built from the workers'
+configuration file, against the same emulator process with the same calls in flight. Then for each
+worker count: a warm-up campaign (connections, imports), then the measured campaign, timed from
+``submit`` (``COPY`` + chunks on the queue) until the ledger's counters say every message is
+accepted. The pace (the Redis limiter, one round trip per message) is set far above what the
+machine can send, so the workers, not the pace, are measured. CPU is sampled per process kind
+(workers, PostgreSQL, ``redis-server``, emulator, this driver) from ``/proc``. The campaigns run in
+a PostgreSQL database of their own, so its counters (transactions, row updates, and statements
+when ``pg_stat_statements`` is loaded) are theirs; Redis's ``INFO commandstats`` gives its
+commands. Afterwards the emulator's message list is read back: every message must have been
+created exactly once.
 
 Two more measurements follow (``--no-extras`` skips them):
 
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -43,9 +51,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiohttp
@@ -55,7 +66,7 @@ import redis.asyncio as aioredis
 from benchmarks import sweep
 from benchmarks.__main__ import machine
 from messaging_core import ChannelRegistry, Endpoint, Message, TextContent, load_config
-from messaging_core.campaigns import SendState
+from messaging_core.campaigns import CampaignProgress, SendState
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale import PostgresLedger, PostgresStatusStore, TaskiqDispatcher
 from messaging_twilio_sms.emulator import TwilioEmulator
@@ -144,6 +155,112 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         end = self._sample()
         return {name: sum(cpu - self._start[name].get(pid, 0.0) for pid, cpu in end[name].items()) for name in end}
+
+
+STATS_DELAY = 11.0
+"""Seconds to wait before reading PostgreSQL's counters after work: an idle backend may hold its
+counts for up to 10 s before reporting them (``PGSTAT_IDLE_INTERVAL``); an exiting one reports at once."""
+
+
+def database_url(name: str) -> str:
+    """``PG_DSN`` with its database replaced by ``name``."""
+    parts = urlsplit(PG_DSN)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def bench_database(name: str) -> AsyncIterator[str]:
+    """A database of its own for the campaigns (its counters are then theirs alone); its URL, dropped at the end.
+
+    ``pg_stat_statements`` is created in it when the server can (the library must be preloaded);
+    without it statements per message are not reported.
+    """
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'create database "{name}"')
+        url = database_url(name)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("create extension if not exists pg_stat_statements")
+        except asyncpg.PostgresError:
+            pass  # not installed: statements per message are then not measured
+        finally:
+            await conn.close()
+        yield url
+    finally:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()
+
+
+async def server_counters(url: str, schema: str, redis: Any) -> dict[str, float | None]:
+    """The cumulative counters the round trips per message are differences of.
+
+    *transactions*: ``xact_commit + xact_rollback`` of the database (every statement outside an
+    explicit transaction is one); *statements*: ``pg_stat_statements`` calls in the database, or
+    None when the extension is not loaded; *row updates* and *HOT updates*: ``n_tup_upd`` and
+    ``n_tup_hot_upd`` of the schema's tables; *Redis commands*: every call in ``INFO commandstats``
+    (the whole server; the commands a Lua script runs count too), *Redis scripts*: the ``EVAL``,
+    ``EVALSHA`` and ``FCALL`` calls among them (one round trip each).
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        transactions = await conn.fetchval(
+            "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()"
+        )
+        updates = await conn.fetchrow(
+            "select coalesce(sum(n_tup_upd), 0) as updates, coalesce(sum(n_tup_hot_upd), 0) as hot "
+            "from pg_stat_user_tables where schemaname = $1",
+            schema,
+        )
+        try:
+            statements = await conn.fetchval(
+                "select coalesce(sum(calls), 0) from pg_stat_statements "
+                "where dbid = (select oid from pg_database where datname = current_database())"
+            )
+        except asyncpg.PostgresError:  # not created, or not in shared_preload_libraries
+            statements = None
+    finally:
+        await conn.close()
+    stats = await redis.info("commandstats")
+    commands = sum(command["calls"] for command in stats.values())
+    scripts = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha", "fcall"))
+    return {
+        "transactions": float(transactions),
+        "statements": None if statements is None else float(statements),
+        "row updates": float(updates["updates"]),
+        "HOT updates": float(updates["hot"]),
+        "Redis commands": float(commands),
+        "Redis scripts": float(scripts),
+    }
+
+
+async def _no_reset(conn: Any) -> None:
+    """The observer's pool hands its connection back as it is (asyncpg's reset is a statement of its own)."""
+
+
+class Observer:
+    """Reads a campaign's counters for this driver, on a connection of its own, counting its reads.
+
+    Every read is exactly one statement and one transaction (no reset on release), so the
+    driver's own share can be taken out of the database's counters: *polls* of each.
+    """
+
+    def __init__(self, pool: Any, schema: str) -> None:
+        self.pool = pool
+        self.ledger = PostgresLedger(pool, schema=schema)
+        self.polls = 0
+
+    @classmethod
+    async def open(cls, url: str, schema: str) -> Observer:
+        return cls(await asyncpg.create_pool(url, min_size=1, max_size=1, reset=_no_reset), schema)
+
+    async def progress(self, campaign_id: str) -> CampaignProgress:
+        self.polls += 1
+        return await self.ledger.progress(campaign_id)
+
+    async def close(self) -> None:
+        """Close the connection: its backend exits and reports its counters at once."""
+        await self.pool.close()
 
 
 class Emulator:
@@ -241,6 +358,7 @@ def write_config(
     concurrency: int,
     *,
     credentials: tuple[str, str] = (ACCOUNT_SID, AUTH_TOKEN),
+    dsn: str = PG_DSN,
     **options: Any,
 ) -> None:
     connector = {
@@ -255,7 +373,7 @@ def write_config(
     dispatcher = {
         "kind": "taskiq",
         "broker": AMQP_URL,
-        "ledger": f"{PG_DSN}?schema={schema}&pool_max_size=16",
+        "ledger": f"{dsn}?schema={schema}&pool_max_size=16",
         "limiter": f"{REDIS_URL}?prefix={prefix}",
         "queue": queue,
         "exchange": queue,
@@ -296,22 +414,34 @@ class Numbers:
 
 
 async def run_campaign(
-    dispatcher: TaskiqDispatcher, messages: list[Message], campaign_id: str, limit: float
+    dispatcher: TaskiqDispatcher, observer: Observer, messages: list[Message], campaign_id: str, limit: float
 ) -> dict[str, Any]:
+    """Submit ``messages``, then read the ledger's counters every 50 ms until every one is accepted.
+
+    *submit* is the time ``submit`` took (``COPY`` + chunks published), *elapsed* the time from
+    the submit until the last acceptance was seen, *polls* how many times the counters were read.
+    """
     started = time.perf_counter()
+    polls_before = observer.polls
     handle = await dispatcher.submit(messages, campaign_id=campaign_id)
     submitted = time.perf_counter() - started
     try:
         async with asyncio.timeout(limit):
             while True:
-                progress = await handle.progress()
+                progress = await observer.progress(campaign_id)
                 if progress.count("accepted") == len(messages):
                     break
                 await asyncio.sleep(0.05)
     except TimeoutError:
         return {"finished": False, "counts": dict((await handle.progress()).counts)}
     elapsed = time.perf_counter() - started
-    return {"finished": True, "submit": submitted, "elapsed": elapsed, "rate": len(messages) / elapsed}
+    return {
+        "finished": True,
+        "submit": submitted,
+        "elapsed": elapsed,
+        "rate": len(messages) / elapsed,
+        "polls": observer.polls - polls_before,
+    }
 
 
 async def run_bare_stream(
@@ -350,9 +480,13 @@ async def run_bare_stream(
     }
 
 
-async def attempts_of(pool: Any, schema: str, campaign_id: str) -> int:
-    async with pool.acquire() as conn:
+async def attempts_of(url: str, schema: str, campaign_id: str) -> int:
+    """Provider calls the ledger counted for a campaign (its rows' ``attempts``)."""
+    conn = await asyncpg.connect(url)
+    try:
         return int(await conn.fetchval(f"select sum(attempts) from {schema}.sends where campaign_id = $1", campaign_id))
+    finally:
+        await conn.close()
 
 
 def busiest_second(stamps: list[tuple[float, int]]) -> int:
@@ -389,12 +523,7 @@ async def measure_limiter(args: argparse.Namespace, directory: Path, schema: str
             credentials=(emulator.account_sid, emulator.auth_token),
             messages_per_second=args.limiter_rate, chunk_size=10,
         )  # fmt: skip
-        registry = ChannelRegistry.discover()
-        loaded = load_config(config)
-        connector = registry.create_connector(loaded.connectors["sms"])
-        await connector.initialize()
-        dispatcher = registry.create_dispatcher(loaded, connector)
-        assert isinstance(dispatcher, TaskiqDispatcher)
+        dispatcher, connector = await open_dispatcher(config)
         # The campaign is loaded paused and released once every worker runs: the emulator stamps
         # creates on this process's event loop, which must not be busy submitting meanwhile, and
         # the workers' own start-up (imports, connections) must not share the cores with the sends.
@@ -509,87 +638,154 @@ async def measure_status_store(args: argparse.Namespace, schema: str, batch_size
     return result
 
 
-async def main(args: argparse.Namespace) -> None:
-    token = uuid.uuid4().hex[:12]
-    schema, prefix, queue = f"bench_{token}", f"bench-{token}", f"bench-{token}"
-    pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=2)
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    await PostgresLedger(pool, schema=schema).migrate()
-    emulator = Emulator(args.latency)
-    numbers = Numbers()
+@dataclass
+class Matrix:
+    """What every run of the matrix shares: the files, the emulator, the database, the receivers."""
+
+    directory: Path
+    config: Path
+    emulator: Emulator
+    url: str
+    """The campaigns' database (``bench_database``)."""
+    schema: str
+    redis: Any
+    numbers: Numbers
+    expected: int = 0
+    """Messages sent to the emulator so far (warm-ups included)."""
+
+
+async def open_dispatcher(config: Path) -> tuple[TaskiqDispatcher, Any]:
+    """A dispatcher for this driver's submits, and its connector (the dispatcher checks messages against it)."""
+    registry = ChannelRegistry.discover()
+    loaded = load_config(config)
+    connector = registry.create_connector(loaded.connectors["sms"])
+    await connector.initialize()
+    dispatcher = registry.create_dispatcher(loaded, connector)
+    assert isinstance(dispatcher, TaskiqDispatcher)
+    return dispatcher, connector
+
+
+def round_trips(before: dict[str, float | None], after: dict[str, float | None], polls: int) -> dict[str, Any]:
+    """Counter differences over the measured run, the driver's own polls (one statement each) taken out."""
+    deltas: dict[str, Any] = {}
+    for name, start in before.items():
+        end = after[name]
+        deltas[name] = None if start is None or end is None else end - start
+    for name in ("transactions", "statements"):
+        if deltas[name] is not None:
+            deltas[name] -= polls
+    return deltas
+
+
+async def measure_workers(args: argparse.Namespace, matrix: Matrix, concurrency: int, count: int) -> dict[str, Any]:
+    """One row of the matrix: ``count`` worker processes, ``concurrency`` sends in flight in each.
+
+    A warm-up campaign first; then, once PostgreSQL's counters are reported (``STATS_DELAY``),
+    the measured campaign. CPU is sampled over the campaign; the database's and Redis's counters
+    from before it until the workers and this driver's connections are gone (so every count is
+    reported), which adds the idle sweeps of a few seconds.
+    """
+    name = f"{concurrency}-{count}"
+    workers = Workers(matrix.config, count, matrix.directory / f"workers-{name}.log")
+    dispatcher, connector = await open_dispatcher(matrix.config)
+    try:
+        await workers.started()
+        warm = matrix.numbers.campaign(f"warm{name}", 50 * count)
+        matrix.expected += len(warm)
+        observer = await Observer.open(matrix.url, matrix.schema)
+        try:
+            await run_campaign(dispatcher, observer, warm, f"warm-{name}", args.run_timeout)
+        finally:
+            await observer.close()
+        await asyncio.sleep(STATS_DELAY)
+        messages = matrix.numbers.campaign(f"run{name}", args.messages)
+        matrix.expected += len(messages)
+        before = await server_counters(matrix.url, matrix.schema, matrix.redis)
+        meter = CpuMeter(workers.process.pid, matrix.emulator.process.pid)
+        observer = await Observer.open(matrix.url, matrix.schema)
+        try:
+            meter.start()
+            result = await run_campaign(dispatcher, observer, messages, f"run-{name}", args.run_timeout)
+            result["cpu"] = meter.stop()
+        finally:
+            await observer.close()
+    finally:
+        await dispatcher.close()
+        await connector.shutdown()
+        workers.stop()
+    await asyncio.sleep(0.5)  # the exiting backends report their counters
+    after = await server_counters(matrix.url, matrix.schema, matrix.redis)
+    result["round_trips"] = round_trips(before, after, result.get("polls", 0))
+    result["workers"], result["concurrency"] = count, concurrency
+    if result["finished"]:
+        result["attempts"] = await attempts_of(matrix.url, matrix.schema, f"run-{name}")
+    print(f"concurrency {concurrency}, {count} worker process(es): {result}", flush=True)
+    return result
+
+
+async def measure_matrix(args: argparse.Namespace, matrix: Matrix) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """For each concurrency: bare ``send_stream``, then the campaign with each worker count."""
     rows: list[dict[str, Any]] = []
     bares: list[dict[str, Any]] = []
+    for concurrency in args.concurrency:
+        write_config(
+            matrix.config, matrix.emulator.base_url, matrix.schema, matrix.schema, matrix.schema, concurrency,
+            dsn=matrix.url,
+        )  # fmt: skip
+        bare = await run_bare_stream(
+            matrix.config,
+            matrix.numbers.campaign(f"warmbare{concurrency}", 200),
+            matrix.numbers.campaign(f"bare{concurrency}", args.messages),
+            concurrency,
+            matrix.emulator.process.pid,
+        )
+        matrix.expected += 200 + args.messages
+        bares.append(bare)
+        print(f"concurrency {concurrency}, bare send_stream: {bare}", flush=True)
+        for count in args.workers:
+            rows.append(await measure_workers(args, matrix, concurrency, count))
+    return rows, bares
+
+
+async def main(args: argparse.Namespace) -> None:
+    token = uuid.uuid4().hex[:12]
+    schema, prefix, queue = f"bench_{token}", f"bench_{token}", f"bench_{token}"
+    pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=2)
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    emulator = Emulator(args.latency)
     extras: dict[str, Any] = {}
-    expected = 0
-    with tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "messaging.toml"
-        write_config(config, emulator.base_url, schema, prefix, queue, max(args.concurrency))
-        registry = ChannelRegistry.discover()
-        loaded = load_config(config)
-        connector = registry.create_connector(loaded.connectors["sms"])
-        await connector.initialize()
-        dispatcher = registry.create_dispatcher(loaded, connector)
-        assert isinstance(dispatcher, TaskiqDispatcher)
-        try:
-            for concurrency in args.concurrency:
-                write_config(config, emulator.base_url, schema, prefix, queue, concurrency)  # the workers read it
-                bare = await run_bare_stream(
-                    config,
-                    numbers.campaign(f"warmbare{concurrency}", 200),
-                    numbers.campaign(f"bare{concurrency}", args.messages),
-                    concurrency,
-                    emulator.process.pid,
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            async with bench_database(f"bench_{token}") as url:
+                matrix = Matrix(
+                    Path(directory), Path(directory) / "messaging.toml", emulator, url, schema, redis, Numbers()
                 )
-                expected += 200 + args.messages
-                bares.append(bare)
-                print(f"concurrency {concurrency}, bare send_stream: {bare}", flush=True)
-                for count in args.workers:
-                    name = f"{concurrency}-{count}"
-                    workers = Workers(config, count, Path(directory) / f"workers-{name}.log")
-                    try:
-                        await workers.started()
-                        warm = numbers.campaign(f"warm{name}", 50 * count)
-                        expected += len(warm)
-                        await run_campaign(dispatcher, warm, f"warm-{name}", args.run_timeout)
-                        messages = numbers.campaign(f"run{name}", args.messages)
-                        expected += len(messages)
-                        meter = CpuMeter(workers.process.pid, emulator.process.pid)
-                        meter.start()
-                        result = await run_campaign(dispatcher, messages, f"run-{name}", args.run_timeout)
-                        result["cpu"] = meter.stop()
-                        result["workers"], result["concurrency"] = count, concurrency
-                        if result["finished"]:
-                            result["attempts"] = await attempts_of(pool, schema, f"run-{name}")
-                        rows.append(result)
-                        print(f"concurrency {concurrency}, {count} worker process(es): {result}", flush=True)
-                    finally:
-                        workers.stop()
+                rows, bares = await measure_matrix(args, matrix)
             created = await emulator.created_per_receiver()
             if args.extras:
+                await PostgresLedger(pool, schema=schema).migrate()
                 extras["limiter"] = await measure_limiter(
                     args, Path(directory), schema, f"{prefix}-lim", f"{queue}-lim"
                 )
                 sizes = (100, 1) if args.status_unbatched else (100,)
                 extras["status"] = [await measure_status_store(args, f"{schema}_status{size}", size) for size in sizes]
-        finally:
-            await dispatcher.close()
-            await connector.shutdown()
-            emulator.stop()
-            async with pool.acquire() as conn:
-                await conn.execute(f"drop schema if exists {schema} cascade")
-            await pool.close()
-            keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
-            async with await aio_pika.connect(AMQP_URL) as connection:
-                channel = await connection.channel()
-                for base in (queue, f"{queue}-lim"):
-                    for name in (base, f"{base}.dead"):
-                        await channel.queue_delete(name)
-                    await channel.exchange_delete(base)
+    finally:
+        emulator.stop()
+        async with pool.acquire() as conn:
+            await conn.execute(f"drop schema if exists {schema} cascade")
+        await pool.close()
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            for base in (queue, f"{queue}-lim"):
+                for name in (base, f"{base}.dead"):
+                    await channel.queue_delete(name)
+                await channel.exchange_delete(base)
     duplicates = sum(n - 1 for n in created.values() if n > 1)
-    write_results(args, rows, bares, sum(created.values()), expected, duplicates, extras)
+    write_results(args, rows, bares, sum(created.values()), matrix.expected, duplicates, extras)
 
 
 def extra_lines(args: argparse.Namespace, extras: dict[str, Any]) -> list[str]:
@@ -725,6 +921,41 @@ def bare_lines(args: argparse.Namespace, rows: list[dict[str, Any]], bares: list
     return [*lines, ""]
 
 
+def round_trip_lines(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    """The ledger's and the limiter's work per message, from the servers' own counters."""
+    lines = [
+        "### Ledger and limiter round trips per message",
+        "",
+        "Differences of the servers' counters over each measured campaign, divided by its messages. The "
+        "campaigns have a database of their own, so *PostgreSQL transactions* (`pg_stat_database`: "
+        "`xact_commit + xact_rollback`; each statement outside an explicit transaction is one, asyncpg's reset "
+        "of a pooled connection too) are theirs: the submit (`COPY`, chunks), the workers' claims, records and "
+        "sweeps; this driver's progress reads (one statement each, *polls*) are taken out. *Statements*: "
+        "`pg_stat_statements` calls in that database, when the server loads the extension. *Row updates*: "
+        "`n_tup_upd` of the ledger's tables, *HOT*: the share of them that were heap-only "
+        "(`n_tup_hot_upd`). *Redis commands*: `INFO commandstats` calls of the whole server (the commands a "
+        "Lua script runs count too; so does anything else using the server), *scripts*: the `EVAL`/`EVALSHA`/"
+        "`FCALL` calls among them. Counted from before the campaign until its workers have stopped.",
+        "",
+        "| concurrency | worker processes | PostgreSQL transactions/msg | statements/msg | row updates/msg | HOT "
+        "| Redis commands/msg | Redis scripts/msg | polls taken out |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        trips = row.get("round_trips")
+        if not row["finished"] or trips is None:
+            continue
+        per = {name: None if value is None else value / args.messages for name, value in trips.items()}
+        statements = "n/a (no pg_stat_statements)" if per["statements"] is None else f"{per['statements']:.2f}"
+        hot = f"{trips['HOT updates'] / trips['row updates']:.0%}" if trips["row updates"] else "—"
+        lines.append(
+            f"| {row['concurrency']} | {row['workers']} | {per['transactions']:.2f} | {statements} | "
+            f"{per['row updates']:.2f} | {hot} | {per['Redis commands']:.2f} | {per['Redis scripts']:.2f} | "
+            f"{row['polls']} |"
+        )
+    return [*lines, ""]
+
+
 def write_results(
     args: argparse.Namespace,
     rows: list[dict[str, Any]],
@@ -754,6 +985,7 @@ def write_results(
         *campaign_lines(args, rows),
         "",
         *bare_lines(args, rows, bares),
+        *round_trip_lines(args, rows),
     ]
     lines += [
         "",
