@@ -34,7 +34,9 @@ Two more measurements follow (``--no-extras`` skips them):
   Measured with the store's batches (the default) and, in the same run, with each update in a
   transaction of its own (``batch_size=1``, the former path; ``--no-status-unbatched`` skips it).
 
-The section ``benchmarks.sweep`` writes into the same file is kept.
+The sections ``benchmarks.sweep`` and the ``--million`` run (``benchmarks/million.py``: one large
+campaign from the command line with a worker killed midway; never part of the default run) write
+into the same file are kept.
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,14 +267,15 @@ class Observer:
 
 
 class Emulator:
-    """The Twilio emulator in its own process."""
+    """The Twilio emulator in its own process (``python -m module --fast ...``; another module may wrap it)."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, module: str = "messaging_twilio_sms.emulator", *extra: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "messaging_twilio_sms.emulator",
+                module,
+                *extra,
                 "--fast",
                 "--latency",
                 str(latency),
@@ -291,11 +295,11 @@ class Emulator:
             raise RuntimeError(f"the emulator did not start: {line!r}")
         self.base_url = line.rsplit(" ", 1)[1].strip()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
@@ -994,13 +998,25 @@ def write_results(
         "",
     ]
     lines += extra_lines(args, extras)
+    from benchmarks.million import HEADING as MILLION  # imported here: benchmarks.million imports this module
+
     previous = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-    args.output.write_text("\n".join(lines), encoding="utf-8")
-    kept = previous.find(sweep.HEADING)
-    if kept >= 0:  # benchmarks.sweep's section: not measured here
-        end = previous.find("\n## ", kept + len(sweep.HEADING))
-        sweep.write_section(args.output, previous[kept : end + 1 if end >= 0 else None])
+    _, sections = split_sections(previous)
+    kept = [sections[heading] for heading in (sweep.HEADING, MILLION) if heading in sections]  # not measured here
+    args.output.write_text(join_sections("\n".join(lines), kept), encoding="utf-8")
     print(f"written to {args.output}")
+
+
+def split_sections(text: str) -> tuple[str, dict[str, str]]:
+    """A results file: what comes before its first ``## `` heading, and each ``## `` section by its heading line."""
+    head, *sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    return head, {section.split("\n", 1)[0]: section for section in sections}
+
+
+def join_sections(head: str, sections: Iterable[str]) -> str:
+    """The inverse of ``split_sections``: one blank line between the parts."""
+    parts = [part.strip("\n") for part in (head, *sections) if part.strip()]
+    return "\n\n".join(parts) + "\n"
 
 
 def parse_args() -> argparse.Namespace:
@@ -1011,7 +1027,9 @@ def parse_args() -> argparse.Namespace:
         "--concurrency", type=int, nargs="+", default=[10, 100], help="sends in flight per worker process"
     )
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the emulator holds each answer")
-    parser.add_argument("--run-timeout", type=float, default=180.0, help="bound of each run, seconds")
+    parser.add_argument(
+        "--run-timeout", type=float, help="bound of each run, seconds (default 180; with --million: 10800)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--limiter-rate", type=float, default=50.0, help="segments/s per sender (limiter run)")
     parser.add_argument("--limiter-workers", type=int, default=3, help="worker processes of the limiter run")
@@ -1026,8 +1044,26 @@ def parse_args() -> argparse.Namespace:
         action="store_false",
         help="measure the status store with its batches only, not also with batch_size=1",
     )
-    return parser.parse_args()
+    million = parser.add_argument_group("the --million run (not part of the default run; a benchmark, never CI)")
+    million.add_argument(
+        "--million",
+        action="store_true",
+        help="only the large campaign through the command line, one worker killed midway (benchmarks/million.py)",
+    )
+    million.add_argument("--million-messages", type=int, default=1_000_000, help="receivers in the file")
+    million.add_argument("--million-workers", type=int, default=2, help="worker processes (messaging worker -w)")
+    million.add_argument("--million-concurrency", type=int, default=100, help="sends in flight per worker process")
+    args = parser.parse_args()
+    if args.run_timeout is None:
+        args.run_timeout = 10_800.0 if args.million else 180.0
+    return args
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.million:
+        from benchmarks import million
+
+        asyncio.run(million.main(arguments))
+    else:
+        asyncio.run(main(arguments))
