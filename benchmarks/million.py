@@ -167,9 +167,14 @@ class Kill:
     """Seconds from the kill until a new worker process appeared; None: none did within a minute."""
 
 
-async def kill_one_worker(workers: Workers, started: float, accepted: int) -> Kill:
-    """SIGKILL one worker process; wait (a minute at most) for the manager to start another in its place."""
+async def kill_one_worker(workers: Workers, started: float, accepted: int) -> Kill | None:
+    """SIGKILL one worker process; wait (a minute at most) for the manager to start another in its place.
+
+    None when the manager has no child at this moment (being replaced): the caller tries again.
+    """
     before = set(children_of(workers.process.pid))
+    if not before:
+        return None
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     kill = Kill(victim, time.perf_counter() - started, accepted)

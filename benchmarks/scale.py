@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,7 +140,7 @@ class CpuMeter:
     """
 
     def __init__(self, workers: int, emulator: int) -> None:
-        self.groups = {
+        self.groups: dict[str, Callable[[], list[int]]] = {
             "workers": lambda: children_of(workers),
             "emulator": lambda: [emulator],
             "PostgreSQL (all backends)": postgres_pids,
