@@ -268,14 +268,22 @@ async def follow(
     }
 
 
-async def ledger_size(url: str, schema: str, n: int) -> dict[str, Any]:
-    """The sends table on disk: heap, indexes, and all of it with TOAST; and the rows held in doubt."""
+async def ledger_facts(url: str, schema: str, n: int) -> dict[str, Any]:
+    """Read once the workers stopped: the sends table's size on disk, its rows by state, the receivers held in doubt.
+
+    *heap*, *indexes* and *total* (with TOAST) are ``pg_relation_size``, ``pg_indexes_size`` and
+    ``pg_total_relation_size`` of the table; the states are counted from the rows themselves (not
+    the counters the progress reads), a cross-check of the run.
+    """
     conn = await asyncpg.connect(url)
     try:
         sizes = await conn.fetchrow(
             "select pg_relation_size($1::regclass) as heap, pg_indexes_size($1::regclass) as indexes, "
             "pg_total_relation_size($1::regclass) as total",
             f"{schema}.sends",
+        )
+        states = await conn.fetch(
+            f"select state, count(*) as n from {schema}.sends where campaign_id = $1 group by state", CAMPAIGN
         )
         in_doubt = await conn.fetch(
             f"select to_address from {schema}.sends where campaign_id = $1 and state = $2",
@@ -284,7 +292,12 @@ async def ledger_size(url: str, schema: str, n: int) -> dict[str, Any]:
         )
     finally:
         await conn.close()
-    return {**dict(sizes), "per_message": sizes["total"] / n, "in_doubt": [row["to_address"] for row in in_doubt]}
+    return {
+        **dict(sizes),
+        "per_message": sizes["total"] / n,
+        "states": {row["state"]: row["n"] for row in states},
+        "in_doubt": [row["to_address"] for row in in_doubt],
+    }
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -303,7 +316,7 @@ async def main(args: argparse.Namespace) -> None:
                 config = directory / "messaging.toml"
                 write_config(config, emulator.base_url, name, name, name, args.million_concurrency, dsn=url)
                 result = await measure(args, directory, config, url, name, receivers, emulator)
-                result["ledger"] = await ledger_size(url, name, n)
+                result["ledger"] = await ledger_facts(url, name, n)
                 (directory / "emulator-lookup.txt").write_text("\n".join(result["ledger"]["in_doubt"]))
         finally:
             emulator.stop(timeout=120)
@@ -375,12 +388,7 @@ def section(args: argparse.Namespace, result: dict[str, Any]) -> str:
     """The section of scale.md: the run, CPU per message per process kind, peak memory per process, ledger size."""
     n = args.million_messages
     sampler: Sampler = result["sampler"]
-    submit = result["submit"]
-    kill: Kill | None = result["kill"]
-    emulator = result["emulator"] or {}
-    ledger = result["ledger"]
-    counts = result["counts"]
-    wall, last = result["wall"], result["last_accepted"]
+    submit, ledger = result["submit"], result["ledger"]
     lines = [
         HEADING,
         "",
@@ -397,10 +405,26 @@ def section(args: argparse.Namespace, result: dict[str, Any]) -> str:
         "",
     ]
     if not result["finished"]:
-        lines += [f"**Not finished** (bound {args.run_timeout:.0f} s, or the submit failed): {counts}.", ""]
-    accepted = counts.get(SendState.ACCEPTED.value, 0)
+        lines += [
+            f"**Not finished** (bound {args.run_timeout:.0f} s, or the submit failed); the counters then: "
+            f"{result['counts']}.",
+            "",
+        ]
+    lines += summary_lines(result)
+    lines += ["", *cpu_lines(sampler, submit, n), "", *memory_lines(sampler, submit), "", *ledger_lines(ledger), ""]
+    return "\n".join(lines)
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """Wall time, the submit, the rows by state, doubt and duplicates, and what became of the killed worker."""
+    submit, kill, ledger = result["submit"], result["kill"], result["ledger"]
+    emulator = result["emulator"] or {}
+    wall, last = result["wall"], result["last_accepted"]
+    states = ledger["states"]
+    by_state = ", ".join(f"{state} {count:,}" for state, count in sorted(states.items()))
+    accepted = result["counts"].get(SendState.ACCEPTED.value, 0)
     created = emulator.get("created")
-    lines += [
+    lines = [
         "| | |",
         "|---|---|",
         f"| wall | {wall:,.0f} s |",
@@ -408,8 +432,8 @@ def section(args: argparse.Namespace, result: dict[str, Any]) -> str:
         f"| submit command | {submit['seconds']:,.1f} s, exit status {submit['status']} |"
         if submit
         else "| submit command | — |",
-        f"| final states | {', '.join(f'{state} {count:,}' for state, count in sorted(counts.items()))} |",
-        f"| in doubt (UNKNOWN, held) | {counts.get(SendState.UNKNOWN.value, 0):,}; created at the emulator: "
+        f"| rows by state, workers stopped | {by_state} |",
+        f"| in doubt (UNKNOWN, held) | {states.get(SendState.UNKNOWN.value, 0):,}; created at the emulator: "
         f"{emulator.get('looked_up_created', '—')} |",
         f"| created at the emulator | {'—' if created is None else f'{created:,}'} |",
         f"| duplicates at the emulator | **{emulator.get('duplicates', '—')}** |",
@@ -424,8 +448,7 @@ def section(args: argparse.Namespace, result: dict[str, Any]) -> str:
             f"| worker killed | pid {kill.pid} at {kill.at:,.0f} s, {kill.accepted:,} accepted; {restart}; "
             f"`worker ready` logged {result['workers_ready']} times |"
         )
-    lines += ["", *cpu_lines(sampler, submit, n), "", *memory_lines(sampler, submit), "", *ledger_lines(ledger), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def cpu_lines(sampler: Sampler, submit: dict[str, Any] | None, n: int) -> list[str]:

@@ -178,21 +178,24 @@ async def bench_database(name: str) -> AsyncIterator[str]:
     ``pg_stat_statements`` is created in it when the server can (the library must be preloaded);
     without it statements per message are not reported.
     """
-    admin = await asyncpg.connect(PG_DSN)
+    await execute(PG_DSN, f'create database "{name}"')
+    url = database_url(name)
     try:
-        await admin.execute(f'create database "{name}"')
-        url = database_url(name)
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute("create extension if not exists pg_stat_statements")
-        except asyncpg.PostgresError:
-            pass  # not installed: statements per message are then not measured
-        finally:
-            await conn.close()
+        with contextlib.suppress(asyncpg.PostgresError):  # not installed: no statements per message
+            await execute(url, "create extension if not exists pg_stat_statements")
         yield url
     finally:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
+        # A connection of its own: the run's may be gone (a restarted server), the database must still go.
+        await execute(PG_DSN, f'drop database if exists "{name}" with (force)')
+
+
+async def execute(url: str, statement: str) -> None:
+    """Run one statement on a connection of its own."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 async def server_counters(url: str, schema: str, redis: Any) -> dict[str, float | None]:
