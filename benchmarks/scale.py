@@ -3,10 +3,11 @@
     .venv/bin/python -m benchmarks.scale            # about 4 minutes; writes benchmarks/results/scale.md
 
 Needs PostgreSQL, Redis and RabbitMQ on loopback (``plugins/scale/ci_services.sh`` starts them);
-everything it creates (a PostgreSQL database and schemas, Redis keys, RabbitMQ queues) is its own and removed at
-the end. The Twilio emulator runs in its own process (``python -m messaging_twilio_sms.emulator
---fast --latency 0.05``), the workers in theirs (``messaging worker -w N``, Taskiq's manager and
-its children, in a session of their own), the submitter and the clock here. Each run is bounded
+everything it creates (a PostgreSQL database and schemas, Redis keys, RabbitMQ queues) is its own
+and removed at the end. The Twilio emulator runs in its own process (``python -m
+messaging_twilio_sms.emulator --fast --latency 0.05``), the workers in theirs (``messaging worker
+-w N``, Taskiq's manager and its children, in a session of their own), the submitter and the clock
+here. Each run is bounded
 (``--run-timeout``); a run that does not finish is reported as such.
 
 For each concurrency, first the baseline: the same kind of messages through bare ``send_stream``
