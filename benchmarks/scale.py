@@ -936,8 +936,8 @@ def round_trip_lines(args: argparse.Namespace, rows: list[dict[str, Any]]) -> li
         "",
         "Differences of the servers' counters over each measured campaign, divided by its messages. The "
         "campaigns have a database of their own, so *PostgreSQL transactions* (`pg_stat_database`: "
-        "`xact_commit + xact_rollback`; each statement outside an explicit transaction is one, asyncpg's reset "
-        "of a pooled connection too) are theirs: the submit (`COPY`, chunks), the workers' claims, records and "
+        "`xact_commit + xact_rollback`; each statement outside an explicit transaction is one, so is a pool's "
+        "reset query where a pool runs one) are theirs: the submit (`COPY`, chunks), the workers' claims, records and "
         "sweeps; this driver's progress reads (one statement each, *polls*) are taken out. *Statements*: "
         "`pg_stat_statements` calls in that database, when the server loads the extension. *Row updates*: "
         "`n_tup_upd` of the ledger's tables, *HOT*: the share of them that were heap-only "
