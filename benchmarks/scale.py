@@ -15,8 +15,8 @@ from this process (no ledger, no limiter, no broker), the connector built from t
 configuration file, against the same emulator process with the same calls in flight. Then for each
 worker count: a warm-up campaign (connections, imports), then the measured campaign, timed from
 ``submit`` (``COPY`` + chunks on the queue) until the ledger's counters say every message is
-accepted. The pace (the Redis limiter, one round trip per message) is set far above what the
-machine can send, so the workers, not the pace, are measured. CPU is sampled per process kind
+accepted. The pace (the Redis limiter, its reservations batched per round trip) is set far above
+what the machine can send, so the workers, not the pace, are measured. CPU is sampled per process kind
 (workers, PostgreSQL, ``redis-server``, emulator, this driver) from ``/proc``. The campaigns run in
 a PostgreSQL database of their own, so its counters (transactions, row updates, and statements
 when ``pg_stat_statements`` is loaded) are theirs; Redis's ``INFO commandstats`` gives its
@@ -982,7 +982,8 @@ def write_results(
         "`TaskiqDispatcher.submit` (COPY into PostgreSQL, chunks of 100 ids on a RabbitMQ quorum queue) and sent "
         "by `messaging worker -w N` (Taskiq's worker) with *concurrency* sends in flight per process. The Twilio "
         f"emulator runs in its own process and holds every answer {args.latency * 1000:.0f} ms (`--fast`: no "
-        "status callbacks). The pace limiter (Redis GCRA, one round trip per message) is on, far above what the "
+        "status callbacks). The pace limiter (Redis GCRA, concurrent reservations batched into one round trip) "
+        "is on, far above what the "
         "machine sends. Timed from `submit` until the ledger counts every message accepted; *ideal* is "
         "processes × concurrency / latency. CPU is what each side used during the measured run, per message "
         "(*workers*: the worker processes; *PostgreSQL*: every PostgreSQL process on the machine; *Redis*: the "
