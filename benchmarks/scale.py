@@ -841,7 +841,7 @@ def extra_lines(args: argparse.Namespace, extras: dict[str, Any]) -> list[str]:
             "sent, delivered or failed), half addressed by the provider's SID only, 10 % replayed with their "
             f"idempotency token, shuffled, applied with `PostgresStatusStore.apply` by {first['writers']} "
             "concurrent writers (one asyncpg pool of 50) on loopback PostgreSQL. *Batched*: the store's default "
-            "(the updates of up to 2 ms, at most 100, in one transaction); *alone*: `batch_size=1`, one "
+            "(concurrent updates, at most 100, in one transaction); *alone*: `batch_size=1`, one "
             "transaction per update (the store before batching). Same run, one after the other.",
             "",
             "| path | updates | seconds | updates/s | applied (moved a status) "

@@ -34,14 +34,18 @@ class _Waiting(Generic[T, R]):
 class Coalescer(Generic[T, R]):
     """Gathers the items of concurrent ``submit`` calls into batches for one ``flush`` each.
 
-    A batch leaves when it holds ``size`` items, or ``wait`` seconds after its first item
-    arrived; several batches may be in flight at once.
+    When no batch is in flight, the items go at the next turn of the event loop, together with
+    whatever else arrived in this one (a chunk's passes resume together): an item alone waits
+    for nothing, so a latency-bound caller (a few sends in flight) pays no extra time. While a
+    batch is in flight, new items wait for it to finish and then go together, but never more
+    than ``wait`` seconds (then a second batch goes alongside); a batch also leaves as soon as
+    it holds ``size`` items. Under load, batches grow to what arrives during one round trip.
 
     :param flush: ``async (items) -> answers``: one answer per item, in order; an answer that is
         an ``Exception`` is raised to that item's caller alone. When ``flush`` itself raises,
         every caller of the batch gets the error.
     :param size: the most items in one batch (at least 1).
-    :param wait: the longest the first item of a batch waits for others, seconds.
+    :param wait: the longest an item waits behind a batch in flight, seconds.
     """
 
     def __init__(
@@ -59,7 +63,7 @@ class Coalescer(Generic[T, R]):
         self.size = size
         self.wait = wait
         self._waiting: list[_Waiting[T, R]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
@@ -70,7 +74,7 @@ class Coalescer(Generic[T, R]):
         if len(self._waiting) >= self.size:
             self._send()
         elif self._timer is None:
-            self._timer = loop.call_later(self.wait, self._send)
+            self._timer = loop.call_later(self.wait, self._send) if self._batches else loop.call_soon(self._send)
         return await answer
 
     async def close(self) -> None:
@@ -88,7 +92,13 @@ class Coalescer(Generic[T, R]):
         batch, self._waiting = self._waiting, []
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A batch is done: the items that waited behind it go now."""
+        self._batches.discard(task)
+        if self._waiting and not self._batches:
+            self._send()
 
     async def _run(self, batch: list[_Waiting[T, R]]) -> None:
         try:

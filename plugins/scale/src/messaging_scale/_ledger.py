@@ -154,7 +154,7 @@ class PostgresLedger:
         each alone. Concurrent claims and records are coalesced (``messaging_scale._coalesce``):
         a chunk's claims become one statement and one commit, its records another, each row
         still fenced, and no caller hears back before its batch is committed.
-    :param batch_wait: the longest a claim or record waits for others to share its statement, seconds.
+    :param batch_wait: the longest a claim or record waits behind a batch in flight, seconds.
     """
 
     def __init__(

@@ -6,8 +6,9 @@ caller sleeps that long, then sends. Spacing is exact across any number of proce
 (there is one clock: the server's), and nobody polls.
 
 A worker has up to a hundred passes in flight, often of one sender, and a chunk starts them
-together: the reservations that arrive within ``batch_wait`` seconds (at most ``batch_size`` of
-them) go to Redis in one round trip, one script call per sender that books its reservations one
+together: concurrent reservations are coalesced (``messaging_scale._coalesce``: the calls of one
+turn of the event loop, and those that wait behind a batch in flight, at most ``batch_size``) and go
+to Redis in one round trip, one script call per sender that books its reservations one
 after the other in arrival order. Each caller gets the wait it would have got alone, in that order.
 
 ``RedisConcurrencyLimit`` caps how many provider calls an account has in flight (Twilio answers
@@ -169,7 +170,7 @@ class RedisGcraLimiter:
         passes at once; without it, the first (wait 0) leaves late, behind that burst of work,
         and bunches with the next ones at the provider. Workers use 0.1 s.
     :param batch_size: the most reservations sent in one round trip; 1 sends each one alone, at once.
-    :param batch_wait: the longest a reservation waits for others to share its round trip, seconds.
+    :param batch_wait: the longest a reservation waits behind a batch in flight, seconds.
     """
 
     def __init__(
@@ -263,7 +264,7 @@ class RedisGcraLimiter:
         and returns the time left to the slot (see ``RateLimiter.reserve``); any worker, any
         process, since the booking is in Redis beside the schedule. An empty token is no token.
 
-        Calls made within ``batch_wait`` of each other share a round trip; each gets the answer
+        Concurrent calls share a round trip (``messaging_scale._coalesce``); each gets the answer
         it would have got alone, in the order of the calls.
 
         :returns: seconds to wait before sending (0 when a slot is free now), or None when the wait

@@ -14,8 +14,8 @@ function (one round trip):
 4. a callback for a message not (yet) known by that id is kept in ``orphan_status`` and merged
    into the message when its provider id is stored (a trigger on ``sends``).
 
-Under load, callbacks are applied in batches: the updates that arrive within ``batch_wait``
-seconds (at most ``batch_size`` of them) go to the database in one call of ``apply_statuses``, one
+Under load, callbacks are applied in batches: concurrent updates (``messaging_scale._coalesce``,
+at most ``batch_size`` of them) go to the database in one call of ``apply_statuses``, one
 statement per step and one commit for all. Each caller still gets the outcome ``apply_status``
 would have given it, in arrival order, and only once the batch committed. An update whose message
 is not found (an orphan) and the later updates naming one of its ids go through ``apply_status``
@@ -93,7 +93,7 @@ class PostgresStatusStore:
     :param pool: an ``asyncpg.Pool``.
     :param schema: the PostgreSQL schema of the ledger's tables.
     :param batch_size: the most updates written in one transaction; 1 writes each update alone.
-    :param batch_wait: the longest an update waits for others to share its transaction, seconds.
+    :param batch_wait: the longest an update waits behind a batch in flight, seconds.
     """
 
     def __init__(
