@@ -273,7 +273,7 @@ async def test_30k_shuffled_duplicated_updates(
 
 @pytest.fixture
 def batching_store(pg_pool: Any, pg_schema: str) -> PostgresStatusStore:
-    """A store whose batches wait long enough (50 ms) for every update a test starts at once."""
+    """A store batching the updates a test starts in one turn of the loop (50 ms behind a batch in flight)."""
     return PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1000, batch_wait=0.05)
 
 
@@ -426,7 +426,9 @@ async def test_a_caller_that_stops_waiting_does_not_disturb_its_batch(
     await accept(ledger, "m-000001", "SM1")
     impatient = asyncio.ensure_future(batching_store.apply(StatusUpdate("m-000000", SENT)))
     patient = asyncio.ensure_future(batching_store.apply(StatusUpdate("m-000001", SENT)))
-    await asyncio.sleep(0.01)
+    for _ in range(3):  # both submitted, their batch started: in flight, waiting for the database
+        await asyncio.sleep(0)
+    assert not impatient.done()
     impatient.cancel()
     assert await patient is True
     with pytest.raises(asyncio.CancelledError):
@@ -436,15 +438,20 @@ async def test_a_caller_that_stops_waiting_does_not_disturb_its_batch(
 
 
 async def test_close_writes_the_updates_still_waiting(pg_pool: Any, pg_schema: str) -> None:
+    """One batch in flight, one update waiting behind it (for up to 60 s): close returns once both are committed."""
     store = PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1000, batch_wait=60.0)
-    waiting = asyncio.ensure_future(store.apply(StatusUpdate("SM-x", SENT)))
-    await asyncio.sleep(0.01)
+    in_flight = asyncio.ensure_future(store.apply(StatusUpdate("SM-x", SENT)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(store.apply(StatusUpdate("SM-y", SENT)))
+    await asyncio.sleep(0)
+    assert not in_flight.done()
     assert not waiting.done()
     async with asyncio.timeout(10):
         await store.close()
-    assert waiting.done()
-    assert waiting.result() is True
+    assert (in_flight.result(), waiting.result()) == (True, True)
     assert await store.get("SM-x") is SENT
+    assert await store.get("SM-y") is SENT
 
 
 def test_batch_settings_are_checked(pg_pool: Any) -> None:
