@@ -16,6 +16,12 @@ import pytest
 from messaging_scale._coalesce import Coalescer
 
 
+async def turns(n: int = 3) -> None:
+    """Let the event loop go round ``n`` times (no clock involved)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 class Flusher:
     """A flush that records its batches and can be held open."""
 
@@ -124,3 +130,42 @@ def test_settings_are_checked() -> None:
         Coalescer(flush, size=0, wait=0.0)
     with pytest.raises(ValueError, match="batch_wait must not be negative, not -1"):
         Coalescer(flush, size=1, wait=-1)
+
+
+async def test_items_behind_two_batches_in_flight_wait_for_both() -> None:
+    """The end of one batch sends the waiting items only when no other batch is still in flight."""
+    holds: list[asyncio.Event] = []
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int | Exception]:
+        hold = asyncio.Event()
+        holds.append(hold)
+        batches.append(items)
+        await hold.wait()
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, size=100, wait=0.05)
+    first = asyncio.create_task(coalescer.submit(1))
+    await turns()
+    second = asyncio.create_task(coalescer.submit(2))
+    await asyncio.sleep(0.15)  # past ``wait``: a second batch goes alongside the first
+    assert batches == [[1], [2]]
+    third = asyncio.create_task(coalescer.submit(3))
+    await turns()
+    holds[0].set()  # the first is done; the second is still in flight
+    assert await first == 1
+    await turns()
+    assert batches == [[1], [2]]  # 3 still waits (for the second, or its own ``wait``)
+    holds[1].set()
+    assert await second == 2
+    await turns()
+    assert batches == [[1], [2], [3]]
+    holds[2].set()
+    assert await third == 3
+
+
+def test_a_wait_of_zero_is_allowed() -> None:
+    async def flush(items: list[int]) -> list[int | Exception]:
+        return list(items)
+
+    assert Coalescer(flush, size=1, wait=0).wait == 0
