@@ -75,8 +75,7 @@ def _describe(error: _JsonSchemaError, root: str) -> list[ValidationIssue]:
     path = _path_of(error, root)
     if keyword == "required":
         missing = [name for name in expected if isinstance(error.instance, dict) and name not in error.instance]
-        sep = "" if path.endswith(".") else "."
-        return [ValidationIssue(f"{path}{sep}{name}", "is required", IssueCodes.REQUIRED) for name in missing]
+        return [ValidationIssue(f"{path}.{name}", "is required", IssueCodes.REQUIRED) for name in missing]
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
         extras = [n for n in error.instance if n not in known] if isinstance(error.instance, dict) else []

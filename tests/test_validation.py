@@ -102,6 +102,33 @@ def test_sending_does_not_compile_validators(acme: types.SimpleNamespace, monkey
     assert compiled == []
 
 
+def test_validators_are_keyed_by_content_whatever_the_key_order() -> None:
+    first = validator_for({"type": "string", "minLength": 1, "maxLength": 7})
+    assert validator_for({"maxLength": 7, "type": "string", "minLength": 1}) is first
+
+
+def test_a_validator_compiled_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # JsonValidator itself, not the cached validator_for (whose cache may hold validators built earlier).
+    document = {"type": "object", "properties": {"to": {"type": "string", "format": "email"}}, "required": ["to"]}
+    validator = JsonValidator(document)
+    assert validator.document == document
+    assert [(i.path, i.message, i.code) for i in validator.issues({"to": "nobody"})] == [
+        ("$.to", "must be a valid email", IssueCodes.INVALID_FORMAT)  # formats are checked, not only annotated
+    ]
+    assert validator.issues({"to": "a@example.com"}) == []
+
+    # The hot path: is_valid answers from the compiled predicate, never through jsonschema.
+    def refuse(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("jsonschema was asked")
+
+    compiled = JsonValidator({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "is_valid", refuse)
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "iter_errors", refuse)
+    assert compiled.is_valid({"n": 1})
+    assert not compiled.is_valid({"n": "1"})
+    assert not compiled.is_valid({})
+
+
 def test_invalid_schema_documents_are_refused() -> None:
     with pytest.raises(jsonschema.SchemaError):
         JsonValidator({"type": "no-such-type"})

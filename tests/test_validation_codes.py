@@ -35,6 +35,14 @@ CONTENT = {
 }
 NULLABLE = {"type": "object", "properties": {"to": {"anyOf": [{"type": "null"}, {"type": "string"}]}}}
 
+
+def tagged(tag: Any, **properties: Any) -> dict[str, Any]:
+    """An object told apart from its siblings by ``"type": tag``."""
+    return {"type": "object", "properties": {"type": {"const": tag}, **properties}, "required": ["type"]}
+
+
+ONE_OF_TWO_CONSTS = {"anyOf": [{"const": 1}, {"const": 2}]}
+
 CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
     (
         "missing required fields",
@@ -106,6 +114,68 @@ CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
         {"type": "media"},
         [("$.url", "is required", "REQUIRED")],
     ),
+    # How the branch meant is found (anyOf/oneOf): the branches a const or a null type rules out,
+    # nested alternatives about the same value included; never those of a value further down.
+    (
+        "a null or an object: the object's discriminator is wrong",
+        {"anyOf": [{"type": "null"}, tagged("a")]},
+        {"type": "b"},
+        [("$.type", 'must be one of ["a"]', "NOT_ALLOWED")],
+    ),
+    (
+        "discriminators of several JSON types are sorted as text",
+        {"anyOf": [tagged("text"), tagged(2)]},
+        {"type": "video"},
+        [("$.type", 'must be one of [2, "text"]', "NOT_ALLOWED")],
+    ),
+    (
+        "a wrong discriminator with two undiscriminated branches left",
+        {"anyOf": [tagged("text"), {"type": "object", "required": ["x"]}, {"type": "object", "required": ["y"]}]},
+        {"type": "video"},
+        [("$", "matches none of the allowed forms", "INVALID_VALUE")],
+    ),
+    (
+        "every branch ruled out, none by a discriminator",
+        {"anyOf": [{"type": "null"}, {"type": "null"}]},
+        5,
+        [("$", "matches none of the allowed forms", "INVALID_VALUE")],
+    ),
+    (
+        "a nested oneOf whose branches are all ruled out is not meant",
+        {"anyOf": [{"oneOf": [tagged("a"), tagged("b")]}, tagged("c") | {"required": ["type", "z"]}]},
+        {"type": "c"},
+        [("$.z", "is required", "REQUIRED")],
+    ),
+    (
+        "the discriminators of a nested oneOf are allowed values too",
+        {"anyOf": [{"oneOf": [tagged("a"), tagged("b")]}, tagged("c")]},
+        {"type": "d"},
+        [("$.type", 'must be one of ["a", "b", "c"]', "NOT_ALLOWED")],
+    ),
+    (
+        "a nested anyOf is told apart by the value's type too",
+        {"anyOf": [{"type": "string", "minLength": 5}, {"anyOf": [{"type": "integer"}, {"type": "array"}]}]},
+        "abc",
+        [("$", "must have at least 5 characters", "TOO_SHORT")],
+    ),
+    (
+        "an anyOf about a field does not tell the branches of the object apart",
+        {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"x": ONE_OF_TWO_CONSTS}}]},
+        {"x": 3},
+        [("$.x", "matches none of the allowed forms", "INVALID_VALUE")],
+    ),
+    (
+        "the consts of an anyOf about a field are not the object's discriminators",
+        {"anyOf": [tagged("a"), tagged("b", x=ONE_OF_TWO_CONSTS)]},
+        {"type": "c", "x": 3},
+        [("$.type", 'must be one of ["a", "b"]', "NOT_ALLOWED")],
+    ),
+    (
+        "oneOf matched by more than one branch",
+        {"oneOf": [{"type": "string"}, {"minLength": 1}]},
+        "ab",
+        [("$", "is invalid (oneOf)", "INVALID_VALUE")],
+    ),
     ("enum", {"enum": ["a", "b"]}, "c", [("$", 'must be one of ["a", "b"]', "NOT_ALLOWED")]),
     ("const", {"const": "x"}, "y", [("$", 'must be "x"', "NOT_ALLOWED")]),
     # json_equal on lists and objects: a shorter or longer list, a missing or extra key is not equal.
@@ -119,6 +189,19 @@ CASES: list[tuple[str, dict[str, Any], Any, list[tuple[str, str, str]]]] = [
     ),
     ("const object, extra key", {"const": {"a": 1}}, {"a": 1, "b": 2}, [("$", 'must be {"a": 1}', "NOT_ALLOWED")]),
     ("const 1 is not true", {"const": 1}, True, [("$", "must be 1", "NOT_ALLOWED")]),
+    (
+        "no known fields at all",
+        {"type": "object", "additionalProperties": False},
+        {"a": 1},
+        [("$.a", "is not a known field", "UNKNOWN_FIELD")],
+    ),
+    (
+        # The path of a missing field is built like any other: under the key "" it is "$..a".
+        "required fields under the empty key",
+        {"properties": {"": {"required": ["a"], "properties": {"b": {"type": "string"}}}}},
+        {"": {"b": 1}},
+        [("$..a", "is required", "REQUIRED"), ("$..b", "must be of type string (got integer)", "INVALID_TYPE")],
+    ),
     # The wording and code of every other keyword with a message of its own.
     ("above maximum", {"maximum": 5}, 6, [("$", "must be <= 5", "OUT_OF_RANGE")]),
     ("exclusive minimum", {"exclusiveMinimum": 5}, 5, [("$", "must be > 5", "OUT_OF_RANGE")]),
@@ -196,6 +279,9 @@ VALID: list[tuple[str, dict[str, Any], Any]] = [
     ("const 1.0 is 1", {"const": 1}, 1.0),
     ("text branch", CONTENT, {"type": "text", "text": "hi"}),
     ("null alternative", NULLABLE, {"to": None}),
+    # Keywords the compiled predicate does not know: jsonschema answers.
+    ("format", {"format": "email"}, "a@example.com"),
+    ("oneOf", {"oneOf": [{"type": "string"}, {"type": "integer"}]}, "a"),
 ]
 
 
