@@ -200,6 +200,13 @@ def test_smart_encode_maps_the_whole_fullwidth_block_to_gsm7() -> None:
     assert is_gsm7(smart_encode(fullwidth))
 
 
+@pytest.mark.parametrize("char", ["\uff00", "\uff5f"], ids=["before-U+FF01", "after-U+FF5E"])
+def test_smart_encode_keeps_the_neighbours_of_the_fullwidth_block(char: str) -> None:
+    # U+FF5F FULLWIDTH LEFT WHITE PARENTHESIS is no shifted ASCII character (it would become DEL).
+    assert smart_encode(char) == char
+    assert count_segments(char, smart_encoded=True).encoding == "UCS-2"
+
+
 def test_smart_encode_leaves_gsm7_alone() -> None:
     assert smart_encode(GSM7_BASIC + GSM7_EXTENSION) == GSM7_BASIC + GSM7_EXTENSION
 

@@ -135,17 +135,12 @@ _SMART_ENCODING_GROUPS: Final[dict[str, str]] = {
     "": "\x00\x03\x04\x10\x11\x12\x13\x14\x17\x19\u200b\u2060\ufeff",
 }
 
-
-def _build_smart_encoding_table() -> dict[int, str]:
-    """Build the ``str.translate`` table: fullwidth ASCII forms first, then the explicit groups."""
-    # Fullwidth forms U+FF01-U+FF5E are ASCII shifted by 0xFEE0.
-    table = {code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)}
-    for replacement, characters in _SMART_ENCODING_GROUPS.items():
-        table.update(dict.fromkeys(map(ord, characters), replacement))
-    return table
-
-
-_SMART_ENCODING: Final = _build_smart_encoding_table()
+# The str.translate table: the fullwidth forms U+FF01-U+FF5E, which are ASCII shifted by 0xFEE0, then
+# the groups, which win over them (U+FF40 FULLWIDTH GRAVE ACCENT becomes "'", as the backtick is not
+# GSM-7).
+_SMART_ENCODING: Final[dict[int, str]] = {code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {
+    ord(char): replacement for replacement, characters in _SMART_ENCODING_GROUPS.items() for char in characters
+}
 _SMART_ENCODING_RE: Final = re.compile("[" + re.escape("".join(map(chr, _SMART_ENCODING))) + "]")
 # For ASCII text. Identity entries keep str.translate on its C fast path for ASCII, where a character
 # missing from the table would cost a KeyError.
@@ -250,7 +245,7 @@ def _gsm7_segments(text: str, septets: int, extensions: str) -> int:
 def _ucs2_segments(utf16: bytes, code_units: int) -> int:
     """Count the UCS-2 segments of the UTF-16-LE encoded ``utf16``."""
     if code_units <= _UCS2_SINGLE_SEGMENT:
-        return 1 if code_units else 0
+        return 1  # never 0: the empty text is GSM-7
 
     def starts_surrogate_pair(unit: int) -> bool:
         # Little-endian: the high byte of unit i is utf16[2 * i + 1].
