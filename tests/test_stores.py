@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -309,3 +311,198 @@ async def test_status_store_is_bounded() -> None:
 def test_status_store_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
         MemoryStatusStore(max_messages=0)
+
+
+# -- issue #18: what mutation testing found untested ----------------------------------------------------------
+
+
+async def _one_claimed(clock: FakeClock | None = None) -> tuple[MemoryLedger, Message, Claim]:
+    """A ledger holding one message, claimed for 60 s."""
+    ledger = MemoryLedger() if clock is None else MemoryLedger(clock=clock)
+    message = _message()
+    await ledger.add("c", [(message, "S", 1)])
+    claim = await ledger.claim(message.id, lease=60.0, request_timeout=10.0)
+    assert isinstance(claim, Claim)
+    return ledger, message, claim
+
+
+async def test_a_ledger_clock_starting_at_zero_holds_no_row_back() -> None:
+    """New, given-back and reopened rows are due at once, whatever the clock reads (here 0)."""
+    clock = FakeClock()
+    clock.now = 0.0
+    ledger = MemoryLedger(clock=clock)
+    message = _message()
+    await ledger.add("c", [(message, "S", 1)])
+    assert await ledger.due() == [message.id]
+    claim = await ledger.claim(message.id, lease=0.5, request_timeout=0.1, token="t")
+    assert isinstance(claim, Claim)
+    assert await ledger.release(message.id, "t")
+    claim = await ledger.claim(message.id, lease=0.5, request_timeout=0.1)
+    assert isinstance(claim, Claim), "given back: due at once"
+    clock.advance(0.5)
+    assert await ledger.mark_unknown(message.id, claim.fence)
+    assert await ledger.resolve(message.id, provider_id=None)
+    assert isinstance(await ledger.claim(message.id, lease=0.5, request_timeout=0.1), Claim), "reopened: due at once"
+
+
+async def test_a_lease_ends_at_its_last_instant_for_every_method() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    expiring, reopened, retried = _message(1), _message(2), _message(3)
+    await ledger.add("c", [(m, "S", 1) for m in (expiring, reopened, retried)])
+    claims = [await ledger.claim(m.id, lease=60.0, request_timeout=10.0) for m in (expiring, reopened, retried)]
+    assert all(isinstance(c, Claim) for c in claims)
+    retry_claim = claims[2]
+    assert isinstance(retry_claim, Claim)
+    await ledger.record(retry_claim, SendOutcome(SendState.PENDING, retry_after=60.0))
+    clock.advance(60.0)  # exactly the end of the leases, and the retry's due time
+    assert await ledger.due(campaign_id="c") == [expiring.id, reopened.id, retried.id]
+    assert await ledger.mark_unknown(expiring.id, 1)
+    assert await ledger.resolve(reopened.id, provider_id=None), "an expired lease may be proven absent"
+    assert isinstance(await ledger.claim(retried.id, lease=60.0, request_timeout=10.0), Claim)
+
+
+async def test_a_pending_outcome_without_a_retry_time_is_due_at_once() -> None:
+    ledger, message, claim = await _one_claimed(FakeClock())
+    before = datetime.now(UTC)
+    assert await ledger.record(claim, SendOutcome(SendState.PENDING))
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert entry.retry_in == 0.0
+    assert entry.retry_at is not None
+    assert before <= entry.retry_at <= datetime.now(UTC)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0), Claim)
+
+
+async def test_a_retry_time_is_ahead_of_the_wall_clock_too() -> None:
+    ledger, message, claim = await _one_claimed()
+    before = datetime.now(UTC)
+    assert await ledger.record(claim, SendOutcome(SendState.PENDING, retry_after=30.0))
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert entry.retry_at is not None
+    assert before + timedelta(seconds=30) <= entry.retry_at <= datetime.now(UTC) + timedelta(seconds=30)
+
+
+async def test_entries_forget_what_a_new_turn_of_the_row_makes_stale() -> None:
+    """A row never claimed has no claim time; a row given back or reopened has no retry time; a
+    message settled by a provider id has no error code; every change moves the fence forward."""
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    given_back, reopened, settled = _message(1), _message(2), _message(3)
+    await ledger.add("c", [(m, "S", 1) for m in (given_back, reopened, settled)])
+    fresh = await ledger.get(given_back.id)
+    assert fresh is not None
+    assert (fresh.claimed_at, fresh.lease_until, fresh.retry_at) == (None, None, None)
+    fences: dict[str, list[int]] = {m.id: [] for m in (given_back, reopened, settled)}
+
+    async def note(message: Message) -> LedgerEntry:
+        entry = await ledger.get(message.id)
+        assert entry is not None
+        fences[message.id].append(entry.fence)
+        return entry
+
+    for message in (given_back, reopened):
+        claim = await ledger.claim(message.id, lease=60.0, request_timeout=10.0, token="t")
+        assert isinstance(claim, Claim)
+        await ledger.record(claim, SendOutcome(SendState.PENDING, retry_after=1.0))  # a retry time...
+        clock.advance(1.0)
+        assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0, token="t"), Claim)
+        await note(message)
+    assert await ledger.release(given_back.id, "t")
+    clock.advance(60.0)
+    assert await ledger.resolve(reopened.id, provider_id=None)
+    for message in (given_back, reopened):
+        entry = await note(message)
+        assert (entry.state, entry.retry_at, entry.retry_in) == (SendState.PENDING, None, None), "...forgotten"
+    claim = await ledger.claim(settled.id, lease=60.0, request_timeout=10.0)
+    assert isinstance(claim, Claim)
+    clock.advance(61.0)
+    assert await ledger.mark_unknown(settled.id, claim.fence)
+    assert (await note(settled)).error_code == "LEASE_EXPIRED"
+    assert await ledger.resolve(settled.id, provider_id="SM1")
+    entry = await note(settled)
+    assert (entry.state, entry.error_code) == (SendState.ACCEPTED, None)
+    assert all(later > earlier for seen in fences.values() for earlier, later in itertools.pairwise(seen))
+
+
+async def test_a_fence_is_never_handed_out_twice() -> None:
+    """Reopened twice: a late answer of the first reopened attempt is refused by the third's fence."""
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = _message()
+    await ledger.add("c", [(message, "S", 1)])
+    claims: list[Claim] = []
+    for _ in range(3):
+        claim = await ledger.claim(message.id, lease=60.0, request_timeout=10.0)
+        assert isinstance(claim, Claim)
+        claims.append(claim)
+        clock.advance(61.0)
+        assert await ledger.resolve(message.id, provider_id=None)
+    assert len({c.fence for c in claims}) == 3
+    live = await ledger.claim(message.id, lease=60.0, request_timeout=10.0)
+    assert isinstance(live, Claim)
+    for stale in claims:
+        assert not await ledger.record(stale, SendOutcome(SendState.ACCEPTED, provider_id="SM-late"))
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.fence) == (SendState.SUBMITTING, live.fence)
+
+
+async def test_a_collision_leaves_the_probes_match_unreconciled_and_the_answer_clean() -> None:
+    ledger = MemoryLedger()
+    matched, answered = _message(1), _message(2)
+    await ledger.add("c", [(matched, "S", 1), (answered, "S", 1)])
+    assert await ledger.resolve(matched.id, provider_id="SM1")  # a probe matched it (reconciled)
+    claim = await ledger.claim(answered.id, lease=60.0, request_timeout=10.0)
+    assert isinstance(claim, Claim)
+    assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id="SM1"))
+    holder, recording = await ledger.get(matched.id), await ledger.get(answered.id)
+    assert holder is not None
+    assert recording is not None
+    assert (holder.state, holder.reconciled, holder.provider_id) == (SendState.UNKNOWN, False, None)
+    assert (recording.state, recording.error_code, recording.provider_id) == (SendState.ACCEPTED, None, "SM1")
+
+
+async def test_record_names_the_state_a_provider_call_cannot_end_in() -> None:
+    ledger, _, claim = await _one_claimed()
+    with pytest.raises(ValueError, match=r"^a provider call cannot end in cancelled$"):
+        await ledger.record(claim, SendOutcome(SendState.CANCELLED))
+
+
+async def test_unknown_campaigns_have_nothing() -> None:
+    ledger = MemoryLedger()
+    await ledger.add("c", [(_message(), "S", 1)])
+    assert await ledger.cancel("nope") == 0
+    assert await ledger.due(campaign_id="nope") == []
+    assert [entry async for entry in ledger.results("nope")] == []
+
+
+async def test_due_lists_every_campaign_up_to_500_by_default() -> None:
+    ledger = MemoryLedger()
+    await ledger.add("a", [(_message(), "S", 1) for _ in range(300)])
+    await ledger.add("b", [(_message(), "S", 1) for _ in range(201)])
+    due = await ledger.due()
+    assert len(due) == 500
+    assert set(due) & {entry.message_id async for entry in ledger.results("b")}, "both campaigns"
+
+
+async def test_status_store_defaults_and_smallest_bounds() -> None:
+    store = MemoryStatusStore()
+    assert (store.max_messages, store.max_keys) == (100_000, 100_000)
+    smallest = MemoryStatusStore(max_messages=1, max_keys=1)
+    assert await smallest.apply(StatusUpdate("m1", MessageStatus.QUEUED), idempotency_key="k1")
+    assert await smallest.apply(StatusUpdate("m2", MessageStatus.QUEUED), idempotency_key="k2")
+    assert len(smallest) == 1
+    for bounds in ({"max_messages": 0}, {"max_keys": 0}):
+        with pytest.raises(ValueError, match=r"^max_messages and max_keys must be at least 1$"):
+            MemoryStatusStore(**bounds)
+
+
+async def test_status_store_remembers_max_keys_keys() -> None:
+    store = MemoryStatusStore(max_keys=2)
+    for i in range(3):
+        assert await store.apply(StatusUpdate(f"m{i}", MessageStatus.QUEUED), idempotency_key=f"k{i}")
+    assert not await store.apply(StatusUpdate("m1", MessageStatus.SENT), idempotency_key="k1"), "the older of two"
+    assert not await store.apply(StatusUpdate("m2", MessageStatus.SENT), idempotency_key="k2")
+    assert await store.apply(StatusUpdate("m0", MessageStatus.SENT), idempotency_key="k0"), "forgotten"
