@@ -8,6 +8,7 @@ check that nothing was sent without a claim and nothing was created twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from messaging_core import (
@@ -36,10 +38,12 @@ from messaging_core.campaigns import (
     MemoryLedger,
     MemoryRateLimiter,
     MemoryStatusStore,
+    SendAttempt,
     SendLedger,
     SendOutcome,
     SendPipeline,
     SendState,
+    add_messages,
 )
 from messaging_core.default_plugins.memory import MemoryConnector
 from messaging_core.testing import HookRecorder
@@ -257,6 +261,8 @@ async def test_no_call_starts_after_the_deadline(connector: RecordingConnector) 
     assert connector.calls == []
     assert (attempt.state, attempt.called_provider) == (SendState.PENDING, False)
     assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == "the claim's deadline passed before this message was sent"
     entry = await ledger.get(message.id)
     assert entry is not None
     assert (entry.state, entry.attempts) == (SendState.PENDING, 1), "nothing was sent: a retry is safe"
@@ -264,6 +270,8 @@ async def test_no_call_starts_after_the_deadline(connector: RecordingConnector) 
     async with asyncio.timeout(2):
         final = await pipeline.run(message)
     assert (final.state, final.result.error_code) == (SendState.FAILED, ConnectorErrorCodes.NOT_ATTEMPTED)
+    assert final.result.error is not None
+    assert final.result.error.message == "the claim's deadline passed before this message was sent"
     assert connector.calls == []
 
 
@@ -329,7 +337,9 @@ async def test_a_live_lease_elsewhere_is_waited_for(
 # -- I4: fenced result writes ------------------------------------------------------------------------------------
 
 
-async def test_a_callback_that_settles_first_wins_over_a_lost_answer(connector: RecordingConnector) -> None:
+async def test_a_callback_that_settles_first_wins_over_a_lost_answer(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
     ledger = MemoryLedger()
     message = sms("+15550000004")
     await _added(ledger, message)
@@ -340,6 +350,8 @@ async def test_a_callback_that_settles_first_wins_over_a_lost_answer(connector: 
     assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, connector.created[message.id][0])
     assert attempt.state is SendState.ACCEPTED, "the stale UNKNOWN write was refused"
     assert connector.call_count(message.id) == 1
+    not_recorded = f"send {message.id}: result not recorded (the claim's fence was lost)"
+    assert not_recorded in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
 # -- I5: accepted and failed are final ---------------------------------------------------------------------------
@@ -503,6 +515,10 @@ async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
     assert attempt.state is SendState.UNKNOWN  # the request may have left: in doubt, never resent blindly
     assert attempt.result.error is not None
     assert attempt.result.error.outcome is FailureOutcome.MAY_HAVE_BEEN_SENT
+    assert attempt.result.error_code == ConnectorErrorCodes.SEND_MESSAGE_ERROR
+    assert attempt.result.error.message == (
+        "the provider call outlasted the claim's lease and was cut off; the message may have been sent"
+    )
     await connector.shutdown()
 
 
@@ -516,6 +532,8 @@ async def test_reconciliation_loops_stop_at_max_attempts(connector: RecordingCon
     async with asyncio.timeout(5):
         attempt = await _pipeline(connector, ledger, in_doubt="probe_then_resend", max_attempts=3).run(message)
     assert (attempt.state, attempt.result.error_code) == (SendState.FAILED, ConnectorErrorCodes.NOT_ATTEMPTED)
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == "all 3 attempts were used before this message was sent"
     assert connector.call_count(message.id) == 3
     entry = await ledger.get(message.id)
     assert entry is not None
@@ -607,6 +625,10 @@ async def test_a_pace_beyond_max_wait_defers_without_claiming(connector: Recordi
     attempt = await _pipeline(connector, ledger, limiter=RecordingLimiter(None), max_wait=1.5).process(message)
     assert (attempt.state, attempt.retry_after) == (SendState.PENDING, 1.5)
     assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == (
+        "the sender's pace would have needed too long a wait before this message was sent"
+    )
     entry = await ledger.get(message.id)
     assert entry is not None
     assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "nothing was claimed"
@@ -717,7 +739,9 @@ def test_pipeline_arguments_are_checked(connector: RecordingConnector) -> None:
 # -- issue #12: the probe holds whenever it is not sure ----------------------------------------------------
 
 
-async def test_two_identical_messages_in_doubt_are_both_held(connector: RecordingConnector) -> None:
+async def test_two_identical_messages_in_doubt_are_both_held(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
     """One was created, one was not; the list cannot tell them apart: neither is taken as sent."""
     ledger = MemoryLedger()
     created, lost = sms("+15550000040", "same text"), sms("+15550000040", "same text")
@@ -733,6 +757,8 @@ async def test_two_identical_messages_in_doubt_are_both_held(connector: Recordin
         assert entry is not None
         assert (entry.state, entry.provider_id) == (SendState.UNKNOWN, None)
     assert connector.call_count(lost.id) == 1  # never resent, never recorded as sent
+    held = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "held" in r.getMessage()]
+    assert held == [f"send {m.id}: a probe candidate could be another message in doubt; held" for m in (lost, created)]
 
 
 async def test_a_provider_id_recorded_for_another_message_is_never_taken(connector: RecordingConnector) -> None:
@@ -860,7 +886,9 @@ async def test_an_outcome_that_cannot_be_recorded_is_logged_for_an_operator(
     assert connector.created[message.id][0] in line  # the provider id an operator settles it with
 
 
-async def test_a_claim_whose_answer_was_lost_is_given_back(connector: RecordingConnector) -> None:
+async def test_a_claim_whose_answer_was_lost_is_given_back(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
     """The ledger committed the claim, then the connection dropped (a database restart): nothing was sent."""
 
     class LostAnswer(MemoryLedger):
@@ -884,6 +912,557 @@ async def test_a_claim_whose_answer_was_lost_is_given_back(connector: RecordingC
     assert entry is not None
     assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "given back, not left to expire into UNKNOWN"
     assert connector.calls == []
+    given_back = f"send {message.id}: the claim's answer was lost; given back, nothing was sent"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [given_back]
     attempt = await _pipeline(connector, ledger).process(message)
     assert attempt.state is SendState.ACCEPTED
     assert connector.call_count(message.id) == 1
+
+
+# -- issue #18: what mutation testing found untested ----------------------------------------------------------
+
+
+async def test_reconcile_answers_from_the_ledger_once_the_message_is_out_of_doubt(
+    connector: RecordingConnector,
+) -> None:
+    """Not in doubt (any more): the ledger's answer, without a probe; None for a message it lacks."""
+    ledger = MemoryLedger()
+    message, unknown_to_the_ledger = sms("+15550000050"), sms("+15550000051")
+    await _added(ledger, message)
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    assert (await pipeline.process(message)).state is SendState.ACCEPTED
+    settled = await pipeline.reconcile(message)
+    assert settled is not None
+    assert settled.state is SendState.ACCEPTED
+    assert settled.result.value is not None
+    assert settled.result.value.remote_message_id == connector.created[message.id][0]
+    assert not settled.called_provider
+    assert settled.message_id == message.id
+    assert await pipeline.reconcile(unknown_to_the_ledger) is None
+    await _added(ledger, unknown_to_the_ledger)
+    waiting = await pipeline.reconcile(unknown_to_the_ledger)
+    assert waiting is not None
+    assert waiting.state is SendState.PENDING
+    assert waiting.result.error is not None
+    assert waiting.result.error.message == "waiting to be sent before this message was sent"
+    assert connector.probes == [], "nothing in doubt: the provider is not asked"
+
+
+async def test_the_probe_looks_back_from_the_claim_by_probe_skew(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000052")
+    await _added(ledger, message)
+    connector.script["+15550000052"] = ["created_no_answer"]
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", probe_skew=42.0)
+    assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert entry.claimed_at is not None
+    reconciled = await pipeline.reconcile(message)
+    assert reconciled is not None
+    assert reconciled.state is SendState.ACCEPTED
+    assert connector.probes == [(message.id, entry.claimed_at - timedelta(seconds=42.0))]
+
+
+async def test_a_probe_verdict_lands_only_on_the_attempt_it_probed(connector: RecordingConnector) -> None:
+    """A's probe finds the first attempt while B, sure it was absent (a lagging list), is sending it again.
+
+    A must not write "accepted" over B's live claim: B's answer is the one the ledger keeps.
+    """
+    ledger = MemoryLedger()
+    message = sms("+15550000053")
+    await _added(ledger, message)
+    connector.script["+15550000053"] = ["created_no_answer"]
+    connector.probe = "truthful"
+    worker_a = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    assert (await worker_a.process(message)).state is SendState.UNKNOWN
+    probe = connector.find_sent
+    b_claim: list[Claim] = []
+
+    async def b_resends_during_the_probe(probed: Message, since: datetime) -> list[str] | None:
+        found = await probe(probed, since)
+        assert await ledger.resolve(message.id, provider_id=None)  # B: "absent"
+        claim = await ledger.claim(message.id, lease=30.0, request_timeout=5.0)  # B calls the provider again
+        assert isinstance(claim, Claim)
+        b_claim.append(claim)
+        return found
+
+    connector.find_sent = b_resends_during_the_probe  # type: ignore[method-assign, assignment]
+    verdict = await worker_a.reconcile(message)
+    assert verdict is not None
+    assert verdict.state is SendState.SUBMITTING, "A's verdict was refused: the row is B's attempt now"
+    assert verdict.message_id == message.id
+    assert verdict.result.error is not None
+    assert verdict.result.error.details["ledger_state"] == "submitting"
+    assert await ledger.record(b_claim[0], SendOutcome(SendState.ACCEPTED, provider_id="SM-b"))
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, "SM-b")
+
+
+@pytest.mark.parametrize(
+    ("before", "state"),
+    [
+        ("not in the ledger", SendState.CANCELLED),
+        ("pending", SendState.PENDING),
+        ("accepted", SendState.ACCEPTED),
+    ],
+)
+async def test_a_cancelled_pass_reports_the_ledgers_state(
+    connector: RecordingConnector, before: str, state: SendState
+) -> None:
+    """Cancelled before the claim: nothing sent, and the state is what the ledger holds (a cancel
+    signal does not cancel the row: the campaign's ``cancel`` does), CANCELLED for a message it lacks."""
+    ledger = MemoryLedger()
+    message = sms("+15550000054")
+    pipeline = _pipeline(connector, ledger, cancel_reason="stopped by the operator")
+    if before != "not in the ledger":
+        await _added(ledger, message)
+    if before == "accepted":
+        assert (await pipeline.process(message)).state is SendState.ACCEPTED
+    cancel = asyncio.Event()
+    cancel.set()
+    attempt = await pipeline.process(message, cancel=cancel)
+    assert (attempt.message_id, attempt.state) == (message.id, state)
+    assert not attempt.called_provider
+    assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == "stopped by the operator before this message was sent"
+    assert connector.call_count(message.id) == (1 if before == "accepted" else 0)
+
+
+class TimestampsOnly(MemoryLedger):
+    """A ledger that reports its lease and retry times as timestamps only (no ``lease_left``/``retry_in``)."""
+
+    async def get(self, message_id: str) -> LedgerEntry | None:
+        entry = await super().get(message_id)
+        return None if entry is None else attrs.evolve(entry, lease_left=None, retry_in=None)
+
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
+        claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+        return claim if isinstance(claim, Claim) else attrs.evolve(claim, lease_left=None, retry_in=None)
+
+
+async def test_a_ledger_of_timestamps_only_is_read_against_the_wall_clock(connector: RecordingConnector) -> None:
+    """Without the ledger's own count of the time left, the wait is the timestamp against our clock."""
+    clock = FakeClock()
+    ledger = TimestampsOnly(clock=clock)
+    held, retried = sms("+15550000060"), sms("+15550000061")
+    await _added(ledger, held, retried)
+    assert isinstance(await ledger.claim(held.id, lease=30.0, request_timeout=5.0), Claim)  # another worker's
+    connector.script["+15550000061"] = ["rate_limited"]
+    pipeline = _pipeline(connector, ledger, lease=300.0, request_timeout=30.0, backoff=20.0)
+    submitting = await pipeline.process(held)
+    assert (submitting.message_id, submitting.state) == (held.id, SendState.SUBMITTING)
+    assert submitting.retry_after is not None
+    assert 29 < submitting.retry_after <= 30
+    assert (await pipeline.process(retried)).state is SendState.PENDING
+    waiting = await pipeline.process(retried)
+    assert (waiting.message_id, waiting.state) == (retried.id, SendState.PENDING)
+    assert waiting.retry_after is not None
+    assert 19 < waiting.retry_after <= 20
+    assert waiting.result.error is not None
+    assert waiting.result.error.message == "waiting for a retry before this message was sent"
+    assert connector.call_count(held.id) == 0
+
+
+@pytest.mark.parametrize(("skew", "state"), [(0.0, SendState.UNKNOWN), (120.0, SendState.PENDING)])
+async def test_the_quiet_period_of_a_ledger_of_timestamps_only(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch, skew: float, state: SendState
+) -> None:
+    """The lease's end is a timestamp: the quiet period runs from it on our wall clock."""
+    clock = FakeClock()
+    ledger = TimestampsOnly(clock=clock)
+    message = sms("+15550000062")
+    await _added(ledger, message)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0), Claim)  # a worker that died
+    clock.now += 61  # its lease is over on the ledger's clock, and the entry is put in doubt
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", absent_after=0.0)
+    assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    _skew_worker_clock(monkeypatch, skew)  # 120 s on: the lease (until 60 s after the claim) ended 60 s ago
+    verdict = await pipeline.reconcile(message)
+    assert verdict is not None
+    assert verdict.state is state
+    if state is SendState.UNKNOWN:
+        assert verdict.retry_after is not None
+        assert 59 < verdict.retry_after <= 60, "until the lease's end on the wall clock"
+    assert connector.call_count(message.id) == 0
+
+
+@pytest.mark.parametrize("floor_case", ["a lease about to end", "a ledger that does not say when"])
+async def test_hints_have_a_floor_and_keep_what_is_left(connector: RecordingConnector, floor_case: str) -> None:
+    clock = FakeClock()
+
+    class NoRetryTime(MemoryLedger):
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            return LedgerEntry(message_id, "c", SendState.PENDING, SENDER)  # "not due", without saying when
+
+    ledger = MemoryLedger(clock=clock) if floor_case == "a lease about to end" else NoRetryTime(clock=clock)
+    message = sms("+15550000063")
+    await _added(ledger, message)
+    if floor_case == "a lease about to end":
+        assert isinstance(await ledger.claim(message.id, lease=30.0, request_timeout=5.0), Claim)
+        clock.now += 29.5
+        expected = 0.5  # what is left, not rounded up
+    else:
+        expected = 0.01  # a floor: a zero would spin
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert attempt.retry_after == pytest.approx(expected)
+    assert connector.calls == []
+
+
+async def test_a_lease_found_expired_reads_as_in_doubt(connector: RecordingConnector) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = sms("+15550000064")
+    await _added(ledger, message)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0), Claim)  # a worker that died
+    clock.now += 61
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert (attempt.message_id, attempt.state) == (message.id, SendState.UNKNOWN)
+    assert attempt.result.error is not None
+    assert attempt.result.error.details["ledger_state"] == "unknown", "the entry as it is now, not as claimed"
+    assert attempt.result.error.message == "the message may have been sent; it is reconciled, never resent blindly"
+
+
+async def test_a_pass_that_cannot_give_its_slot_back_says_so(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    class ReleaseFails(RecordingLimiter):
+        async def release(self, key: str, token: str) -> bool:
+            raise ConnectionError("limiter down")
+
+    ledger = MemoryLedger()
+    message = sms("+15550000065")
+    await _added(ledger, message)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=5.0), Claim)  # another worker's
+    attempt = await _pipeline(connector, ledger, limiter=ReleaseFails()).process(message)
+    assert attempt.state is SendState.SUBMITTING, "the pass goes on: the slot is only lost time"
+    (record,) = [r for r in caplog.records if "pace slot" in r.getMessage()]
+    assert record.getMessage() == f"send {message.id}: the pace slot could not be given back"
+    assert record.levelname == "WARNING"
+    assert record.exc_info is not None
+
+
+async def test_a_failing_probe_holds_and_is_logged(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000066")
+    await _added(ledger, message)
+    connector.script["+15550000066"] = ["created_no_answer"]
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    assert (await pipeline.process(message)).state is SendState.UNKNOWN
+
+    async def broken(probed: Message, since: datetime) -> list[str] | None:
+        raise ConnectionError("provider API down")
+
+    connector.find_sent = broken  # type: ignore[method-assign, assignment]
+    assert await pipeline.reconcile(message) is None
+    assert await _state(ledger, message.id) is SendState.UNKNOWN
+    (record,) = [r for r in caplog.records if "probing" in r.getMessage()]
+    assert record.getMessage() == f"send {message.id}: probing the provider failed; the message stays in doubt"
+    assert record.exc_info is not None
+
+
+async def test_another_message_in_doubt_to_the_receiver_with_other_content_is_no_twin(
+    connector: RecordingConnector,
+) -> None:
+    ledger = MemoryLedger()
+    created, other = sms("+15550000067", "first text"), sms("+15550000067", "second text")
+    await _added(ledger, created, other)
+    connector.script["+15550000067"] = ["created_no_answer", "lost_before"]
+    connector.probe = "by_content"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    for message in (created, other):
+        assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    verdict = await pipeline.reconcile(created)
+    assert verdict is not None
+    assert verdict.state is SendState.ACCEPTED, "the other message in doubt could not be the one listed"
+
+
+async def test_a_message_without_a_receiver_is_never_matched_by_a_probe(connector: RecordingConnector) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = Message(uuid.uuid4().hex, Endpoint.phone(SENDER), None, TextContent("hello"))
+    await _added(ledger, message)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0), Claim)
+    clock.now += 61
+    assert await ledger.mark_unknown(message.id, 1)
+    connector.probe = "truthful"
+    connector.created[message.id] = ["SM1"]
+    assert await _pipeline(connector, ledger, in_doubt="probe_then_resend").reconcile(message) is None
+    assert await _state(ledger, message.id) is SendState.UNKNOWN, "no receiver: no way to rule out a twin"
+
+
+async def test_a_message_reopened_by_a_collision_has_no_quiet_period(connector: RecordingConnector) -> None:
+    """Settled by a status callback without a claim, then in doubt again: it has no lease to wait out."""
+    ledger = MemoryLedger()
+    reopened, answered = sms("+15550000068"), sms("+15550000069")
+    await _added(ledger, reopened, answered)
+    assert await ledger.resolve(reopened.id, provider_id="SM1")  # a status callback named it (a probe's word)
+    claim = await ledger.claim(answered.id, lease=60.0, request_timeout=10.0)
+    assert isinstance(claim, Claim)
+    assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id="SM1"))  # the provider's answer
+    entry = await ledger.get(reopened.id)
+    assert entry is not None
+    assert (entry.state, entry.claimed_at) == (SendState.UNKNOWN, None)
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", absent_after=300.0, probe_skew=0.0)
+    before = datetime.now(UTC)
+    verdict = await pipeline.reconcile(reopened)
+    assert verdict is not None
+    assert verdict.state is SendState.PENDING, "two empty probes, no quiet period to wait for"
+    assert len(connector.probes) == 2
+    assert all(since >= before for _, since in connector.probes), "looked back from now: it has no claim"
+
+
+async def test_a_run_ends_on_an_attempt_in_doubt_that_another_worker_made(connector: RecordingConnector) -> None:
+    """A's "absent" is refused (B resent it meanwhile, in doubt again): A's run ends there, in doubt."""
+    clock = FakeClock()
+    ledger = MemoryLedger(clock=clock)
+    message = sms("+15550000070")
+    await _added(ledger, message)
+    assert isinstance(await ledger.claim(message.id, lease=60.0, request_timeout=10.0), Claim)  # a worker that died
+    clock.now += 61
+    connector.script["+15550000070"] = ["lost_before"]
+    connector.probe = "truthful"
+    worker_a = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    worker_b = _pipeline(connector, ledger, in_doubt="probe_then_resend")
+    probe = connector.find_sent
+    interleaved = False
+
+    async def b_acts_during_a_probe(probed: Message, since: datetime) -> list[str] | None:
+        nonlocal interleaved
+        if not interleaved:
+            interleaved = True
+            reopened = await worker_b.reconcile(message)
+            assert reopened is not None
+            assert reopened.state is SendState.PENDING
+            assert (await worker_b.process(message)).state is SendState.UNKNOWN
+        return await probe(probed, since)
+
+    connector.find_sent = b_acts_during_a_probe  # type: ignore[method-assign, assignment]
+    async with asyncio.timeout(5):
+        attempt = await worker_a.run(message)
+    assert (attempt.message_id, attempt.state) == (message.id, SendState.UNKNOWN)
+    assert attempt.retry_after is None
+    assert connector.call_count(message.id) == 1, "B's one call; A sent nothing"
+
+
+async def test_a_cancel_wakes_a_run_waiting_out_the_quiet_period(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000071")
+    await _added(ledger, message)
+    connector.script["+15550000071"] = ["lost_before"]
+    connector.probe = "truthful"
+    pipeline = _pipeline(connector, ledger, in_doubt="probe_then_resend", absent_after=60.0)
+    cancel = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, cancel.set)
+    async with asyncio.timeout(5):
+        attempt = await pipeline.run(message, cancel=cancel)
+    assert attempt.state is SendState.UNKNOWN
+    assert connector.call_count(message.id) == 1
+
+
+async def test_status_received_says_whether_anything_changed(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000072")
+    await _added(ledger, message)
+    connector.script["+15550000072"] = ["created_no_answer"]
+    pipeline = _pipeline(connector, ledger)  # no status store: only the ledger
+    assert (await pipeline.process(message)).state is SendState.UNKNOWN
+    assert await pipeline.status_received(StatusUpdate(message.id, MessageStatus.SENT)) is False
+    sid = connector.created[message.id][0]
+    assert await pipeline.status_received(StatusUpdate(message.id, MessageStatus.SENT, remote_message_id=sid)) is True
+    assert await _state(ledger, message.id) is SendState.ACCEPTED
+
+
+async def test_a_status_callback_delivered_twice_is_applied_once(connector: RecordingConnector) -> None:
+    """The idempotency key names the delivery: the same key again is the same callback, whatever it says."""
+    store = MemoryStatusStore()
+    pipeline = _pipeline(connector, MemoryLedger(), status_store=store)
+    assert await pipeline.status_received(StatusUpdate("m1", MessageStatus.SENT), idempotency_key="k1")
+    assert not await pipeline.status_received(StatusUpdate("m1", MessageStatus.DELIVERED), idempotency_key="k1")
+    assert await store.get("m1") is MessageStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "existing"),
+    [
+        ("a", "b", {"a": 2}),  # every id held by another campaign: none is new, none this one's
+        ("a", "a", {"a": 2}),
+    ],
+)
+async def test_add_messages_counts_the_ids_another_submission_holds(
+    connector: RecordingConnector, first: str, again: str, existing: dict[str, int]
+) -> None:
+    ledger = MemoryLedger()
+    messages = [sms("+15550000073"), sms("+15550000074")]
+    assert (await add_messages(ledger, connector, first, messages)).new == 2
+    submission = await add_messages(ledger, connector, again, messages)
+    assert (submission.new, dict(submission.existing)) == (0, existing)
+
+
+async def test_add_messages_counts_one_id_the_campaign_holds_already(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    held, fresh = sms("+15550000075"), sms("+15550000076")
+    await add_messages(ledger, connector, "a", [held])
+    submission = await add_messages(ledger, connector, "a", [held, fresh])
+    assert (submission.new, dict(submission.existing)) == (1, {"a": 1})
+
+
+async def test_the_pace_is_paid_at_the_cost_of_each_message() -> None:
+    class CostByText(RecordingConnector):
+        def send_cost(self, message: Message) -> int:
+            assert isinstance(message.content, TextContent)
+            return len(message.content.text)
+
+    registry = ChannelRegistry()
+    connector = CostByText(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
+    await connector.initialize()
+    ledger, limiter = MemoryLedger(), RecordingLimiter()
+    message = sms("+15550000077", "four")
+    await _added(ledger, message)
+    await _pipeline(connector, ledger, limiter=limiter).process(message)
+    assert limiter.calls == [(SENDER, 4, None)]
+    await connector.shutdown()
+
+
+def test_pipeline_arguments_say_what_is_wrong_and_defaults_hold(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    with pytest.raises(ValueError, match=r"^lease \(10.0 s\) must exceed the request timeout \(10.0 s\)$"):
+        SendPipeline(connector, ledger=ledger, lease=10.0, request_timeout=10)
+    with pytest.raises(ValueError, match=r"^in_doubt must be 'hold' or 'probe_then_resend', not 'resend'$"):
+        SendPipeline(connector, ledger=ledger, in_doubt="resend")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^max_attempts must be at least 1$"):
+        SendPipeline(connector, ledger=ledger, max_attempts=0)
+    with pytest.raises(ValueError, match=r"^defer_beyond must be >= 0$"):
+        SendPipeline(connector, ledger=ledger, defer_beyond=-0.5)
+    with pytest.raises(ValueError, match=r"^absent_after must be >= 0$"):
+        SendPipeline(connector, ledger=ledger, absent_after=-0.5)
+    smallest = SendPipeline(
+        connector, ledger=ledger, lease=10.5, request_timeout=10, max_attempts=1, defer_beyond=0.0, absent_after=0.0
+    )
+    assert (smallest.lease, smallest.request_timeout, smallest.max_attempts) == (10.5, 10.0, 1)
+    assert (smallest.defer_beyond, smallest.absent_after) == (0.0, 0.0)
+    default = SendPipeline(connector, ledger=ledger)
+    assert (default.request_timeout, default.lease, default.in_doubt) == (30.0, 300.0, "hold")  # no send_timeout
+    assert (default.max_attempts, default.backoff, default.max_backoff) == (5, 1.0, 300.0)
+    assert (default.probe_grace, default.probe_skew, default.absent_after) == (5.0, 60.0, 300.0)
+    assert default.suppressions is None
+    assert default.cancel_reason == "cancelled"
+
+    class Bounded(RecordingConnector):
+        def send_timeout(self) -> float | None:
+            return 12
+
+    registry = ChannelRegistry()
+    bounded = Bounded(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
+    assert SendPipeline(bounded, ledger=ledger).request_timeout == 12.0
+    assert SendPipeline(bounded, ledger=ledger, request_timeout=7).request_timeout == 7.0
+    assert SendPipeline(connector, ledger=ledger, status_store=MemoryStatusStore()).suppressions is not None
+
+
+def test_pipeline_repr_and_settled_attempts(connector: RecordingConnector) -> None:
+    ledger, limiter = MemoryLedger(), MemoryRateLimiter(1.0)
+    pipeline = SendPipeline(connector, ledger=ledger, limiter=limiter)
+    assert repr(pipeline) == f"<SendPipeline {connector.name!r} ledger={ledger!r} limiter={limiter!r}>"
+    result: ConnectorResult[SendResult] = ConnectorResult.failure(ConnectorErrorCodes.NOT_ATTEMPTED, "x")
+    settled = {state: SendAttempt("m", result, state).settled for state in SendState}
+    assert settled == {
+        SendState.PENDING: False,
+        SendState.SUBMITTING: False,
+        SendState.UNKNOWN: True,
+        SendState.ACCEPTED: True,
+        SendState.FAILED: True,
+        SendState.CANCELLED: True,
+    }
+
+
+async def test_a_paused_pass_waits_for_running(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000080")
+    await _added(ledger, message)
+    running = asyncio.Event()
+    passing = asyncio.create_task(_pipeline(connector, ledger).process(message, running=running))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not passing.done()
+    assert await _state(ledger, message.id) is SendState.PENDING, "paused: not even claimed"
+    running.set()
+    assert (await passing).state is SendState.ACCEPTED
+
+
+@pytest.mark.parametrize(("wait", "deferred"), [(5.0, True), (0.05, False)])
+async def test_defer_beyond_returns_at_once_instead_of_sleeping(
+    connector: RecordingConnector, wait: float, deferred: bool
+) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000081")
+    await _added(ledger, message)
+    pipeline = _pipeline(connector, ledger, limiter=RecordingLimiter(wait), defer_beyond=1.0)
+    started = time.monotonic()
+    attempt = await pipeline.process(message)
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    if deferred:
+        assert (attempt.state, attempt.deferred, attempt.retry_after) == (SendState.PENDING, True, 5.0)
+        assert attempt.result.error is not None
+        assert attempt.result.error.message.startswith("the sender's pace would have needed too long a wait")
+        assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "nothing claimed"
+        assert time.monotonic() - started < 1.0
+    else:
+        assert (attempt.state, attempt.deferred) == (SendState.ACCEPTED, False)
+        assert time.monotonic() - started >= 0.05, "a short pace wait is slept in the pass"
+
+
+@pytest.mark.parametrize("admitted", [True, False])
+async def test_admit_is_asked_after_the_pace_right_before_the_claim(
+    connector: RecordingConnector, admitted: bool
+) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000082")
+    await _added(ledger, message)
+    limiter = RecordingLimiter(0.0)
+    asked: list[int] = []
+
+    async def admit() -> bool:
+        asked.append(len(limiter.calls))
+        return admitted
+
+    attempt = await _pipeline(connector, ledger, limiter=limiter).process(message, admit=admit)
+    assert asked == [1], "asked once, after the pace"
+    entry = await ledger.get(message.id)
+    assert entry is not None
+    if admitted:
+        assert attempt.state is SendState.ACCEPTED
+    else:
+        assert (attempt.message_id, attempt.state, entry.attempts) == (message.id, SendState.PENDING, 0)
+        assert attempt.result.error is not None
+        assert attempt.result.error.message == "held back before the claim before this message was sent"
+        assert connector.calls == []
+
+
+async def test_the_call_slot_is_held_around_the_claim_and_the_call(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000083")
+    await _added(ledger, message)
+    seen: list[tuple[str, SendState, int]] = []
+
+    @contextlib.asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        seen.append(("enter", await _state(ledger, message.id), len(connector.calls)))
+        yield
+        seen.append(("exit", await _state(ledger, message.id), len(connector.calls)))
+
+    attempt = await _pipeline(connector, ledger, call_slot=slot).process(message)
+    assert attempt.state is SendState.ACCEPTED
+    assert seen == [("enter", SendState.PENDING, 0), ("exit", SendState.SUBMITTING, 1)]
