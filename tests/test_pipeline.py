@@ -498,7 +498,7 @@ class SlowConnector(RecordingConnector):
         return await super()._send_message(message)
 
 
-async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
+async def test_a_call_is_cut_off_when_its_lease_ends(caplog: pytest.LogCaptureFixture) -> None:
     registry = ChannelRegistry()
     connector = SlowConnector(registry.schema("memory"), {"Mailbox": uuid.uuid4().hex}, plugins=registry.host)
     assert (await connector.initialize()).is_success
@@ -519,6 +519,8 @@ async def test_a_call_is_cut_off_when_its_lease_ends() -> None:
     assert attempt.result.error.message == (
         "the provider call outlasted the claim's lease and was cut off; the message may have been sent"
     )
+    cut_off = f"send {message.id}: still running when its lease ended; cut off, outcome unknown"
+    assert cut_off in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     await connector.shutdown()
 
 
@@ -716,6 +718,10 @@ async def test_every_send_path_makes_one_attempt_and_fires_message_sent_once(
     assert attempts == Counter(everything)
     sent_hooks = Counter(call.arguments["message"].id for call in recorder.named("message_sent"))
     assert sent_hooks == Counter(everything)
+    calls = {call.arguments["message"].id: call.arguments for call in recorder.named("message_sent")}
+    assert all(arguments["connector"] is connector for arguments in calls.values())
+    assert calls[campaign[0].id]["result"].is_success
+    assert calls[campaign[1].id]["result"].error_code == ConnectorErrorCodes.INVALID_RECIPIENT
 
 
 async def test_send_batch_pace_is_batch_wide(connector: RecordingConnector) -> None:
@@ -1088,9 +1094,11 @@ async def test_the_quiet_period_of_a_ledger_of_timestamps_only(
     verdict = await pipeline.reconcile(message)
     assert verdict is not None
     assert verdict.state is state
+    assert verdict.message_id == message.id
     if state is SendState.UNKNOWN:
         assert verdict.retry_after is not None
         assert 59 < verdict.retry_after <= 60, "until the lease's end on the wall clock"
+        assert verdict.result.error_code == ConnectorErrorCodes.OUTCOME_UNKNOWN
     assert connector.call_count(message.id) == 0
 
 
@@ -1220,6 +1228,9 @@ async def test_a_message_reopened_by_a_collision_has_no_quiet_period(connector: 
     verdict = await pipeline.reconcile(reopened)
     assert verdict is not None
     assert verdict.state is SendState.PENDING, "two empty probes, no quiet period to wait for"
+    assert verdict.message_id == reopened.id
+    assert verdict.result.error is not None
+    assert verdict.result.error.message == "the provider has no trace of it; resending before this message was sent"
     assert len(connector.probes) == 2
     assert all(since >= before for _, since in connector.probes), "looked back from now: it has no claim"
 
@@ -1466,3 +1477,82 @@ async def test_the_call_slot_is_held_around_the_claim_and_the_call(connector: Re
     attempt = await _pipeline(connector, ledger, call_slot=slot).process(message)
     assert attempt.state is SendState.ACCEPTED
     assert seen == [("enter", SendState.PENDING, 0), ("exit", SendState.SUBMITTING, 1)]
+
+
+async def test_a_pass_frozen_after_its_deadline_check_writes_nothing(
+    connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thawed past the deadline between the pipeline's check and the call: nothing is written."""
+    ledger = MemoryLedger()
+    message = sms("+15550000084")
+    await _added(ledger, message)
+    readings: list[float] = []
+
+    class Thawing:
+        @staticmethod
+        def monotonic() -> float:
+            readings.append(time.monotonic())
+            return readings[-1] + (3600.0 if len(readings) > 1 else 0.0)  # the first reading is the check
+
+    monkeypatch.setattr("messaging_core.campaigns.pipeline.time", Thawing)
+    attempt = await _pipeline(connector, ledger).process(message)
+    assert connector.calls == []
+    assert (attempt.state, attempt.result.error_code) == (SendState.PENDING, ConnectorErrorCodes.NOT_ATTEMPTED)
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == "the claim's deadline passed before this message was sent"
+
+
+async def test_a_suppressed_recipient_fails_without_a_call(connector: RecordingConnector) -> None:
+    ledger, store = MemoryLedger(), MemoryStatusStore()
+    message = sms("+15550000085")
+    await _added(ledger, message)
+    await store.suppress("+15550000085", ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED)
+    attempt = await _pipeline(connector, ledger, status_store=store).process(message)
+    assert connector.calls == []
+    assert (attempt.state, attempt.result.error_code) == (SendState.FAILED, ConnectorErrorCodes.RECIPIENT_UNSUBSCRIBED)
+    assert attempt.result.error is not None
+    assert attempt.result.error.message == "the recipient is on the suppression list (they opted out); nothing was sent"
+
+
+async def test_a_run_whose_cancel_is_set_sends_nothing(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000086")
+    await _added(ledger, message)  # PENDING in the ledger: only the signal says stop
+    cancel = asyncio.Event()
+    cancel.set()
+    attempt = await _pipeline(connector, ledger).run(message, cancel=cancel)
+    assert (attempt.state, attempt.called_provider) == (SendState.PENDING, False)
+    assert connector.calls == []
+
+
+async def test_a_cancel_wakes_a_run_waiting_for_a_retry(connector: RecordingConnector) -> None:
+    ledger = MemoryLedger()
+    message = sms("+15550000087")
+    await _added(ledger, message)
+    connector.script["+15550000087"] = ["rate_limited"]
+    cancel = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, cancel.set)
+    async with asyncio.timeout(5):
+        attempt = await _pipeline(connector, ledger, backoff=60.0).run(message, cancel=cancel)
+    assert attempt.state is SendState.PENDING
+    assert connector.call_count(message.id) == 1
+
+
+async def test_a_run_sleeps_through_the_retry_hint(connector: RecordingConnector) -> None:
+    class Counting(MemoryLedger):
+        claims = 0
+
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            self.claims += 1
+            return await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+
+    ledger = Counting()
+    message = sms("+15550000088")
+    await _added(ledger, message)
+    connector.script["+15550000088"] = ["rate_limited"]
+    async with asyncio.timeout(5):
+        attempt = await _pipeline(connector, ledger, backoff=0.2).run(message)
+    assert attempt.state is SendState.ACCEPTED
+    assert ledger.claims < 6, "a pass per hint, not a pass per loop turn"
