@@ -625,7 +625,7 @@ async def test_a_pace_beyond_max_wait_defers_without_claiming(connector: Recordi
     message = sms("+15550000015")
     await _added(ledger, message)
     attempt = await _pipeline(connector, ledger, limiter=RecordingLimiter(None), max_wait=1.5).process(message)
-    assert (attempt.state, attempt.retry_after) == (SendState.PENDING, 1.5)
+    assert (attempt.message_id, attempt.state, attempt.retry_after) == (message.id, SendState.PENDING, 1.5)
     assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
     assert attempt.result.error is not None
     assert attempt.result.error.message == (
@@ -885,11 +885,17 @@ async def test_an_outcome_that_cannot_be_recorded_is_logged_for_an_operator(
     ledger = Down()
     message = sms("+15550000045")
     await _added(ledger, message)
+    started = time.monotonic()
     with pytest.raises(ConnectionError):
         await _pipeline(connector, ledger, lease=0.6, request_timeout=0.5).process(message)
+    # Tried until one more lease had passed after the claim's lease (2 x 0.6 s from the claim).
+    assert time.monotonic() - started >= 0.9
     (line,) = [r.getMessage() for r in caplog.records if "NOT RECORDED" in r.getMessage()]
-    assert message.id in line
-    assert connector.created[message.id][0] in line  # the provider id an operator settles it with
+    sid = connector.created[message.id][0]  # the provider id an operator settles it with
+    assert line == (
+        f"send {message.id}: the ledger did not answer for a lease after the claim's lease; outcome NOT RECORDED: "
+        f"state=accepted provider_id={sid} error_code=None attempt=1 (settle it with ledger.resolve)"
+    )
 
 
 async def test_a_claim_whose_answer_was_lost_is_given_back(
@@ -1064,6 +1070,8 @@ async def test_a_ledger_of_timestamps_only_is_read_against_the_wall_clock(connec
     pipeline = _pipeline(connector, ledger, lease=300.0, request_timeout=30.0, backoff=20.0)
     submitting = await pipeline.process(held)
     assert (submitting.message_id, submitting.state) == (held.id, SendState.SUBMITTING)
+    assert submitting.result.error is not None
+    assert submitting.result.error.details["ledger_state"] == "submitting", "the other worker's call, in doubt"
     assert submitting.retry_after is not None
     assert 29 < submitting.retry_after <= 30
     assert (await pipeline.process(retried)).state is SendState.PENDING
@@ -1156,7 +1164,8 @@ async def test_a_pass_that_cannot_give_its_slot_back_says_so(
     (record,) = [r for r in caplog.records if "pace slot" in r.getMessage()]
     assert record.getMessage() == f"send {message.id}: the pace slot could not be given back"
     assert record.levelname == "WARNING"
-    assert record.exc_info is not None
+    assert record.exc_info
+    assert record.exc_info[0] is ConnectionError, "with the error that stopped it"
 
 
 async def test_a_failing_probe_holds_and_is_logged(
@@ -1177,7 +1186,8 @@ async def test_a_failing_probe_holds_and_is_logged(
     assert await _state(ledger, message.id) is SendState.UNKNOWN
     (record,) = [r for r in caplog.records if "probing" in r.getMessage()]
     assert record.getMessage() == f"send {message.id}: probing the provider failed; the message stays in doubt"
-    assert record.exc_info is not None
+    assert record.exc_info
+    assert record.exc_info[0] is ConnectionError
 
 
 async def test_another_message_in_doubt_to_the_receiver_with_other_content_is_no_twin(
@@ -1556,3 +1566,49 @@ async def test_a_run_sleeps_through_the_retry_hint(connector: RecordingConnector
         attempt = await _pipeline(connector, ledger, backoff=0.2).run(message)
     assert attempt.state is SendState.ACCEPTED
     assert ledger.claims < 6, "a pass per hint, not a pass per loop turn"
+
+
+@pytest.mark.parametrize("release_failures", [2, 100])
+async def test_a_claim_whose_answer_was_lost_is_given_back_while_the_ledger_recovers(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture, release_failures: int
+) -> None:
+    """The give-back is tried again with a backoff for up to a lease, under the claim's own token."""
+
+    class LostAnswerFlakyRelease(MemoryLedger):
+        tokens: list[str | None] = []
+        released: list[str] = []
+        failures = release_failures
+
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            self.tokens.append(token)
+            await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+            raise ConnectionError("server closed the connection unexpectedly")
+
+        async def release(self, message_id: str, token: str) -> bool:
+            self.released.append(token)
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("still restarting")
+            return await super().release(message_id, token)
+
+    ledger = LostAnswerFlakyRelease()
+    message = sms("+15550000089")
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError, match="server closed"):
+        await _pipeline(connector, ledger, lease=0.3, request_timeout=0.1).process(message)
+    (token,) = ledger.tokens
+    assert isinstance(token, str)
+    assert len(token) == 32
+    assert set(ledger.released) == {token}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if release_failures == 2:
+        assert len(ledger.released) == 3
+        assert await _state(ledger, message.id) is SendState.PENDING, "given back once the ledger answered"
+        assert warnings == [f"send {message.id}: the claim's answer was lost; given back, nothing was sent"]
+    else:
+        assert 2 <= len(ledger.released) < 10, "tried again with a backoff, for a lease"
+        assert await _state(ledger, message.id) is SendState.SUBMITTING, "left to expire into doubt"
+        assert warnings == [f"send {message.id}: a claim whose answer was lost could not be given back"]
+    assert connector.calls == []
