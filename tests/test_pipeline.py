@@ -164,6 +164,12 @@ async def _state(ledger: SendLedger, message_id: str) -> SendState:
     return entry.state
 
 
+async def _error_code(ledger: SendLedger, message_id: str) -> str | None:
+    entry = await ledger.get(message_id)
+    assert entry is not None
+    return entry.error_code
+
+
 # -- the outcome table ------------------------------------------------------------------------------------
 
 
@@ -349,6 +355,8 @@ async def test_a_callback_that_settles_first_wins_over_a_lost_answer(
     assert entry is not None
     assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, connector.created[message.id][0])
     assert attempt.state is SendState.ACCEPTED, "the stale UNKNOWN write was refused"
+    assert (attempt.message_id, attempt.called_provider) == (message.id, True)
+    assert attempt.result.error_code == ConnectorErrorCodes.OUTCOME_UNKNOWN, "our answer is kept"
     assert connector.call_count(message.id) == 1
     not_recorded = f"send {message.id}: result not recorded (the claim's fence was lost)"
     assert not_recorded in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -381,7 +389,13 @@ async def test_retryable_failures_are_retried_until_accepted(connector: Recordin
     message = sms("+15550000007")
     await _added(ledger, message)
     connector.script["+15550000007"] = ["rate_limited", "rate_limited"]
-    attempt = await _pipeline(connector, ledger).run(message)
+    pipeline = _pipeline(connector, ledger)
+    first = await pipeline.process(message)
+    assert (first.message_id, first.state, first.called_provider) == (message.id, SendState.PENDING, True)
+    waiting = await ledger.get(message.id)
+    assert waiting is not None
+    assert waiting.error_code == ConnectorErrorCodes.RATE_LIMITED, "the retry keeps the reason"
+    attempt = await pipeline.run(message)
     assert attempt.state is SendState.ACCEPTED
     assert connector.call_count(message.id) == 3
     entry = await ledger.get(message.id)
@@ -397,6 +411,7 @@ async def test_retries_stop_at_max_attempts(connector: RecordingConnector) -> No
     attempt = await _pipeline(connector, ledger, max_attempts=3).run(message)
     assert attempt.state is SendState.FAILED
     assert attempt.result.error_code == ConnectorErrorCodes.RATE_LIMITED
+    assert await _error_code(ledger, message.id) == ConnectorErrorCodes.RATE_LIMITED
     assert connector.call_count(message.id) == 3
 
 
@@ -540,6 +555,7 @@ async def test_reconciliation_loops_stop_at_max_attempts(connector: RecordingCon
     entry = await ledger.get(message.id)
     assert entry is not None
     assert (entry.state, entry.attempts) == (SendState.FAILED, 4)  # the fourth claim sent nothing
+    assert entry.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
 
 
 async def test_hold_never_probes(connector: RecordingConnector) -> None:
@@ -855,7 +871,9 @@ async def test_no_request_is_written_once_the_deadline_has_passed(
     assert attempt.state is SendState.PENDING  # nothing was sent: a later pass may send it
 
 
-async def test_an_outcome_is_recorded_once_the_ledger_answers_again(connector: RecordingConnector) -> None:
+async def test_an_outcome_is_recorded_once_the_ledger_answers_again(
+    connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
     class Flaky(MemoryLedger):
         failures = 2
 
@@ -870,6 +888,11 @@ async def test_an_outcome_is_recorded_once_the_ledger_answers_again(connector: R
     await _added(ledger, message)
     attempt = await _pipeline(connector, ledger).process(message)
     assert attempt.state is SendState.ACCEPTED
+    retries = [r.getMessage() for r in caplog.records if "recording the outcome failed" in r.getMessage()]
+    assert retries == [
+        f"send {message.id}: recording the outcome failed; trying again in 0.05 s",
+        f"send {message.id}: recording the outcome failed; trying again in 0.10 s",
+    ]
     entry = await ledger.get(message.id)
     assert entry is not None
     assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, connector.created[message.id][0])
@@ -1436,6 +1459,7 @@ async def test_defer_beyond_returns_at_once_instead_of_sleeping(
     assert entry is not None
     if deferred:
         assert (attempt.state, attempt.deferred, attempt.retry_after) == (SendState.PENDING, True, 5.0)
+        assert attempt.message_id == message.id
         assert attempt.result.error is not None
         assert attempt.result.error.message.startswith("the sender's pace would have needed too long a wait")
         assert (entry.state, entry.attempts) == (SendState.PENDING, 0), "nothing claimed"
@@ -1443,6 +1467,10 @@ async def test_defer_beyond_returns_at_once_instead_of_sleeping(
     else:
         assert (attempt.state, attempt.deferred) == (SendState.ACCEPTED, False)
         assert time.monotonic() - started >= 0.05, "a short pace wait is slept in the pass"
+    other = sms("+15550000090")
+    await _added(ledger, other)
+    at_the_bound = _pipeline(connector, ledger, limiter=RecordingLimiter(0.0), defer_beyond=0.0)
+    assert (await at_the_bound.process(other)).state is SendState.ACCEPTED, "a wait of defer_beyond is slept"
 
 
 @pytest.mark.parametrize("admitted", [True, False])
