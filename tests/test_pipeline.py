@@ -1640,3 +1640,27 @@ async def test_a_claim_whose_answer_was_lost_is_given_back_while_the_ledger_reco
         assert await _state(ledger, message.id) is SendState.SUBMITTING, "left to expire into doubt"
         assert warnings == [f"send {message.id}: a claim whose answer was lost could not be given back"]
     assert connector.calls == []
+
+
+async def test_a_limiter_key_paces_every_message_under_it(connector: RecordingConnector) -> None:
+    ledger, limiter = MemoryLedger(), RecordingLimiter()
+    message = sms("+15550000091")
+    await _added(ledger, message)
+    await _pipeline(connector, ledger, limiter=limiter, limiter_key="batch-7").process(message)
+    assert limiter.calls == [("batch-7", 1, None)]
+
+
+async def test_a_status_store_without_a_suppression_list_is_not_asked_for_one(connector: RecordingConnector) -> None:
+    class StatusesOnly:
+        async def apply(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
+            return True
+
+        async def get(self, message_id: str) -> MessageStatus | None:
+            return None
+
+    ledger = MemoryLedger()
+    message = sms("+15550000092")
+    await _added(ledger, message)
+    pipeline = _pipeline(connector, ledger, status_store=StatusesOnly())
+    assert pipeline.suppressions is None
+    assert (await pipeline.process(message)).state is SendState.ACCEPTED
