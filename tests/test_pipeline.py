@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
+import types
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from messaging_core import (
     StatusUpdate,
     TextContent,
 )
+from messaging_core import connector as connector_module
 from messaging_core.campaigns import (
     Claim,
     InProcessDispatcher,
@@ -45,6 +48,8 @@ from messaging_core.campaigns import (
     SendState,
     add_messages,
 )
+from messaging_core.campaigns import memory as memory_module
+from messaging_core.campaigns import pipeline as pipeline_module
 from messaging_core.default_plugins.memory import MemoryConnector
 from messaging_core.testing import HookRecorder
 
@@ -1664,3 +1669,183 @@ async def test_a_status_store_without_a_suppression_list_is_not_asked_for_one(co
     pipeline = _pipeline(connector, ledger, status_store=StatusesOnly())
     assert pipeline.suppressions is None
     assert (await pipeline.process(message)).state is SendState.ACCEPTED
+
+
+# -- exact instants and the pace of retries, on a clock the test moves ----------------------------------------------
+
+
+class SteppedClock:
+    """The monotonic clock of the pipeline, the connector and the memory ledger, moved only by the test.
+
+    Each ``asyncio.sleep`` of the pipeline moves it on by its length at once (``sleeps`` lists
+    them), so a test can put a deadline on an exact instant, or read the pace of a retry loop,
+    without waiting.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await _real_sleep(0)
+
+
+_real_sleep = asyncio.sleep
+
+
+@pytest.fixture
+def stepped_clock(monkeypatch: pytest.MonkeyPatch) -> SteppedClock:
+    clock = SteppedClock()
+    its_asyncio = types.SimpleNamespace(**{name: getattr(asyncio, name) for name in asyncio.__all__})
+    its_asyncio.sleep = clock.sleep
+    monkeypatch.setattr(pipeline_module, "asyncio", its_asyncio)
+    for module in (pipeline_module, memory_module, connector_module):
+        monkeypatch.setattr(module, "time", clock)
+    return clock
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["at-the-deadline", "one-tick-after"])
+async def test_a_claim_allows_the_call_up_to_the_instant_of_its_deadline(
+    connector: RecordingConnector, stepped_clock: SteppedClock, late: bool
+) -> None:
+    """The deadline is the last instant a call may start: the pipeline and the connector agree on it."""
+    stepped_clock.now = 100.0
+
+    class DeadlineNow(MemoryLedger):
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            claim = await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+            assert isinstance(claim, Claim)
+            deadline = math.nextafter(stepped_clock.now, 0.0) if late else stepped_clock.now
+            return attrs.evolve(claim, deadline=deadline)
+
+    ledger = DeadlineNow(clock=stepped_clock.monotonic)
+    message = sms("+15550000093")
+    await _added(ledger, message)
+    attempt = await _pipeline(connector, ledger).process(message)
+    if late:
+        assert connector.calls == []
+        assert (attempt.state, attempt.called_provider) == (SendState.PENDING, False)
+        assert attempt.result.error_code == ConnectorErrorCodes.NOT_ATTEMPTED
+    else:
+        assert connector.call_count(message.id) == 1
+        assert (attempt.state, attempt.called_provider) == (SendState.ACCEPTED, True)
+
+
+async def test_an_unrecorded_failure_is_logged_with_its_error_code_and_the_tries_pace_down(
+    connector: RecordingConnector, stepped_clock: SteppedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tries double from 50 ms up to 1 s, never past half of what is left, until a lease after the claim's."""
+
+    class Down(MemoryLedger):
+        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+            raise ConnectionError("database down")
+
+    ledger = Down(clock=stepped_clock.monotonic)
+    message = sms("+15550000094")
+    connector.script[message.receiver.address] = ["invalid"]
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError):
+        await _pipeline(connector, ledger, lease=2.0, request_timeout=1.0).process(message)
+    (line,) = [r.getMessage() for r in caplog.records if "NOT RECORDED" in r.getMessage()]
+    assert line == (
+        f"send {message.id}: the ledger did not answer for a lease after the claim's lease; outcome NOT RECORDED: "
+        "state=failed provider_id=None error_code=INVALID_RECIPIENT attempt=1 (settle it with ledger.resolve)"
+    )
+    waits = [r.args[1] for r in caplog.records if "recording the outcome failed" in r.getMessage()]
+    # 4 s from the claim to the give-up point (its deadline 1 s on, plus the request timeout and a lease).
+    # The last wait decided, 0.725 s (half of the 1.45 s then left), is not taken: 0.45 s are left after it.
+    assert [f"{wait:.3f}" for wait in waits] == ["0.050", "0.100", "0.200", "0.400", "0.800", "1.000", "1.000"]
+    assert stepped_clock.sleeps == waits
+    assert stepped_clock.now == pytest.approx(3.55)
+
+
+async def test_a_try_that_would_end_at_the_give_up_point_is_not_made(
+    connector: RecordingConnector, stepped_clock: SteppedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease, request_timeout = 0.05, 0.025  # values whose sums below are exact in binary
+
+    class DownAtTheEdge(MemoryLedger):
+        tries = 0
+        left = 0.0
+
+        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+            self.tries += 1
+            if self.tries == 1:  # the first try fails with exactly one first wait (50 ms) left
+                stepped_clock.now = claim.deadline + request_timeout + lease - 0.05
+                self.left = claim.deadline + request_timeout + lease - stepped_clock.now
+            raise ConnectionError("database down")
+
+    ledger = DownAtTheEdge(clock=stepped_clock.monotonic)
+    message = sms("+15550000095")
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError):
+        await _pipeline(connector, ledger, lease=lease, request_timeout=request_timeout).process(message)
+    assert ledger.left == 0.05, "the instant under test: exactly the first wait left"
+    assert ledger.tries == 1
+    assert stepped_clock.sleeps == []
+    assert [r.getMessage() for r in caplog.records if "NOT RECORDED" in r.getMessage()] != []
+
+
+async def test_the_give_back_of_a_lost_claim_paces_down_and_stops_at_one_lease(
+    connector: RecordingConnector, stepped_clock: SteppedClock
+) -> None:
+    """Waits double from 50 ms up to 1 s; a wait that would end past one lease after the claim is not taken."""
+    waits = [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    lease = 0.0
+    for wait in waits:
+        lease += wait  # the give-up point falls exactly at the end of the last wait
+
+    class LostAnswerDown(MemoryLedger):
+        releases = 0
+
+        async def claim(
+            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+        ) -> Claim | LedgerEntry:
+            await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+            raise ConnectionError("server closed the connection unexpectedly")
+
+        async def release(self, message_id: str, token: str) -> bool:
+            self.releases += 1
+            raise ConnectionError("still down")
+
+    ledger = LostAnswerDown(clock=stepped_clock.monotonic)
+    message = sms("+15550000096")
+    await _added(ledger, message)
+    with pytest.raises(ConnectionError, match="server closed"):
+        await _pipeline(connector, ledger, lease=lease, request_timeout=0.5).process(message)
+    assert stepped_clock.sleeps == waits
+    assert ledger.releases == len(waits) + 1
+    assert stepped_clock.now == lease
+
+
+async def test_after_a_lost_fence_the_ledger_sets_the_pace(
+    connector: RecordingConnector, stepped_clock: SteppedClock
+) -> None:
+    """Our lease ran out while we sent; reconciliation elsewhere found the message unsent: due at once, sent at once."""
+    lease = 1.0
+
+    class TakenOver(MemoryLedger):
+        taken_at: float | None = None
+
+        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+            if self.taken_at is None:
+                stepped_clock.now += lease  # our worker stalled past its lease
+                self.taken_at = stepped_clock.now
+                assert await self.resolve(claim.message_id, provider_id=None), "proven absent by another worker"
+            return await super().record(claim, outcome)
+
+    ledger = TakenOver(clock=stepped_clock.monotonic)
+    message = sms("+15550000097")
+    connector.script[message.receiver.address] = ["rate_limited"]  # the first call sent nothing
+    await _added(ledger, message)
+    final = await _pipeline(connector, ledger, lease=lease).run(message)
+    assert final.state is SendState.ACCEPTED
+    assert connector.call_count(message.id) == 2
+    assert stepped_clock.now == ledger.taken_at, "no pause of the pipeline's own before the pass the ledger allows"

@@ -263,13 +263,14 @@ class SendPipeline:
         refused = await self._suppressed(message)
         if refused is not None:
             return refused
-        remaining = claim.deadline + self.request_timeout - time.monotonic()
-        if remaining <= self.request_timeout:
+        now = time.monotonic()
+        if now > claim.deadline:
             # Past the deadline already (a process frozen after the check, thawed now): nothing is
             # written. ``attempt`` checks the deadline once more right before the provider call.
+            # The deadline's own instant still allows the call, here as in ``_pass`` and ``attempt``.
             return not_attempted("the claim's deadline passed")
         try:
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(claim.deadline + self.request_timeout - now):
                 result = await connector.attempt(message, deadline=claim.deadline)
         except TimeoutError:
             log.warning("send %s: still running when its lease ended; cut off, outcome unknown", message.id)
