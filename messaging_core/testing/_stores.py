@@ -238,8 +238,21 @@ class LedgerConformance:
 
     @_asyncio
     async def test_claim_of_an_unknown_id_raises_key_error(self, ledger: SendLedger) -> None:
-        with pytest.raises(KeyError):
-            await ledger.claim(_uid("missing"), lease=30.0, request_timeout=5.0)
+        """The error names the id, also for claims made at the same moment (a ledger may write them together)."""
+        missing = _uid("missing")
+        with pytest.raises(KeyError) as raised:
+            await ledger.claim(missing, lease=30.0, request_timeout=5.0)
+        assert raised.value.args == (missing,)
+        _, (known,) = await _added(ledger)
+        others = [_uid("missing"), _uid("missing")]
+        answers = await asyncio.gather(
+            *(ledger.claim(i, lease=30.0, request_timeout=5.0) for i in [others[0], known, others[1]]),
+            return_exceptions=True,
+        )
+        assert isinstance(answers[1], Claim)
+        for asked, answer in zip(others, (answers[0], answers[2]), strict=True):
+            assert isinstance(answer, KeyError)
+            assert answer.args == (asked,)
 
     @_asyncio
     async def test_expired_lease_is_in_doubt_not_claimable(self, ledger: SendLedger) -> None:
@@ -363,6 +376,15 @@ class LedgerConformance:
         assert retry.fence > claim.fence
 
     @_asyncio
+    async def test_a_pending_outcome_without_a_retry_time_is_due_at_once(self, ledger: SendLedger) -> None:
+        campaign, (message_id,) = await _added(ledger)
+        claim = await _claimed(ledger, message_id)
+        assert await ledger.record(claim, SendOutcome(SendState.PENDING, error_code="NOT_ATTEMPTED"))
+        assert message_id in await ledger.due(campaign_id=campaign)
+        again = await _claimed(ledger, message_id)
+        assert again.attempts == 2
+
+    @_asyncio
     async def test_entries_count_the_time_left_on_the_ledgers_clock(self, ledger: SendLedger) -> None:
         """``lease_left``/``retry_in``: seconds on the ledger's clock as of the entry (a worker's may be skewed)."""
         campaign, (message_id, other_id) = await _added(ledger, 2)
@@ -408,7 +430,7 @@ class LedgerConformance:
         _, (message_id,) = await _added(ledger)
         claim = await _claimed(ledger, message_id)
         for state in (SendState.SUBMITTING, SendState.CANCELLED):
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match=state.value):
                 await ledger.record(claim, SendOutcome(state))
         assert (await _entry(ledger, message_id)).state is SendState.SUBMITTING
 

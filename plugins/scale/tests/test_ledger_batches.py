@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 
 from messaging_core.campaigns import PROVIDER_ID_COLLISION, Claim, LedgerEntry, SendOutcome, SendState
@@ -33,6 +34,8 @@ class CountingPool:
         self.pool = pool
         self.statements: collections.Counter[str] = collections.Counter()
         self.fail_next = False
+        self.faults: dict[str, list[BaseException]] = {}
+        """Errors to raise, in order, instead of running a given statement (a precise fault shape)."""
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
@@ -55,6 +58,8 @@ class _CountingConnection:
             if self._owner.fail_next:
                 self._owner.fail_next = False
                 raise ConnectionResetError("the connection dropped")
+            if self._owner.faults.get(sql):
+                raise self._owner.faults[sql].pop(0)
             return await method(sql, *args)
 
         return counted
@@ -240,3 +245,115 @@ async def test_a_url_pool_gives_connections_back_without_a_reset_round_trip(pg_d
             assert await conn.fetchval(f"select count(*) from {pg_schema}.sweeps where name = 'left open'") == 0
     finally:
         await ledger.close()
+
+
+# -- what mutation testing found untested (#18) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_size", "statements"), [(1, 2), (2, 1)])
+async def test_a_batch_size_of_one_writes_alone_and_of_two_shares(
+    counting: CountingPool, pg_schema: str, make_messages: Any, batch_size: int, statements: int
+) -> None:
+    ledger = PostgresLedger(counting, schema=pg_schema, batch_size=batch_size, batch_wait=0.05)
+    await ledger.add("c1", make_messages(2))
+    counting.statements.clear()
+    claims = await claim_all(ledger, ["m-000000", "m-000001"])
+    assert all(isinstance(c, Claim) for c in claims)
+    assert sum(counting.statements.values()) == statements
+    counting.statements.clear()
+    outcomes = [SendOutcome(SendState.ACCEPTED, provider_id=f"SM{n}") for n in range(2)]
+    recorded = await asyncio.gather(*(ledger.record(c, o) for c, o in zip(claims, outcomes, strict=True)))  # type: ignore[arg-type]
+    assert recorded == [True, True]
+    assert sum(counting.statements.values()) == statements
+
+
+def _deadlock() -> asyncpg.DeadlockDetectedError:
+    return asyncpg.DeadlockDetectedError("deadlock detected")
+
+
+@pytest.mark.parametrize("deadlocks", [4, 5])
+async def test_a_batch_of_records_rolled_back_by_deadlocks_is_tried_five_times(
+    batched: PostgresLedger, counting: CountingPool, make_messages: Any, deadlocks: int
+) -> None:
+    """Another batch locking the same rows in another order rolls ours back whole: it is run again, at most 5 times."""
+    await batched.add("c1", make_messages(2))
+    claims = [c for c in await claim_all(batched, ["m-000000", "m-000001"]) if isinstance(c, Claim)]
+    counting.faults[batched._sql.record_batch] = [_deadlock() for _ in range(deadlocks)]
+    outcomes = [SendOutcome(SendState.FAILED, error_code="X") for _ in claims]
+    answers = await asyncio.gather(
+        *(batched.record(c, o) for c, o in zip(claims, outcomes, strict=True)), return_exceptions=True
+    )
+    if deadlocks == 4:
+        assert answers == [True, True], "written by the fifth try"
+        expected = SendState.FAILED
+    else:
+        assert all(isinstance(a, asyncpg.DeadlockDetectedError) for a in answers), answers
+        expected = SendState.SUBMITTING
+    for claim in claims:
+        entry = await batched.get(claim.message_id)
+        assert entry is not None
+        assert entry.state is expected
+    assert counting.faults[batched._sql.record_batch] == []
+
+
+async def _one_claimed_alone(
+    counting: CountingPool, pg_schema: str, make_messages: Any
+) -> tuple[PostgresLedger, Claim]:
+    """A ledger writing each claim and record alone, with ``m-000000`` claimed."""
+    ledger = PostgresLedger(counting, schema=pg_schema, batch_size=1)
+    await ledger.add("c1", make_messages(1))
+    (claim,) = await claim_all(ledger, ["m-000000"])
+    assert isinstance(claim, Claim)
+    return ledger, claim
+
+
+async def test_a_provider_id_given_up_before_the_collision_is_looked_at_is_recorded_as_usual(
+    counting: CountingPool, pg_schema: str, make_messages: Any
+) -> None:
+    """The write met a unique violation, but by the time the holder is looked for, none holds the id."""
+    ledger, claim = await _one_claimed_alone(counting, pg_schema, make_messages)
+    counting.faults[ledger._sql.record] = [asyncpg.UniqueViolationError("duplicate key value")]
+    assert await ledger.record(claim, SendOutcome(SendState.ACCEPTED, provider_id="SM-free"))
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert (entry.state, entry.provider_id) == (SendState.ACCEPTED, "SM-free")
+
+
+async def test_a_provider_id_taken_by_another_resolve_at_the_same_moment_resolves_nothing(
+    counting: CountingPool, pg_schema: str, make_messages: Any
+) -> None:
+    ledger, claim = await _one_claimed_alone(counting, pg_schema, make_messages)
+    counting.faults[ledger._sql.resolve_accepted] = [asyncpg.UniqueViolationError("duplicate key value")]
+    assert not await ledger.resolve("m-000000", provider_id="SM-race")
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert (entry.state, entry.provider_id, entry.fence) == (SendState.SUBMITTING, None, claim.fence)
+
+
+@pytest.mark.parametrize("reconciled", [True, False], ids=["probe-match", "answered"])
+async def test_a_provider_id_collision_names_both_messages_in_the_log(
+    ledger: PostgresLedger, make_messages: Any, caplog: pytest.LogCaptureFixture, reconciled: bool
+) -> None:
+    await ledger.add("c1", make_messages(2))
+    holder, other = "m-000000", "m-000001"
+    first = await ledger.claim(holder, lease=LEASE, request_timeout=TIMEOUT)
+    second = await ledger.claim(other, lease=LEASE, request_timeout=TIMEOUT)
+    assert isinstance(first, Claim)
+    assert isinstance(second, Claim)
+    if reconciled:
+        assert await ledger.resolve(holder, provider_id="SM-same", reconciled=True)
+    else:
+        assert await ledger.record(first, SendOutcome(SendState.ACCEPTED, provider_id="SM-same"))
+    caplog.clear()
+    assert await ledger.record(second, SendOutcome(SendState.ACCEPTED, provider_id="SM-same"))
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "messaging_scale._ledger"]
+    if reconciled:
+        assert lines == [("WARNING", f"send {holder}: a probe had matched {other}'s provider id to it; in doubt again")]
+    else:
+        assert lines == [
+            (
+                "ERROR",
+                f"sends {holder} and {other}: the provider answered one with the id the other holds; "
+                "both held for an operator",
+            )
+        ]

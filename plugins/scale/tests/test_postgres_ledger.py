@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
+from messaging_core import Endpoint, Message, MessageStatus, StatusUpdate, TextContent
 from messaging_core.campaigns import CampaignProgress, Claim, LedgerEntry, SendLedger, SendOutcome, SendState
-from messaging_scale import COUNTER_SHARDS, PostgresLedger
+from messaging_scale import COUNTER_SHARDS, PostgresLedger, PostgresStatusStore
 
 pytestmark = pytest.mark.services
 
@@ -349,3 +351,166 @@ async def test_concurrent_claims_grant_each_message_exactly_once(ledger: Postgre
     assert (await ledger.progress("c1")).counts == {"submitting": n}
     entries = [entry async for entry in ledger.results("c1")]
     assert {(entry.fence, entry.attempts) for entry in entries} == {(1, 1)}
+
+
+# -- what mutation testing found untested (#18) ------------------------------------------------------------------
+
+
+async def test_an_entry_carries_the_delivery_status_and_the_error_that_failed_it(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """``status``: the last delivery status (written by the status store on the same tables);
+    ``error``: the error a worker gave up on, only once it made the message FAILED."""
+    await ledger.add("c1", make_messages(2))
+    sent, broken = "m-000000", "m-000001"
+    accepted = await claim(ledger, sent)
+    assert await ledger.record(accepted, SendOutcome(SendState.ACCEPTED, provider_id="SM-status"))
+    entry = await ledger.get(sent)
+    assert entry is not None
+    assert entry.status is None
+    store = PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=1)
+    assert await store.apply(StatusUpdate("SM-status", MessageStatus.DELIVERED))
+    entry = await ledger.get(sent)
+    assert entry is not None
+    assert entry.status is MessageStatus.DELIVERED
+    assert entry.error is None
+
+    assert not await ledger.note_failure(broken, "ValueError: bad row", give_up_after=2, error_code="WORKER_ERROR")
+    pending = await ledger.get(broken)
+    assert pending is not None
+    assert (pending.state, pending.error) == (SendState.PENDING, None), "not failed yet: no error to show"
+    assert await ledger.note_failure(broken, "ValueError: bad row", give_up_after=2, error_code="WORKER_ERROR")
+    failed = await ledger.get(broken)
+    assert failed is not None
+    assert (failed.state, failed.error_code, failed.error) == (SendState.FAILED, "WORKER_ERROR", "ValueError: bad row")
+    assert failed.status is None
+
+
+async def test_close_closes_only_a_pool_the_ledger_opened(pg_pool: Any, pg_dsn: str, pg_schema: str) -> None:
+    given = PostgresLedger(pg_pool, schema=pg_schema)
+    await given.close()
+    async with pg_pool.acquire() as conn:
+        assert await conn.fetchval("select 1") == 1, "the caller's pool is still open"
+    own = PostgresLedger.from_url(f"{pg_dsn}?schema={pg_schema}")
+    assert await own.get("nothing") is None  # opens its pool
+    assert "open=True" in repr(own.pool)
+    await own.close()
+    assert "open=False" in repr(own.pool), "a pool of its own is closed with it"
+
+
+def test_the_default_schema_is_messaging(pg_pool: Any) -> None:
+    assert PostgresLedger(pg_pool).schema == "messaging"
+
+
+async def test_a_message_without_a_receiver_is_kept_under_the_empty_address(ledger: PostgresLedger) -> None:
+    message = Message("no-receiver", Endpoint.phone("+15005550006"), None, TextContent("hi"))
+    assert await ledger.add("c1", [(message, "+15005550006", 1)]) == 1
+    assert await ledger.load(message.id) == message
+    await claim(ledger, message.id)
+    assert await ledger.open_to("") == [message.id]
+
+
+async def test_a_campaign_is_sent_by_one_connector(ledger: PostgresLedger) -> None:
+    await ledger.register_campaign("c1", "sms")
+    assert await ledger.set_campaign_flags("c1", paused=True, cancelled=True)
+    info = await ledger.campaign("c1")
+    assert info is not None
+    assert (info.campaign_id, info.connector, info.paused, info.cancelled) == ("c1", "sms", True, True)
+    assert abs((info.created_at - datetime.now(UTC)).total_seconds()) < 60
+    with pytest.raises(ValueError, match="campaign 'c1' is sent by connector 'sms', not 'other'"):
+        await ledger.register_campaign("c1", "other")
+    await ledger.register_campaign("c1", "sms")  # a resubmission: the flags are cleared
+    info = await ledger.campaign("c1")
+    assert info is not None
+    assert (info.connector, info.paused, info.cancelled) == ("sms", False, False)
+    assert await ledger.set_campaign_flags("c1", cancelled=True)
+    info = await ledger.campaign("c1")
+    assert info is not None
+    assert (info.paused, info.cancelled) == (False, True), "None leaves a flag unchanged"
+    assert not await ledger.set_campaign_flags("unregistered", paused=True)
+
+
+async def test_the_sweep_queries_are_bounded_by_default(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    """At most 500 ids from ``due``, 1,000 from ``held``, 5,000 from ``stale`` and ``wake_deferred``, 10,000 a page."""
+    entries = make_messages(10_001)
+    assert await ledger.add("c1", entries) == 10_001
+    assert len(await ledger.due()) == 500
+    assert len(await ledger.open_page("c1")) == 10_000
+    assert len(await ledger.stale(stale_after=0.0, unknown=False, unclaimed=True)) == 5000
+    assert await ledger.defer([message.id for message, _, _ in entries], 0.0) == 10_001
+    assert len(await ledger.wake_deferred()) == 5000
+    async with pg_pool.acquire() as conn:  # in doubt, as after an unanswered call (the counters follow by trigger)
+        await conn.execute(
+            f"update {pg_schema}.sends set state = 'unknown' "
+            f"where seq <= (select min(seq) + 1000 from {pg_schema}.sends)"
+        )
+    assert len(await ledger.held()) == 1000
+
+
+async def test_a_woken_row_is_woken_again_after_five_minutes_unclaimed(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(1))
+    assert await ledger.defer(["m-000000"], 0.0) == 1
+    assert await ledger.wake_deferred() == ["m-000000"]
+    for seconds_ago, woken in ((299.5, []), (300.5, ["m-000000"])):
+        async with pg_pool.acquire() as conn:
+            await conn.execute(
+                # Due for ten minutes, woken (published) that long ago, never claimed: the publication was lost.
+                f"update {pg_schema}.sends set retry_at = now() - interval '10 minutes', "
+                "kicked_at = now() - make_interval(secs => $1)",
+                seconds_ago,
+            )
+        assert await ledger.wake_deferred() == woken, f"kicked {seconds_ago} s ago"
+
+
+async def test_an_expired_lease_is_stale_after_its_own_delay(ledger: PostgresLedger, make_messages: Any) -> None:
+    """``expired_after`` (default: ``stale_after``) counts from the end of a lease."""
+    await ledger.add("c1", make_messages(1))
+    await claim(ledger, "m-000000", lease=0.01)
+    await asyncio.sleep(0.1)
+    assert await ledger.stale(stale_after=3600.0, unknown=False, unclaimed=False) == []
+    assert await ledger.stale(stale_after=3600.0, unknown=False, unclaimed=False, expired_after=0.0) == ["m-000000"]
+    assert await ledger.stale(stale_after=0.0, unknown=False, unclaimed=False, expired_after=3600.0) == []
+
+
+async def test_an_unreadable_row_is_reported_apart_from_its_chunk(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any
+) -> None:
+    await ledger.add("c1", make_messages(2))
+    await ledger.register_campaign("c1", "sms")
+    assert await ledger.set_campaign_flags("c1", cancelled=True)
+    async with pg_pool.acquire() as conn:
+        await conn.execute(f"update {pg_schema}.sends set payload = '{{\"id\": 1}}' where message_id = 'm-000001'")
+    found, unreadable = await ledger.open_chunk(["m-000000", "m-000001"])
+    assert [(item.message.id, item.connector, item.paused, item.cancelled) for item in found] == [
+        ("m-000000", "sms", False, True)
+    ]
+    assert list(unreadable) == ["m-000001"]
+    error = unreadable["m-000001"]
+    assert error.startswith("unreadable message: ClassValidationError: While structuring Message"), error
+    with pytest.raises(ValueError) as raised:
+        await ledger.open_messages(["m-000000", "m-000001"])
+    assert str(raised.value) == f"message m-000001 cannot be read from the ledger: {error}"
+
+
+async def test_a_failure_is_kept_to_its_first_500_characters(ledger: PostgresLedger, make_messages: Any) -> None:
+    await ledger.add("c1", make_messages(1))
+    error = "RuntimeError: " + "x" * 600
+    assert await ledger.note_failure("m-000000", error, give_up_after=1, error_code="WORKER_ERROR")
+    entry = await ledger.get("m-000000")
+    assert entry is not None
+    assert entry.error == error[:500]
+
+
+async def test_the_campaign_filters_of_stale_and_held(ledger: PostgresLedger, make_messages: Any) -> None:
+    await ledger.add("c1", make_messages(1, prefix="a"))
+    await ledger.add("c2", make_messages(1, prefix="b"))
+    assert await ledger.stale(stale_after=0.0, unknown=False, unclaimed=True, campaign_id="c2") == ["b-000000"]
+    for message_id in ("a-000000", "b-000000"):
+        claimed = await claim(ledger, message_id)
+        assert await ledger.record(claimed, SendOutcome(SendState.UNKNOWN, error_code="OUTCOME_UNKNOWN"))
+    assert [entry.message_id for entry in await ledger.held(campaign_id="c1")] == ["a-000000"]
+    assert [entry.message_id for entry in await ledger.held()] == ["a-000000", "b-000000"]

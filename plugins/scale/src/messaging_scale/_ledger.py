@@ -40,7 +40,7 @@ from messaging_core.message import Message
 from messaging_core.results import MessageStatus
 from messaging_scale._coalesce import Coalescer
 from messaging_scale._ledger_sql import CREATE_STAGING_TABLE, STAGING_COLUMNS, STAGING_TABLE, LedgerSql
-from messaging_scale._schema import check_schema_name, migrate
+from messaging_scale._schema import check_schema_name, migrate, row_count
 from messaging_scale._urls import POSTGRES_OPTIONS, postgres_pool, split_options
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,13 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
     )
 
 
+def _row_count(status: str) -> int:
+    """The rows a statement touched, from asyncpg's command tag (``UPDATE 1``, ``INSERT 0 5``)."""
+    return row_count(status)
+
+
 def _updated(status: str) -> bool:
-    # asyncpg returns the command tag, e.g. "UPDATE 1".
-    return status.rsplit(" ", 1)[-1] != "0"
+    return row_count(status) > 0
 
 
 class PostgresLedger:
@@ -242,7 +246,7 @@ class PostgresLedger:
             await conn.execute(CREATE_STAGING_TABLE)
             await conn.copy_records_to_table(STAGING_TABLE, records=records, columns=list(STAGING_COLUMNS))
             status: str = await conn.execute(self._sql.insert, campaign_id)
-        return int(status.rsplit(" ", 1)[-1])
+        return row_count(status)
 
     async def campaigns_of(self, message_ids: Sequence[str]) -> dict[str, int]:
         """How many of ``message_ids`` the ledger holds, per campaign holding them (one indexed query)."""
@@ -457,7 +461,7 @@ class PostgresLedger:
         """Move the campaign's PENDING entries to CANCELLED; returns how many."""
         async with self._pool.acquire() as conn:
             status: str = await conn.execute(self._sql.cancel, campaign_id)
-        return int(status.rsplit(" ", 1)[-1])
+        return row_count(status)
 
     async def get(self, message_id: str) -> LedgerEntry | None:
         """One entry."""
@@ -604,7 +608,7 @@ class PostgresLedger:
         """
         async with self._pool.acquire() as conn:
             status: str = await conn.execute(self._sql.defer, list(message_ids), max(0.0, float(delay)))
-        return int(status.rsplit(" ", 1)[-1])
+        return row_count(status)
 
     async def wake_deferred(self, *, limit: int = 5000, again_after: float = 300.0) -> list[str]:
         """Deferred messages whose time has come, earliest first.

@@ -43,6 +43,11 @@ def check_schema_name(name: str) -> str:
     return name
 
 
+def row_count(status: str) -> int:
+    """The rows a statement touched, from asyncpg's command tag (``UPDATE 1``, ``INSERT 0 5``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 def sql_list(values: Any) -> str:
     """``'a', 'b'``: values quoted for an ``in (...)`` list (trusted values only: enum members)."""
     return ", ".join(f"'{value}'" for value in values)

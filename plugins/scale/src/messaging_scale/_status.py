@@ -33,7 +33,7 @@ from attrs import frozen
 
 from messaging_core.results import MessageStatus, StatusUpdate
 from messaging_scale._coalesce import Coalescer
-from messaging_scale._schema import check_schema_name, migrate
+from messaging_scale._schema import check_schema_name, migrate, row_count
 from messaging_scale._urls import POSTGRES_OPTIONS, postgres_pool, split_options
 
 __all__ = ["WEBHOOK_EVENTS_RETENTION", "PostgresStatusStore", "StatusWrite"]
@@ -234,7 +234,7 @@ class PostgresStatusStore:
         """
         async with self._pool.acquire() as conn:
             deleted: str = await conn.execute(self._sql_prune_token_batch, float(older_than), limit)
-        return int(deleted.rsplit(" ", 1)[-1])
+        return row_count(deleted)
 
     async def prune(
         self, *, tokens_older_than: float = WEBHOOK_EVENTS_RETENTION, orphans_older_than: float = 7 * 86_400.0
@@ -247,7 +247,7 @@ class PostgresStatusStore:
         async with self._pool.acquire() as conn:
             tokens: str = await conn.execute(self._sql_prune_tokens, float(tokens_older_than))
             orphans: str = await conn.execute(self._sql_prune_orphans, float(orphans_older_than))
-        return int(tokens.rsplit(" ", 1)[-1]), int(orphans.rsplit(" ", 1)[-1])
+        return row_count(tokens), row_count(orphans)
 
     async def apply(self, update: StatusUpdate, *, idempotency_key: str | None = None) -> bool:
         """Record ``update`` if it moves the message forward and the key was not seen; whether it did."""
