@@ -235,3 +235,108 @@ async def test_concurrency_limit_slot_waits_and_times_out(redis_client: Any, red
         async with asyncio.timeout(0.2), blocker.slot():
             pytest.fail("no slot was free")
     assert time.monotonic() - started < 1.0
+
+
+# -- what mutation testing found unchecked (#18) ------------------------------------------------------------------
+
+
+def test_bad_settings_are_named(redis_client: Any) -> None:
+    for rates in ({"x": 0.0}, {"x": -1.0}):
+        with pytest.raises(ValueError, match=r"^rates must be positive$"):
+            RedisGcraLimiter(redis_client, rate=1, rates=rates)
+    assert RedisGcraLimiter(redis_client, rate=1, rates={"x": 0.5}).rates == {"x": 0.5}, "below 1/s is a rate too"
+    with pytest.raises(ValueError, match=r"^burst must be at least 1$"):
+        RedisGcraLimiter(redis_client, rate=1, burst=0.5)
+    with pytest.raises(ValueError, match=r"^start_delay must not be negative$"):
+        RedisGcraLimiter(redis_client, rate=1, start_delay=-0.1)
+    for limit, ttl in ((0, 30.0), (1, 0.0)):
+        with pytest.raises(ValueError, match=r"^limit must be at least 1 and ttl positive$"):
+            RedisConcurrencyLimit(redis_client, key="a", limit=limit, ttl=ttl)
+
+
+def test_default_keys_and_settings(redis_client: Any) -> None:
+    limiter = RedisGcraLimiter(redis_client, rate=1)
+    assert limiter.redis_key("+1500") == "messaging:rl:default:{+1500}:tat"
+    assert (limiter.burst, limiter.start_delay) == (1.0, 0.0)
+    cap = RedisConcurrencyLimit(redis_client, key="AC1", limit=1)
+    assert (cap.redis_key, cap.ttl) == ("messaging:cc:AC1", 30.0)
+
+
+async def test_the_url_sets_every_option(redis_url: str) -> None:
+    options = "prefix=p:rl&account=AC9&burst=3&start_delay=0.25"
+    limiter = RedisGcraLimiter.from_url(f"{redis_url}?{options}", rate=2, rates={"+1": 5.0}, start_delay=0.5)
+    plain = RedisGcraLimiter.from_url(redis_url, rate=2, start_delay=0.5)
+    try:
+        assert (limiter.prefix, limiter.account, limiter.burst, limiter.start_delay) == ("p:rl", "AC9", 3.0, 0.25)
+        assert limiter.rates == {"+1": 5.0}
+        assert limiter.redis_key("k") == "p:rl:AC9:{k}:tat"
+        assert (plain.prefix, plain.account, plain.burst, plain.start_delay) == ("messaging:rl", "default", 1.0, 0.5)
+        assert RedisGcraLimiter.from_url(redis_url, rate=2).start_delay == 0.0
+    finally:
+        await limiter.close()
+        await plain.close()
+
+
+async def test_close_closes_only_a_client_the_limiter_made(
+    redis_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[Any] = []
+
+    def recording(client: Any) -> None:
+        close = client.aclose
+
+        async def aclose() -> None:
+            closed.append(client)
+            await close()
+
+        monkeypatch.setattr(client, "aclose", aclose)
+
+    recording(redis_client)
+    await RedisGcraLimiter(redis_client, rate=1).close()
+    assert closed == [], "the caller's client is the caller's"
+    own = RedisGcraLimiter.from_url(redis_url, rate=1)
+    recording(own._redis)
+    await own.close()
+    assert closed == [own._redis]
+
+
+@pytest.mark.parametrize("batch_size", [1, 100])
+async def test_waits_are_counted_to_the_microsecond(redis_client: Any, redis_prefix: str, batch_size: int) -> None:
+    """An idle schedule's first wait is exactly ``start_delay`` (no clock in it): the units convert exactly."""
+    limiter = RedisGcraLimiter(redis_client, rate=1, start_delay=1.25, prefix=redis_prefix, batch_size=batch_size)
+    assert await limiter.reserve("a") == 1.25
+    assert await limiter.reserve("b", max_wait=1.25 - 2**-20) is None, "1 µs over the longest wait"
+    assert await limiter.reserve("c", max_wait=1.25) == 1.25
+
+
+async def test_release_forgets_the_booking_of_its_token(redis_client: Any, redis_prefix: str) -> None:
+    limiter = RedisGcraLimiter(redis_client, rate=10, prefix=redis_prefix, batch_size=1)
+    await limiter.reserve("k")
+    assert await limiter.reserve("k", token="m1") == pytest.approx(0.1, abs=0.03)
+    booking = f"{redis_prefix}:default:{{k}}:b:m1"
+    assert await redis_client.exists(booking)
+    assert await limiter.release("k", "m1")
+    assert not await redis_client.exists(booking)
+
+
+async def test_a_rate_set_for_a_while_expires(redis_client: Any, redis_prefix: str) -> None:
+    limiter = RedisGcraLimiter(redis_client, rate=10, prefix=redis_prefix)
+    rate_key = f"{redis_prefix}:default:{{k}}:rate"
+    await limiter.set_rate("k", 1.0)
+    assert 299_000 <= await redis_client.pttl(rate_key) <= 300_000, "five minutes by default"
+    await limiter.set_rate("k", 0.5, duration=2.5)
+    assert 2_000 <= await redis_client.pttl(rate_key) <= 2_500
+    for rate, duration in ((0.0, 1.0), (1.0, 0.0)):
+        with pytest.raises(ValueError, match=r"^rate and duration must be positive$"):
+            await limiter.set_rate("k", rate, duration=duration)
+
+
+async def test_a_holder_expires_after_the_ttl_on_the_server_clock(redis_client: Any, redis_prefix: str) -> None:
+    """The expiry is stored in µs: a ttl of a million seconds lands a million seconds ahead, not a second more."""
+    cap = RedisConcurrencyLimit(redis_client, key="AC1", limit=1, ttl=1_000_000.0, prefix=redis_prefix)
+    holder = await cap.try_acquire()
+    assert holder is not None
+    seconds, micros = await redis_client.time()
+    expires = await redis_client.zscore(cap.redis_key, holder)
+    ahead = expires / 1e6 - (seconds + micros / 1e6)
+    assert 1_000_000.0 - 0.5 <= ahead <= 1_000_000.0

@@ -289,3 +289,45 @@ async def test_a_script_the_server_lost_is_loaded_again(counted_redis: tuple[Any
     writes.clear()
     await asyncio.gather(*(limiter.reserve(key) for key in ("k", "other")))
     assert (writes.round_trips(), writes.calls("SCRIPT LOAD")) == (1, 0)
+
+
+async def test_a_batch_is_a_plain_pipeline_not_a_transaction(
+    counted_redis: tuple[Any, Writes], redis_prefix: str
+) -> None:
+    """Each script call is atomic by itself: MULTI/EXEC would only add two commands to the round trip."""
+    client, writes = counted_redis
+    limiter = RedisGcraLimiter(client, rate=10, prefix=redis_prefix)
+    await loaded(limiter, writes)
+    await asyncio.gather(*(limiter.reserve(key) for key in ("a", "b")))
+    assert writes == [["EVALSHA", "EVALSHA"]]
+
+
+async def test_a_script_lost_again_after_loading_fails_the_batch_after_two_tries(
+    counted_redis: tuple[Any, Writes], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that keeps losing the script (a fault shape: every load answered with a sha it forgets)."""
+    client, writes = counted_redis
+    limiter = RedisGcraLimiter(client, rate=10, prefix=redis_prefix)
+    load = client.script_load
+
+    async def forgotten(script: str) -> str:
+        await load(script)
+        return "0" * 40
+
+    monkeypatch.setattr(client, "script_load", forgotten)
+    limiter._script.sha = "0" * 40
+    writes.clear()
+    found = await asyncio.gather(limiter.reserve("k"), limiter.reserve("other"), return_exceptions=True)
+    assert all(isinstance(error, redis.exceptions.NoScriptError) for error in found), found
+    assert writes.round_trips() == 2, "tried, loaded the script once, tried again: then the error"
+
+
+@pytest.mark.parametrize(("batch_size", "round_trips"), [(1, 2), (2, 1)])
+async def test_a_batch_size_of_one_books_alone_and_of_two_shares(
+    counted_redis: tuple[Any, Writes], redis_prefix: str, batch_size: int, round_trips: int
+) -> None:
+    client, writes = counted_redis
+    limiter = RedisGcraLimiter(client, rate=10, prefix=redis_prefix, batch_size=batch_size, batch_wait=0.05)
+    await loaded(limiter, writes)
+    await asyncio.gather(*(limiter.reserve(key) for key in ("a", "b")))
+    assert writes.round_trips() == round_trips
