@@ -173,6 +173,20 @@ def test_the_url_as_given_is_checked_before_it_is_parsed() -> None:
     )
 
 
+def test_a_url_that_parsing_would_clean_up_has_no_port_variant() -> None:
+    """A tab in the host (``urlsplit`` drops it): only a signature over the URL exactly as given holds.
+
+    No variant is built from the cleaned-up host, neither a clean one nor one spliced into the
+    original text at the cleaned-up host's length.
+    """
+    url = "https://exa\tmple.com/sms"
+    assert validate_signature(TOKEN, url, PARAMS, compute_signature(TOKEN, url, PARAMS))
+    host = "example.com"  # what urlsplit makes of "exa\tmple.com"
+    spliced = url[:8] + host + ":443" + url[8 + len(host) :]
+    for variant in ("https://example.com:443/sms", spliced):
+        assert not validate_signature(TOKEN, url, PARAMS, compute_signature(TOKEN, variant, PARAMS)), variant
+
+
 def test_other_ports_are_not_tried() -> None:
     assert not validate_signature(TOKEN, URL, PARAMS, "CYn1h0gLBdNxDGkKJg6hYohgeD8=")  # signed for :1234
 

@@ -128,11 +128,6 @@ def _entry(row: Mapping[str, Any]) -> LedgerEntry:
     )
 
 
-def _row_count(status: str) -> int:
-    """The rows a statement touched, from asyncpg's command tag (``UPDATE 1``, ``INSERT 0 5``)."""
-    return row_count(status)
-
-
 def _updated(status: str) -> bool:
     return row_count(status) > 0
 
