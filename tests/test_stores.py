@@ -262,6 +262,40 @@ async def test_pending_bookings_are_bounded_and_kept() -> None:
         assert await limiter.reserve(f"sender-{i}", token=f"m{i}") == pytest.approx(1.0), "still shared"
 
 
+async def test_a_pass_at_the_instant_its_slot_starts_books_anew() -> None:
+    """A slot has started at its first instant: a pass then takes a new slot, as the Redis limiter does."""
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(2.0, clock=clock)
+    assert await limiter.reserve("S") == 0.0
+    assert await limiter.reserve("S", token="m1") == 0.5
+    clock.advance(0.5)
+    assert await limiter.reserve("S", token="m1") == 0.5, "not the slot starting now (wait 0): the next one"
+
+
+async def test_idle_keys_stay_counted_below_the_bound() -> None:
+    """Nothing is pruned before 1,024 keys: an idle key is still counted (and its slot can still be given back)."""
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(1.0, clock=clock)
+    await limiter.reserve("a", token="ma")
+    clock.advance(10.0)
+    await limiter.reserve("b", token="mb")
+    assert len(limiter) == 2
+    assert await limiter.release("a", "ma") is True
+
+
+async def test_last_bookings_of_ended_slots_are_forgotten_at_the_bound() -> None:
+    """At 1,024 keys with a last booking, a new one drops those whose slot has ended, at this very instant too."""
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(1.0, clock=clock)
+    await limiter.reserve("x")  # a key with a schedule but no booking under a token
+    for i in range(1024):
+        await limiter.reserve(f"sender-{i}", token=f"m{i}")  # each slot ends 1 s from now
+    clock.advance(1.0)
+    await limiter.reserve("x", token="mx")  # a key already scheduled: only the last bookings are pruned
+    assert len(limiter) == 1025, "the schedules stay (no new key)"
+    assert await limiter.release("sender-0", "m0") is False, "its last booking was forgotten"
+
+
 # -- status store ------------------------------------------------------------------------------------------
 
 LIFECYCLE = (
