@@ -16,6 +16,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -86,6 +87,26 @@ async def pg_schema(pg_pool: Any) -> AsyncIterator[str]:
     finally:
         async with pg_pool.acquire() as conn:
             await conn.execute(f"drop schema if exists {name} cascade")
+
+
+class CountingAcquires:
+    """A pool counting the connections taken from it: each query or transaction of a store takes one."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        self.acquired += 1
+        async with self.pool.acquire() as conn:
+            yield conn
+
+
+@pytest.fixture
+def counted_pool(pg_pool: Any) -> CountingAcquires:
+    """``pg_pool``, counting its acquisitions (``counted_pool.acquired``)."""
+    return CountingAcquires(pg_pool)
 
 
 @pytest.fixture

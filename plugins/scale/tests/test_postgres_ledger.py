@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,20 +45,6 @@ async def group_by_state(pool: Any, schema: str, campaign_id: str) -> dict[str, 
             f"select state, count(*) as n from {schema}.sends where campaign_id = $1 group by state", campaign_id
         )
     return {row["state"]: row["n"] for row in rows}
-
-
-class _CountingAcquires:
-    """The pool, counting the connections taken from it (each ledger query takes one)."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.acquired = 0
-
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Any]:
-        self.acquired += 1
-        async with self.pool.acquire() as conn:
-            yield conn
 
 
 def test_implements_the_protocol(ledger: PostgresLedger) -> None:
@@ -258,9 +242,9 @@ async def test_due_lists_open_work_oldest_first(ledger: PostgresLedger, make_mes
 
 
 async def test_results_are_keyset_paginated_in_insertion_order(
-    pg_pool: Any, pg_schema: str, make_messages: Any
+    counted_pool: Any, pg_schema: str, make_messages: Any
 ) -> None:
-    pages = _CountingAcquires(pg_pool)
+    pages = counted_pool
     ledger = PostgresLedger(pages, schema=pg_schema, page_size=7)
     entries = make_messages(50)
     random.Random(1).shuffle(entries)

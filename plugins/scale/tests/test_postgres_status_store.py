@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -472,3 +473,89 @@ async def test_batches_are_set_in_the_url(pg_dsn: str, pg_schema: str) -> None:
     default = PostgresStatusStore.from_url(f"{pg_dsn}?schema={pg_schema}")
     assert (default.batch_size, default.batch_wait) == (100, 0.002)
     await default.close()
+
+
+# -- what mutation testing found unchecked (#18) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 100], ids=["alone", "batched"])
+@pytest.mark.parametrize("deadlocks", [4, 5])
+async def test_an_update_rolled_back_by_deadlocks_is_tried_five_times(
+    ledger: PostgresLedger, pg_pool: Any, pg_schema: str, make_messages: Any, batch_size: int, deadlocks: int
+) -> None:
+    """PostgreSQL itself fails the first tries with a deadlock (SQLSTATE 40P01), as another transaction would."""
+    await ledger.add("c1", make_messages(1))
+    await accept(ledger, "m-000000", "SM0")
+    async with pg_pool.acquire() as conn:  # a sequence counts the tries: it is not rolled back with them
+        await conn.execute(
+            f"create sequence {pg_schema}.tries; "
+            f"create function {pg_schema}.deadlock() returns trigger language plpgsql as $$ begin "
+            f"if nextval('{pg_schema}.tries') <= {deadlocks} then "
+            "raise exception 'deadlock detected' using errcode = '40P01'; end if; return new; end $$; "
+            f"create trigger deadlock before update of status on {pg_schema}.sends "
+            f"for each row execute function {pg_schema}.deadlock()"
+        )
+    store = PostgresStatusStore(pg_pool, schema=pg_schema, batch_size=batch_size)
+    if deadlocks == 4:
+        assert await store.write(StatusUpdate("m-000000", SENT), idempotency_key="t0") is StatusWrite.APPLIED
+        assert await store.get("m-000000") is SENT
+    else:
+        with pytest.raises(asyncpg.DeadlockDetectedError):
+            await store.write(StatusUpdate("m-000000", SENT), idempotency_key="t0")
+        assert await store.get("m-000000") is None
+    assert await count(pg_pool, f"select last_value from {pg_schema}.tries") == 5, "five tries at most"
+    tokens = await count(pg_pool, f"select count(*) from {pg_schema}.webhook_events")
+    assert tokens == (1 if deadlocks == 4 else 0), "a rolled-back try keeps no token"
+
+
+def test_the_default_schema_is_messaging(pg_pool: Any) -> None:
+    assert PostgresStatusStore(pg_pool).schema == "messaging"
+
+
+async def test_migrate_creates_the_tables_it_needs(pg_pool: Any) -> None:
+    schema = f"t_{uuid.uuid4().hex}"
+    store = PostgresStatusStore(pg_pool, schema=schema)
+    try:
+        await store.migrate()
+        assert await store.apply(StatusUpdate("SM-migrated", SENT))
+        assert await store.get("SM-migrated") is SENT
+    finally:
+        async with pg_pool.acquire() as conn:
+            await conn.execute(f"drop schema if exists {schema} cascade")
+
+
+async def test_close_closes_only_a_pool_the_store_opened(pg_pool: Any, pg_dsn: str, pg_schema: str) -> None:
+    await PostgresStatusStore(pg_pool, schema=pg_schema).close()
+    assert await count(pg_pool, "select 1") == 1, "the caller's pool is still open"
+    own = PostgresStatusStore.from_url(f"{pg_dsn}?schema={pg_schema}")
+    assert own.schema == pg_schema
+    assert await own.get("nothing") is None  # opens its pool
+    assert "open=True" in repr(own._pool)
+    await own.close()
+    assert "open=False" in repr(own._pool), "a pool of its own is closed with it"
+
+
+@pytest.mark.parametrize(("batch_size", "transactions"), [(1, 2), (2, 1)])
+async def test_a_batch_size_of_one_writes_alone_and_of_two_shares(
+    ledger: PostgresLedger, counted_pool: Any, pg_schema: str, make_messages: Any, batch_size: int, transactions: int
+) -> None:
+    await ledger.add("c1", make_messages(2))
+    for i in range(2):
+        await accept(ledger, f"m-{i:06d}", f"SM{i}")
+    pages = counted_pool
+    store = PostgresStatusStore(pages, schema=pg_schema, batch_size=batch_size, batch_wait=0.05)
+    writes = await asyncio.gather(*(store.write(StatusUpdate(f"m-{i:06d}", SENT)) for i in range(2)))
+    assert writes == [StatusWrite.APPLIED, StatusWrite.APPLIED]
+    assert pages.acquired == transactions
+
+
+async def test_old_tokens_are_pruned_5000_at_a_time_by_default(
+    status_store: PostgresStatusStore, pg_pool: Any, pg_schema: str
+) -> None:
+    async with pg_pool.acquire() as conn:
+        await conn.execute(
+            f"insert into {pg_schema}.webhook_events (token, received_at) "
+            "select 'old-' || n, now() - interval '4 days' from generate_series(1, 5001) as n"
+        )
+    assert await status_store.prune_webhook_events() == 5000
+    assert await status_store.prune_webhook_events() == 1

@@ -191,40 +191,38 @@ class PostgresStatusStore:
             [waiting.update.timestamp for waiting in batch],
             [waiting.key for waiting in batch],
         )
-        for attempt in range(_RETRIES):
-            try:
-                async with self._pool.acquire() as conn:
-                    outcomes: list[str | None] = await conn.fetchval(self._sql_apply_batch, *arguments)
-                return outcomes
-            except _RETRYABLE:
-                # A deadlock with another transaction (a ledger operation locking several rows in
-                # its own order): the whole batch rolled back, tokens included.
-                if attempt == _RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        # A deadlock with another transaction (a ledger operation locking several rows in its own
+        # order) rolls the whole batch back, tokens included: it is run again.
+        outcomes: list[str | None] = await self._fetchval_retrying(self._sql_apply_batch, *arguments)
+        return outcomes
 
     async def _write_alone(self, update: StatusUpdate, idempotency_key: str | None) -> StatusWrite:
         """One call of ``apply_status``: the update in a transaction of its own."""
         status = update.status
-        for attempt in range(_RETRIES):
+        # The message may appear while the update is being stored as an orphan: the whole call
+        # rolls back (token included), and the next attempt finds the message.
+        outcome: str = await self._fetchval_retrying(
+            self._sql_apply,
+            update.message_id,
+            update.remote_message_id,
+            status.value,
+            status.rank,
+            update.timestamp,
+            idempotency_key,
+        )
+        return StatusWrite(outcome)
+
+    async def _fetchval_retrying(self, sql: str, *arguments: Any) -> Any:
+        """``fetchval`` in a transaction of its own, run again (``_RETRIES`` times in all) while it rolls back whole."""
+        attempt = 1
+        while True:
             try:
                 async with self._pool.acquire() as conn:
-                    outcome: str = await conn.fetchval(
-                        self._sql_apply,
-                        update.message_id,
-                        update.remote_message_id,
-                        status.value,
-                        status.rank,
-                        update.timestamp,
-                        idempotency_key,
-                    )
-                return StatusWrite(outcome)
+                    return await conn.fetchval(sql, *arguments)
             except _RETRYABLE:
-                # The message appeared while the update was being stored as an orphan; the whole
-                # call rolled back (token included), and the next attempt finds the message.
-                if attempt == _RETRIES - 1:
+                if attempt >= _RETRIES:
                     raise
-        raise AssertionError("unreachable")
+                attempt += 1
 
     async def prune_webhook_events(self, *, older_than: float = WEBHOOK_EVENTS_RETENTION, limit: int = 5000) -> int:
         """Forget at most ``limit`` idempotency tokens older than ``older_than`` seconds, oldest first; how many.
