@@ -248,6 +248,23 @@ async def test_every_provider_call_holds_the_current_claim(connector: RecordingC
     assert all(len(sids) == 1 for sids in connector.created.values()), "a message was created twice"
 
 
+class RecordsNothing(MemoryLedger):
+    """A ledger whose writes of outcomes all fail (a database that went down after the claim)."""
+
+    async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
+        raise ConnectionError("database down")
+
+
+class ClaimAnswerLost(MemoryLedger):
+    """A ledger that commits every claim, then loses the answer (the connection dropped)."""
+
+    async def claim(
+        self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
+    ) -> Claim | LedgerEntry:
+        await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
+        raise ConnectionError("server closed the connection unexpectedly")
+
+
 # -- I2: no provider call after the local deadline -------------------------------------------------------------
 
 
@@ -906,11 +923,7 @@ async def test_an_outcome_is_recorded_once_the_ledger_answers_again(
 async def test_an_outcome_that_cannot_be_recorded_is_logged_for_an_operator(
     connector: RecordingConnector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Down(MemoryLedger):
-        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
-            raise ConnectionError("database down")
-
-    ledger = Down()
+    ledger = RecordsNothing()
     message = sms("+15550000045")
     await _added(ledger, message)
     started = time.monotonic()
@@ -1607,7 +1620,7 @@ async def test_a_claim_whose_answer_was_lost_is_given_back_while_the_ledger_reco
 ) -> None:
     """The give-back is tried again with a backoff for up to a lease, under the claim's own token."""
 
-    class LostAnswerFlakyRelease(MemoryLedger):
+    class LostAnswerFlakyRelease(ClaimAnswerLost):
         tokens: list[str | None] = []
         released: list[str] = []
         failures = release_failures
@@ -1616,8 +1629,7 @@ async def test_a_claim_whose_answer_was_lost_is_given_back_while_the_ledger_reco
             self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
         ) -> Claim | LedgerEntry:
             self.tokens.append(token)
-            await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
-            raise ConnectionError("server closed the connection unexpectedly")
+            return await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
 
         async def release(self, message_id: str, token: str) -> bool:
             self.released.append(token)
@@ -1743,11 +1755,7 @@ async def test_an_unrecorded_failure_is_logged_with_its_error_code_and_the_tries
 ) -> None:
     """Tries double from 50 ms up to 1 s, never past half of what is left, until a lease after the claim's."""
 
-    class Down(MemoryLedger):
-        async def record(self, claim: Claim, outcome: SendOutcome) -> bool:
-            raise ConnectionError("database down")
-
-    ledger = Down(clock=stepped_clock.monotonic)
+    ledger = RecordsNothing(clock=stepped_clock.monotonic)
     message = sms("+15550000094")
     connector.script[message.receiver.address] = ["invalid"]
     await _added(ledger, message)
@@ -1802,14 +1810,8 @@ async def test_the_give_back_of_a_lost_claim_paces_down_and_stops_at_one_lease(
     for wait in waits:
         lease += wait  # the give-up point falls exactly at the end of the last wait
 
-    class LostAnswerDown(MemoryLedger):
+    class LostAnswerDown(ClaimAnswerLost):
         releases = 0
-
-        async def claim(
-            self, message_id: str, *, lease: float, request_timeout: float, token: str | None = None
-        ) -> Claim | LedgerEntry:
-            await super().claim(message_id, lease=lease, request_timeout=request_timeout, token=token)
-            raise ConnectionError("server closed the connection unexpectedly")
 
         async def release(self, message_id: str, token: str) -> bool:
             self.releases += 1
